@@ -1,0 +1,385 @@
+"""Singer RECORD lines -> Arrow record batches, typed by the stream's SCHEMA.
+
+Fast path: the lines of a batch are handed whole to Arrow's C++ JSON reader with an
+explicit schema (no inference), then a few columns are converted with compute kernels.
+Exact path: when the fast path refuses a batch (a value that does not fit, or a type the
+C++ reader cannot parse from JSON, such as base64 binary or free-form JSON text) the lines
+are decoded one by one; this path names the line, stream, property and expected type of
+the first bad value, or produces the batch when the values are valid after all.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from dativo_bridge.errors import DecodeError, MissingKeyPropertyError
+from dativo_bridge.schema import JSON_TYPE, relax_nullability
+
+logger = logging.getLogger("dativo.decode")
+
+_EPOCH_PREFIX = pa.scalar("1970-01-01T", pa.string())
+
+
+def loads(line: bytes) -> Any:
+    """Parse one JSON document; accepts NaN/Infinity tokens like Python's json module."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+def _expected(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype):
+        return f"integer ({dtype})"
+    if pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_decimal(dtype):
+        return f"decimal string with precision {dtype.precision} and scale {dtype.scale}"
+    if pa.types.is_timestamp(dtype):
+        return "date-time string (ISO 8601)"
+    if pa.types.is_date(dtype):
+        return "date string (YYYY-MM-DD)"
+    if pa.types.is_time(dtype):
+        return "time string (HH:MM:SS[.ffffff])"
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return "base64 string"
+    if dtype == JSON_TYPE:
+        return "any JSON value"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    if pa.types.is_struct(dtype):
+        return "object"
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return "array"
+    return str(dtype)
+
+
+class _Bad(Exception):
+    def __init__(self, path: str, dtype: pa.DataType, value: Any) -> None:
+        self.path = path
+        self.dtype = dtype
+        self.value = value
+
+
+def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:  # noqa: C901
+    """A function validating one JSON value against ``dtype`` and returning what pa.array takes."""
+
+    def bad(value: Any) -> Any:
+        raise _Bad(path, dtype, value)
+
+    if pa.types.is_integer(dtype):
+        info = (-(2 ** (dtype.bit_width - 1)), 2 ** (dtype.bit_width - 1) - 1)
+        if pa.types.is_unsigned_integer(dtype):
+            info = (0, 2**dtype.bit_width - 1)
+        lo, hi = info
+
+        def conv_int(v: Any) -> Any:
+            if v is None:
+                return None
+            if type(v) is int and lo <= v <= hi:
+                return v
+            return bad(v)
+
+        return conv_int
+    if pa.types.is_floating(dtype):
+
+        def conv_float(v: Any) -> Any:
+            if v is None or (isinstance(v, int | float) and not isinstance(v, bool)):
+                return None if v is None else float(v)
+            return bad(v)
+
+        return conv_float
+    if pa.types.is_boolean(dtype):
+        return lambda v: v if v is None or isinstance(v, bool) else bad(v)
+    if pa.types.is_decimal(dtype):
+        quantum = decimal.Decimal(1).scaleb(-dtype.scale)
+        context = decimal.Context(prec=dtype.precision, traps=[decimal.Inexact])
+
+        def conv_dec(v: Any) -> Any:
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                return bad(v)
+            try:
+                d = decimal.Decimal(str(v))
+                q = d.quantize(quantum, context=context)
+            except (decimal.DecimalException, ValueError):
+                return bad(v)
+            if q != d or not q.is_finite():
+                return bad(v)
+            return q
+
+        return conv_dec
+    if pa.types.is_timestamp(dtype):
+        aware = dtype.tz is not None
+
+        def conv_ts(v: Any) -> Any:
+            if v is None:
+                return None
+            if not isinstance(v, str):
+                return bad(v)
+            try:
+                ts = dt.datetime.fromisoformat(v)
+            except ValueError:
+                return bad(v)
+            if ts.tzinfo is None:
+                return ts.replace(tzinfo=dt.UTC) if aware else ts
+            ts = ts.astimezone(dt.UTC)
+            return ts if aware else ts.replace(tzinfo=None)
+
+        return conv_ts
+    if pa.types.is_date(dtype):
+
+        def conv_date(v: Any) -> Any:
+            if v is None:
+                return None
+            try:
+                return dt.date.fromisoformat(v)
+            except (TypeError, ValueError):
+                return bad(v)
+
+        return conv_date
+    if pa.types.is_time(dtype):
+
+        def conv_time(v: Any) -> Any:
+            if v is None:
+                return None
+            try:
+                return dt.time.fromisoformat(v)
+            except (TypeError, ValueError):
+                return bad(v)
+
+        return conv_time
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+
+        def conv_bin(v: Any) -> Any:
+            if v is None:
+                return None
+            try:
+                return base64.b64decode(v, validate=True)
+            except (TypeError, ValueError):
+                return bad(v)
+
+        return conv_bin
+    if dtype == JSON_TYPE:
+        return lambda v: None if v is None else json.dumps(
+            v, separators=(",", ":"), ensure_ascii=False
+        )
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return lambda v: v if v is None or isinstance(v, str) else bad(v)
+    if pa.types.is_null(dtype):
+        return lambda v: v if v is None else bad(v)
+    if pa.types.is_struct(dtype):
+        fields = [(dtype.field(i).name, _converter(dtype.field(i).type, f"{path}.{dtype.field(i).name}"))
+                  for i in range(dtype.num_fields)]
+
+        def conv_struct(v: Any) -> Any:
+            if v is None:
+                return None
+            if not isinstance(v, dict):
+                return bad(v)
+            return {name: conv(v.get(name)) for name, conv in fields}
+
+        return conv_struct
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        item = _converter(dtype.value_type, f"{path}[]")
+
+        def conv_list(v: Any) -> Any:
+            if v is None:
+                return None
+            if not isinstance(v, list):
+                return bad(v)
+            return [item(x) for x in v]
+
+        return conv_list
+    raise TypeError(f"no Singer decoding for Arrow type {dtype}")
+
+
+def _fast_type(dtype: pa.DataType, top: bool) -> pa.DataType | None:
+    """The type Arrow's JSON reader parses for ``dtype``, or None if it cannot."""
+    if dtype == JSON_TYPE or pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return None
+    if pa.types.is_date32(dtype) or dtype == pa.time64("us"):
+        return pa.string() if top else None
+    if pa.types.is_date64(dtype) or pa.types.is_time(dtype):
+        return None
+    if pa.types.is_struct(dtype):
+        children = []
+        for i in range(dtype.num_fields):
+            child = _fast_type(dtype.field(i).type, False)
+            if child is None:
+                return None
+            children.append(pa.field(dtype.field(i).name, child))
+        return pa.struct(children)
+    if pa.types.is_list(dtype):
+        child = _fast_type(dtype.value_type, False)
+        return None if child is None else pa.list_(child)
+    if pa.types.is_null(dtype):
+        return None
+    return dtype
+
+
+class RecordDecoder:
+    """Decodes the RECORD lines of one stream into Arrow batches of its schema.
+
+    Args:
+        stream: Stream name, for error messages.
+        schema: The stream's Arrow schema (from its SCHEMA message).
+        key_properties: Properties that must be present in every record.
+    """
+
+    def __init__(self, stream: str, schema: pa.Schema, key_properties: Sequence[str] = ()) -> None:
+        self.stream = stream
+        self.key_properties = [k for k in key_properties if k in schema.names]
+        self.schema = relax_nullability(schema, keep=self.key_properties)
+        self._warned_extra = False
+        fast_fields = []
+        for f in self.schema:
+            ftype = _fast_type(f.type, True)
+            if ftype is None:
+                fast_fields = None
+                break
+            fast_fields.append(pa.field(f.name, ftype))
+        self._parse_schema = None if fast_fields is None else pa.schema(
+            [pa.field("record", pa.struct(fast_fields))]
+        )
+        self._converters = [( f.name, _converter(f.type, f.name)) for f in self.schema]
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether batches go through Arrow's JSON reader (False: the exact path only)."""
+        return self._parse_schema is not None
+
+    def decode(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.RecordBatch:
+        """Decode RECORD message lines (whole Singer messages) into one batch.
+
+        Args:
+            lines: Each a complete RECORD message, newline-terminated or not.
+            line_numbers: The 1-based input line number of each line, for errors.
+
+        Returns:
+            A batch with the decoder's schema.
+
+        Raises:
+            DecodeError: Naming the stream, line, property and expected type.
+        """
+        if not lines:
+            return pa.RecordBatch.from_pylist([], schema=self.schema)
+        if self._parse_schema is not None:
+            try:
+                batch = self._decode_fast(lines)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                batch = None
+            if batch is not None:
+                self._check_keys(batch, line_numbers)
+                return batch
+        return self._decode_exact(lines, line_numbers)
+
+    def _decode_fast(self, lines: Sequence[bytes]) -> pa.RecordBatch | None:
+        assert self._parse_schema is not None
+        data = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+        table = pj.read_json(
+            io.BytesIO(data),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30))),
+            parse_options=pj.ParseOptions(
+                explicit_schema=self._parse_schema, unexpected_field_behavior="infer"
+            ),
+        )
+        if table.num_rows != len(lines):
+            return None
+        records = table.column("record").combine_chunks()
+        if records.null_count:
+            return None  # some line has no record object: let the exact path name it
+        declared = set(self.schema.names)
+        extra = [records.type.field(i).name for i in range(records.type.num_fields)
+                 if records.type.field(i).name not in declared]
+        if extra:
+            self._warn_extra(extra)
+        columns = []
+        for f in self.schema:
+            col = records.field(f.name)
+            if col.type != f.type:
+                if pa.types.is_time64(f.type):
+                    joined = pc.binary_join_element_wise(_EPOCH_PREFIX, col, "")
+                    micros = pc.cast(pc.cast(joined, pa.timestamp("us")), pa.int64())
+                    col = pc.cast(micros, f.type)
+                else:
+                    col = pc.cast(col, f.type)
+            columns.append(col)
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def _warn_extra(self, names: Sequence[str]) -> None:
+        if not self._warned_extra:
+            self._warned_extra = True
+            logger.warning(
+                "stream '%s': records carry properties not in its SCHEMA, which are dropped: %s",
+                self.stream,
+                ", ".join(sorted(names)),
+            )
+
+    def _check_keys(self, batch: pa.RecordBatch, line_numbers: Sequence[int]) -> None:
+        for key in self.key_properties:
+            col = batch.column(key)
+            if col.null_count:
+                first = pc.index(col.is_null(), True).as_py()
+                raise MissingKeyPropertyError(
+                    "record has no value for key property",
+                    stream=self.stream,
+                    line_number=line_numbers[first],
+                    field=key,
+                    expected=_expected(col.type),
+                )
+
+    def _decode_exact(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.RecordBatch:
+        columns: list[list[Any]] = [[] for _ in self._converters]
+        declared = set(self.schema.names)
+        for line, number in zip(lines, line_numbers, strict=True):
+            try:
+                message = loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise DecodeError(f"malformed JSON: {exc}", stream=self.stream,
+                                  line_number=number) from None
+            record = message.get("record") if isinstance(message, dict) else None
+            if not isinstance(record, dict):
+                raise DecodeError("RECORD message has no 'record' object", stream=self.stream,
+                                  line_number=number, expected="object")
+            for key in self.key_properties:
+                if record.get(key) is None:
+                    raise MissingKeyPropertyError(
+                        "record has no value for key property", stream=self.stream,
+                        line_number=number, field=key,
+                        expected=_expected(self.schema.field(key).type))
+            if not self._warned_extra and not declared.issuperset(record):
+                self._warn_extra([k for k in record if k not in declared])
+            try:
+                for values, (name, conv) in zip(columns, self._converters, strict=True):
+                    values.append(conv(record.get(name)))
+            except _Bad as bad:
+                shown = json.dumps(bad.value)
+                if len(shown) > 80:
+                    shown = shown[:77] + "..."
+                raise DecodeError(
+                    f"value {shown} does not fit type {bad.dtype}",
+                    stream=self.stream, line_number=number, field=bad.path,
+                    expected=_expected(bad.dtype)) from None
+        arrays = []
+        for f, values in zip(self.schema, columns, strict=True):
+            if f.type == JSON_TYPE:
+                arrays.append(pa.ExtensionArray.from_storage(JSON_TYPE, pa.array(values, pa.string())))
+            else:
+                arrays.append(pa.array(values, f.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)

@@ -1,0 +1,215 @@
+"""Reading a Singer message stream: RECORD lines in bulk, other messages one by one."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dativo_bridge.codecs.decode import RecordDecoder, loads
+from dativo_bridge.delivery import StreamWriters
+from dativo_bridge.errors import DecodeError, RecordBeforeSchemaError, SchemaMappingError
+from dativo_bridge.interfaces import StreamInfo
+from dativo_bridge.schema import jsonschema_to_arrow
+
+logger = logging.getLogger("dativo.input")
+
+#: Most taps write "type" then "stream" first; such RECORD lines are routed without parsing.
+_RECORD_HEAD = re.compile(rb'^\{\s*"type"\s*:\s*"RECORD"\s*,\s*"stream"\s*:\s*"([^"\\]*)"')
+
+DEFAULT_MAX_LINE_BYTES = 128 * 1024 * 1024
+
+
+def iter_lines(source: IO[Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Yield the lines of a text or binary stream as bytes, refusing over-long lines."""
+    binary = getattr(source, "buffer", None) if source is not None else None
+    stream = binary if binary is not None and _is_real_stdin(source) else source
+    number = 0
+    while True:
+        line = stream.readline(max_line_bytes + 1)
+        if not line:
+            return
+        number += 1
+        if isinstance(line, str):
+            line = line.encode("utf-8", "surrogateescape")
+        if len(line) > max_line_bytes and not line.endswith(b"\n"):
+            raise DecodeError(
+                f"line is longer than max_line_bytes ({max_line_bytes} bytes)",
+                line_number=number,
+                expected="one Singer message per line",
+            )
+        yield line
+
+
+def _is_real_stdin(source: Any) -> bool:
+    import sys
+
+    return source is sys.stdin or source is sys.__stdin__
+
+
+@dataclass
+class _Pending:
+    decoder: RecordDecoder
+    lines: list[bytes] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    size: int = 0
+
+
+class SingerInput:
+    """Feeds a Singer message stream into a :class:`StreamWriters`.
+
+    Args:
+        writers: Where decoded batches, schemas and states go.
+        batch_rows: Decode a stream's pending RECORD lines once this many have arrived.
+        batch_bytes: ... or once they hold this many bytes.
+    """
+
+    def __init__(
+        self,
+        writers: StreamWriters,
+        *,
+        batch_rows: int = 100_000,
+        batch_bytes: int = 32 * 1024 * 1024,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self.writers = writers
+        self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
+        self.max_line_bytes = max_line_bytes
+        self._pending: dict[str, _Pending] = {}
+        self.counts: dict[str, int] = {}
+
+    def process(self, source: IO[Any]) -> None:
+        """Consume every line of ``source`` (does not finish the writers)."""
+        number = 0
+        for line in iter_lines(source, self.max_line_bytes):
+            number += 1
+            self.process_line(line, number)
+
+    def process_line(self, line: bytes, number: int) -> None:
+        """Handle one input line (1-based ``number`` for error messages)."""
+        head = _RECORD_HEAD.match(line)
+        if head is not None:
+            self._record(head.group(1).decode("utf-8", "replace"), line, number)
+            return
+        stripped = line.strip()
+        if not stripped:
+            return
+        try:
+            message = loads(stripped)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"malformed JSON: {exc}", line_number=number,
+                              expected="a Singer message (a JSON object)") from None
+        if not isinstance(message, dict) or "type" not in message:
+            raise DecodeError("not a Singer message", line_number=number,
+                              expected="a JSON object with a 'type'")
+        kind = message["type"]
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind == "RECORD":
+            stream = message.get("stream")
+            if not isinstance(stream, str):
+                raise DecodeError("RECORD without a 'stream'", line_number=number,
+                                  expected="a stream name")
+            self._record(stream, stripped, number, counted=True)
+        elif kind == "SCHEMA":
+            self._schema(message, number)
+        elif kind == "STATE":
+            self.flush()
+            self.writers.state(message.get("value"))
+        elif kind == "ACTIVATE_VERSION":
+            logger.debug("ACTIVATE_VERSION for '%s' noted", message.get("stream"))
+        elif kind == "BATCH":
+            self._batch(message, number)
+        else:
+            raise DecodeError(f"unknown message type {kind!r}", line_number=number,
+                              expected="RECORD, SCHEMA, STATE, ACTIVATE_VERSION or BATCH")
+
+    def _record(self, stream: str, line: bytes, number: int, counted: bool = False) -> None:
+        if not counted:
+            self.counts["RECORD"] = self.counts.get("RECORD", 0) + 1
+        pending = self._pending.get(stream)
+        if pending is None:
+            raise RecordBeforeSchemaError(
+                "RECORD arrived before the stream's SCHEMA", stream=stream,
+                line_number=number, expected="a SCHEMA message for the stream first")
+        pending.lines.append(line)
+        pending.numbers.append(number)
+        pending.size += len(line)
+        if len(pending.lines) >= self.batch_rows or pending.size >= self.batch_bytes:
+            self._flush_stream(stream, pending)
+
+    def _schema(self, message: dict[str, Any], number: int) -> None:
+        stream = message.get("stream")
+        schema = message.get("schema")
+        if not isinstance(stream, str) or not isinstance(schema, dict):
+            raise DecodeError("SCHEMA needs 'stream' and an object 'schema'", line_number=number,
+                              expected="a Singer SCHEMA message")
+        try:
+            arrow = jsonschema_to_arrow(schema)
+        except SchemaMappingError as exc:
+            raise DecodeError(str(exc), stream=stream, line_number=number,
+                              expected="a JSON Schema object with properties") from None
+        keys = message.get("key_properties") or []
+        pending = self._pending.get(stream)
+        if pending is not None:
+            self._flush_stream(stream, pending)
+        decoder = RecordDecoder(stream, arrow, keys)
+        self._pending[stream] = _Pending(decoder)
+        bookmark_keys = message.get("bookmark_properties") or []
+        self.writers.schema(StreamInfo(
+            stream, decoder.schema, tuple(decoder.key_properties),
+            bookmark_keys[0] if bookmark_keys else None))
+
+    def _batch(self, message: dict[str, Any], number: int) -> None:
+        stream = message.get("stream")
+        pending = self._pending.get(stream) if isinstance(stream, str) else None
+        if pending is None or not isinstance(stream, str):
+            raise RecordBeforeSchemaError("BATCH arrived before the stream's SCHEMA",
+                                          stream=stream, line_number=number)
+        self._flush_stream(stream, pending)
+        encoding = message.get("encoding") or {}
+        fmt = encoding.get("format")
+        for uri in message.get("manifest") or []:
+            path = Path(urlparse(uri).path) if uri.startswith("file:") else Path(uri)
+            if fmt == "jsonl":
+                opener = gzip.open if encoding.get("compression") == "gzip" else open
+                with opener(path, "rb") as fh:
+                    lines = [ln for ln in fh if ln.strip()]
+                wrapped = [b'{"type":"RECORD","stream":' + orjson.dumps(stream)
+                           + b',"record":' + ln.rstrip(b"\r\n") + b"}\n" for ln in lines]
+                batch = pending.decoder.decode(wrapped, [number] * len(wrapped))
+            elif fmt == "parquet":
+                table = pq.read_table(path)
+                batch = table.select(pending.decoder.schema.names).cast(
+                    pending.decoder.schema).combine_chunks().to_batches()[0]
+            else:
+                raise DecodeError(f"unsupported BATCH encoding {fmt!r}", stream=stream,
+                                  line_number=number, expected="jsonl or parquet")
+            self.writers.write(stream, batch)
+
+    def _flush_stream(self, stream: str, pending: _Pending) -> None:
+        if not pending.lines:
+            return
+        batch = pending.decoder.decode(pending.lines, pending.numbers)
+        pending.lines = []
+        pending.numbers = []
+        pending.size = 0
+        self.writers.write(stream, batch)
+
+    def flush(self) -> None:
+        """Decode and write every stream's pending lines."""
+        for stream, pending in self._pending.items():
+            self._flush_stream(stream, pending)
+
+    def schemas(self) -> dict[str, pa.Schema]:
+        """The Arrow schema of every stream seen so far."""
+        return {name: p.decoder.schema for name, p in self._pending.items()}

@@ -1,0 +1,147 @@
+"""The writer side of every run: open writers per stream, commit on a rule, release STATE.
+
+Used by the Singer target (decoded lines), the in-process runner (batches from a reader)
+and the subprocess adapter (a foreign tap). STATE is the promise: a state value is passed
+to ``on_state`` only after every writer has committed every row received before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from dativo_bridge.errors import WriteError
+from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+
+logger = logging.getLogger("dativo.delivery")
+
+
+@dataclass
+class StreamStats:
+    """Counters for one stream of a run."""
+
+    rows: int = 0
+    bytes: int = 0
+    batches: int = 0
+    committed_rows: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+class StreamWriters:
+    """The open writers of one run and the rule for when they commit.
+
+    Args:
+        make_writer: Returns a fresh, unopened writer (called once per stream).
+        config: Writer settings passed to ``ArrowWriter.open``.
+        on_state: Called with each STATE value once it is durable.
+        checkpoint_rows: Commit once this many rows are uncommitted and a STATE is pending.
+        checkpoint_seconds: ... or once this long has passed since the last commit.
+    """
+
+    def __init__(
+        self,
+        make_writer: Callable[[], ArrowWriter],
+        config: Mapping[str, Any],
+        on_state: Callable[[Any], None],
+        *,
+        checkpoint_rows: int = 1_000_000,
+        checkpoint_seconds: float = 300.0,
+    ) -> None:
+        self._make_writer = make_writer
+        self._config = config
+        self._on_state = on_state
+        self.checkpoint_rows = checkpoint_rows
+        self.checkpoint_seconds = checkpoint_seconds
+        self.writers: dict[str, ArrowWriter] = {}
+        self.streams: dict[str, StreamInfo] = {}
+        self.stats: dict[str, StreamStats] = {}
+        self._pending_state: Any = None
+        self._has_pending_state = False
+        self._uncommitted_rows = 0
+        self._last_commit = time.monotonic()
+        self.last_state: Any = None
+
+    def schema(self, stream: StreamInfo) -> None:
+        """Declare (or re-declare) a stream's schema."""
+        known = self.streams.get(stream.name)
+        self.streams[stream.name] = stream
+        self.stats.setdefault(stream.name, StreamStats())
+        if known is None:
+            return
+        writer = self.writers.get(stream.name)
+        if writer is not None and known.schema != stream.schema:
+            writer.update_schema(stream.schema)
+
+    def _writer(self, name: str) -> ArrowWriter:
+        writer = self.writers.get(name)
+        if writer is None:
+            writer = self._make_writer()
+            writer.open(self._config, self.streams[name])
+            self.writers[name] = writer
+        return writer
+
+    def write(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Hand one batch to the stream's writer."""
+        if batch.num_rows == 0:
+            return
+        if stream not in self.streams:
+            raise WriteError(f"stream '{stream}': a batch arrived before its schema")
+        self._writer(stream).write(batch)
+        stats = self.stats[stream]
+        stats.rows += batch.num_rows
+        stats.bytes += batch.nbytes
+        stats.batches += 1
+        self._uncommitted_rows += batch.num_rows
+
+    def state(self, value: Any) -> None:
+        """A STATE covering every row written so far; released after the next commit."""
+        self._pending_state = value
+        self._has_pending_state = True
+        due = (self._uncommitted_rows >= self.checkpoint_rows
+               or time.monotonic() - self._last_commit >= self.checkpoint_seconds)
+        if due or self._uncommitted_rows == 0:
+            self.commit()
+
+    def commit(self) -> CommitResult:
+        """Commit every writer, then release the pending STATE (if any)."""
+        total = CommitResult()
+        for name, writer in self.writers.items():
+            result = writer.commit()
+            stats = self.stats[name]
+            stats.committed_rows += result.rows
+            stats.files.extend(result.paths)
+            total.merge(result)
+        self._uncommitted_rows = 0
+        self._last_commit = time.monotonic()
+        if self._has_pending_state:
+            state = self._pending_state
+            self._has_pending_state = False
+            self._pending_state = None
+            self.last_state = state
+            self._on_state(state)
+        return total
+
+    def finish(self) -> CommitResult:
+        """End of input: commit everything and release the last STATE, then close."""
+        try:
+            return self.commit()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close every writer (uncommitted data is discarded by the writers)."""
+        writers, self.writers = self.writers, {}
+        for writer in writers.values():
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the original error
+                logger.exception("closing writer failed")
+
+    def stream_names(self) -> Sequence[str]:
+        """Streams seen so far, in order of first SCHEMA."""
+        return list(self.streams)

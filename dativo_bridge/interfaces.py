@@ -1,0 +1,159 @@
+"""The two extension points: ArrowReader (a source) and ArrowWriter (a destination)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a reader says about one of its streams.
+
+    Attributes:
+        name: Stream id (e.g. ``public-orders``).
+        schema: The Arrow schema of every batch of the stream.
+        key_properties: Primary-key columns.
+        replication_key: Column whose maximum is the incremental bookmark, if any.
+        replication_method: ``FULL_TABLE`` or ``INCREMENTAL``.
+    """
+
+    name: str
+    schema: pa.Schema
+    key_properties: Sequence[str] = ()
+    replication_key: str | None = None
+    replication_method: str = "FULL_TABLE"
+
+    def with_columns(self, columns: Sequence[str] | None) -> StreamInfo:
+        """The same stream restricted to ``columns`` (None keeps all)."""
+        if columns is None:
+            return self
+        wanted = set(columns)
+        schema = pa.schema([f for f in self.schema if f.name in wanted])
+        return StreamInfo(self.name, schema, tuple(self.key_properties),
+                          self.replication_key, self.replication_method)
+
+
+@dataclass
+class CommitResult:
+    """What a writer made durable in one commit."""
+
+    paths: list[str] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: CommitResult) -> None:
+        """Add another commit's results to this one."""
+        self.paths.extend(other.paths)
+        self.rows += other.rows
+        self.bytes += other.bytes
+        self.checksums.update(other.checksums)
+
+
+class ArrowReader(abc.ABC):
+    """A source of Arrow record batches; `make_tap` turns one into a Singer tap.
+
+    Subclasses set ``name`` and ``config_jsonschema`` and implement ``discover`` and
+    ``read``; ``open``, ``bookmark`` and ``close`` have sensible defaults.
+    """
+
+    name: ClassVar[str] = "arrow-reader"
+    config_jsonschema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+
+    def __init__(self) -> None:
+        self.config: Mapping[str, Any] = {}
+
+    def open(self, config: Mapping[str, Any]) -> None:
+        """Receive the validated settings and connect to the source."""
+        self.config = config
+
+    @abc.abstractmethod
+    def discover(self) -> Sequence[StreamInfo]:
+        """Every stream this source offers, with its Arrow schema."""
+
+    @abc.abstractmethod
+    def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
+        """Yield the stream's rows as batches of ``stream.schema``.
+
+        Args:
+            stream: The stream (its schema may be a column subset of the discovered one).
+            bookmark: For INCREMENTAL streams, the last committed bookmark: read rows whose
+                replication key is ``>=`` it. None for a full read.
+        """
+
+    def bookmark(self, stream: StreamInfo, batch: pa.RecordBatch, previous: Any | None) -> Any:
+        """The incremental bookmark after ``batch``: by default the max replication key."""
+        if not stream.replication_key or batch.num_rows == 0:
+            return previous
+        value = pc.max(batch.column(stream.replication_key)).as_py()
+        if value is None:
+            return previous
+        if previous is not None:
+            try:
+                return max(previous, value)
+            except TypeError:
+                return value
+        return value
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ArrowWriter(abc.ABC):
+    """A destination for one stream's Arrow batches; `make_target` turns one into a target.
+
+    The life of a writer: ``open`` once, ``write`` many times, ``commit`` whenever the
+    caller needs what was written to be durable (and visible), ``close`` at the end.
+    Rows written but not committed must never become visible.
+    """
+
+    name: ClassVar[str] = "arrow-writer"
+    config_jsonschema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+
+    def __init__(self) -> None:
+        self.config: Mapping[str, Any] = {}
+        self.stream: StreamInfo | None = None
+
+    def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
+        """Prepare to receive batches of ``stream.schema``."""
+        self.config = config
+        self.stream = stream
+
+    @abc.abstractmethod
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Accept one batch (not yet durable)."""
+
+    @abc.abstractmethod
+    def commit(self) -> CommitResult:
+        """Make every batch written so far durable and visible; return what was committed."""
+
+    def update_schema(self, schema: pa.Schema) -> None:
+        """A new SCHEMA for the stream arrived: later batches have ``schema``.
+
+        The default accepts only an identical schema; writers that can evolve override it.
+        """
+        from dativo_bridge.errors import WriteError
+
+        if self.stream is not None and schema != self.stream.schema:
+            raise WriteError(f"{type(self).__name__} cannot change the schema of a stream")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; anything uncommitted is discarded."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

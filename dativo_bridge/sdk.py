@@ -1,0 +1,289 @@
+"""make_tap / make_target: an ArrowReader or ArrowWriter as a full singer-sdk plugin.
+
+The SDK provides the CLI, settings, catalog, selection and state handling; Dativo
+replaces its per-record paths with batch paths (encode on the tap side, decode on the
+target side) where the SDK's own record machinery (stream maps) is not in use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import sys
+from collections import Counter
+from collections.abc import Generator, Iterable
+from typing import IO, Any, ClassVar, cast
+
+import orjson
+from singer_sdk import Stream, Tap, Target
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib import SchemaMessage
+from singer_sdk.singerlib.encoding.base import GenericSingerReader
+
+from dativo_bridge.codecs.decode import loads
+from dativo_bridge.codecs.encode import encode_records
+from dativo_bridge.codecs.messages import SingerInput
+from dativo_bridge.delivery import StreamWriters
+from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
+from dativo_bridge.schema import arrow_to_jsonschema
+
+#: Settings every Dativo target understands, on top of its writer's own.
+TARGET_COMMON_SETTINGS: dict[str, Any] = {
+    "checkpoint_rows": {"type": "integer", "default": 1_000_000,
+                        "description": "Commit (and release STATE) after this many rows."},
+    "checkpoint_seconds": {"type": "number", "default": 300,
+                           "description": "... or after this many seconds."},
+    "batch_rows": {"type": "integer", "default": 100_000,
+                   "description": "RECORD lines decoded into Arrow per batch."},
+}
+
+
+def write_bytes(data: bytes) -> None:
+    """Write raw bytes to stdout after whatever text the SDK already wrote."""
+    out = sys.stdout
+    out.flush()
+    raw = getattr(out, "buffer", None)
+    if raw is not None:
+        raw.write(data)
+        raw.flush()
+    else:
+        out.write(data.decode("utf-8"))
+        out.flush()
+
+
+def jsonable(value: Any) -> Any:
+    """A bookmark value as the JSON value singer-sdk stores in STATE."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            return value.isoformat()
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+class ArrowStream(Stream):
+    """A singer-sdk stream whose rows come from an ArrowReader as batches."""
+
+    is_sorted = True  # readers yield batches in bookmark order (ArrowReader contract)
+
+    def __init__(self, tap: ArrowTap, info: StreamInfo) -> None:
+        self.info = info
+        super().__init__(tap, schema=arrow_to_jsonschema(info.schema), name=info.name)
+        self.primary_keys = list(info.key_properties)
+        self.replication_key = info.replication_key
+        self._arrow_tap = tap
+
+    def _selected_info(self) -> StreamInfo:
+        names = [n for n in self.info.schema.names if self.mask.get(("properties", n), True)]
+        return self.info.with_columns(names)
+
+    def _fast_path(self) -> bool:
+        maps = self.stream_maps
+        return len(maps) == 1 and type(maps[0]) is SameRecordTransform and not getattr(
+            maps[0], "flattening_enabled", False)
+
+    def _generate_schema_messages(self) -> Generator[SchemaMessage, None, None]:
+        if not self._fast_path():
+            yield from super()._generate_schema_messages()
+            return
+        # The SDK's Schema object drops keys it does not know (precision, scale,
+        # x-arrow-type); the batch path sends the full mapping instead.
+        yield SchemaMessage(
+            self.name,
+            arrow_to_jsonschema(self._selected_info().schema),
+            list(self.primary_keys),
+            [self.replication_key] if self.replication_key else None,
+        )
+
+    def get_records(self, context: dict | None) -> Iterable[dict[str, Any]]:
+        """Rows as dicts: used only when stream maps need the SDK's record path."""
+        info = self._selected_info()
+        bookmark = self._start_bookmark(context)
+        for batch in self._arrow_tap.reader.read(info, bookmark):
+            yield from batch.to_pylist()
+
+    def _start_bookmark(self, context: dict | None) -> Any:
+        if self.replication_method != "INCREMENTAL" or not self.replication_key:
+            return None
+        return self.get_starting_replication_key_value(context)
+
+    def _sync_records(  # type: ignore[override]
+        self, context: dict | None = None, *, write_messages: bool = True
+    ) -> Generator[dict, Any, Any]:
+        if not (write_messages and self._fast_path()):
+            yield from super()._sync_records(context, write_messages=write_messages)
+            return
+        info = self._selected_info()
+        reader = self._arrow_tap.reader
+        incremental = self.replication_method == "INCREMENTAL" and bool(self.replication_key)
+        bookmark = self._start_bookmark(context)
+        self._write_starting_replication_value(context)
+        limit = self.ABORT_AT_RECORD_COUNT
+        sent = 0
+        version = self._stream_version if self.emit_activate_version_messages and \
+            self.replication_method == "FULL_TABLE" else None
+        record_counter = self.get_record_counter()
+        with record_counter, self.get_sync_timer():
+            for batch in reader.read(info, bookmark):
+                if batch.schema.names != info.schema.names:
+                    batch = batch.select(info.schema.names)
+                over = limit is not None and sent + batch.num_rows > limit
+                if over:
+                    batch = batch.slice(0, max(0, cast(int, limit) - sent))
+                if batch.num_rows:
+                    write_bytes(encode_records(batch, self.name, version=version))
+                    sent += batch.num_rows
+                    record_counter.increment(batch.num_rows)
+                    self.state_manager.is_flushed = False
+                if incremental and self.replication_key:
+                    new = reader.bookmark(info, batch, bookmark)
+                    if new is not None and new != bookmark:
+                        bookmark = new
+                        self._increment_stream_state(
+                            {self.replication_key: jsonable(new)}, context=context)
+                        self.state_manager.is_flushed = False
+                if over:
+                    self._check_max_record_limit(sent)
+                self._write_state_message()
+        if not context:
+            self._finalize_state(self.stream_state)
+        self._write_state_message()
+
+
+class ArrowTap(Tap):
+    """Base of every tap made by :func:`make_tap`."""
+
+    reader_class: ClassVar[type[ArrowReader]]
+    _reader: ArrowReader | None = None
+
+    @property
+    def reader(self) -> ArrowReader:
+        """The opened reader (one per tap run)."""
+        if self._reader is None:
+            reader = self.reader_class()
+            reader.open(dict(self.config))
+            self._reader = reader
+        return self._reader
+
+    def discover_streams(self) -> list[Stream]:
+        return [ArrowStream(self, info) for info in self.reader.discover()]
+
+    def sync_all(self) -> None:
+        try:
+            super().sync_all()
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+
+class _ArrowMessageReader(GenericSingerReader[str]):
+    """Routes the target's input through Dativo's batch decoder instead of per-line callbacks."""
+
+    def __init__(self, target: ArrowTarget) -> None:
+        super().__init__()
+        self._target = target
+
+    @property
+    def default_input(self) -> IO[str]:
+        return sys.stdin
+
+    def deserialize_json(self, line: str) -> dict:
+        return cast(dict, loads(line.encode()))
+
+    def process_lines(self, file_input: IO[str] | None, callbacks: Any) -> Counter[str]:
+        target = self._target
+        try:
+            target.singer_input.process(file_input or sys.stdin)
+        except BaseException:
+            target.writers.close()  # discard everything uncommitted
+            raise
+        return Counter(target.singer_input.counts)
+
+
+class ArrowTarget(Target):
+    """Base of every target made by :func:`make_target`."""
+
+    writer_class: ClassVar[type[ArrowWriter]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.message_reader = _ArrowMessageReader(self)
+        config = dict(self.config)
+        self.writers = StreamWriters(
+            self.writer_class, config, self._emit_state,
+            checkpoint_rows=int(config.get("checkpoint_rows") or 1_000_000),
+            checkpoint_seconds=float(config.get("checkpoint_seconds") or 300),
+        )
+        self.singer_input = SingerInput(self.writers,
+                                        batch_rows=int(config.get("batch_rows") or 100_000))
+
+    def _emit_state(self, state: Any) -> None:
+        write_bytes(orjson.dumps({"type": "STATE", "value": state}) + b"\n")
+
+    def process_endofpipe(self) -> None:
+        try:
+            self.singer_input.flush()
+            self.writers.finish()
+        except BaseException:
+            self.writers.close()
+            raise
+        for name, stats in self.writers.stats.items():
+            self.logger.info("stream '%s': %d rows committed in %d file(s)", name,
+                             stats.committed_rows, len(stats.files))
+
+
+def _with_common(schema: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(schema)
+    props = dict(merged.get("properties") or {})
+    for key, value in extra.items():
+        props.setdefault(key, value)
+    merged["properties"] = props
+    return merged
+
+
+def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> type[ArrowTap]:
+    """Build a singer-sdk Tap class around an ArrowReader class.
+
+    Args:
+        reader_class: The reader; its ``name`` and ``config_jsonschema`` become the tap's.
+        name: Override the plugin name.
+
+    Returns:
+        A Tap subclass with the SDK's CLI (``.cli``) and test-suite support.
+    """
+    plugin = name or reader_class.name
+    attrs = {
+        "name": plugin,
+        "config_jsonschema": reader_class.config_jsonschema,
+        "reader_class": reader_class,
+        "__module__": reader_class.__module__,
+        "__doc__": f"Singer tap '{plugin}' reading with {reader_class.__name__}.",
+    }
+    return cast(type[ArrowTap], type(f"Tap{reader_class.__name__}", (ArrowTap,), attrs))
+
+
+def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> type[ArrowTarget]:
+    """Build a singer-sdk Target class around an ArrowWriter class.
+
+    Args:
+        writer_class: The writer; its ``name`` and ``config_jsonschema`` become the target's.
+        name: Override the plugin name.
+
+    Returns:
+        A Target subclass with the SDK's CLI (``.cli``) and test-suite support.
+    """
+    plugin = name or writer_class.name
+    attrs = {
+        "name": plugin,
+        "config_jsonschema": _with_common(writer_class.config_jsonschema, TARGET_COMMON_SETTINGS),
+        "writer_class": writer_class,
+        "__module__": writer_class.__module__,
+        "__doc__": f"Singer target '{plugin}' writing with {writer_class.__name__}.",
+    }
+    return cast(type[ArrowTarget], type(f"Target{writer_class.__name__}", (ArrowTarget,), attrs))

@@ -1,0 +1,8 @@
+"""target-dativo-parquet: the singer-sdk target around ParquetWriter."""
+
+from dativo_bridge import make_target
+from targets.parquet.writer import ParquetWriter
+
+TargetDativoParquet = make_target(ParquetWriter)
+
+__all__ = ["TargetDativoParquet"]

@@ -1,0 +1,186 @@
+"""ParquetWriter: one stream's batches into Parquet files that appear only when complete."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dativo_bridge.errors import ConfigError, WriteError
+from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+
+logger = logging.getLogger("dativo.parquet")
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+CONFIG_JSONSCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string", "description": "Directory the stream folders go in."},
+        "compression": {"type": "string", "default": "zstd",
+                        "enum": ["zstd", "snappy", "gzip", "lz4", "brotli", "none"]},
+        "target_file_size_mb": {"type": "number", "default": 128,
+                                "description": "Start a new file once one reaches this size."},
+        "partition_by": {"type": "array", "items": {"type": "string"},
+                         "description": "Columns for hive-style folders col=value/."},
+        "row_group_rows": {"type": "integer", "default": 1_000_000},
+    },
+    "required": ["path"],
+}
+
+
+def stream_dir_name(stream: str) -> str:
+    """A stream name made safe as one directory name."""
+    return _UNSAFE.sub("_", stream).strip(".") or "stream"
+
+
+@dataclass
+class _OpenFile:
+    temp: Path
+    final: Path
+    writer: pq.ParquetWriter
+    rows: int = 0
+
+
+class ParquetWriter(ArrowWriter):
+    """Writes a stream as Parquet files under ``<path>/<stream>/[col=value/]part-*.parquet``.
+
+    Files are written under a hidden temporary name (``.part-*.parquet.inprogress``) and
+    renamed on commit, so a reader never sees a partial file or uncommitted rows.
+    """
+
+    name = "target-dativo-parquet"
+    config_jsonschema = CONFIG_JSONSCHEMA
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._files: dict[tuple[Any, ...], _OpenFile] = {}
+        self._finished: list[tuple[Path, Path, int]] = []
+        self._schema: pa.Schema | None = None
+        self._seq = 0
+        self._run = uuid.uuid4().hex[:8]
+
+    def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
+        super().open(config, stream)
+        if not config.get("path"):
+            raise ConfigError("target-dativo-parquet needs the setting 'path' (a directory)")
+        self._root = Path(str(config["path"])).expanduser() / stream_dir_name(stream.name)
+        self._compression = str(config.get("compression") or "zstd")
+        self._target_bytes = int(float(config.get("target_file_size_mb") or 128) * 1024 * 1024)
+        self._row_group_rows = int(config.get("row_group_rows") or 1_000_000)
+        self._partition_by: Sequence[str] = list(config.get("partition_by") or [])
+        missing = [c for c in self._partition_by if c not in stream.schema.names]
+        if missing:
+            raise ConfigError(
+                f"stream '{stream.name}': partition_by columns not in the stream: {missing}")
+        self._schema = stream.schema
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    def _new_file(self, key: tuple[Any, ...]) -> _OpenFile:
+        assert self._schema is not None
+        folder = self._root
+        for col, value in zip(self._partition_by, key, strict=True):
+            text = HIVE_NULL if value is None else quote(str(value), safe="")
+            folder = folder / f"{col}={text}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        base = f"part-{self._run}-{self._seq:05d}.parquet"
+        temp = folder / f".{base}.inprogress"
+        writer = pq.ParquetWriter(
+            temp, self._schema,
+            compression=None if self._compression == "none" else self._compression,
+        )
+        return _OpenFile(temp, folder / base, writer)
+
+    def _finish(self, key: tuple[Any, ...]) -> None:
+        handle = self._files.pop(key)
+        handle.writer.close()
+        self._finished.append((handle.temp, handle.final, handle.rows))
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._schema is None:
+            raise WriteError("ParquetWriter.write called before open")
+        if batch.schema != self._schema:
+            try:
+                batch = batch.select(self._schema.names).cast(self._schema)
+            except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+                raise WriteError(
+                    f"stream '{self.stream.name if self.stream else '?'}': batch does not match "
+                    f"the stream schema: {exc}") from exc
+        if not self._partition_by:
+            self._write_part((), batch)
+            return
+        table = pa.Table.from_batches([batch])
+        keys = table.select(self._partition_by).group_by(self._partition_by).aggregate([])
+        for key in keys.to_pylist():
+            mask = None
+            for col, value in key.items():
+                cond = (pc.is_null(table[col]) if value is None
+                        else pc.fill_null(pc.equal(table[col], pa.scalar(value, table[col].type)),
+                                          False))
+                mask = cond if mask is None else pc.and_(mask, cond)
+            part = table.filter(mask).combine_chunks()
+            for rb in part.to_batches():
+                self._write_part(tuple(key[c] for c in self._partition_by), rb)
+
+    def _write_part(self, key: tuple[Any, ...], batch: pa.RecordBatch) -> None:
+        handle = self._files.get(key)
+        if handle is None:
+            handle = self._files[key] = self._new_file(key)
+        handle.writer.write_batch(batch, row_group_size=self._row_group_rows)
+        handle.rows += batch.num_rows
+        if handle.temp.stat().st_size >= self._target_bytes:
+            self._finish(key)
+
+    def update_schema(self, schema: pa.Schema) -> None:
+        """Later batches get the new schema: open files are finished, new files follow it."""
+        for key in list(self._files):
+            self._finish(key)
+        self._schema = schema
+        if self.stream is not None:
+            self.stream = StreamInfo(self.stream.name, schema, self.stream.key_properties,
+                                     self.stream.replication_key, self.stream.replication_method)
+
+    def commit(self) -> CommitResult:
+        for key in list(self._files):
+            self._finish(key)
+        result = CommitResult()
+        for temp, final, rows in self._finished:
+            digest = hashlib.sha256()
+            with open(temp, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+                os.fsync(fh.fileno())
+            os.replace(temp, final)
+            result.paths.append(str(final))
+            result.rows += rows
+            result.bytes += final.stat().st_size
+            result.checksums[str(final)] = "sha256:" + digest.hexdigest()
+        self._finished = []
+        if result.paths:
+            logger.info("committed %d rows in %d file(s) under %s", result.rows,
+                        len(result.paths), self._root)
+        return result
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            try:
+                handle.writer.close()
+            finally:
+                handle.temp.unlink(missing_ok=True)
+        for temp, _final, _rows in self._finished:
+            temp.unlink(missing_ok=True)
+        self._files = {}
+        self._finished = []
