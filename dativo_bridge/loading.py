@@ -1,0 +1,111 @@
+"""Loading user classes named `module:Class`, only from installed packages or allow-listed
+directories, logging each load with the sha256 of the file it came from."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import re
+import sys
+import sysconfig
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TypeVar
+
+from dativo_bridge.errors import PluginLoadError
+
+logger = logging.getLogger("dativo.loading")
+
+_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+PLUGIN_GROUP = "dativo.plugins"
+
+T = TypeVar("T")
+
+
+def _installed_roots() -> list[Path]:
+    roots = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib", "stdlib")}
+    return sorted(roots)
+
+
+def _is_installed(module: str, origin: Path) -> bool:
+    if any(origin.is_relative_to(root) for root in _installed_roots()):
+        return True
+    top = module.split(".")[0]
+    # Editable installs live outside site-packages but are still installed distributions.
+    return top in importlib.metadata.packages_distributions()
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_class(reference: str, base: type[T], *, allowed_dirs: Sequence[str | Path] = (),
+               project_dir: str | Path = ".") -> type[T]:
+    """Import ``module:Class`` and check it subclasses ``base``.
+
+    Args:
+        reference: ``package.module:ClassName``; no paths.
+        base: Required base class (ArrowReader or ArrowWriter).
+        allowed_dirs: Directories (relative to ``project_dir``) user modules may come from,
+            in addition to installed packages.
+        project_dir: Where relative ``allowed_dirs`` are resolved; they must stay inside it.
+
+    Raises:
+        PluginLoadError: Malformed reference, module outside the allowed places, import
+            failure, or a class of the wrong kind.
+    """
+    if not _REFERENCE.match(reference or ""):
+        raise PluginLoadError(
+            f"{reference!r} is not a class reference of the form 'package.module:ClassName'")
+    module_name, class_name = reference.split(":")
+    project = Path(project_dir).resolve()
+    dirs: list[Path] = []
+    for entry in allowed_dirs:
+        path = (project / entry).resolve()
+        if not path.is_relative_to(project):
+            raise PluginLoadError(
+                f"plugin directory {entry!r} is outside the project directory {project}")
+        dirs.append(path)
+    saved = list(sys.path)
+    try:
+        # Only installed locations and the allow-list: never the current directory.
+        sys.path[:] = [str(d) for d in dirs] + [p for p in saved if p not in ("", ".")
+                                                 and Path(p).resolve() != Path.cwd().resolve()]
+        spec = importlib.util.find_spec(module_name.split(".")[0])
+        if spec is None:
+            raise PluginLoadError(f"module '{module_name}' is not installed and not in the "
+                                  f"allowed plugin directories {[str(d) for d in dirs]}")
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginLoadError(f"cannot import '{module_name}': {exc}") from None
+    finally:
+        sys.path[:] = saved
+    origin = Path(getattr(module, "__file__", "") or "").resolve()
+    allowed = any(origin.is_relative_to(d) for d in dirs) or _is_installed(module_name, origin)
+    if not allowed:
+        raise PluginLoadError(
+            f"module '{module_name}' comes from {origin}, which is neither an installed "
+            "package nor inside an allowed plugin directory")
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        raise PluginLoadError(f"'{reference}' is not a subclass of {base.__name__}")
+    logger.info("loaded %s from %s (sha256 %s)", reference, origin, sha256_of(origin))
+    return cls
+
+
+def registered_plugin(name: str) -> type | None:
+    """The ArrowReader/ArrowWriter class a Dativo plugin name is registered for, if any."""
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name == name:
+            loaded: type = ep.load()
+            return loaded
+    return None

@@ -1,0 +1,65 @@
+"""Where a run's STATE is kept between runs: local JSON files by default."""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class StateStore(abc.ABC):
+    """Keeps the latest durable STATE value per state id."""
+
+    @abc.abstractmethod
+    def get(self, state_id: str) -> dict[str, Any] | None:
+        """The last value saved under ``state_id``, or None."""
+
+    @abc.abstractmethod
+    def put(self, state_id: str, value: dict[str, Any]) -> None:
+        """Save ``value`` atomically (a crash leaves the old value or the new one)."""
+
+    @abc.abstractmethod
+    def clear(self, state_id: str) -> None:
+        """Forget ``state_id`` (``--full-refresh``)."""
+
+
+class LocalStateStore(StateStore):
+    """One JSON file per state id in a directory (default ``.dativo/state``)."""
+
+    def __init__(self, directory: str | os.PathLike[str] = ".dativo/state") -> None:
+        self.directory = Path(directory)
+
+    def path(self, state_id: str) -> Path:
+        """The file holding ``state_id``."""
+        return self.directory / (_UNSAFE.sub("_", state_id) + ".json")
+
+    def get(self, state_id: str) -> dict[str, Any] | None:
+        path = self.path(state_id)
+        if not path.exists():
+            return None
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data.get("value") if isinstance(data, dict) else None
+
+    def put(self, state_id: str, value: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(state_id)
+        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".state-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"state_id": state_id, "value": value}, fh, indent=1, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def clear(self, state_id: str) -> None:
+        self.path(state_id).unlink(missing_ok=True)
