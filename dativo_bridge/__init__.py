@@ -12,6 +12,7 @@ from dativo_bridge.errors import (
     WriteError,
 )
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.runner import RunResult, run
 from dativo_bridge.schema import arrow_to_jsonschema, jsonschema_to_arrow
 from dativo_bridge.sdk import make_tap, make_target
 
@@ -25,6 +26,7 @@ __all__ = [
     "PluginFailedError",
     "PluginLoadError",
     "RecordDecoder",
+    "RunResult",
     "SchemaMappingError",
     "StreamInfo",
     "WriteError",
@@ -33,4 +35,5 @@ __all__ = [
     "jsonschema_to_arrow",
     "make_tap",
     "make_target",
+    "run",
 ]

@@ -46,8 +46,14 @@ def stats_table(streams: Mapping[str, StreamStats], elapsed: float, title: str) 
         table.add_column(column, justify="left" if column == "stream" else "right")
     for name, s in streams.items():
         rate = s.rows / elapsed if elapsed > 0 else 0.0
-        table.add_row(name, f"{s.rows:,}", f"{rate:,.0f}", _human_bytes(s.bytes),
-                      str(len(s.files)), f"{elapsed:.1f}s")
+        table.add_row(
+            name,
+            f"{s.rows:,}",
+            f"{rate:,.0f}",
+            _human_bytes(s.bytes),
+            str(len(s.files)),
+            f"{elapsed:.1f}s",
+        )
     return table
 
 
@@ -55,20 +61,32 @@ def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], l
     """(class or Foreign plugin, config, schema-declared secrets) for a plugin definition."""
     config = dict(plugin.config)
     setting = CLASS_SETTINGS[plugin.kind]
-    base: type = ArrowReader if plugin.kind == "extractors" else ArrowWriter
+    base: type[ArrowReader] | type[ArrowWriter] = (
+        ArrowReader if plugin.kind == "extractors" else ArrowWriter
+    )
     if config.get(setting):
         dirs = config.pop("plugin_dirs", None) or []
-        cls = load_class(str(config.pop(setting)), base, allowed_dirs=dirs,
-                         project_dir=project.dir)
+        cls: type[ArrowReader] | type[ArrowWriter] = load_class(
+            str(config.pop(setting)), base, allowed_dirs=dirs, project_dir=project.dir
+        )
         return cls, config, secret_values(config, cls.config_jsonschema, plugin.sensitive)
     registered = registered_plugin(plugin.executable) or registered_plugin(plugin.name)
     if registered is not None and issubclass(registered, base):
-        return registered, config, secret_values(config, registered.config_jsonschema,
-                                                 plugin.sensitive)
+        return (
+            registered,
+            config,
+            secret_values(config, registered.config_jsonschema, plugin.sensitive),
+        )
     command = plugin.command(project.dir)
     foreign_cls = ForeignTap if plugin.kind == "extractors" else ForeignTarget
-    foreign = foreign_cls(name=plugin.name, command=command, config=config,
-                          select=plugin.select, metadata=plugin.metadata, cwd=str(project.dir))
+    foreign = foreign_cls(
+        name=plugin.name,
+        command=command,
+        config=config,
+        select=plugin.select,
+        metadata=plugin.metadata,
+        cwd=str(project.dir),
+    )
     return foreign, config, secret_values(config, None, plugin.sensitive)
 
 
@@ -81,27 +99,53 @@ def main() -> None:
 @main.command("run")
 @click.argument("tap")
 @click.argument("target")
-@click.option("--project", "project_file", default="meltano.yml", show_default=True,
-              type=click.Path(dir_okay=False), help="The meltano.yml defining the plugins.")
+@click.option(
+    "--project",
+    "project_file",
+    default="meltano.yml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The meltano.yml defining the plugins.",
+)
 @click.option("--environment", "-e", default=None, help="Meltano environment to apply.")
 @click.option("--full-refresh", is_flag=True, help="Ignore saved state; read everything.")
-@click.option("--state-dir", default=None, type=click.Path(file_okay=False),
-              help="Directory of the local state store [default: <project>/.dativo/state].")
+@click.option(
+    "--state-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Directory of the local state store [default: <project>/.dativo/state].",
+)
 @click.option("--state-id", default=None, help="Override the state id.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-@click.option("--checkpoint-rows", default=1_000_000, show_default=True,
-              help="Commit the destination after this many rows.")
+@click.option(
+    "--checkpoint-rows",
+    default=1_000_000,
+    show_default=True,
+    help="Commit the destination after this many rows.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
-def run_command(tap: str, target: str, project_file: str, environment: str | None,
-                full_refresh: bool, state_dir: str | None, state_id: str | None,
-                as_json: bool, checkpoint_rows: int, log_level: str) -> None:
+def run_command(
+    tap: str,
+    target: str,
+    project_file: str,
+    environment: str | None,
+    full_refresh: bool,
+    state_dir: str | None,
+    state_id: str | None,
+    as_json: bool,
+    checkpoint_rows: int,
+    log_level: str,
+) -> None:
     """Run TAP into TARGET as defined in meltano.yml.
 
     Dativo plugins and ArrowReader/ArrowWriter classes run in this process with Arrow
     batches between them; any other Singer executable runs as a subprocess.
     """
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     redactor = Redactor()
     redactor.install()
     console = Console(stderr=True)
@@ -115,19 +159,33 @@ def run_command(tap: str, target: str, project_file: str, environment: str | Non
         redactor.add(tap_secrets + target_secrets)
         store = LocalStateStore(state_dir or project.dir / ".dativo" / "state")
         sid = state_id or project.state_id(tap, target)
-        mode = "in process" if not isinstance(source, ForeignTap) and not isinstance(
-            destination, ForeignTarget) else "with subprocess plugins"
+        mode = (
+            "in process"
+            if not isinstance(source, ForeignTap) and not isinstance(destination, ForeignTarget)
+            else "with subprocess plugins"
+        )
         logger.info("running %s -> %s %s (state id %s)", tap, target, mode, sid)
         result = _run_with_display(
-            console, source, destination, source_config=source_config,
-            destination_config=dest_config, state_store=store, state_id=sid,
-            select=tap_def.select, metadata=tap_def.metadata, full_refresh=full_refresh,
-            checkpoint_rows=checkpoint_rows, redactor=redactor, project=project)
+            console,
+            source,
+            destination,
+            source_config=source_config,
+            destination_config=dest_config,
+            state_store=store,
+            state_id=sid,
+            select=tap_def.select,
+            metadata=tap_def.metadata,
+            full_refresh=full_refresh,
+            checkpoint_rows=checkpoint_rows,
+            redactor=redactor,
+            project=project,
+        )
     except DativoError as exc:
-        console.print(f"[bold red]error:[/] {redactor.redact(str(exc))}", highlight=False,
-                      markup=True)
+        console.print(
+            f"[bold red]error:[/] {redactor.redact(str(exc))}", highlight=False, markup=True
+        )
         sys.exit(1)
-    except Exception:  # noqa: BLE001 - last-resort report, secrets masked
+    except Exception:
         console.print(redactor.redact(traceback.format_exc()), highlight=False, markup=False)
         sys.exit(2)
     if as_json:
@@ -143,11 +201,13 @@ def run_command(tap: str, target: str, project_file: str, environment: str | Non
     out.print(f"State saved under id '{sid}' in {store.path(sid)}", highlight=False)
 
 
-def _run_with_display(console: Console, source: Any, destination: Any, *, project: Project,
-                      **kwargs: Any) -> RunResult:
+def _run_with_display(
+    console: Console, source: Any, destination: Any, *, project: Project, **kwargs: Any
+) -> RunResult:
     if not console.is_terminal:
         return run(source, destination, **kwargs)
     with Live(console=console, refresh_per_second=4, transient=True) as live:
+
         def progress(streams: Mapping[str, StreamStats], elapsed: float) -> None:
             live.update(stats_table(streams, elapsed, "running"))
 

@@ -102,8 +102,10 @@ class StreamWriters:
         """A STATE covering every row written so far; released after the next commit."""
         self._pending_state = value
         self._has_pending_state = True
-        due = (self._uncommitted_rows >= self.checkpoint_rows
-               or time.monotonic() - self._last_commit >= self.checkpoint_seconds)
+        due = (
+            self._uncommitted_rows >= self.checkpoint_rows
+            or time.monotonic() - self._last_commit >= self.checkpoint_seconds
+        )
         if due or self._uncommitted_rows == 0:
             self.commit()
 
@@ -139,7 +141,7 @@ class StreamWriters:
         for writer in writers.values():
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the original error
+            except Exception:
                 logger.exception("closing writer failed")
 
     def stream_names(self) -> Sequence[str]:

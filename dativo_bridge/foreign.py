@@ -11,7 +11,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from dativo_bridge.errors import PluginFailedError
@@ -74,24 +73,35 @@ class _StderrTail:
 
 
 class RunningPlugin:
-    """A started plugin process with a private directory for its config/catalog/state."""
+    """A started plugin process whose stderr tail is kept for error messages."""
 
-    def __init__(self, plugin: ForeignPlugin, args: Sequence[str], redactor: Redactor,
-                 *, stdin: Any = subprocess.DEVNULL, workdir: Path) -> None:
+    def __init__(
+        self,
+        plugin: ForeignPlugin,
+        args: Sequence[str],
+        redactor: Redactor,
+        *,
+        stdin: Any = subprocess.DEVNULL,
+    ) -> None:
         self.plugin = plugin
         env = {**os.environ, **plugin.env}
         argv = [*plugin.command, *args]
         logger.info("starting %s: %s", plugin.name, redactor.redact(" ".join(argv)))
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=plugin.cwd)
+                argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=plugin.cwd,
+            )
         except OSError as exc:
-            raise PluginFailedError(plugin.name, 127, f"could not start {argv[0]!r}: {exc}"
-                                    ) from None
+            raise PluginFailedError(
+                plugin.name, 127, f"could not start {argv[0]!r}: {exc}"
+            ) from None
         assert self.proc.stderr is not None
         self.stderr = _StderrTail(plugin.name, self.proc.stderr, redactor)
-        self.workdir = workdir
 
     def check(self) -> None:
         """Wait for the process and raise PluginFailedError on a non-zero exit."""
@@ -124,14 +134,21 @@ def discover_catalog(tap: ForeignTap, config_path: str, redactor: Redactor) -> d
     """Run ``tap --discover``; None if the tap cannot discover."""
     argv = [*tap.command, "--config", config_path, "--discover"]
     try:
-        done = subprocess.run(argv, capture_output=True, env={**os.environ, **tap.env},
-                              cwd=tap.cwd, timeout=600, check=False)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            env={**os.environ, **tap.env},
+            cwd=tap.cwd,
+            timeout=600,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         logger.warning("%s --discover failed: %s", tap.name, redactor.redact(str(exc)))
         return None
     if done.returncode != 0:
-        logger.warning("%s --discover exited %d; running without a catalog", tap.name,
-                       done.returncode)
+        logger.warning(
+            "%s --discover exited %d; running without a catalog", tap.name, done.returncode
+        )
         return None
     try:
         catalog = json.loads(done.stdout)
@@ -140,10 +157,12 @@ def discover_catalog(tap: ForeignTap, config_path: str, redactor: Redactor) -> d
     return catalog if isinstance(catalog, dict) and "streams" in catalog else None
 
 
-def select_in_catalog(catalog: dict, patterns: Sequence[str],
-                      metadata: Mapping[str, Mapping[str, Any]],
-                      is_selected: Callable[[str, list[str], list[str], str | None],
-                                            list[str] | None]) -> dict:
+def select_in_catalog(
+    catalog: dict,
+    patterns: Sequence[str],
+    metadata: Mapping[str, Mapping[str, Any]],
+    is_selected: Callable[[str, list[str], list[str], str | None], list[str] | None],
+) -> dict:
     """Mark streams/properties selected in a Singer catalog, Meltano style."""
     import fnmatch
 
@@ -155,8 +174,9 @@ def select_in_catalog(catalog: dict, patterns: Sequence[str],
         if root is None:
             root = {"breadcrumb": [], "metadata": {}}
             md.append(root)
-        keys = list(root["metadata"].get("table-key-properties") or entry.get("key_properties")
-                    or [])
+        keys = list(
+            root["metadata"].get("table-key-properties") or entry.get("key_properties") or []
+        )
         rkey = root["metadata"].get("replication-key") or entry.get("replication_key")
         for pattern, values in metadata.items():
             if fnmatch.fnmatchcase(name, pattern):

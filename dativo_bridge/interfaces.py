@@ -35,8 +35,13 @@ class StreamInfo:
             return self
         wanted = set(columns)
         schema = pa.schema([f for f in self.schema if f.name in wanted])
-        return StreamInfo(self.name, schema, tuple(self.key_properties),
-                          self.replication_key, self.replication_method)
+        return StreamInfo(
+            self.name,
+            schema,
+            tuple(self.key_properties),
+            self.replication_key,
+            self.replication_method,
+        )
 
 
 @dataclass

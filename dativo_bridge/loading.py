@@ -20,7 +20,9 @@ from dativo_bridge.errors import PluginLoadError
 
 logger = logging.getLogger("dativo.loading")
 
-_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_REFERENCE = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+)
 PLUGIN_GROUP = "dativo.plugins"
 
 T = TypeVar("T")
@@ -48,8 +50,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_class(reference: str, base: type[T], *, allowed_dirs: Sequence[str | Path] = (),
-               project_dir: str | Path = ".") -> type[T]:
+def load_class(
+    reference: str,
+    base: type[T],
+    *,
+    allowed_dirs: Sequence[str | Path] = (),
+    project_dir: str | Path = ".",
+) -> type[T]:
     """Import ``module:Class`` and check it subclasses ``base``.
 
     Args:
@@ -65,7 +72,8 @@ def load_class(reference: str, base: type[T], *, allowed_dirs: Sequence[str | Pa
     """
     if not _REFERENCE.match(reference or ""):
         raise PluginLoadError(
-            f"{reference!r} is not a class reference of the form 'package.module:ClassName'")
+            f"{reference!r} is not a class reference of the form 'package.module:ClassName'"
+        )
     module_name, class_name = reference.split(":")
     project = Path(project_dir).resolve()
     dirs: list[Path] = []
@@ -73,17 +81,21 @@ def load_class(reference: str, base: type[T], *, allowed_dirs: Sequence[str | Pa
         path = (project / entry).resolve()
         if not path.is_relative_to(project):
             raise PluginLoadError(
-                f"plugin directory {entry!r} is outside the project directory {project}")
+                f"plugin directory {entry!r} is outside the project directory {project}"
+            )
         dirs.append(path)
     saved = list(sys.path)
     try:
         # Only installed locations and the allow-list: never the current directory.
-        sys.path[:] = [str(d) for d in dirs] + [p for p in saved if p not in ("", ".")
-                                                 and Path(p).resolve() != Path.cwd().resolve()]
+        sys.path[:] = [str(d) for d in dirs] + [
+            p for p in saved if p not in ("", ".") and Path(p).resolve() != Path.cwd().resolve()
+        ]
         spec = importlib.util.find_spec(module_name.split(".")[0])
         if spec is None:
-            raise PluginLoadError(f"module '{module_name}' is not installed and not in the "
-                                  f"allowed plugin directories {[str(d) for d in dirs]}")
+            raise PluginLoadError(
+                f"module '{module_name}' is not installed and not in the "
+                f"allowed plugin directories {[str(d) for d in dirs]}"
+            )
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise PluginLoadError(f"cannot import '{module_name}': {exc}") from None
@@ -94,7 +106,8 @@ def load_class(reference: str, base: type[T], *, allowed_dirs: Sequence[str | Pa
     if not allowed:
         raise PluginLoadError(
             f"module '{module_name}' comes from {origin}, which is neither an installed "
-            "package nor inside an allowed plugin directory")
+            "package nor inside an allowed plugin directory"
+        )
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type) or not issubclass(cls, base):
         raise PluginLoadError(f"'{reference}' is not a subclass of {base.__name__}")

@@ -66,14 +66,16 @@ class PluginDef:
             return [str(local)]
         raise ConfigError(
             f"plugin '{self.name}': executable '{self.executable}' not found on PATH or in "
-            f"{venv.parent}; install it (e.g. `meltano install`) or fix 'executable'")
+            f"{venv.parent}; install it (e.g. `meltano install`) or fix 'executable'"
+        )
 
 
 class Project:
     """A meltano.yml project: plugins, environments and the .env file beside it."""
 
-    def __init__(self, path: str | os.PathLike[str] = "meltano.yml",
-                 environment: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = "meltano.yml", environment: str | None = None
+    ) -> None:
         self.file = Path(path).resolve()
         if not self.file.exists():
             raise ConfigError(f"no project file at {self.file} (use --project)")
@@ -81,11 +83,17 @@ class Project:
         with open(self.file, encoding="utf-8") as fh:
             self.data: dict[str, Any] = yaml.safe_load(fh) or {}
         env_file = self.dir / ".env"
-        dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None} \
-            if env_file.exists() else {}
+        dotenv = (
+            {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+            if env_file.exists()
+            else {}
+        )
         self.env: dict[str, str] = {**dotenv, **os.environ}
-        self.environment = environment or os.environ.get("MELTANO_ENVIRONMENT") or \
-            self.data.get("default_environment")
+        self.environment = (
+            environment
+            or os.environ.get("MELTANO_ENVIRONMENT")
+            or self.data.get("default_environment")
+        )
         env_def = self._environment_def()
         self.env = {**{k: str(v) for k, v in (env_def.get("env") or {}).items()}, **self.env}
 
@@ -104,19 +112,26 @@ class Project:
                 if raw.get("name") != name:
                     continue
                 merged = self._with_inheritance(kind, raw)
-                env_plugins = ((self._environment_def().get("plugins") or {}).get(kind) or [])
+                env_plugins = (self._environment_def().get("plugins") or {}).get(kind) or []
                 for over in env_plugins:
                     if over.get("name") == name:
                         merged = _merge(merged, over)
                 config = expand_env(merged.get("config") or {}, self.env)
-                sensitive = [s["name"] for s in merged.get("settings") or []
-                             if isinstance(s, Mapping) and s.get("sensitive")]
+                sensitive = [
+                    s["name"]
+                    for s in merged.get("settings") or []
+                    if isinstance(s, Mapping) and s.get("sensitive")
+                ]
                 return PluginDef(
-                    name=name, kind=kind,
-                    executable=merged.get("executable") or merged.get("name"),
-                    namespace=merged.get("namespace"), config=config,
+                    name=name,
+                    kind=kind,
+                    executable=str(merged.get("executable") or name),
+                    namespace=merged.get("namespace"),
+                    config=config,
                     select=list(merged.get("select") or []),
-                    metadata=dict(merged.get("metadata") or {}), sensitive=sensitive)
+                    metadata=dict(merged.get("metadata") or {}),
+                    sensitive=sensitive,
+                )
         raise ConfigError(f"no extractor or loader named '{name}' in {self.file}")
 
     def _with_inheritance(self, kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from typing import Any
 MASK = "********"
 
 #: Setting names treated as secret even when a plugin does not mark them.
-SECRET_NAME = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private[_-]?key|credential)",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"(pass(word)?|secret|token|api[_-]?key|private[_-]?key|credential)", re.IGNORECASE
+)
 
 
 class Redactor:
@@ -60,8 +61,11 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def secret_values(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None,
-                  sensitive: Iterable[str] = ()) -> list[str]:
+def secret_values(
+    config: Mapping[str, Any],
+    schema: Mapping[str, Any] | None = None,
+    sensitive: Iterable[str] = (),
+) -> list[str]:
     """Values in ``config`` that are secret: marked in ``schema`` (``secret: true``),
     named in ``sensitive``, or whose setting name looks like a secret."""
     marked = set(sensitive)
@@ -78,8 +82,11 @@ def secret_values(config: Mapping[str, Any], schema: Mapping[str, Any] | None = 
         elif isinstance(value, list):
             for v in value:
                 walk(v, key)
-        elif isinstance(value, str) and key is not None and (
-                key in marked or SECRET_NAME.search(key)):
+        elif (
+            isinstance(value, str)
+            and key is not None
+            and (key in marked or SECRET_NAME.search(key))
+        ):
             found.append(value)
 
     walk(config, None)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -81,8 +81,13 @@ class RunResult:
             "elapsed_seconds": round(self.elapsed, 3),
             "rows": self.rows,
             "streams": {
-                name: {"rows": s.rows, "bytes": s.bytes, "batches": s.batches,
-                       "committed_rows": s.committed_rows, "files": s.files}
+                name: {
+                    "rows": s.rows,
+                    "bytes": s.bytes,
+                    "batches": s.batches,
+                    "committed_rows": s.committed_rows,
+                    "files": s.files,
+                }
                 for name, s in self.streams.items()
             },
         }
@@ -100,8 +105,12 @@ def starting_bookmark(state: Mapping[str, Any] | None, stream: StreamInfo) -> An
         return None
     entry = state.get("bookmarks", {}).get(stream.name) or {}
     if entry.get("replication_key") not in (None, stream.replication_key):
-        logger.warning("stream '%s': replication key changed from %s to %s; reading in full",
-                       stream.name, entry.get("replication_key"), stream.replication_key)
+        logger.warning(
+            "stream '%s': replication key changed from %s to %s; reading in full",
+            stream.name,
+            entry.get("replication_key"),
+            stream.replication_key,
+        )
         return None
     return entry.get("replication_key_value")
 
@@ -139,9 +148,12 @@ class _Cancelled(Exception):
     pass
 
 
-def _reader_events(reader: ArrowReader, select: Sequence[str] | None,
-                   metadata: Mapping[str, Mapping[str, Any]] | None,
-                   start_state: Mapping[str, Any] | None) -> Iterator[tuple[str, Any, Any]]:
+def _reader_events(
+    reader: ArrowReader,
+    select: Sequence[str] | None,
+    metadata: Mapping[str, Mapping[str, Any]] | None,
+    start_state: Mapping[str, Any] | None,
+) -> Iterator[tuple[str, Any, Any]]:
     """('schema', info, None) / ('batch', name, batch) / ('state', state, None) events."""
     state: dict[str, Any] = copy.deepcopy(dict(start_state or {}))
     state.pop("currently_syncing", None)
@@ -155,8 +167,9 @@ def _reader_events(reader: ArrowReader, select: Sequence[str] | None,
         yield ("schema", info, None)
         bookmark = starting_bookmark(state, info)
         if bookmark is not None:
-            logger.info("stream '%s': resuming from %s > %s", info.name, info.replication_key,
-                        bookmark)
+            logger.info(
+                "stream '%s': resuming from %s > %s", info.name, info.replication_key, bookmark
+            )
         for batch in reader.read(info, bookmark):
             if batch.schema.names != info.schema.names:
                 batch = batch.select(info.schema.names)
@@ -234,21 +247,45 @@ def run(
             state_store.put(state_id, value)
 
     if isinstance(destination, ForeignTarget):
-        _run_to_foreign(source, destination, source_config, start_state, select, metadata,
-                        record_state, result, redactor, progress, started)
+        _run_to_foreign(
+            source,
+            destination,
+            source_config,
+            start_state,
+            select,
+            metadata,
+            record_state,
+            result,
+            redactor,
+            progress,
+            started,
+        )
     else:
         make_writer = _writer_factory(destination)
-        writers = StreamWriters(make_writer, dict(destination_config or {}), record_state,
-                                checkpoint_rows=checkpoint_rows,
-                                checkpoint_seconds=checkpoint_seconds)
+        writers = StreamWriters(
+            make_writer,
+            dict(destination_config or {}),
+            record_state,
+            checkpoint_rows=checkpoint_rows,
+            checkpoint_seconds=checkpoint_seconds,
+        )
         result.streams = writers.stats
         try:
             if isinstance(source, ForeignTap):
-                _run_foreign_tap(source, writers, start_state, select, metadata, redactor,
-                                 progress, started)
+                _run_foreign_tap(
+                    source, writers, start_state, select, metadata, redactor, progress, started
+                )
             else:
-                _run_in_process(_open_reader(source, source_config), writers, start_state,
-                                select, metadata, queue_size, progress, started)
+                _run_in_process(
+                    _open_reader(source, source_config),
+                    writers,
+                    start_state,
+                    select,
+                    metadata,
+                    queue_size,
+                    progress,
+                    started,
+                )
             writers.finish()
         except BaseException:
             writers.close()
@@ -273,7 +310,7 @@ def _writer_factory(destination: Destination) -> Callable[[], ArrowWriter]:
 
         return once
     if callable(destination):
-        return destination
+        return cast(Callable[[], ArrowWriter], destination)
     raise ConfigError(f"not a destination: {destination!r}")
 
 
@@ -285,9 +322,16 @@ def _open_reader(source: Source, config: Mapping[str, Any] | None) -> ArrowReade
     return reader
 
 
-def _run_in_process(reader: ArrowReader, writers: StreamWriters, start_state: Any,
-                    select: Sequence[str] | None, metadata: Any, queue_size: int,
-                    progress: ProgressCallback | None, started: float) -> None:
+def _run_in_process(
+    reader: ArrowReader,
+    writers: StreamWriters,
+    start_state: Any,
+    select: Sequence[str] | None,
+    metadata: Any,
+    queue_size: int,
+    progress: ProgressCallback | None,
+    started: float,
+) -> None:
     pipe = _Pipe(queue_size)
 
     def produce() -> None:
@@ -298,7 +342,7 @@ def _run_in_process(reader: ArrowReader, writers: StreamWriters, start_state: An
             pipe.put(_END)
         except _Cancelled:
             return
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer thread
+        except BaseException as exc:
             try:
                 pipe.put(exc)
             except _Cancelled:
@@ -323,8 +367,14 @@ def _run_in_process(reader: ArrowReader, writers: StreamWriters, start_state: An
         thread.join(timeout=10)
 
 
-def _plugin_files(tap: ForeignTap, workdir: str, start_state: Any, select: Sequence[str] | None,
-                  metadata: Any, redactor: Redactor) -> list[str]:
+def _plugin_files(
+    tap: ForeignTap,
+    workdir: str,
+    start_state: Any,
+    select: Sequence[str] | None,
+    metadata: Any,
+    redactor: Redactor,
+) -> list[str]:
     config_path = write_private_json(workdir, "config.json", dict(tap.config))
     args = ["--config", config_path]
     patterns = list(select or tap.select or [])
@@ -332,12 +382,15 @@ def _plugin_files(tap: ForeignTap, workdir: str, start_state: Any, select: Seque
     if patterns or meta:
         catalog = discover_catalog(tap, config_path, redactor)
         if catalog is not None:
-            def chooser(name: str, props: list[str], keys: list[str], rkey: str | None
-                        ) -> list[str] | None:
+
+            def chooser(
+                name: str, props: list[str], keys: list[str], rkey: str | None
+            ) -> list[str] | None:
                 import pyarrow as pa
 
-                info = StreamInfo(name, pa.schema([pa.field(p, pa.null()) for p in props]),
-                                  tuple(keys), rkey)
+                info = StreamInfo(
+                    name, pa.schema([pa.field(p, pa.null()) for p in props]), tuple(keys), rkey
+                )
                 return select_columns(info, patterns)
 
             catalog = select_in_catalog(catalog, patterns, meta, chooser)
@@ -347,12 +400,19 @@ def _plugin_files(tap: ForeignTap, workdir: str, start_state: Any, select: Seque
     return args
 
 
-def _run_foreign_tap(tap: ForeignTap, writers: StreamWriters, start_state: Any,
-                     select: Sequence[str] | None, metadata: Any, redactor: Redactor,
-                     progress: ProgressCallback | None, started: float) -> None:
+def _run_foreign_tap(
+    tap: ForeignTap,
+    writers: StreamWriters,
+    start_state: Any,
+    select: Sequence[str] | None,
+    metadata: Any,
+    redactor: Redactor,
+    progress: ProgressCallback | None,
+    started: float,
+) -> None:
     with private_dir() as workdir:
         args = _plugin_files(tap, workdir, start_state, select, metadata, redactor)
-        proc = RunningPlugin(tap, args, redactor, workdir=workdir)  # type: ignore[arg-type]
+        proc = RunningPlugin(tap, args, redactor)
         singer_input = SingerInput(writers)
         assert proc.proc.stdout is not None
         last = 0.0
@@ -361,8 +421,7 @@ def _run_foreign_tap(tap: ForeignTap, writers: StreamWriters, start_state: Any,
             for line in iter_lines(proc.proc.stdout):
                 number += 1
                 singer_input.process_line(line, number)
-                if progress is not None and number % 10000 == 0 and \
-                        time.monotonic() - last > 0.5:
+                if progress is not None and number % 10000 == 0 and time.monotonic() - last > 0.5:
                     last = time.monotonic()
                     progress(writers.stats, last - started)
         except DativoError:
@@ -383,22 +442,29 @@ def _run_foreign_tap(tap: ForeignTap, writers: StreamWriters, start_state: Any,
         singer_input.flush()
 
 
-def _run_to_foreign(source: Source, target: ForeignTarget, source_config: Any, start_state: Any,
-                    select: Sequence[str] | None, metadata: Any,
-                    record_state: Callable[[Any], None], result: RunResult,
-                    redactor: Redactor, progress: ProgressCallback | None,
-                    started: float) -> None:
+def _run_to_foreign(
+    source: Source,
+    target: ForeignTarget,
+    source_config: Any,
+    start_state: Any,
+    select: Sequence[str] | None,
+    metadata: Any,
+    record_state: Callable[[Any], None],
+    result: RunResult,
+    redactor: Redactor,
+    progress: ProgressCallback | None,
+    started: float,
+) -> None:
     with private_dir() as workdir:
         config_path = write_private_json(workdir, "target-config.json", dict(target.config))
         if isinstance(source, ForeignTap):
             args = _plugin_files(source, workdir, start_state, select, metadata, redactor)
-            tap_proc = RunningPlugin(source, args, redactor, workdir=workdir)  # type: ignore[arg-type]
+            tap_proc = RunningPlugin(source, args, redactor)
             stdin: Any = tap_proc.proc.stdout
         else:
             tap_proc = None
             stdin = subprocess.PIPE
-        target_proc = RunningPlugin(target, ["--config", config_path], redactor, stdin=stdin,
-                                    workdir=workdir)  # type: ignore[arg-type]
+        target_proc = RunningPlugin(target, ["--config", config_path], redactor, stdin=stdin)
         states: list[Any] = []
 
         def read_states() -> None:
@@ -417,8 +483,16 @@ def _run_to_foreign(source: Source, target: ForeignTarget, source_config: Any, s
         try:
             if tap_proc is None:
                 assert target_proc.proc.stdin is not None
-                _feed_target(_open_reader(source, source_config), target_proc.proc.stdin,
-                             select, metadata, start_state, result, progress, started)
+                _feed_target(
+                    _open_reader(source, source_config),
+                    target_proc.proc.stdin,
+                    select,
+                    metadata,
+                    start_state,
+                    result,
+                    progress,
+                    started,
+                )
                 target_proc.proc.stdin.close()
             else:
                 tap_proc.check()
@@ -433,22 +507,38 @@ def _run_to_foreign(source: Source, target: ForeignTarget, source_config: Any, s
                     p.kill()
 
 
-def _feed_target(reader: ArrowReader, sink: Any, select: Sequence[str] | None, metadata: Any,
-                 start_state: Any, result: RunResult, progress: ProgressCallback | None,
-                 started: float) -> None:
+def _feed_target(
+    reader: ArrowReader,
+    sink: Any,
+    select: Sequence[str] | None,
+    metadata: Any,
+    start_state: Any,
+    result: RunResult,
+    progress: ProgressCallback | None,
+    started: float,
+) -> None:
     last = 0.0
     with reader:
         for kind, a, b in _reader_events(reader, select, metadata, start_state):
             if kind == "schema":
                 info: StreamInfo = a
                 result.streams.setdefault(info.name, StreamStats())
-                sink.write(orjson.dumps({
-                    "type": "SCHEMA", "stream": info.name,
-                    "schema": arrow_to_jsonschema(info.schema),
-                    "key_properties": list(info.key_properties),
-                    **({"bookmark_properties": [info.replication_key]}
-                       if info.replication_key else {}),
-                }) + b"\n")
+                sink.write(
+                    orjson.dumps(
+                        {
+                            "type": "SCHEMA",
+                            "stream": info.name,
+                            "schema": arrow_to_jsonschema(info.schema),
+                            "key_properties": list(info.key_properties),
+                            **(
+                                {"bookmark_properties": [info.replication_key]}
+                                if info.replication_key
+                                else {}
+                            ),
+                        }
+                    )
+                    + b"\n"
+                )
             elif kind == "batch":
                 sink.write(encode_records(b, a))
                 stats = result.streams[a]

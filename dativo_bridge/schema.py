@@ -230,8 +230,10 @@ def property_to_field(name: str, schema: Mapping[str, Any]) -> pa.Field:
         dtype = first
     elif {b.get("type") for b in branches} <= {"integer", "number"}:
         dtype = pa.float64()
-    elif all(b.get("type") == "string" and not pa.types.is_binary(t) for b, t in
-             zip(branches, types, strict=True)):
+    elif all(
+        b.get("type") == "string" and not pa.types.is_binary(t)
+        for b, t in zip(branches, types, strict=True)
+    ):
         # e.g. anyOf [date-time string, plain string]: any string must fit.
         dtype = pa.string()
     else:
@@ -332,16 +334,22 @@ def field_to_property(field: pa.Field) -> dict[str, Any]:
     if pa.types.is_struct(dtype):
         return {
             "type": _with_null("object", nullable),
-            "properties": {dtype.field(i).name: field_to_property(dtype.field(i))
-                           for i in range(dtype.num_fields)},
+            "properties": {
+                dtype.field(i).name: field_to_property(dtype.field(i))
+                for i in range(dtype.num_fields)
+            },
         }
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(
-        dtype
+    if (
+        pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
     ):
-        return {"type": _with_null("array", nullable), "items": field_to_property(dtype.value_field)}
+        return {
+            "type": _with_null("array", nullable),
+            "items": field_to_property(dtype.value_field),
+        }
     raise SchemaMappingError(
-        f"field '{field.name}': Arrow type {dtype} has no Singer mapping "
-        "(see docs/type-mapping.md)"
+        f"field '{field.name}': Arrow type {dtype} has no Singer mapping (see docs/type-mapping.md)"
     )
 
 

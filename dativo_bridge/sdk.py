@@ -11,7 +11,7 @@ import datetime as dt
 import decimal
 import sys
 from collections import Counter
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Mapping
 from typing import IO, Any, ClassVar, cast
 
 import orjson
@@ -29,12 +29,21 @@ from dativo_bridge.schema import arrow_to_jsonschema
 
 #: Settings every Dativo target understands, on top of its writer's own.
 TARGET_COMMON_SETTINGS: dict[str, Any] = {
-    "checkpoint_rows": {"type": "integer", "default": 1_000_000,
-                        "description": "Commit (and release STATE) after this many rows."},
-    "checkpoint_seconds": {"type": "number", "default": 300,
-                           "description": "... or after this many seconds."},
-    "batch_rows": {"type": "integer", "default": 100_000,
-                   "description": "RECORD lines decoded into Arrow per batch."},
+    "checkpoint_rows": {
+        "type": "integer",
+        "default": 1_000_000,
+        "description": "Commit (and release STATE) after this many rows.",
+    },
+    "checkpoint_seconds": {
+        "type": "number",
+        "default": 300,
+        "description": "... or after this many seconds.",
+    },
+    "batch_rows": {
+        "type": "integer",
+        "default": 100_000,
+        "description": "RECORD lines decoded into Arrow per batch.",
+    },
 }
 
 
@@ -84,8 +93,11 @@ class ArrowStream(Stream):
 
     def _fast_path(self) -> bool:
         maps = self.stream_maps
-        return len(maps) == 1 and type(maps[0]) is SameRecordTransform and not getattr(
-            maps[0], "flattening_enabled", False)
+        return (
+            len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and not getattr(maps[0], "flattening_enabled", False)
+        )
 
     def _generate_schema_messages(self) -> Generator[SchemaMessage, None, None]:
         if not self._fast_path():
@@ -100,14 +112,14 @@ class ArrowStream(Stream):
             [self.replication_key] if self.replication_key else None,
         )
 
-    def get_records(self, context: dict | None) -> Iterable[dict[str, Any]]:
+    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """Rows as dicts: used only when stream maps need the SDK's record path."""
         info = self._selected_info()
         bookmark = self._start_bookmark(context)
         for batch in self._arrow_tap.reader.read(info, bookmark):
             yield from batch.to_pylist()
 
-    def _start_bookmark(self, context: dict | None) -> Any:
+    def _start_bookmark(self, context: Mapping[str, Any] | None) -> Any:
         if self.replication_method != "INCREMENTAL" or not self.replication_key:
             return None
         return self.get_starting_replication_key_value(context)
@@ -125,8 +137,11 @@ class ArrowStream(Stream):
         self._write_starting_replication_value(context)
         limit = self.ABORT_AT_RECORD_COUNT
         sent = 0
-        version = self._stream_version if self.emit_activate_version_messages and \
-            self.replication_method == "FULL_TABLE" else None
+        version = (
+            self._stream_version
+            if self.emit_activate_version_messages and self.replication_method == "FULL_TABLE"
+            else None
+        )
         record_counter = self.get_record_counter()
         with record_counter, self.get_sync_timer():
             for batch in reader.read(info, bookmark):
@@ -145,7 +160,8 @@ class ArrowStream(Stream):
                     if new is not None and new != bookmark:
                         bookmark = new
                         self._increment_stream_state(
-                            {self.replication_key: jsonable(new)}, context=context)
+                            {self.replication_key: jsonable(new)}, context=context
+                        )
                         self.state_manager.is_flushed = False
                 if over:
                     self._check_max_record_limit(sent)
@@ -172,14 +188,6 @@ class ArrowTap(Tap):
 
     def discover_streams(self) -> list[Stream]:
         return [ArrowStream(self, info) for info in self.reader.discover()]
-
-    def sync_all(self) -> None:
-        try:
-            super().sync_all()
-        finally:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
 
 
 class _ArrowMessageReader(GenericSingerReader[str]):
@@ -216,12 +224,15 @@ class ArrowTarget(Target):
         self.message_reader = _ArrowMessageReader(self)
         config = dict(self.config)
         self.writers = StreamWriters(
-            self.writer_class, config, self._emit_state,
+            self.writer_class,
+            config,
+            self._emit_state,
             checkpoint_rows=int(config.get("checkpoint_rows") or 1_000_000),
             checkpoint_seconds=float(config.get("checkpoint_seconds") or 300),
         )
-        self.singer_input = SingerInput(self.writers,
-                                        batch_rows=int(config.get("batch_rows") or 100_000))
+        self.singer_input = SingerInput(
+            self.writers, batch_rows=int(config.get("batch_rows") or 100_000)
+        )
 
     def _emit_state(self, state: Any) -> None:
         write_bytes(orjson.dumps({"type": "STATE", "value": state}) + b"\n")
@@ -234,8 +245,12 @@ class ArrowTarget(Target):
             self.writers.close()
             raise
         for name, stats in self.writers.stats.items():
-            self.logger.info("stream '%s': %d rows committed in %d file(s)", name,
-                             stats.committed_rows, len(stats.files))
+            self.logger.info(
+                "stream '%s': %d rows committed in %d file(s)",
+                name,
+                stats.committed_rows,
+                len(stats.files),
+            )
 
 
 def _with_common(schema: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -43,13 +43,15 @@ def select_columns(stream: StreamInfo, patterns: Sequence[str] | None) -> list[s
             chosen |= hits
     if not matched:
         return None
-    keep = set(stream.key_properties) | ({stream.replication_key} if stream.replication_key
-                                         else set())
+    keep = set(stream.key_properties) | (
+        {stream.replication_key} if stream.replication_key else set()
+    )
     return [n for n in names if (n in chosen and n not in excluded) or n in keep]
 
 
-def apply_metadata(stream: StreamInfo, metadata: Mapping[str, Mapping[str, Any]] | None
-                   ) -> StreamInfo:
+def apply_metadata(
+    stream: StreamInfo, metadata: Mapping[str, Mapping[str, Any]] | None
+) -> StreamInfo:
     """Apply ``replication-method`` / ``replication-key`` / ``key-properties`` overrides."""
     if not metadata:
         return stream
@@ -60,8 +62,6 @@ def apply_metadata(stream: StreamInfo, metadata: Mapping[str, Mapping[str, Any]]
         method = str(values.get("replication-method", method)).upper()
         key = values.get("replication-key", key)
         keys = tuple(values.get("key-properties", keys))
-    if method == "FULL_TABLE":
-        key_out = key if key in stream.schema.names else None
-    else:
-        key_out = key
-    return StreamInfo(stream.name, stream.schema, keys, key_out, method)
+    if key is not None and key not in stream.schema.names:
+        key = None
+    return StreamInfo(stream.name, stream.schema, keys, key, method)

@@ -75,7 +75,7 @@ class _Bad(Exception):
         self.value = value
 
 
-def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:  # noqa: C901
+def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
     """A function validating one JSON value against ``dtype`` and returning what pa.array takes."""
 
     def bad(value: Any) -> Any:
@@ -176,16 +176,18 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:  # noqa: 
 
         return conv_bin
     if dtype == JSON_TYPE:
-        return lambda v: None if v is None else json.dumps(
-            v, separators=(",", ":"), ensure_ascii=False
+        return lambda v: (
+            None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
         )
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return lambda v: v if v is None or isinstance(v, str) else bad(v)
     if pa.types.is_null(dtype):
         return lambda v: v if v is None else bad(v)
     if pa.types.is_struct(dtype):
-        fields = [(dtype.field(i).name, _converter(dtype.field(i).type, f"{path}.{dtype.field(i).name}"))
-                  for i in range(dtype.num_fields)]
+        fields = [
+            (dtype.field(i).name, _converter(dtype.field(i).type, f"{path}.{dtype.field(i).name}"))
+            for i in range(dtype.num_fields)
+        ]
 
         def conv_struct(v: Any) -> Any:
             if v is None:
@@ -247,17 +249,18 @@ class RecordDecoder:
         self.key_properties = [k for k in key_properties if k in schema.names]
         self.schema = relax_nullability(schema, keep=self.key_properties)
         self._warned_extra = False
-        fast_fields = []
+        fast_fields: list[pa.Field] | None = []
         for f in self.schema:
             ftype = _fast_type(f.type, True)
             if ftype is None:
                 fast_fields = None
                 break
+            assert fast_fields is not None
             fast_fields.append(pa.field(f.name, ftype))
-        self._parse_schema = None if fast_fields is None else pa.schema(
-            [pa.field("record", pa.struct(fast_fields))]
+        self._parse_schema = (
+            None if fast_fields is None else pa.schema([pa.field("record", pa.struct(fast_fields))])
         )
-        self._converters = [( f.name, _converter(f.type, f.name)) for f in self.schema]
+        self._converters = [(f.name, _converter(f.type, f.name)) for f in self.schema]
 
     @property
     def uses_fast_path(self) -> bool:
@@ -305,8 +308,11 @@ class RecordDecoder:
         if records.null_count:
             return None  # some line has no record object: let the exact path name it
         declared = set(self.schema.names)
-        extra = [records.type.field(i).name for i in range(records.type.num_fields)
-                 if records.type.field(i).name not in declared]
+        extra = [
+            records.type.field(i).name
+            for i in range(records.type.num_fields)
+            if records.type.field(i).name not in declared
+        ]
         if extra:
             self._warn_extra(extra)
         columns = []
@@ -351,18 +357,26 @@ class RecordDecoder:
             try:
                 message = loads(line)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise DecodeError(f"malformed JSON: {exc}", stream=self.stream,
-                                  line_number=number) from None
+                raise DecodeError(
+                    f"malformed JSON: {exc}", stream=self.stream, line_number=number
+                ) from None
             record = message.get("record") if isinstance(message, dict) else None
             if not isinstance(record, dict):
-                raise DecodeError("RECORD message has no 'record' object", stream=self.stream,
-                                  line_number=number, expected="object")
+                raise DecodeError(
+                    "RECORD message has no 'record' object",
+                    stream=self.stream,
+                    line_number=number,
+                    expected="object",
+                )
             for key in self.key_properties:
                 if record.get(key) is None:
                     raise MissingKeyPropertyError(
-                        "record has no value for key property", stream=self.stream,
-                        line_number=number, field=key,
-                        expected=_expected(self.schema.field(key).type))
+                        "record has no value for key property",
+                        stream=self.stream,
+                        line_number=number,
+                        field=key,
+                        expected=_expected(self.schema.field(key).type),
+                    )
             if not self._warned_extra and not declared.issuperset(record):
                 self._warn_extra([k for k in record if k not in declared])
             try:
@@ -374,12 +388,17 @@ class RecordDecoder:
                     shown = shown[:77] + "..."
                 raise DecodeError(
                     f"value {shown} does not fit type {bad.dtype}",
-                    stream=self.stream, line_number=number, field=bad.path,
-                    expected=_expected(bad.dtype)) from None
+                    stream=self.stream,
+                    line_number=number,
+                    field=bad.path,
+                    expected=_expected(bad.dtype),
+                ) from None
         arrays = []
         for f, values in zip(self.schema, columns, strict=True):
             if f.type == JSON_TYPE:
-                arrays.append(pa.ExtensionArray.from_storage(JSON_TYPE, pa.array(values, pa.string())))
+                arrays.append(
+                    pa.ExtensionArray.from_storage(JSON_TYPE, pa.array(values, pa.string()))
+                )
             else:
                 arrays.append(pa.array(values, f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)

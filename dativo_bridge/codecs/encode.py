@@ -47,8 +47,10 @@ def _json_strings(arr: pa.Array) -> pa.Array:
     if pc.any(rare).as_py():
         # orjson escapes every control character exactly as JSON requires.
         exact = pa.array(
-            [orjson.dumps(v).decode() if v is not None and bad else None
-             for v, bad in zip(arr.to_pylist(), rare.to_pylist(), strict=True)],
+            [
+                orjson.dumps(v).decode() if v is not None and bad else None
+                for v, bad in zip(arr.to_pylist(), rare.to_pylist(), strict=True)
+            ],
             pa.string(),
         )
         quoted = pc.if_else(pc.fill_null(rare, False), exact, quoted)
@@ -77,8 +79,10 @@ def _timestamps(arr: pa.Array) -> pa.Array:
 
 def _binary(arr: pa.Array) -> pa.Array:
     return pa.array(
-        [None if v is None else '"' + base64.b64encode(v).decode("ascii") + '"'
-         for v in arr.to_pylist()],
+        [
+            None if v is None else '"' + base64.b64encode(v).decode("ascii") + '"'
+            for v in arr.to_pylist()
+        ],
         pa.string(),
     )
 
@@ -150,8 +154,10 @@ def fragments_of(arr: pa.Array) -> pa.Array:
         return _quote(pc.cast(arr, pa.string()))
     if pa.types.is_struct(dtype):
         return _structs(arr)
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(
-        dtype
+    if (
+        pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
     ):
         return _lists(arr)
     raise TypeError(f"no Singer encoding for Arrow type {dtype}")

@@ -90,9 +90,7 @@ class SingerInput:
 
     def process(self, source: IO[Any]) -> None:
         """Consume every line of ``source`` (does not finish the writers)."""
-        number = 0
-        for line in iter_lines(source, self.max_line_bytes):
-            number += 1
+        for number, line in enumerate(iter_lines(source, self.max_line_bytes), start=1):
             self.process_line(line, number)
 
     def process_line(self, line: bytes, number: int) -> None:
@@ -107,18 +105,23 @@ class SingerInput:
         try:
             message = loads(stripped)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise DecodeError(f"malformed JSON: {exc}", line_number=number,
-                              expected="a Singer message (a JSON object)") from None
+            raise DecodeError(
+                f"malformed JSON: {exc}",
+                line_number=number,
+                expected="a Singer message (a JSON object)",
+            ) from None
         if not isinstance(message, dict) or "type" not in message:
-            raise DecodeError("not a Singer message", line_number=number,
-                              expected="a JSON object with a 'type'")
+            raise DecodeError(
+                "not a Singer message", line_number=number, expected="a JSON object with a 'type'"
+            )
         kind = message["type"]
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if kind == "RECORD":
             stream = message.get("stream")
             if not isinstance(stream, str):
-                raise DecodeError("RECORD without a 'stream'", line_number=number,
-                                  expected="a stream name")
+                raise DecodeError(
+                    "RECORD without a 'stream'", line_number=number, expected="a stream name"
+                )
             self._record(stream, stripped, number, counted=True)
         elif kind == "SCHEMA":
             self._schema(message, number)
@@ -130,8 +133,11 @@ class SingerInput:
         elif kind == "BATCH":
             self._batch(message, number)
         else:
-            raise DecodeError(f"unknown message type {kind!r}", line_number=number,
-                              expected="RECORD, SCHEMA, STATE, ACTIVATE_VERSION or BATCH")
+            raise DecodeError(
+                f"unknown message type {kind!r}",
+                line_number=number,
+                expected="RECORD, SCHEMA, STATE, ACTIVATE_VERSION or BATCH",
+            )
 
     def _record(self, stream: str, line: bytes, number: int, counted: bool = False) -> None:
         if not counted:
@@ -139,8 +145,11 @@ class SingerInput:
         pending = self._pending.get(stream)
         if pending is None:
             raise RecordBeforeSchemaError(
-                "RECORD arrived before the stream's SCHEMA", stream=stream,
-                line_number=number, expected="a SCHEMA message for the stream first")
+                "RECORD arrived before the stream's SCHEMA",
+                stream=stream,
+                line_number=number,
+                expected="a SCHEMA message for the stream first",
+            )
         pending.lines.append(line)
         pending.numbers.append(number)
         pending.size += len(line)
@@ -151,13 +160,20 @@ class SingerInput:
         stream = message.get("stream")
         schema = message.get("schema")
         if not isinstance(stream, str) or not isinstance(schema, dict):
-            raise DecodeError("SCHEMA needs 'stream' and an object 'schema'", line_number=number,
-                              expected="a Singer SCHEMA message")
+            raise DecodeError(
+                "SCHEMA needs 'stream' and an object 'schema'",
+                line_number=number,
+                expected="a Singer SCHEMA message",
+            )
         try:
             arrow = jsonschema_to_arrow(schema)
         except SchemaMappingError as exc:
-            raise DecodeError(str(exc), stream=stream, line_number=number,
-                              expected="a JSON Schema object with properties") from None
+            raise DecodeError(
+                str(exc),
+                stream=stream,
+                line_number=number,
+                expected="a JSON Schema object with properties",
+            ) from None
         keys = message.get("key_properties") or []
         pending = self._pending.get(stream)
         if pending is not None:
@@ -165,16 +181,22 @@ class SingerInput:
         decoder = RecordDecoder(stream, arrow, keys)
         self._pending[stream] = _Pending(decoder)
         bookmark_keys = message.get("bookmark_properties") or []
-        self.writers.schema(StreamInfo(
-            stream, decoder.schema, tuple(decoder.key_properties),
-            bookmark_keys[0] if bookmark_keys else None))
+        self.writers.schema(
+            StreamInfo(
+                stream,
+                decoder.schema,
+                tuple(decoder.key_properties),
+                bookmark_keys[0] if bookmark_keys else None,
+            )
+        )
 
     def _batch(self, message: dict[str, Any], number: int) -> None:
         stream = message.get("stream")
         pending = self._pending.get(stream) if isinstance(stream, str) else None
         if pending is None or not isinstance(stream, str):
-            raise RecordBeforeSchemaError("BATCH arrived before the stream's SCHEMA",
-                                          stream=stream, line_number=number)
+            raise RecordBeforeSchemaError(
+                "BATCH arrived before the stream's SCHEMA", stream=stream, line_number=number
+            )
         self._flush_stream(stream, pending)
         encoding = message.get("encoding") or {}
         fmt = encoding.get("format")
@@ -184,16 +206,30 @@ class SingerInput:
                 opener = gzip.open if encoding.get("compression") == "gzip" else open
                 with opener(path, "rb") as fh:
                     lines = [ln for ln in fh if ln.strip()]
-                wrapped = [b'{"type":"RECORD","stream":' + orjson.dumps(stream)
-                           + b',"record":' + ln.rstrip(b"\r\n") + b"}\n" for ln in lines]
+                wrapped = [
+                    b'{"type":"RECORD","stream":'
+                    + orjson.dumps(stream)
+                    + b',"record":'
+                    + ln.rstrip(b"\r\n")
+                    + b"}\n"
+                    for ln in lines
+                ]
                 batch = pending.decoder.decode(wrapped, [number] * len(wrapped))
             elif fmt == "parquet":
                 table = pq.read_table(path)
-                batch = table.select(pending.decoder.schema.names).cast(
-                    pending.decoder.schema).combine_chunks().to_batches()[0]
+                batch = (
+                    table.select(pending.decoder.schema.names)
+                    .cast(pending.decoder.schema)
+                    .combine_chunks()
+                    .to_batches()[0]
+                )
             else:
-                raise DecodeError(f"unsupported BATCH encoding {fmt!r}", stream=stream,
-                                  line_number=number, expected="jsonl or parquet")
+                raise DecodeError(
+                    f"unsupported BATCH encoding {fmt!r}",
+                    stream=stream,
+                    line_number=number,
+                    expected="jsonl or parquet",
+                )
             self.writers.write(stream, batch)
 
     def _flush_stream(self, stream: str, pending: _Pending) -> None:

@@ -35,8 +35,10 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
                     "stream": {"type": "string"},
                     "path": {"type": "string", "description": "File path or glob."},
                     "key_properties": {"type": "array", "items": {"type": "string"}},
-                    "schema": {"type": "object",
-                               "description": "JSON Schema of the columns (else inferred)."},
+                    "schema": {
+                        "type": "object",
+                        "description": "JSON Schema of the columns (else inferred).",
+                    },
                     "delimiter": {"type": "string"},
                     "encoding": {"type": "string"},
                 },
@@ -46,10 +48,15 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         "delimiter": {"type": "string", "default": ","},
         "encoding": {"type": "string", "default": "utf-8"},
         "null_values": {"type": "array", "items": {"type": "string"}, "default": [""]},
-        "block_size_mb": {"type": "number", "default": 16,
-                          "description": "Bytes parsed per Arrow batch."},
-        "base_dir": {"type": "string",
-                     "description": "Relative paths are resolved against this directory."},
+        "block_size_mb": {
+            "type": "number",
+            "default": 16,
+            "description": "Bytes parsed per Arrow batch.",
+        },
+        "base_dir": {
+            "type": "string",
+            "description": "Relative paths are resolved against this directory.",
+        },
     },
     "required": ["files"],
 }
@@ -82,11 +89,13 @@ class CsvReader(ArrowReader):
         return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
     def _options(self, spec: Mapping[str, Any]) -> tuple[pcsv.ReadOptions, pcsv.ParseOptions]:
-        read = pcsv.ReadOptions(block_size=self._block,
-                                encoding=spec.get("encoding") or self.config.get("encoding")
-                                or "utf-8")
-        parse = pcsv.ParseOptions(delimiter=spec.get("delimiter") or self.config.get(
-            "delimiter") or ",")
+        read = pcsv.ReadOptions(
+            block_size=self._block,
+            encoding=spec.get("encoding") or self.config.get("encoding") or "utf-8",
+        )
+        parse = pcsv.ParseOptions(
+            delimiter=spec.get("delimiter") or self.config.get("delimiter") or ","
+        )
         return read, parse
 
     def _null_values(self) -> list[str]:
@@ -102,8 +111,15 @@ class CsvReader(ArrowReader):
                 schema = self._infer(name, spec)
             schema = schema.append(pa.field(SOURCE_FILE, pa.string()))
             schema = schema.append(pa.field(MODIFIED_AT, pa.timestamp("us", tz="UTC")))
-            streams.append(StreamInfo(name, schema, tuple(spec.get("key_properties") or ()),
-                                      MODIFIED_AT, "INCREMENTAL"))
+            streams.append(
+                StreamInfo(
+                    name,
+                    schema,
+                    tuple(spec.get("key_properties") or ()),
+                    MODIFIED_AT,
+                    "INCREMENTAL",
+                )
+            )
         return streams
 
     def _infer(self, name: str, spec: Mapping[str, Any]) -> pa.Schema:
@@ -111,27 +127,41 @@ class CsvReader(ArrowReader):
         if not paths:
             raise ConfigError(
                 f"stream '{name}': no file matches {spec['path']!r}, and no 'schema' is declared "
-                "to use instead of inferring one")
+                "to use instead of inferring one"
+            )
         read, parse = self._options(spec)
         convert = pcsv.ConvertOptions(null_values=self._null_values(), strings_can_be_null=False)
-        with pcsv.open_csv(pa.input_stream(str(paths[0]), compression="detect"),
-                           read_options=read, parse_options=parse,
-                           convert_options=convert) as reader:
+        with pcsv.open_csv(
+            pa.input_stream(str(paths[0]), compression="detect"),
+            read_options=read,
+            parse_options=parse,
+            convert_options=convert,
+        ) as reader:
             schema: pa.Schema = reader.schema
         # Singer date-times carry microseconds: inferred seconds widen to that.
-        schema = pa.schema([
-            pa.field(f.name, pa.timestamp("us", tz=f.type.tz)) if pa.types.is_timestamp(f.type)
-            else f for f in schema])
-        logger.info("stream '%s': types inferred once from %s: %s", name, paths[0],
-                    ", ".join(f"{f.name}:{f.type}" for f in schema))
+        schema = pa.schema(
+            [
+                pa.field(f.name, pa.timestamp("us", tz=f.type.tz))
+                if pa.types.is_timestamp(f.type)
+                else f
+                for f in schema
+            ]
+        )
+        logger.info(
+            "stream '%s': types inferred once from %s: %s",
+            name,
+            paths[0],
+            ", ".join(f"{f.name}:{f.type}" for f in schema),
+        )
         return schema
 
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         spec = self._specs[stream.name]
         since = _as_datetime(bookmark)
         data_fields = [f for f in stream.schema if f.name not in (SOURCE_FILE, MODIFIED_AT)]
-        parse_types = {f.name: (pa.string() if f.type == JSON_TYPE else f.type)
-                       for f in data_fields}
+        parse_types = {
+            f.name: (pa.string() if f.type == JSON_TYPE else f.type) for f in data_fields
+        }
         read, parse = self._options(spec)
         groups: dict[dt.datetime, list[Path]] = {}
         for path in self._paths(spec):
@@ -145,25 +175,38 @@ class CsvReader(ArrowReader):
             self._done[stream.name] = modified
             yield pa.RecordBatch.from_pylist([], schema=stream.schema)
 
-    def _read_file(self, stream: StreamInfo, path: Path, modified: dt.datetime,
-                   parse_types: dict[str, pa.DataType], read: pcsv.ReadOptions,
-                   parse: pcsv.ParseOptions) -> Iterator[pa.RecordBatch]:
+    def _read_file(
+        self,
+        stream: StreamInfo,
+        path: Path,
+        modified: dt.datetime,
+        parse_types: dict[str, pa.DataType],
+        read: pcsv.ReadOptions,
+        parse: pcsv.ParseOptions,
+    ) -> Iterator[pa.RecordBatch]:
         convert = pcsv.ConvertOptions(
-            column_types=parse_types, include_columns=list(parse_types),
-            null_values=self._null_values(), strings_can_be_null=False,
-            include_missing_columns=True)
+            column_types=parse_types,
+            include_columns=list(parse_types),
+            null_values=self._null_values(),
+            strings_can_be_null=False,
+            include_missing_columns=True,
+        )
         try:
-            reader = pcsv.open_csv(pa.input_stream(str(path), compression="detect"),
-                                   read_options=read, parse_options=parse,
-                                   convert_options=convert)
+            reader = pcsv.open_csv(
+                pa.input_stream(str(path), compression="detect"),
+                read_options=read,
+                parse_options=parse,
+                convert_options=convert,
+            )
             with reader:
                 for batch in reader:
                     yield self._finish_batch(stream, batch, path, modified)
         except pa.ArrowInvalid as exc:
             raise DativoError(f"stream '{stream.name}', file {path}: {exc}") from None
 
-    def _finish_batch(self, stream: StreamInfo, batch: pa.RecordBatch, path: Path,
-                      modified: dt.datetime) -> pa.RecordBatch:
+    def _finish_batch(
+        self, stream: StreamInfo, batch: pa.RecordBatch, path: Path, modified: dt.datetime
+    ) -> pa.RecordBatch:
         columns = []
         for f in stream.schema:
             if f.name == SOURCE_FILE:

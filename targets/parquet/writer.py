@@ -29,12 +29,21 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "path": {"type": "string", "description": "Directory the stream folders go in."},
-        "compression": {"type": "string", "default": "zstd",
-                        "enum": ["zstd", "snappy", "gzip", "lz4", "brotli", "none"]},
-        "target_file_size_mb": {"type": "number", "default": 128,
-                                "description": "Start a new file once one reaches this size."},
-        "partition_by": {"type": "array", "items": {"type": "string"},
-                         "description": "Columns for hive-style folders col=value/."},
+        "compression": {
+            "type": "string",
+            "default": "zstd",
+            "enum": ["zstd", "snappy", "gzip", "lz4", "brotli", "none"],
+        },
+        "target_file_size_mb": {
+            "type": "number",
+            "default": 128,
+            "description": "Start a new file once one reaches this size.",
+        },
+        "partition_by": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Columns for hive-style folders col=value/.",
+        },
         "row_group_rows": {"type": "integer", "default": 1_000_000},
     },
     "required": ["path"],
@@ -84,7 +93,8 @@ class ParquetWriter(ArrowWriter):
         missing = [c for c in self._partition_by if c not in stream.schema.names]
         if missing:
             raise ConfigError(
-                f"stream '{stream.name}': partition_by columns not in the stream: {missing}")
+                f"stream '{stream.name}': partition_by columns not in the stream: {missing}"
+            )
         self._schema = stream.schema
         self._root.mkdir(parents=True, exist_ok=True)
 
@@ -99,7 +109,8 @@ class ParquetWriter(ArrowWriter):
         base = f"part-{self._run}-{self._seq:05d}.parquet"
         temp = folder / f".{base}.inprogress"
         writer = pq.ParquetWriter(
-            temp, self._schema,
+            temp,
+            self._schema,
             compression=None if self._compression == "none" else self._compression,
         )
         return _OpenFile(temp, folder / base, writer)
@@ -118,7 +129,8 @@ class ParquetWriter(ArrowWriter):
             except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
                 raise WriteError(
                     f"stream '{self.stream.name if self.stream else '?'}': batch does not match "
-                    f"the stream schema: {exc}") from exc
+                    f"the stream schema: {exc}"
+                ) from exc
         if not self._partition_by:
             self._write_part((), batch)
             return
@@ -127,9 +139,13 @@ class ParquetWriter(ArrowWriter):
         for key in keys.to_pylist():
             mask = None
             for col, value in key.items():
-                cond = (pc.is_null(table[col]) if value is None
-                        else pc.fill_null(pc.equal(table[col], pa.scalar(value, table[col].type)),
-                                          False))
+                cond = (
+                    pc.is_null(table[col])
+                    if value is None
+                    else pc.fill_null(
+                        pc.equal(table[col], pa.scalar(value, table[col].type)), False
+                    )
+                )
                 mask = cond if mask is None else pc.and_(mask, cond)
             part = table.filter(mask).combine_chunks()
             for rb in part.to_batches():
@@ -150,8 +166,13 @@ class ParquetWriter(ArrowWriter):
             self._finish(key)
         self._schema = schema
         if self.stream is not None:
-            self.stream = StreamInfo(self.stream.name, schema, self.stream.key_properties,
-                                     self.stream.replication_key, self.stream.replication_method)
+            self.stream = StreamInfo(
+                self.stream.name,
+                schema,
+                self.stream.key_properties,
+                self.stream.replication_key,
+                self.stream.replication_method,
+            )
 
     def commit(self) -> CommitResult:
         for key in list(self._files):
@@ -170,8 +191,12 @@ class ParquetWriter(ArrowWriter):
             result.checksums[str(final)] = "sha256:" + digest.hexdigest()
         self._finished = []
         if result.paths:
-            logger.info("committed %d rows in %d file(s) under %s", result.rows,
-                        len(result.paths), self._root)
+            logger.info(
+                "committed %d rows in %d file(s) under %s",
+                result.rows,
+                len(result.paths),
+                self._root,
+            )
         return result
 
     def close(self) -> None:
