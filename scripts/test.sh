@@ -9,7 +9,7 @@ echo "== installing dativo with its dev extras"
 "$PY" -m pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
 
 echo "== ruff"
-dirs=$(ls -d dativo_bridge taps targets tests bench 2>/dev/null)
+dirs=$(ls -d dativo_bridge taps targets tests bench 2>/dev/null || true)
 "$PY" -m ruff check $dirs
 "$PY" -m ruff format --check $dirs
 
