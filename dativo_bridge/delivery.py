@@ -7,6 +7,7 @@ to ``on_state`` only after every writer has committed every row received before 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.schema import relax_nullability
 
 logger = logging.getLogger("dativo.delivery")
 
@@ -67,7 +70,13 @@ class StreamWriters:
         self.last_state: Any = None
 
     def schema(self, stream: StreamInfo) -> None:
-        """Declare (or re-declare) a stream's schema."""
+        """Declare (or re-declare) a stream's schema.
+
+        Writers see the same schema whichever way the rows arrive (decoded Singer lines or
+        batches in process): key properties required, everything else nullable.
+        """
+        keys = [k for k in stream.key_properties if k in stream.schema.names]
+        stream = dataclasses.replace(stream, schema=relax_nullability(stream.schema, keys))
         known = self.streams.get(stream.name)
         self.streams[stream.name] = stream
         self.stats.setdefault(stream.name, StreamStats())
@@ -89,14 +98,36 @@ class StreamWriters:
         """Hand one batch to the stream's writer."""
         if batch.num_rows == 0:
             return
-        if stream not in self.streams:
+        info = self.streams.get(stream)
+        if info is None:
             raise WriteError(f"stream '{stream}': a batch arrived before its schema")
+        if batch.schema != info.schema:
+            batch = self._conform(info, batch)
         self._writer(stream).write(batch)
         stats = self.stats[stream]
         stats.rows += batch.num_rows
         stats.bytes += batch.nbytes
         stats.batches += 1
         self._uncommitted_rows += batch.num_rows
+
+    @staticmethod
+    def _conform(info: StreamInfo, batch: pa.RecordBatch) -> pa.RecordBatch:
+        for key in info.key_properties:
+            column = batch.column(key)
+            if column.null_count:
+                row = pc.index(column.is_null(), True).as_py()
+                raise WriteError(
+                    f"stream '{info.name}': row {row} of a batch has no value for "
+                    f"key property '{key}'"
+                )
+        try:
+            return pa.RecordBatch.from_arrays(
+                [batch.column(f.name).cast(f.type) for f in info.schema], schema=info.schema
+            )
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise WriteError(
+                f"stream '{info.name}': batch does not match its schema: {exc}"
+            ) from exc
 
     def state(self, value: Any) -> None:
         """A STATE covering every row written so far; released after the next commit."""

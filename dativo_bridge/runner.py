@@ -474,9 +474,13 @@ def _run_to_foreign(
                     message = loads(line)
                 except ValueError:
                     continue
-                if isinstance(message, dict) and message.get("type") == "STATE":
-                    states.append(message.get("value"))
-                    record_state(message.get("value"))
+                if not isinstance(message, dict):
+                    continue
+                # Targets print bare state values; tolerate ones wrapped as STATE messages.
+                if message.get("type") == "STATE" and "value" in message:
+                    message = message["value"]
+                states.append(message)
+                record_state(message)
 
         state_thread = threading.Thread(target=read_states, daemon=True)
         state_thread.start()

@@ -235,7 +235,9 @@ class ArrowTarget(Target):
         )
 
     def _emit_state(self, state: Any) -> None:
-        write_bytes(orjson.dumps({"type": "STATE", "value": state}) + b"\n")
+        # Singer targets print the bare state value, one JSON object per line; Meltano
+        # stores each such line as the pipeline's state.
+        write_bytes(orjson.dumps(state) + b"\n")
 
     def process_endofpipe(self) -> None:
         try:

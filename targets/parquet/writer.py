@@ -79,7 +79,7 @@ class ParquetWriter(ArrowWriter):
         self._finished: list[tuple[Path, Path, int]] = []
         self._schema: pa.Schema | None = None
         self._seq = 0
-        self._run = uuid.uuid4().hex[:8]
+        self._run = f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
 
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
         super().open(config, stream)
@@ -97,6 +97,7 @@ class ParquetWriter(ArrowWriter):
             )
         self._schema = stream.schema
         self._root.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(self._root)
 
     def _new_file(self, key: tuple[Any, ...]) -> _OpenFile:
         assert self._schema is not None
@@ -209,3 +210,22 @@ class ParquetWriter(ArrowWriter):
             temp.unlink(missing_ok=True)
         self._files = {}
         self._finished = []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_orphans(root: Path) -> None:
+    """Delete in-progress files left by writers that died (their process is gone)."""
+    for temp in root.rglob(".part-*.parquet.inprogress"):
+        match = re.match(r"\.part-[0-9a-f]+-(\d+)-", temp.name)
+        if match and not _pid_alive(int(match.group(1))):
+            logger.info("removing %s, left by a writer that did not finish", temp)
+            temp.unlink(missing_ok=True)

@@ -1,0 +1,76 @@
+"""Shared helpers for the end-to-end tests: console scripts, projects, Parquet reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import yaml
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def script(name: str) -> str:
+    """Absolute path of a console script installed next to this Python."""
+    path = BIN / name
+    assert path.exists(), f"{name} is not installed next to {sys.executable}"
+    return str(path)
+
+
+def env() -> dict[str, str]:
+    """The environment for child processes, with this Python's bin first on PATH."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def write_project(directory: Path, extractors: list[dict], loaders: list[dict]) -> Path:
+    """A minimal meltano.yml with the given plugins and a `test` environment."""
+    data = {
+        "version": 1,
+        "default_environment": "test",
+        "environments": [{"name": "test"}],
+        "plugins": {"extractors": extractors, "loaders": loaders},
+    }
+    path = directory / "meltano.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def dativo_run(
+    project: Path, tap: str, target: str, *args: str, check: bool = True, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `dativo run` in the project's directory and return the completed process."""
+    done = subprocess.run(
+        [script("dativo"), "run", tap, target, "--project", str(project), *args],
+        capture_output=True,
+        text=True,
+        cwd=project.parent,
+        env=env(),
+        timeout=timeout,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"dativo run failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return done
+
+
+def read_parquet_dir(path: Path) -> pa.Table:
+    """Every visible Parquet file under ``path`` (hidden and in-progress files ignored)."""
+    files = sorted(
+        str(p)
+        for p in path.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
+    assert files, f"no Parquet files under {path}"
+    return ds.dataset(files, format="parquet").to_table()
+
+
+def states_in(output: str) -> list[Any]:
+    """The state values a target printed (one bare JSON object per line)."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
