@@ -1,0 +1,177 @@
+"""meltano.yml reading, env expansion, selection patterns, class loading and redaction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from dativo_bridge.errors import ConfigError, PluginLoadError
+from dativo_bridge.interfaces import ArrowReader, StreamInfo
+from dativo_bridge.loading import load_class
+from dativo_bridge.project import Project, expand_env
+from dativo_bridge.redact import MASK, Redactor, secret_values
+from dativo_bridge.selection import apply_metadata, select_columns
+
+STREAM = StreamInfo(
+    "public-users",
+    pa.schema(
+        [
+            ("id", pa.int64()),
+            ("email", pa.string()),
+            ("ssn", pa.string()),
+            ("updated_at", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
+    ("id",),
+    "updated_at",
+    "INCREMENTAL",
+)
+
+
+def test_expand_env_forms_and_unset() -> None:
+    env = {"HOST": "db", "PORT": "5432"}
+    assert expand_env({"a": "$HOST:${PORT}", "b": ["x$HOST"], "c": 3, "d": "$NOPE!"}, env) == {
+        "a": "db:5432",
+        "b": ["xdb"],
+        "c": 3,
+        "d": "!",
+    }
+
+
+def _project(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "meltano.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_environment_overrides_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MELTANO_ENVIRONMENT", raising=False)
+    (tmp_path / ".env").write_text("DB_PASS=from-dotenv\nOUT=from-dotenv\n")
+    monkeypatch.setenv("OUT", "from-environ")
+    path = _project(
+        tmp_path,
+        {
+            "default_environment": "dev",
+            "environments": [
+                {
+                    "name": "dev",
+                    "config": {
+                        "plugins": {"extractors": [{"name": "tap-x", "config": {"dir": "dev-dir"}}]}
+                    },
+                },
+                {"name": "prod", "env": {"REGION": "eu"}},
+            ],
+            "plugins": {
+                "extractors": [
+                    {
+                        "name": "tap-x",
+                        "executable": "tap-x-bin",
+                        "settings": [{"name": "password", "sensitive": True}],
+                        "select": ["users.*"],
+                        "config": {
+                            "dir": "base",
+                            "password": "${DB_PASS}",
+                            "out": "$OUT",
+                            "region": "$REGION",
+                        },
+                    }
+                ],
+                "loaders": [{"name": "target-y"}],
+            },
+        },
+    )
+    dev = Project(path).plugin("tap-x")
+    assert dev.config == {
+        "dir": "dev-dir",
+        "password": "from-dotenv",
+        "out": "from-environ",
+        "region": "",
+    }
+    assert dev.executable == "tap-x-bin" and dev.sensitive == ["password"]
+    assert dev.select == ["users.*"]
+    prod = Project(path, "prod")
+    assert prod.plugin("tap-x").config["region"] == "eu"
+    assert prod.state_id("tap-x", "target-y") == "prod:tap-x-to-target-y"
+    with pytest.raises(ConfigError, match="no extractor or loader named 'tap-z'"):
+        Project(path).plugin("tap-z")
+    with pytest.raises(ConfigError, match="environment 'qa' is not defined"):
+        Project(path, "qa")
+
+
+def test_select_patterns() -> None:
+    assert select_columns(STREAM, None) == STREAM.schema.names
+    assert select_columns(STREAM, ["public-users.*", "!public-users.ssn"]) == [
+        "id",
+        "email",
+        "updated_at",
+    ]
+    # Explicit columns keep the key and the replication key.
+    assert select_columns(STREAM, ["public-*.email"]) == ["id", "email", "updated_at"]
+    assert select_columns(STREAM, ["public-orders.*"]) is None
+    assert select_columns(STREAM, ["*.*", "!public-users.*"]) is None
+
+
+def test_metadata_overrides() -> None:
+    full = apply_metadata(STREAM, {"public-*": {"replication-method": "FULL_TABLE"}})
+    assert full.replication_method == "FULL_TABLE"
+    other = apply_metadata(
+        STREAM, {"public-users": {"replication-key": "id", "key-properties": ["email"]}}
+    )
+    assert (other.replication_key, tuple(other.key_properties)) == ("id", ("email",))
+
+
+def test_load_class_refuses_bad_references_and_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for bad in ("../evil:Reader", "os.path", "a/b:C", "x:1C", ""):
+        with pytest.raises(PluginLoadError, match="not a class reference"):
+            load_class(bad, ArrowReader)
+    (tmp_path / "sneaky_mod.py").write_text(
+        "from dativo_bridge import ArrowReader\nclass R(ArrowReader):\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PluginLoadError, match="not installed"):
+        load_class("sneaky_mod:R", ArrowReader, project_dir=tmp_path)
+    with pytest.raises(PluginLoadError, match="outside the project"):
+        load_class("sneaky_mod:R", ArrowReader, allowed_dirs=["../"], project_dir=tmp_path)
+    with pytest.raises(PluginLoadError, match="not a subclass of ArrowReader"):
+        load_class("targets.parquet.writer:ParquetWriter", ArrowReader)
+
+
+def test_load_class_from_allowed_dir_logs_sha256(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "allowed_mod_x.py").write_text(
+        "from dativo_bridge import ArrowReader\nclass R(ArrowReader):\n    pass\n"
+    )
+    with caplog.at_level(logging.INFO, logger="dativo.loading"):
+        cls = load_class(
+            "allowed_mod_x:R", ArrowReader, allowed_dirs=["plugins"], project_dir=tmp_path
+        )
+    assert issubclass(cls, ArrowReader)
+    import hashlib
+
+    digest = hashlib.sha256((plugins / "allowed_mod_x.py").read_bytes()).hexdigest()
+    assert digest in caplog.text
+
+
+def test_redactor_masks_marked_named_and_sensitive_values() -> None:
+    config = {
+        "api_token": "tok-123456",
+        "password": "hunter22",
+        "nested": {"secret_key": "abcd1"},
+        "custom": "opaque-value",
+        "host": "db.internal",
+    }
+    values = secret_values(config, {"properties": {"custom": {"type": "string", "secret": True}}})
+    assert set(values) == {"tok-123456", "hunter22", "abcd1", "opaque-value"}
+    redactor = Redactor(values)
+    text = "connect db.internal with hunter22 and tok-123456 / opaque-value"
+    assert redactor.redact(text) == f"connect db.internal with {MASK} and {MASK} / {MASK}"
+    assert secret_values({"user": "bob"}, None, sensitive=["user"]) == ["bob"]
