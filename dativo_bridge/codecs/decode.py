@@ -16,6 +16,8 @@ import decimal
 import io
 import json
 import logging
+import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +32,8 @@ from dativo_bridge.schema import JSON_TYPE, relax_nullability
 logger = logging.getLogger("dativo.decode")
 
 _EPOCH_PREFIX = pa.scalar("1970-01-01T", pa.string())
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_FRACTION = re.compile(r"T\d\d:\d\d:\d\d\.(\d+)")
 
 
 def loads(line: bytes) -> Any:
@@ -98,9 +102,14 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
     if pa.types.is_floating(dtype):
 
         def conv_float(v: Any) -> Any:
-            if v is None or (isinstance(v, int | float) and not isinstance(v, bool)):
-                return None if v is None else float(v)
-            return bad(v)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return bad(v)
+            try:
+                return float(v)
+            except OverflowError:  # beyond double range: infinity, as the fast path reads it
+                return math.inf if v > 0 else -math.inf
 
         return conv_float
     if pa.types.is_boolean(dtype):
@@ -127,19 +136,36 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
     if pa.types.is_timestamp(dtype):
         aware = dtype.tz is not None
 
+        nanos = dtype.unit == "ns"
+
         def conv_ts(v: Any) -> Any:
             if v is None:
                 return None
             if not isinstance(v, str):
                 return bad(v)
+            extra = 0
+            text = v
+            fraction = _FRACTION.search(v)
+            if fraction is not None and len(fraction.group(1)) > 6:
+                # datetime keeps microseconds; the digits below are added back for ns.
+                digits = fraction.group(1)
+                extra = int(digits[6:9].ljust(3, "0")) if nanos else 0
+                text = v[: fraction.start(1)] + digits[:6] + v[fraction.end(1) :]
             try:
-                ts = dt.datetime.fromisoformat(v)
-            except ValueError:
+                ts = dt.datetime.fromisoformat(text)
+                if ts.tzinfo is not None:
+                    ts = ts.astimezone(dt.UTC)
+                if not aware:
+                    ts = ts.replace(tzinfo=None)
+                elif ts.tzinfo is None:
+                    ts = ts.replace(tzinfo=dt.UTC)
+            except (ValueError, OverflowError):
                 return bad(v)
-            if ts.tzinfo is None:
-                return ts.replace(tzinfo=dt.UTC) if aware else ts
-            ts = ts.astimezone(dt.UTC)
-            return ts if aware else ts.replace(tzinfo=None)
+            if nanos:
+                since = ts - (_EPOCH if ts.tzinfo else _EPOCH.replace(tzinfo=None))
+                micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+                return micros * 1000 + extra
+            return ts
 
         return conv_ts
     if pa.types.is_date(dtype):
@@ -209,6 +235,24 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
 
         return conv_list
     raise TypeError(f"no Singer decoding for Arrow type {dtype}")
+
+
+def _storage_type(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with JSON text as plain strings (pa.array cannot build extension types)."""
+    if dtype == JSON_TYPE:
+        return pa.string()
+    if pa.types.is_struct(dtype):
+        return pa.struct(
+            [
+                dtype.field(i).with_type(_storage_type(dtype.field(i).type))
+                for i in range(dtype.num_fields)
+            ]
+        )
+    if pa.types.is_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_storage_type(dtype.value_type)))
+    if pa.types.is_large_list(dtype):
+        return pa.large_list(dtype.value_field.with_type(_storage_type(dtype.value_type)))
+    return dtype
 
 
 def _fast_type(dtype: pa.DataType, top: bool) -> pa.DataType | None:
@@ -326,7 +370,13 @@ class RecordDecoder:
                 else:
                     col = pc.cast(col, f.type)
             columns.append(col)
-        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        try:
+            # Arrow's JSON reader does not check UTF-8; the exact path reports bad bytes.
+            batch.validate(full=True)
+        except pa.ArrowInvalid:
+            return None
+        return batch
 
     def _warn_extra(self, names: Sequence[str]) -> None:
         if not self._warned_extra:
@@ -395,10 +445,7 @@ class RecordDecoder:
                 ) from None
         arrays = []
         for f, values in zip(self.schema, columns, strict=True):
-            if f.type == JSON_TYPE:
-                arrays.append(
-                    pa.ExtensionArray.from_storage(JSON_TYPE, pa.array(values, pa.string()))
-                )
-            else:
-                arrays.append(pa.array(values, f.type))
+            storage = _storage_type(f.type)
+            array = pa.array(values, storage)
+            arrays.append(array if storage == f.type else array.cast(f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)

@@ -59,11 +59,30 @@ def _json_strings(arr: pa.Array) -> pa.Array:
 
 def _floats(arr: pa.Array) -> pa.Array:
     text = pc.cast(arr, pa.string())
+    # "-0" would read back as the integer 0: keep the sign of negative zero.
+    text = pc.if_else(pc.equal(text, "-0"), "-0.0", text)
     is_nan = pc.is_nan(arr)
     if pc.any(pc.or_(is_nan, pc.is_inf(arr))).as_py():
         text = pc.if_else(is_nan, "NaN", text)
         text = pc.if_else(pc.and_(pc.is_inf(arr), pc.greater(arr, 0)), "Infinity", text)
         text = pc.if_else(pc.and_(pc.is_inf(arr), pc.less(arr, 0)), "-Infinity", text)
+    return text
+
+
+def _decimals(arr: pa.Array) -> pa.Array:
+    """Plain notation with exactly ``scale`` fraction digits (Arrow may write 1E-8)."""
+    text = pc.cast(arr, pa.string())
+    exponent = pc.match_substring(text, "E")
+    if pc.any(exponent).as_py():
+        scale = arr.type.scale
+        exact = pa.array(
+            [
+                f"{v:.{scale}f}" if v is not None and e else None
+                for v, e in zip(arr.to_pylist(), exponent.to_pylist(), strict=True)
+            ],
+            pa.string(),
+        )
+        text = pc.if_else(pc.fill_null(exponent, False), exact, text)
     return text
 
 
@@ -131,7 +150,10 @@ def fragments_of(arr: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(dtype):
         return fragments_of(arr.dictionary_decode())
     if dtype == JSON_TYPE or isinstance(dtype, pa.JsonType):
-        return arr.storage.cast(pa.string())
+        # Raw newlines in valid JSON text are whitespace (inside strings they are escaped),
+        # so they can become spaces and keep each message on one line.
+        text = arr.storage.cast(pa.string())
+        return pc.replace_substring(pc.replace_substring(text, "\n", " "), "\r", " ")
     if pa.types.is_null(dtype):
         return pa.nulls(len(arr), pa.string())
     if pa.types.is_boolean(dtype):
@@ -141,7 +163,7 @@ def fragments_of(arr: pa.Array) -> pa.Array:
     if pa.types.is_floating(dtype):
         return _floats(arr)
     if pa.types.is_decimal(dtype):
-        return _quote(pc.cast(arr, pa.string()))
+        return _quote(_decimals(arr))
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return _json_strings(arr)
     if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
