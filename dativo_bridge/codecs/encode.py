@@ -17,6 +17,9 @@ Output conventions (documented in docs/singer-codecs.md):
 from __future__ import annotations
 
 import base64
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -26,17 +29,35 @@ import pyarrow.compute as pc
 from dativo_bridge.schema import JSON_TYPE
 
 _NULL = pa.scalar("null", pa.string())
+_MIN_SLICE_ROWS = 8_192
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(_workers(), thread_name_prefix="dativo-encode")
+    return _POOL
+
+
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f]')
 
 
 def _quote(strings: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise('"', strings, '"', "")
 
 
-def _json_strings(arr: pa.Array) -> pa.Array:
-    """Strings -> quoted, escaped JSON string fragments (nulls stay null)."""
+def _string_parts(arr: pa.Array) -> list[Any]:
+    """Strings -> the parts of quoted, escaped JSON strings."""
     if pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
+    if not _NEEDS_ESCAPE.search(_value_bytes(arr)):
+        return ['"', arr, '"']
     escaped = pc.replace_substring(arr, "\\", "\\\\")
     escaped = pc.replace_substring(escaped, '"', '\\"')
     escaped = pc.replace_substring(escaped, "\n", "\\n")
@@ -54,13 +75,15 @@ def _json_strings(arr: pa.Array) -> pa.Array:
             pa.string(),
         )
         quoted = pc.if_else(pc.fill_null(rare, False), exact, quoted)
-    return quoted
+    return [quoted]
 
 
 def _floats(arr: pa.Array) -> pa.Array:
     text = pc.cast(arr, pa.string())
     # "-0" would read back as the integer 0: keep the sign of negative zero.
-    text = pc.if_else(pc.equal(text, "-0"), "-0.0", text)
+    negative_zero = pc.equal(text, "-0")
+    if pc.any(negative_zero).as_py():
+        text = pc.if_else(negative_zero, "-0.0", text)
     is_nan = pc.is_nan(arr)
     if pc.any(pc.or_(is_nan, pc.is_inf(arr))).as_py():
         text = pc.if_else(is_nan, "NaN", text)
@@ -86,14 +109,33 @@ def _decimals(arr: pa.Array) -> pa.Array:
     return text
 
 
-def _timestamps(arr: pa.Array) -> pa.Array:
+_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+_TIME_OF_DAY = {
+    "s": pa.time32("s"),
+    "ms": pa.time32("ms"),
+    "us": pa.time64("us"),
+    "ns": pa.time64("ns"),
+}
+
+
+def _timestamp_parts(arr: pa.Array) -> list[Any]:
+    """ISO 8601 text, built from the date and the time of day (both fast casts in Arrow,
+    unlike strftime); instants with a zone are written in UTC."""
     dtype: pa.TimestampType = arr.type
-    if dtype.tz is None:
-        text = pc.strftime(arr, format="%Y-%m-%dT%H:%M:%S")
-        return _quote(text)
-    utc = arr.cast(pa.timestamp(dtype.unit, tz="UTC"))
-    text = pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S")
-    return pc.binary_join_element_wise('"', text, '+00:00"', "")
+    ticks = arr.view(pa.int64())
+    per_day = _PER_DAY[dtype.unit]
+    days = pc.divide(ticks, per_day)
+    rest = pc.subtract(ticks, pc.multiply(days, per_day))
+    negative = pc.less(rest, 0)
+    if pc.any(negative).as_py():  # floor division for instants before 1970
+        days = pc.if_else(negative, pc.subtract(days, 1), days)
+        rest = pc.if_else(negative, pc.add(rest, per_day), rest)
+    date_text = pc.cast(pc.cast(days, pa.int32()).view(pa.date32()), pa.string())
+    time_type = _TIME_OF_DAY[dtype.unit]
+    storage = pa.int32() if time_type.bit_width == 32 else pa.int64()
+    time_text = pc.cast(pc.cast(rest, storage).view(time_type), pa.string())
+    suffix = '"' if dtype.tz is None else '+00:00"'
+    return ['"', date_text, "T", time_text, suffix]
 
 
 def _binary(arr: pa.Array) -> pa.Array:
@@ -132,10 +174,69 @@ def _structs(arr: pa.StructArray) -> pa.Array:
         name = dtype.field(i).name
         prefix = ("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":"
         parts.append(prefix)
-        parts.append(pc.fill_null(fragments_of(arr.field(i)), _NULL))
+        parts.extend(_value_parts(arr.field(i)))
     parts.append("}")
-    joined = pc.binary_join_element_wise(*parts, "")
+    joined = pc.binary_join_element_wise(*_merged(parts), "")
     return pc.if_else(arr.is_valid(), joined, pa.scalar(None, pa.string()))
+
+
+def _has_parts(dtype: pa.DataType) -> bool:
+    return (
+        pa.types.is_decimal(dtype)
+        or pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_timestamp(dtype)
+        or pa.types.is_date(dtype)
+        or pa.types.is_time(dtype)
+    )
+
+
+def _join(parts: list[Any]) -> pa.Array:
+    if len(parts) == 1 and not isinstance(parts[0], str):
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def parts_of(arr: pa.Array) -> list[Any]:
+    """The JSON text of each value as a sequence of arrays and literals to concatenate.
+
+    Quotes and separators stay literals so that the row-wise join writes them, instead of
+    one more pass per column. Valid where ``arr`` is valid; null rows are undefined.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    dtype = arr.type
+    if pa.types.is_dictionary(dtype):
+        return parts_of(arr.dictionary_decode())
+    if pa.types.is_decimal(dtype):
+        return ['"', _decimals(arr), '"']
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return _string_parts(arr)
+    if pa.types.is_timestamp(dtype):
+        return _timestamp_parts(arr)
+    if pa.types.is_date(dtype):
+        return ['"', pc.cast(arr.cast(pa.date32()), pa.string()), '"']
+    if pa.types.is_time(dtype):
+        return ['"', pc.cast(arr, pa.string()), '"']
+    return [fragments_of(arr)]
+
+
+def _value_parts(arr: pa.Array) -> list[Any]:
+    """parts_of, made null-safe: a column with nulls becomes one array with ``null``."""
+    if arr.null_count == 0:
+        return parts_of(arr)
+    return [pc.fill_null(_join(parts_of(arr)), _NULL)]
+
+
+def _merged(parts: list[Any]) -> list[Any]:
+    """Adjacent literals concatenated (fewer arguments for the row-wise join)."""
+    out: list[Any] = []
+    for part in parts:
+        if isinstance(part, str) and out and isinstance(out[-1], str):
+            out[-1] += part
+        else:
+            out.append(part)
+    return out
 
 
 def fragments_of(arr: pa.Array) -> pa.Array:
@@ -162,18 +263,10 @@ def fragments_of(arr: pa.Array) -> pa.Array:
         return pc.cast(arr, pa.string())
     if pa.types.is_floating(dtype):
         return _floats(arr)
-    if pa.types.is_decimal(dtype):
-        return _quote(_decimals(arr))
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return _json_strings(arr)
+    if _has_parts(dtype):
+        return _join(parts_of(arr))
     if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
         return _binary(arr)
-    if pa.types.is_timestamp(dtype):
-        return _timestamps(arr)
-    if pa.types.is_date(dtype):
-        return _quote(pc.cast(arr.cast(pa.date32()), pa.string()))
-    if pa.types.is_time(dtype):
-        return _quote(pc.cast(arr, pa.string()))
     if pa.types.is_struct(dtype):
         return _structs(arr)
     if (
@@ -205,20 +298,40 @@ def encode_records(
         return b"".join(encode_records(b, stream, version=version) for b in batch.to_batches())
     if batch.num_rows == 0:
         return b""
+    workers = _workers()
+    if workers > 1 and batch.num_rows >= 2 * _MIN_SLICE_ROWS:
+        # Arrow kernels release the GIL: row slices encode in parallel, in order.
+        step = -(-batch.num_rows // workers)
+        slices = [batch.slice(lo, step) for lo in range(0, batch.num_rows, step)]
+        return b"".join(_pool().map(lambda s: _encode_slice(s, stream, version), slices))
+    return _encode_slice(batch, stream, version)
+
+
+def _encode_slice(batch: pa.RecordBatch, stream: str, version: int | None) -> bytes:
     head = '{"type":"RECORD","stream":' + orjson.dumps(stream).decode() + ',"record":{'
     tail = "}" + (f',"version":{int(version)}' if version is not None else "") + "}\n"
     parts: list[Any] = []
     for i, field in enumerate(batch.schema):
         key = orjson.dumps(field.name).decode() + ":"
         parts.append((head if i == 0 else ",") + key)
-        parts.append(pc.fill_null(fragments_of(batch.column(i)), _NULL))
+        parts.extend(_value_parts(batch.column(i)))
     if not parts:
         parts.append(head)
     parts.append(tail)
-    lines = pc.binary_join_element_wise(*parts, "")
+    lines = pc.binary_join_element_wise(*_merged(parts), "")
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     return _string_buffer_bytes(lines)
+
+
+def _value_bytes(arr: pa.StringArray) -> memoryview:
+    """The bytes of every value of a string array, back to back (a view, no copy)."""
+    offsets = arr.buffers()[1]
+    data = arr.buffers()[2]
+    if data is None or len(arr) == 0:
+        return memoryview(b"")
+    offs = pa.Array.from_buffers(pa.int32(), len(arr) + 1, [None, offsets], offset=arr.offset)
+    return memoryview(data)[offs[0].as_py() : offs[-1].as_py()]
 
 
 def _string_buffer_bytes(arr: pa.StringArray) -> bytes:
