@@ -197,7 +197,7 @@ def run(
     metadata: Mapping[str, Mapping[str, Any]] | None = None,
     full_refresh: bool = False,
     progress: ProgressCallback | None = None,
-    queue_size: int = 4,
+    queue_size: int = 2,
     checkpoint_rows: int = 1_000_000,
     checkpoint_seconds: float = 300.0,
     redactor: Redactor | None = None,

@@ -17,6 +17,9 @@ from dativo_bridge.errors import SchemaMappingError
 #: The canonical Arrow JSON extension type: free-form objects and mixed unions.
 JSON_TYPE: pa.DataType = pa.json_(pa.string())
 
+#: The JSON Schema types of a JSON-text column (any JSON value).
+ANY_JSON_TYPES = ("object", "array", "string", "number", "boolean", "null")
+
 #: JSON Schema annotation that pins an Arrow type JSON Schema alone cannot express.
 ARROW_TYPE_KEY = "x-arrow-type"
 
@@ -283,7 +286,8 @@ def field_to_property(field: pa.Field) -> dict[str, Any]:
     if pa.types.is_dictionary(dtype):
         return field_to_property(pa.field(field.name, dtype.value_type, nullable))
     if dtype == JSON_TYPE:
-        return {}
+        # Any JSON value. Spelled out rather than `{}`, which singer-sdk's helpers reject.
+        return {"type": list(ANY_JSON_TYPES)}
     if pa.types.is_null(dtype):
         return {"type": "null"}
     if pa.types.is_boolean(dtype):

@@ -1,0 +1,213 @@
+"""COPY ... TO STDOUT (FORMAT csv) streamed into Arrow batches by pyarrow's C++ CSV reader,
+typed from the catalog (never inferred), then the unambiguous transports rebuilt."""
+
+from __future__ import annotations
+
+import binascii
+import io
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.json as pj
+from psycopg import sql
+
+from dativo_bridge.errors import DativoError
+from dativo_bridge.schema import JSON_TYPE
+from taps.postgres.catalog import INTERVAL_TYPE, ColumnPlan
+
+_FLOAT_TOKENS = (('"NaN"', "NaN"), ('"Infinity"', "Infinity"), ('"-Infinity"', "-Infinity"))
+
+
+class CopyStream(io.RawIOBase):
+    """A file object over a psycopg COPY OUT (one CopyData message per row)."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self._copy = copy
+        self._pending = bytearray()
+        self._done = False
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = len(buffer)
+        pending = self._pending
+        read = self._copy.read
+        while len(pending) < want and not self._done:
+            data = read()
+            if not data:
+                self._done = True
+                break
+            pending += data
+        n = min(want, len(pending))
+        buffer[:n] = pending[:n]
+        del pending[:n]
+        self.bytes_read += n
+        return n
+
+
+def _hex_to_binary(arr: pa.Array) -> pa.Array:
+    """Hex text -> binary, one unhexlify over the whole value buffer."""
+    if len(arr) == 0:
+        return pa.array([], pa.binary())
+    validity, offsets_buf, data = arr.buffers()
+    count = arr.offset + len(arr)
+    offsets = pa.Array.from_buffers(pa.int32(), count + 1, [None, offsets_buf])
+    end = offsets[-1].as_py()
+    raw = binascii.unhexlify(memoryview(data)[:end]) if data is not None and end else b""
+    halved = pc.cast(pc.divide(offsets, 2), pa.int32())
+    return pa.Array.from_buffers(
+        pa.binary(), len(arr), [validity, halved.buffers()[1], pa.py_buffer(raw)], offset=arr.offset
+    )
+
+
+def _json_arrays(plan: ColumnPlan, arr: pa.Array) -> pa.Array:
+    """array_to_json text -> Arrow lists, parsed by Arrow's JSON reader."""
+    if plan.arrow == JSON_TYPE:
+        return arr.cast(JSON_TYPE)
+    element = plan.arrow.value_type
+    text = arr
+    if pa.types.is_floating(element):
+        for quoted, token in _FLOAT_TOKENS:  # to_json writes non-finite floats as strings
+            text = pc.replace_substring(text, quoted, token)
+    parse_element = (
+        pa.string() if pa.types.is_date(element) or pa.types.is_time(element) else element
+    )
+    lines = pc.binary_join_element_wise('{"v":', pc.fill_null(text, "null"), "}\n", "")
+    data = pa.concat_arrays([lines]).buffers()[2] if len(lines) else pa.py_buffer(b"")
+    try:
+        table = pj.read_json(
+            io.BytesIO(memoryview(data)),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, data.size + 1)),
+            parse_options=pj.ParseOptions(
+                explicit_schema=pa.schema([("v", pa.list_(parse_element))])
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DativoError(
+            f"column '{plan.name}' ({plan.pg_type}): an array value does not fit "
+            f"list<{element}> ({exc}). Arrays map to one-dimensional lists; a "
+            "multi-dimensional array, or an element such as an infinite date, cannot be "
+            "read as such: select the column through a view (e.g. array_to_json(col)::json)"
+        ) from None
+    values = table.column("v").combine_chunks()
+    if parse_element != element:
+        if pa.types.is_time(element):
+            flat = values.values
+            joined = pc.binary_join_element_wise("1970-01-01T", flat, "")
+            micros = pc.cast(pc.cast(joined, pa.timestamp("us")), pa.int64())
+            cast = pa.ListArray.from_arrays(
+                values.offsets, pc.cast(micros, element), mask=values.is_null()
+            )
+            return cast
+        values = values.cast(pa.list_(element))
+    return values
+
+
+def rebuild(plans: Sequence[ColumnPlan], batch: pa.RecordBatch) -> pa.RecordBatch:
+    """CSV-parsed columns -> the columns' real Arrow types."""
+    arrays = []
+    index = 0
+    for plan in plans:
+        width = len(plan.csv_columns())
+        parts = [batch.column(index + i) for i in range(width)]
+        index += width
+        first = parts[0]
+        if plan.transport == "date":
+            arrays.append(first.view(pa.date32()))
+        elif plan.transport == "timestamp":
+            arrays.append(first.view(plan.arrow))
+        elif plan.transport == "time":
+            arrays.append(first.view(pa.time64("us")))
+        elif plan.transport == "interval":
+            arrays.append(
+                pa.StructArray.from_arrays(parts, fields=list(INTERVAL_TYPE), mask=first.is_null())
+            )
+        elif plan.transport == "bytea":
+            arrays.append(_hex_to_binary(first))
+        elif plan.transport == "array":
+            arrays.append(_json_arrays(plan, first))
+        elif plan.transport == "json":
+            arrays.append(first.cast(JSON_TYPE))
+        elif plan.transport == "cast":
+            arrays.append(first.cast(plan.arrow))
+        else:
+            arrays.append(first)
+    schema = pa.schema([pa.field(p.name, p.arrow, nullable=p.nullable) for p in plans])
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def copy_query(
+    table: sql.Composable,
+    plans: Sequence[ColumnPlan],
+    where: sql.Composable | None,
+    order_by: str | None,
+) -> sql.Composed:
+    """The COPY statement for a (partial) read of a table."""
+    query = sql.SQL("SELECT {cols} FROM {table}").format(
+        cols=sql.SQL(", ").join(p.select() for p in plans), table=table
+    )
+    if where is not None:
+        query = sql.SQL("{q} WHERE {w}").format(q=query, w=where)
+    if order_by:
+        query = sql.SQL("{q} ORDER BY {o}").format(q=query, o=sql.Identifier(order_by))
+    return sql.SQL("COPY ({q}) TO STDOUT (FORMAT csv)").format(q=query)
+
+
+def read_copy(
+    conn: psycopg.Connection,
+    query: sql.Composed,
+    plans: Sequence[ColumnPlan],
+    batch_bytes: int,
+    where: str,
+) -> Iterator[pa.RecordBatch]:
+    """Run one COPY and yield its rows as Arrow batches of about ``batch_bytes`` of CSV."""
+    names: list[str] = []
+    types: dict[str, pa.DataType] = {}
+    for plan in plans:
+        for name, dtype in plan.csv_columns():
+            names.append(name)
+            types[name] = dtype
+    texty = any(pa.types.is_string(t) for t in types.values())
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        stream = CopyStream(copy)
+        try:
+            reader = pcsv.open_csv(
+                stream,
+                read_options=pcsv.ReadOptions(
+                    block_size=batch_bytes, column_names=names, use_threads=True
+                ),
+                parse_options=pcsv.ParseOptions(newlines_in_values=texty),
+                convert_options=pcsv.ConvertOptions(
+                    column_types=types,
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                    true_values=["t"],
+                    false_values=["f"],
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):
+                return
+            raise DativoError(f"{where}: {exc}") from None
+        try:
+            for batch in reader:
+                yield rebuild(plans, batch)
+        except pa.ArrowInvalid as exc:
+            raise DativoError(f"{where}: {_explain(exc, plans)}") from None
+
+
+def _explain(exc: Exception, plans: Sequence[ColumnPlan]) -> str:
+    message = str(exc)
+    if "decimal" in message.lower() and "NaN" in message:
+        return (
+            f"{message}. A numeric(p,s) column holds NaN, which an Arrow decimal cannot: "
+            "cast the column in a view, or filter it with stream_options.custom_where"
+        )
+    return message

@@ -1,0 +1,307 @@
+"""PostgresReader: tables and views read with COPY into Arrow, serially or in parallel
+ctid ranges under one exported snapshot."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.interfaces import ArrowReader, StreamInfo
+from taps.postgres import copy as pgcopy
+from taps.postgres.catalog import ColumnPlan, TableInfo, discover
+
+logger = logging.getLogger("dativo.postgres")
+
+CONFIG_JSONSCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "host": {"type": "string", "description": "Server host name or socket directory."},
+        "port": {"type": "integer", "default": 5432},
+        "user": {"type": "string"},
+        "password": {"type": "string", "secret": True},
+        "database": {"type": "string"},
+        "dsn": {
+            "type": "string",
+            "secret": True,
+            "description": "A libpq connection string or URI (instead of host/port/...)",
+        },
+        "ssl_mode": {
+            "type": "string",
+            "enum": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
+        },
+        "ssl_root_cert": {"type": "string"},
+        "ssl_cert": {"type": "string"},
+        "ssl_key": {"type": "string"},
+        "connect_timeout": {"type": "integer", "default": 10},
+        "application_name": {"type": "string", "default": "dativo"},
+        "filter_schemas": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Schemas to discover (default: all non-system).",
+        },
+        "stream_options": {
+            "type": "object",
+            "description": "Per stream id: {custom_where: SQL condition}.",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"custom_where": {"type": "string"}},
+            },
+        },
+        "batch_size_bytes": {
+            "type": "integer",
+            "default": 8 * 1024 * 1024,
+            "description": "CSV bytes per Arrow batch (memory grows with it).",
+        },
+        "max_parallelism": {
+            "type": "integer",
+            "description": "Connections per table read (default: cores).",
+        },
+        "pages_per_partition": {"type": "integer", "default": 20_000},
+        "accelerator": {"type": "string", "enum": ["auto", "python", "rust"], "default": "auto"},
+    },
+}
+
+_PASSWORD_IN_TEXT = re.compile(r"(password=)\S+", re.IGNORECASE)
+
+
+def connection_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """psycopg.connect keyword arguments from the settings."""
+    kwargs: dict[str, Any] = {
+        "connect_timeout": int(config.get("connect_timeout") or 10),
+        "application_name": config.get("application_name") or "dativo",
+        "autocommit": True,
+    }
+    if config.get("dsn"):
+        kwargs["conninfo"] = config["dsn"]
+    for setting, keyword in (
+        ("host", "host"),
+        ("port", "port"),
+        ("user", "user"),
+        ("password", "password"),
+        ("database", "dbname"),
+        ("ssl_mode", "sslmode"),
+        ("ssl_root_cert", "sslrootcert"),
+        ("ssl_cert", "sslcert"),
+        ("ssl_key", "sslkey"),
+    ):
+        if config.get(setting) not in (None, ""):
+            kwargs[keyword] = config[setting]
+    return kwargs
+
+
+def connect(config: Mapping[str, Any]) -> psycopg.Connection:
+    """Open a connection with the session settings the reader relies on.
+
+    Raises:
+        ConfigError: On any connection failure, with a message free of the password.
+    """
+    kwargs = connection_kwargs(config)
+    try:
+        conn = psycopg.connect(**kwargs)
+    except psycopg.Error as exc:
+        message = str(exc).strip()
+        for secret in (config.get("password"), config.get("dsn")):
+            if secret:
+                message = message.replace(str(secret), "********")
+        message = _PASSWORD_IN_TEXT.sub(r"\1********", message)
+        target = config.get("host") or "(from dsn)"
+        raise ConfigError(
+            f"could not connect to PostgreSQL at {target} "
+            f"(database {config.get('database') or 'default'}, user "
+            f"{config.get('user') or 'default'}): {message}"
+        ) from None
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET DateStyle = 'ISO, YMD'")
+    conn.execute("SET extra_float_digits = 3")
+    return conn
+
+
+def _rust_available() -> bool:
+    try:
+        import dativo_accel  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class PostgresReader(ArrowReader):
+    """Reads PostgreSQL tables and views as Arrow batches (see docs/postgres-types.md)."""
+
+    name = "tap-dativo-postgres"
+    config_jsonschema = CONFIG_JSONSCHEMA
+
+    def open(self, config: Mapping[str, Any]) -> None:
+        super().open(config)
+        accelerator = config.get("accelerator") or "auto"
+        if accelerator == "rust" and not _rust_available():
+            raise ConfigError(
+                "accelerator is 'rust' but the dativo_accel extension is not "
+                "installed (pip install dativo-accel), use 'auto' or 'python'"
+            )
+        self.accelerator = "rust" if accelerator != "python" and _rust_available() else "python"
+        self._conn = connect(config)
+        self._tables: dict[str, TableInfo] = {}
+        self._batch_bytes = int(config.get("batch_size_bytes") or 8 * 1024 * 1024)
+        self._parallelism = max(1, int(config.get("max_parallelism") or os.cpu_count() or 1))
+        self._pages_per_partition = max(1, int(config.get("pages_per_partition") or 20_000))
+
+    def discover(self) -> Sequence[StreamInfo]:
+        tables = discover(self._conn, self.config.get("filter_schemas"))
+        self._tables = {t.stream_id: t for t in tables}
+        return [t.stream_info() for t in tables]
+
+    def _table(self, stream: StreamInfo) -> TableInfo:
+        if not self._tables:
+            self.discover()
+        try:
+            return self._tables[stream.name]
+        except KeyError:
+            raise ConfigError(
+                f"stream '{stream.name}' is not a table or view in the "
+                "database (or not in filter_schemas)"
+            ) from None
+
+    def _where(self, stream: StreamInfo, bookmark: Any | None) -> list[sql.Composable]:
+        conditions: list[sql.Composable] = []
+        options = (self.config.get("stream_options") or {}).get(stream.name) or {}
+        if options.get("custom_where"):
+            conditions.append(sql.SQL("(") + sql.SQL(options["custom_where"]) + sql.SQL(")"))
+        if bookmark is not None and stream.replication_key:
+            conditions.append(
+                sql.SQL("{k} >= {v}").format(
+                    k=sql.Identifier(stream.replication_key), v=sql.Literal(bookmark)
+                )
+            )
+        return conditions
+
+    def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
+        table = self._table(stream)
+        plans = [table.column(name) for name in stream.schema.names]
+        relation = sql.Identifier(table.schema, table.table)
+        conditions = self._where(stream, bookmark)
+        incremental = stream.replication_method == "INCREMENTAL" and stream.replication_key
+        where = f"stream '{stream.name}'"
+        if not incremental and table.kind in ("r", "m") and self._parallelism > 1:
+            pages = self._conn.execute(
+                "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                [f'"{table.schema}"."{table.table}"'],
+            ).fetchone()
+            npages = int(pages[0]) if pages else 0
+            if npages >= 2 * self._pages_per_partition:
+                yield from self._read_parallel(relation, plans, conditions, npages, where)
+                return
+        query = pgcopy.copy_query(
+            relation, plans, _and(conditions), stream.replication_key if incremental else None
+        )
+        yield from pgcopy.read_copy(self._conn, query, plans, self._batch_bytes, where)
+
+    def _read_parallel(
+        self,
+        relation: sql.Composable,
+        plans: Sequence[ColumnPlan],
+        conditions: list[sql.Composable],
+        npages: int,
+        where: str,
+    ) -> Iterator[pa.RecordBatch]:
+        """ctid page ranges, one connection each, all in one exported snapshot."""
+        step = max(self._pages_per_partition, -(-npages // (self._parallelism * 4)))
+        bounds = list(range(0, npages, step))
+        partitions: queue.Queue[tuple[int, int | None]] = queue.Queue()
+        for i, lo in enumerate(bounds):
+            partitions.put((lo, bounds[i + 1] if i + 1 < len(bounds) else None))
+        workers = min(self._parallelism, len(bounds))
+        logger.info(
+            "%s: %d pages in %d ctid ranges on %d connections", where, npages, len(bounds), workers
+        )
+        results: queue.Queue[Any] = queue.Queue(maxsize=workers * 2)
+        stop = threading.Event()
+        coordinator = connect(self.config)
+        coordinator.autocommit = False
+        try:
+            coordinator.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            exported = coordinator.execute("SELECT pg_export_snapshot()").fetchone()
+            assert exported is not None
+            snapshot = exported[0]
+
+            def work() -> None:
+                try:
+                    conn = connect(self.config)
+                    conn.autocommit = False
+                    with conn:
+                        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        conn.execute(
+                            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+                        )
+                        while not stop.is_set():
+                            try:
+                                lo, hi = partitions.get_nowait()
+                            except queue.Empty:
+                                break
+                            ctid: list[sql.Composable] = [
+                                sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)"))
+                            ]
+                            if hi is not None:
+                                ctid.append(
+                                    sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)"))
+                                )
+                            query = pgcopy.copy_query(
+                                relation, plans, _and(conditions + ctid), None
+                            )
+                            for batch in pgcopy.read_copy(
+                                conn, query, plans, self._batch_bytes, where
+                            ):
+                                while not stop.is_set():
+                                    try:
+                                        results.put(batch, timeout=0.2)
+                                        break
+                                    except queue.Full:
+                                        continue
+                        conn.rollback()
+                    results.put(None)
+                except BaseException as exc:
+                    results.put(exc)
+
+            threads = [
+                threading.Thread(target=work, daemon=True, name=f"dativo-pg-{i}")
+                for i in range(workers)
+            ]
+            for thread in threads:
+                thread.start()
+            finished = 0
+            while finished < workers:
+                item = results.get()
+                if item is None:
+                    finished += 1
+                elif isinstance(item, BaseException):
+                    raise (
+                        item
+                        if isinstance(item, DativoError)
+                        else DativoError(f"{where}: parallel read failed: {item}")
+                    ) from item
+                else:
+                    yield item
+        finally:
+            stop.set()
+            coordinator.rollback()
+            coordinator.close()
+
+    def close(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
+
+def _and(conditions: list[sql.Composable]) -> sql.Composable | None:
+    if not conditions:
+        return None
+    return sql.SQL(" AND ").join(conditions)

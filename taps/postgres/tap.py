@@ -1,0 +1,8 @@
+"""tap-dativo-postgres: the singer-sdk tap around PostgresReader."""
+
+from dativo_bridge import make_tap
+from taps.postgres.reader import PostgresReader
+
+TapDativoPostgres = make_tap(PostgresReader)
+
+__all__ = ["TapDativoPostgres"]
