@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import binascii
 import io
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -195,7 +196,7 @@ def read_copy(
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
                 return
-            raise DativoError(f"{where}: {exc}") from None
+            raise DativoError(f"{where}: {_explain(exc, plans)}") from None
         try:
             for batch in reader:
                 yield rebuild(plans, batch)
@@ -205,9 +206,13 @@ def read_copy(
 
 def _explain(exc: Exception, plans: Sequence[ColumnPlan]) -> str:
     message = str(exc)
+    names = [name.split("\x00")[0] for plan in plans for name, _ in plan.csv_columns()]
+    found = re.search(r"CSV column #(\d+)", message)
+    if found and int(found.group(1)) < len(names):
+        message = f"column '{names[int(found.group(1))]}': {message}"
     if "decimal" in message.lower() and "NaN" in message:
-        return (
-            f"{message}. A numeric(p,s) column holds NaN, which an Arrow decimal cannot: "
-            "cast the column in a view, or filter it with stream_options.custom_where"
+        message += (
+            ". A numeric(p,s) column holds NaN, which an Arrow decimal cannot: read it "
+            "through a view that casts it, or filter it with stream_options.custom_where"
         )
     return message

@@ -219,3 +219,15 @@ def test_uuid_and_decimal_roundtrip_types(db: str) -> None:
     assert uuid.UUID(table["u"][0].as_py()).version == 4
     assert table["n38"][1].as_py() == decimal.Decimal("-0.0000000001")
     assert table["an"][0].as_py() == [decimal.Decimal("1.25"), None, decimal.Decimal("-0.01")]
+
+
+def test_nan_in_a_constrained_numeric_is_a_clear_error(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {SCHEMA}.amounts (id int, amount numeric(12,2))")
+        conn.execute(f"INSERT INTO {SCHEMA}.amounts VALUES (1, 1.5), (2, 'NaN')")
+    try:
+        with pytest.raises(DativoError, match=r"column 'amount'.*NaN.*custom_where"):
+            _read(db, f"{SCHEMA}-amounts")
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {SCHEMA}.amounts")
