@@ -144,6 +144,8 @@ class StreamWriters:
         """Commit every writer, then release the pending STATE (if any)."""
         total = CommitResult()
         for name, writer in self.writers.items():
+            if self._has_pending_state:
+                writer.stage_state(self._pending_state)
             result = writer.commit()
             stats = self.stats[name]
             stats.committed_rows += result.rows

@@ -144,6 +144,22 @@ class ArrowWriter(abc.ABC):
     def commit(self) -> CommitResult:
         """Make every batch written so far durable and visible; return what was committed."""
 
+    def stage_state(self, state: Any) -> None:  # noqa: B027 - optional hook
+        """The Singer STATE the next ``commit`` makes durable.
+
+        Called just before ``commit`` when a STATE is waiting for it. Writers that can
+        store it atomically with the data (Iceberg: in the snapshot summary) do so, which
+        makes a resumed run exactly once; the default ignores it.
+        """
+
+    @classmethod
+    def recover_state(cls, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The STATE committed with the data by earlier runs, if this destination keeps it.
+
+        `dativo run` resumes from it in preference to its state store. Default: None.
+        """
+        return None
+
     def update_schema(self, schema: pa.Schema) -> None:
         """A new SCHEMA for the stream arrived: later batches have ``schema``.
 

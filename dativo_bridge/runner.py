@@ -229,12 +229,20 @@ def run(
     """
     started = time.monotonic()
     redactor = redactor or Redactor()
+    recovered = None
+    if not full_refresh and state is None and isinstance(destination, type) and issubclass(
+            destination, ArrowWriter):
+        recovered = destination.recover_state(dict(destination_config or {}))
     if full_refresh:
         start_state: Mapping[str, Any] | None = None
         if state_store is not None and state_id:
             state_store.clear(state_id)
     elif state is not None:
         start_state = state
+    elif recovered is not None:
+        # The destination committed this state with its data: it is exact, and wins.
+        logger.info("resuming from the state committed in the destination")
+        start_state = recovered
     elif state_store is not None and state_id:
         start_state = state_store.get(state_id)
     else:

@@ -13,12 +13,21 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from taps.postgres import copy as pgcopy
-from taps.postgres.catalog import ColumnPlan, TableInfo, discover
+from taps.postgres.catalog import (
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    ColumnPlan,
+    TableInfo,
+    discover,
+)
 
 logger = logging.getLogger("dativo.postgres")
 
@@ -177,8 +186,10 @@ class PostgresReader(ArrowReader):
         if options.get("custom_where"):
             conditions.append(sql.SQL("(") + sql.SQL(options["custom_where"]) + sql.SQL(")"))
         if bookmark is not None and stream.replication_key:
+            # Batches end on replication-key value boundaries (see _whole_key_groups), so
+            # every row at the bookmark was delivered: resume strictly after it.
             conditions.append(
-                sql.SQL("{k} >= {v}").format(
+                sql.SQL("{k} > {v}").format(
                     k=sql.Identifier(stream.replication_key), v=sql.Literal(bookmark)
                 )
             )
@@ -203,7 +214,30 @@ class PostgresReader(ArrowReader):
         query = pgcopy.copy_query(
             relation, plans, _and(conditions), stream.replication_key if incremental else None
         )
-        yield from pgcopy.read_copy(self._conn, query, plans, self._batch_bytes, where)
+        batches = pgcopy.read_copy(self._conn, query, plans, self._batch_bytes, where)
+        if incremental and stream.replication_key:
+            batches = _whole_key_groups(batches, stream.replication_key)
+        yield from batches
+
+    def bookmark(self, stream: StreamInfo, batch: pa.RecordBatch, previous: Any | None) -> Any:
+        """The largest replication key of the batch; infinities as PostgreSQL spells them."""
+        if not stream.replication_key or batch.num_rows == 0:
+            return previous
+        column = batch.column(stream.replication_key)
+        top = pc.max(column)
+        if not top.is_valid:
+            return previous
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            ticks = top.cast(pa.int64() if pa.types.is_timestamp(column.type) else pa.int32())
+            extreme = {
+                INT64_MAX: "infinity",
+                INT64_MIN: "-infinity",
+                INT32_MAX: "infinity",
+                INT32_MIN: "-infinity",
+            }
+            if ticks.as_py() in extreme:
+                return extreme[ticks.as_py()]
+        return top.as_py()
 
     def _read_parallel(
         self,
@@ -299,6 +333,32 @@ class PostgresReader(ArrowReader):
         conn = getattr(self, "_conn", None)
         if conn is not None:
             conn.close()
+
+
+def _whole_key_groups(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa.RecordBatch]:
+    """Re-cut key-ordered batches so that no value of ``key`` spans two batches.
+
+    The rows sharing the last key value of a batch are held back and lead the next one, so
+    a bookmark taken after any batch covers every row at or below it. (A group of equal
+    keys is held in memory whole.)
+    """
+    carry: pa.RecordBatch | None = None
+    for batch in batches:
+        if carry is not None and carry.num_rows:
+            batch = pa.Table.from_batches([carry, batch]).combine_chunks().to_batches()[0]
+        carry = None
+        if batch.num_rows == 0:
+            continue
+        column = batch.column(key)
+        last = column[batch.num_rows - 1]
+        # NULL keys sort last: a trailing NULL group is the null count.
+        tail = (pc.sum(pc.equal(column, last)).as_py() or 0) if last.is_valid else column.null_count
+        cut = batch.num_rows - tail
+        if cut:
+            yield batch.slice(0, cut)
+        carry = batch.slice(cut)
+    if carry is not None and carry.num_rows:
+        yield carry
 
 
 def _and(conditions: list[sql.Composable]) -> sql.Composable | None:
