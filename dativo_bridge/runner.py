@@ -230,8 +230,12 @@ def run(
     started = time.monotonic()
     redactor = redactor or Redactor()
     recovered = None
-    if not full_refresh and state is None and isinstance(destination, type) and issubclass(
-            destination, ArrowWriter):
+    if (
+        not full_refresh
+        and state is None
+        and isinstance(destination, type)
+        and issubclass(destination, ArrowWriter)
+    ):
         recovered = destination.recover_state(dict(destination_config or {}))
     if full_refresh:
         start_state: Mapping[str, Any] | None = None

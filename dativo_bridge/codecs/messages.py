@@ -89,9 +89,11 @@ class SingerInput:
         self.counts: dict[str, int] = {}
 
     def process(self, source: IO[Any]) -> None:
-        """Consume every line of ``source`` (does not finish the writers)."""
+        """Consume every line of ``source`` and write what is pending at its end (the
+        writers are not committed: that is the caller's ``finish``)."""
         for number, line in enumerate(iter_lines(source, self.max_line_bytes), start=1):
             self.process_line(line, number)
+        self.flush()
 
     def process_line(self, line: bytes, number: int) -> None:
         """Handle one input line (1-based ``number`` for error messages)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from targets.parquet.storage import S3_SETTINGS, HashingSink, Storage
 
 logger = logging.getLogger("dativo.parquet")
 
@@ -45,6 +45,7 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "description": "Columns for hive-style folders col=value/.",
         },
         "row_group_rows": {"type": "integer", "default": 1_000_000},
+        **S3_SETTINGS,
     },
     "required": ["path"],
 }
@@ -57,17 +58,29 @@ def stream_dir_name(stream: str) -> str:
 
 @dataclass
 class _OpenFile:
-    temp: Path
-    final: Path
+    temp: str
+    final: str
+    sink: HashingSink
     writer: pq.ParquetWriter
     rows: int = 0
+
+
+@dataclass
+class _Finished:
+    temp: str
+    final: str
+    rows: int
+    size: int
+    sha256: str
 
 
 class ParquetWriter(ArrowWriter):
     """Writes a stream as Parquet files under ``<path>/<stream>/[col=value/]part-*.parquet``.
 
-    Files are written under a hidden temporary name (``.part-*.parquet.inprogress``) and
-    renamed on commit, so a reader never sees a partial file or uncommitted rows.
+    ``path`` is a directory or ``s3://bucket/prefix``. Files are written under a hidden
+    temporary name (``.part-*.parquet.inprogress``) and moved to their final name on
+    commit, so a reader never sees a partial file or uncommitted rows. On S3 an object
+    only exists once its upload completed, and the move is a server-side copy.
     """
 
     name = "target-dativo-parquet"
@@ -76,7 +89,7 @@ class ParquetWriter(ArrowWriter):
     def __init__(self) -> None:
         super().__init__()
         self._files: dict[tuple[Any, ...], _OpenFile] = {}
-        self._finished: list[tuple[Path, Path, int]] = []
+        self._finished: list[_Finished] = []
         self._schema: pa.Schema | None = None
         self._seq = 0
         self._run = f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
@@ -84,8 +97,11 @@ class ParquetWriter(ArrowWriter):
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
         super().open(config, stream)
         if not config.get("path"):
-            raise ConfigError("target-dativo-parquet needs the setting 'path' (a directory)")
-        self._root = Path(str(config["path"])).expanduser() / stream_dir_name(stream.name)
+            raise ConfigError(
+                "target-dativo-parquet needs the setting 'path' (a directory or s3://bucket/prefix)"
+            )
+        self._storage = Storage(str(config["path"]), config)
+        self._root = self._storage.join(stream_dir_name(stream.name))
         self._compression = str(config.get("compression") or "zstd")
         self._target_bytes = int(float(config.get("target_file_size_mb") or 128) * 1024 * 1024)
         self._row_group_rows = int(config.get("row_group_rows") or 1_000_000)
@@ -96,30 +112,42 @@ class ParquetWriter(ArrowWriter):
                 f"stream '{stream.name}': partition_by columns not in the stream: {missing}"
             )
         self._schema = stream.schema
-        self._root.mkdir(parents=True, exist_ok=True)
-        _remove_orphans(self._root)
+        self._storage.makedirs(self._root)
+        if self._storage.local:
+            _remove_orphans(Path(self._root))
 
     def _new_file(self, key: tuple[Any, ...]) -> _OpenFile:
         assert self._schema is not None
-        folder = self._root
+        parts = []
         for col, value in zip(self._partition_by, key, strict=True):
             text = HIVE_NULL if value is None else quote(str(value), safe="")
-            folder = folder / f"{col}={text}"
-        folder.mkdir(parents=True, exist_ok=True)
+            parts.append(f"{col}={text}")
+        folder = "/".join([self._root, *parts])
+        self._storage.makedirs(folder)
         self._seq += 1
         base = f"part-{self._run}-{self._seq:05d}.parquet"
-        temp = folder / f".{base}.inprogress"
+        temp = f"{folder}/.{base}.inprogress"
+        sink = self._storage.open_output(temp)
         writer = pq.ParquetWriter(
-            temp,
+            sink,
             self._schema,
             compression=None if self._compression == "none" else self._compression,
         )
-        return _OpenFile(temp, folder / base, writer)
+        return _OpenFile(temp, f"{folder}/{base}", sink, writer)
 
     def _finish(self, key: tuple[Any, ...]) -> None:
         handle = self._files.pop(key)
         handle.writer.close()
-        self._finished.append((handle.temp, handle.final, handle.rows))
+        handle.sink.close()
+        self._finished.append(
+            _Finished(
+                handle.temp,
+                handle.final,
+                handle.rows,
+                handle.sink.size,
+                handle.sink.sha256.hexdigest(),
+            )
+        )
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._schema is None:
@@ -158,7 +186,7 @@ class ParquetWriter(ArrowWriter):
             handle = self._files[key] = self._new_file(key)
         handle.writer.write_batch(batch, row_group_size=self._row_group_rows)
         handle.rows += batch.num_rows
-        if handle.temp.stat().st_size >= self._target_bytes:
+        if handle.sink.size >= self._target_bytes:
             self._finish(key)
 
     def update_schema(self, schema: pa.Schema) -> None:
@@ -179,24 +207,20 @@ class ParquetWriter(ArrowWriter):
         for key in list(self._files):
             self._finish(key)
         result = CommitResult()
-        for temp, final, rows in self._finished:
-            digest = hashlib.sha256()
-            with open(temp, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-                os.fsync(fh.fileno())
-            os.replace(temp, final)
-            result.paths.append(str(final))
-            result.rows += rows
-            result.bytes += final.stat().st_size
-            result.checksums[str(final)] = "sha256:" + digest.hexdigest()
+        for done in self._finished:
+            self._storage.publish(done.temp, done.final)
+            location = self._storage.uri(done.final)
+            result.paths.append(location)
+            result.rows += done.rows
+            result.bytes += done.size
+            result.checksums[location] = "sha256:" + done.sha256
         self._finished = []
         if result.paths:
             logger.info(
                 "committed %d rows in %d file(s) under %s",
                 result.rows,
                 len(result.paths),
-                self._root,
+                self._storage.uri(self._root),
             )
         return result
 
@@ -204,10 +228,11 @@ class ParquetWriter(ArrowWriter):
         for handle in self._files.values():
             try:
                 handle.writer.close()
+                handle.sink.close()
             finally:
-                handle.temp.unlink(missing_ok=True)
-        for temp, _final, _rows in self._finished:
-            temp.unlink(missing_ok=True)
+                self._storage.delete(handle.temp)
+        for done in self._finished:
+            self._storage.delete(done.temp)
         self._files = {}
         self._finished = []
 

@@ -1,0 +1,8 @@
+"""target-dativo-iceberg: the singer-sdk target around IcebergWriter."""
+
+from dativo_bridge import make_target
+from targets.iceberg.writer import IcebergWriter
+
+TargetDativoIceberg = make_target(IcebergWriter)
+
+__all__ = ["TargetDativoIceberg"]
