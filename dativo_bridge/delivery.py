@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dativo_bridge.batch_files import delete_batch_files
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.schema import relax_nullability
@@ -68,6 +69,7 @@ class StreamWriters:
         self._uncommitted_rows = 0
         self._last_commit = time.monotonic()
         self.last_state: Any = None
+        self._consumed_files: list[str] = []
 
     def schema(self, stream: StreamInfo) -> None:
         """Declare (or re-declare) a stream's schema.
@@ -153,6 +155,9 @@ class StreamWriters:
             total.merge(result)
         self._uncommitted_rows = 0
         self._last_commit = time.monotonic()
+        if self._consumed_files:
+            files, self._consumed_files = self._consumed_files, []
+            delete_batch_files(files)
         if self._has_pending_state:
             state = self._pending_state
             self._has_pending_state = False
@@ -160,6 +165,10 @@ class StreamWriters:
             self.last_state = state
             self._on_state(state)
         return total
+
+    def discard_after_commit(self, files: list[str]) -> None:
+        """BATCH files whose rows were written: deleted by the next commit."""
+        self._consumed_files.extend(files)
 
     def finish(self) -> CommitResult:
         """End of input: commit everything and release the last STATE, then close."""

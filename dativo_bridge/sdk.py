@@ -20,6 +20,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib import SchemaMessage
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
+from dativo_bridge.batch_files import BATCH_CONFIG_SCHEMA, BatchFileWriter, BatchSettings
 from dativo_bridge.codecs.decode import loads
 from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.codecs.messages import SingerInput
@@ -112,6 +113,73 @@ class ArrowStream(Stream):
             [self.replication_key] if self.replication_key else None,
         )
 
+    def get_batch_config(self, config: Mapping[str, Any]) -> Any:
+        """Dativo's own BATCH settings (arrow, parquet or jsonl files)."""
+        raw = config.get("batch_config")
+        return BatchSettings.parse(raw) if raw else None
+
+    def _sync_batches(self, batch_config: Any, context: Mapping[str, Any] | None = None) -> None:
+        """BATCH files of up to ``batch_size`` rows, each followed by the STATE it covers."""
+        settings: BatchSettings = batch_config
+        info = self._selected_info()
+        reader = self._arrow_tap.reader
+        incremental = self.replication_method == "INCREMENTAL" and bool(self.replication_key)
+        self._write_starting_replication_value(context)
+        bookmark = self._start_bookmark(context)
+        covered = bookmark
+        writer: BatchFileWriter | None = None
+
+        def advance(value: Any) -> None:
+            if incremental and self.replication_key and value is not None:
+                self._increment_stream_state(
+                    {self.replication_key: jsonable(value)}, context=context
+                )
+                self.state_manager.is_flushed = False
+
+        def emit(file: BatchFileWriter) -> None:
+            uri = file.close()
+            message = {
+                "type": "BATCH",
+                "stream": self.name,
+                "encoding": settings.encoding(),
+                "manifest": [uri],
+            }
+            write_bytes(orjson.dumps(message) + b"\n")
+            counter.increment()
+            self.get_record_counter().increment(file.rows)
+
+        with self.get_batch_counter() as counter:
+            try:
+                for batch in reader.read(info, bookmark):
+                    if batch.schema.names != info.schema.names:
+                        batch = batch.select(info.schema.names)
+                    if batch.num_rows:
+                        if writer is None:
+                            writer = BatchFileWriter(settings, self.name, info.schema)
+                        writer.write(batch)
+                    if incremental:
+                        bookmark = reader.bookmark(info, batch, bookmark)
+                    if writer is not None and writer.rows >= settings.batch_size:
+                        emit(writer)
+                        writer = None
+                    if writer is None and bookmark != covered:
+                        # Every row up to this bookmark is in an emitted file.
+                        covered = bookmark
+                        advance(bookmark)
+                        self._write_state_message()
+                if writer is not None:
+                    emit(writer)
+                    writer = None
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                raise
+        if bookmark != covered:
+            advance(bookmark)
+        if not context:
+            self._finalize_state(self.stream_state)
+        self._write_state_message()
+
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """Rows as dicts: used only when stream maps need the SDK's record path."""
         info = self._selected_info()
@@ -133,8 +201,8 @@ class ArrowStream(Stream):
         info = self._selected_info()
         reader = self._arrow_tap.reader
         incremental = self.replication_method == "INCREMENTAL" and bool(self.replication_key)
-        bookmark = self._start_bookmark(context)
         self._write_starting_replication_value(context)
+        bookmark = self._start_bookmark(context)
         limit = self.ABORT_AT_RECORD_COUNT
         sent = 0
         version = (
@@ -277,7 +345,9 @@ def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> typ
     plugin = name or reader_class.name
     attrs = {
         "name": plugin,
-        "config_jsonschema": reader_class.config_jsonschema,
+        "config_jsonschema": _with_common(
+            reader_class.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA}
+        ),
         "reader_class": reader_class,
         "__module__": reader_class.__module__,
         "__doc__": f"Singer tap '{plugin}' reading with {reader_class.__name__}.",

@@ -294,8 +294,19 @@ def encode_records(
     Returns:
         UTF-8 bytes: one RECORD message per row, each ending with a newline.
     """
+    head = '{"type":"RECORD","stream":' + orjson.dumps(stream).decode() + ',"record":{'
+    tail = "}" + (f',"version":{int(version)}' if version is not None else "") + "}\n"
+    return _encode(batch, head, tail)
+
+
+def encode_rows(batch: pa.RecordBatch | pa.Table) -> bytes:
+    """Encode a batch as JSON Lines of bare records (the ``jsonl`` BATCH file format)."""
+    return _encode(batch, "{", "}\n")
+
+
+def _encode(batch: pa.RecordBatch | pa.Table, head: str, tail: str) -> bytes:
     if isinstance(batch, pa.Table):
-        return b"".join(encode_records(b, stream, version=version) for b in batch.to_batches())
+        return b"".join(_encode(b, head, tail) for b in batch.to_batches())
     if batch.num_rows == 0:
         return b""
     workers = _workers()
@@ -303,20 +314,19 @@ def encode_records(
         # Arrow kernels release the GIL: row slices encode in parallel, in order.
         step = -(-batch.num_rows // workers)
         slices = [batch.slice(lo, step) for lo in range(0, batch.num_rows, step)]
-        return b"".join(_pool().map(lambda s: _encode_slice(s, stream, version), slices))
-    return _encode_slice(batch, stream, version)
+        return b"".join(_pool().map(lambda s: _encode_slice(s, head, tail), slices))
+    return _encode_slice(batch, head, tail)
 
 
-def _encode_slice(batch: pa.RecordBatch, stream: str, version: int | None) -> bytes:
-    head = '{"type":"RECORD","stream":' + orjson.dumps(stream).decode() + ',"record":{'
-    tail = "}" + (f',"version":{int(version)}' if version is not None else "") + "}\n"
+def _encode_slice(batch: pa.RecordBatch, head: str, tail: str) -> bytes:
+    """Rows as ``head`` + ``"name":value,...`` + ``tail``."""
+    if batch.num_columns == 0:
+        return (head + tail).encode() * batch.num_rows
     parts: list[Any] = []
     for i, field in enumerate(batch.schema):
         key = orjson.dumps(field.name).decode() + ":"
         parts.append((head if i == 0 else ",") + key)
         parts.extend(_value_parts(batch.column(i)))
-    if not parts:
-        parts.append(head)
     parts.append(tail)
     lines = pc.binary_join_element_wise(*_merged(parts), "")
     if isinstance(lines, pa.ChunkedArray):

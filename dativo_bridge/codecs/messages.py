@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlparse
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from dativo_bridge.batch_files import FORMATS, read_batch_file, read_jsonl_lines
 from dativo_bridge.codecs.decode import RecordDecoder, loads
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.errors import DecodeError, RecordBeforeSchemaError, SchemaMappingError
@@ -202,37 +199,43 @@ class SingerInput:
         self._flush_stream(stream, pending)
         encoding = message.get("encoding") or {}
         fmt = encoding.get("format")
-        for uri in message.get("manifest") or []:
-            path = Path(urlparse(uri).path) if uri.startswith("file:") else Path(uri)
+        compression = encoding.get("compression")
+        manifest = [str(uri) for uri in message.get("manifest") or []]
+        if fmt not in FORMATS:
+            raise DecodeError(
+                f"unsupported BATCH encoding {fmt!r}",
+                stream=stream,
+                line_number=number,
+                expected="arrow, parquet or jsonl",
+            )
+        schema = pending.decoder.schema
+        for uri in manifest:
             if fmt == "jsonl":
-                opener = gzip.open if encoding.get("compression") == "gzip" else open
-                with opener(path, "rb") as fh:
-                    lines = [ln for ln in fh if ln.strip()]
+                lines = read_jsonl_lines(uri, compression)
                 wrapped = [
                     b'{"type":"RECORD","stream":'
                     + orjson.dumps(stream)
                     + b',"record":'
-                    + ln.rstrip(b"\r\n")
+                    + line.rstrip(b"\r\n")
                     + b"}\n"
-                    for ln in lines
+                    for line in lines
                 ]
-                batch = pending.decoder.decode(wrapped, [number] * len(wrapped))
-            elif fmt == "parquet":
-                table = pq.read_table(path)
-                batch = (
-                    table.select(pending.decoder.schema.names)
-                    .cast(pending.decoder.schema)
-                    .combine_chunks()
-                    .to_batches()[0]
-                )
-            else:
-                raise DecodeError(
-                    f"unsupported BATCH encoding {fmt!r}",
-                    stream=stream,
-                    line_number=number,
-                    expected="jsonl or parquet",
-                )
-            self.writers.write(stream, batch)
+                self.writers.write(stream, pending.decoder.decode(wrapped, [number] * len(wrapped)))
+                continue
+            for batch in read_batch_file(uri, fmt, compression):
+                try:
+                    batch = pa.RecordBatch.from_arrays(
+                        [batch.column(f.name).cast(f.type) for f in schema], schema=schema
+                    )
+                except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    raise DecodeError(
+                        f"BATCH file {uri} does not match the SCHEMA: {exc}",
+                        stream=stream,
+                        line_number=number,
+                    ) from None
+                self.writers.write(stream, batch)
+        # The files are deleted once their rows are committed.
+        self.writers.discard_after_commit(manifest)
 
     def _flush_stream(self, stream: str, pending: _Pending) -> None:
         if not pending.lines:
