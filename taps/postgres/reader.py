@@ -68,7 +68,7 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         },
         "batch_size_bytes": {
             "type": "integer",
-            "default": 8 * 1024 * 1024,
+            "default": 4 * 1024 * 1024,
             "description": "CSV bytes per Arrow batch (memory grows with it).",
         },
         "max_parallelism": {
@@ -160,7 +160,7 @@ class PostgresReader(ArrowReader):
         self.accelerator = "rust" if accelerator != "python" and _rust_available() else "python"
         self._conn = connect(config)
         self._tables: dict[str, TableInfo] = {}
-        self._batch_bytes = int(config.get("batch_size_bytes") or 8 * 1024 * 1024)
+        self._batch_bytes = int(config.get("batch_size_bytes") or 4 * 1024 * 1024)
         self._parallelism = max(1, int(config.get("max_parallelism") or os.cpu_count() or 1))
         self._pages_per_partition = max(1, int(config.get("pages_per_partition") or 20_000))
 
@@ -204,8 +204,10 @@ class PostgresReader(ArrowReader):
         where = f"stream '{stream.name}'"
         if not incremental and table.kind in ("r", "m") and self._parallelism > 1:
             pages = self._conn.execute(
-                "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
-                [f'"{table.schema}"."{table.table}"'],
+                "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                [table.schema, table.table],
             ).fetchone()
             npages = int(pages[0]) if pages else 0
             if npages >= 2 * self._pages_per_partition:
@@ -260,9 +262,8 @@ class PostgresReader(ArrowReader):
         results: queue.Queue[Any] = queue.Queue(maxsize=workers * 2)
         stop = threading.Event()
         coordinator = connect(self.config)
-        coordinator.autocommit = False
+        _repeatable_read(coordinator)
         try:
-            coordinator.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             exported = coordinator.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
             snapshot = exported[0]
@@ -270,9 +271,8 @@ class PostgresReader(ArrowReader):
             def work() -> None:
                 try:
                     conn = connect(self.config)
-                    conn.autocommit = False
+                    _repeatable_read(conn)
                     with conn:
-                        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                         conn.execute(
                             sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
                         )
@@ -359,6 +359,13 @@ def _whole_key_groups(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[p
         carry = batch.slice(cut)
     if carry is not None and carry.num_rows:
         yield carry
+
+
+def _repeatable_read(conn: psycopg.Connection) -> None:
+    """Transactions (opened by the first statement) in REPEATABLE READ, read only."""
+    conn.autocommit = False
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
 
 
 def _and(conditions: list[sql.Composable]) -> sql.Composable | None:

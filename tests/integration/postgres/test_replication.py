@@ -204,3 +204,19 @@ def test_ties_on_the_replication_key_never_split_or_repeat(tmp_path: Path) -> No
     run(PostgresReader, ParquetWriter, source_config=config, **common)
     ids = _ids(tmp_path / "o")
     assert sorted(ids) == list(range(1, 5001)), "rows lost or delivered twice"
+
+
+def test_parallel_read_of_a_table_with_quotes_in_its_name() -> None:
+    fresh_schema(SCHEMA)
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE {SCHEMA}."odd ""name""" (id int PRIMARY KEY, pad text)')
+        conn.execute(
+            f'INSERT INTO {SCHEMA}."odd ""name""" '
+            "SELECT g, repeat('p', 300) FROM generate_series(1, 5000) g"
+        )
+    reader = PostgresReader()
+    reader.open(_config(pg_dsn(), max_parallelism=2, pages_per_partition=20))
+    with reader:
+        info = {s.name: s for s in reader.discover()}[f'{SCHEMA}-odd "name"']
+        ids = [i for b in reader.read(info, None) for i in b.column("id").to_pylist()]
+    assert sorted(ids) == list(range(1, 5001))

@@ -1,0 +1,8 @@
+"""tap-dativo-rest: the singer-sdk tap around RestReader."""
+
+from dativo_bridge import make_tap
+from taps.rest.reader import RestReader
+
+TapDativoRest = make_tap(RestReader)
+
+__all__ = ["TapDativoRest"]
