@@ -7,6 +7,7 @@ target side) where the SDK's own record machinery (stream maps) is not in use.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import sys
@@ -89,8 +90,16 @@ class ArrowStream(Stream):
         self._arrow_tap = tap
 
     def _selected_info(self) -> StreamInfo:
+        """The stream as the catalog has it: selected columns, replication method and key
+        (a catalog may make a discovered FULL_TABLE stream INCREMENTAL, or change keys)."""
         names = [n for n in self.info.schema.names if self.mask.get(("properties", n), True)]
-        return self.info.with_columns(names)
+        info = self.info.with_columns(names)
+        return dataclasses.replace(
+            info,
+            replication_method=self.replication_method,
+            replication_key=self.replication_key or None,
+            key_properties=tuple(self.primary_keys or ()),
+        )
 
     def _fast_path(self) -> bool:
         maps = self.stream_maps
