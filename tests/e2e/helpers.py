@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,48 @@ def read_parquet_dir(path: Path) -> pa.Table:
 def states_in(output: str) -> list[Any]:
     """The state values a target printed (one bare JSON object per line)."""
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def pipe(
+    command: str, cwd: Path, extra_env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a shell pipeline (``tap ... | target ...``) and assert it succeeded."""
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=cwd,
+        env={**env(), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+    return done
+
+
+def peer_venv(requirement: str, executable: str, *more: str) -> Path:
+    """A plugin or tool from PyPI in its own venv under .dativo/test-venvs (cached), so
+    versions never clash with ours. Returns the path of ``executable``."""
+    import venv
+
+    name = re.split(r"[<>=\[]", requirement)[0]
+    home = REPO / ".dativo" / "test-venvs" / name
+    exe = home / "bin" / executable
+    if not exe.exists():
+        venv.create(home, with_pip=True, clear=True)
+        subprocess.run(
+            [
+                str(home / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                requirement,
+                *more,
+            ],
+            check=True,
+            timeout=900,
+        )
+    assert exe.exists(), f"{requirement} did not install {executable}"
+    return exe

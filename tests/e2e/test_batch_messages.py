@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -19,7 +18,7 @@ from dativo_bridge import ArrowReader, StreamInfo, make_tap
 from targets.parquet.target import TargetDativoParquet
 from tests.integration.test_writer_behaviour import ALL_TYPES
 
-from .helpers import REPO, env, read_parquet_dir, script, states_in
+from .helpers import REPO, pipe, read_parquet_dir, script, states_in
 
 
 class AllTypesReader(ArrowReader):
@@ -138,16 +137,7 @@ def test_csv_tap_batch_pipe_equals_record_pipe(tmp_path: Path) -> None:
             f"{script('tap-dativo-csv')} --config {mode}.json | "
             f"{script('target-dativo-parquet')} --config {mode}-t.json"
         )
-        done = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", command],
-            cwd=tmp_path,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+        pipe(command, tmp_path, timeout=120)
     records = read_parquet_dir(tmp_path / "records" / "orders").sort_by("id")
     batches = read_parquet_dir(tmp_path / "batches" / "orders").sort_by("id")
     assert records.equals(batches)

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .helpers import dativo_run, env, read_parquet_dir, script, states_in, write_project
+from .helpers import dativo_run, env, pipe, read_parquet_dir, script, states_in, write_project
 
 PLUGINS = Path(__file__).parent / "plugins"
 
@@ -31,16 +31,7 @@ def test_user_reader_on_a_shell_pipe_and_in_process(tmp_path: Path) -> None:
         f"{script('tap-dativo-custom')} --config tap.json | "
         f"{script('target-dativo-custom')} --config target.json"
     )
-    done = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = pipe(command, tmp_path, timeout=120)
     assert "loaded e2e_readers:SlowCounterReader" in done.stderr
     assert states_in(done.stdout)[-1]["bookmarks"]["counter"]["replication_key_value"] == 1234
 

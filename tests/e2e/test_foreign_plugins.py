@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
 
 from dativo_bridge.state import LocalStateStore
 
-from .helpers import REPO, dativo_run, read_parquet_dir, write_project
+from .helpers import REPO, dativo_run, peer_venv, read_parquet_dir, write_project
 
 SHELL_TAP = r"""#!/bin/sh
 # A Singer tap written in sh: it ignores its arguments except --state, which it echoes.
@@ -106,25 +105,7 @@ def test_crashing_foreign_tap_reports_stderr_and_keeps_state(
 @pytest.fixture(scope="session")
 def target_jsonl() -> Path:
     """target-jsonl from PyPI, in its own venv (cached under .dativo/test-venvs)."""
-    home = REPO / ".dativo" / "test-venvs" / "target-jsonl"
-    exe = home / "bin" / "target-jsonl"
-    if not exe.exists():
-        venv.create(home, with_pip=True, clear=True)
-        subprocess.run(
-            [
-                str(home / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "target-jsonl==0.1.4",
-            ],
-            check=True,
-            timeout=600,
-        )
-    assert exe.exists()
-    return exe
+    return peer_venv("target-jsonl==0.1.4", "target-jsonl")
 
 
 def test_csv_tap_into_foreign_target_jsonl(tmp_path: Path, target_jsonl: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import venv
 from pathlib import Path
 
 import psycopg
@@ -18,7 +17,7 @@ import yaml
 from targets.iceberg.writer import open_catalog
 from tests.integration.postgres.server import fresh_schema, pg_dsn
 
-from .helpers import REPO
+from .helpers import REPO, peer_venv
 
 COPY = [
     "pyproject.toml",
@@ -35,25 +34,7 @@ COPY = [
 @pytest.fixture(scope="session")
 def meltano() -> Path:
     """Meltano (with uv for fast plugin installs) in its own venv, cached."""
-    home = REPO / ".dativo" / "test-venvs" / "meltano"
-    exe = home / "bin" / "meltano"
-    if not exe.exists():
-        venv.create(home, with_pip=True, clear=True)
-        subprocess.run(
-            [
-                str(home / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "meltano>=4,<5",
-                "uv",
-            ],
-            check=True,
-            timeout=900,
-        )
-    return exe
+    return peer_venv("meltano>=4,<5", "meltano", "uv")
 
 
 @pytest.fixture(scope="session")

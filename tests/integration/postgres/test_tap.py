@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import psycopg
@@ -14,7 +13,7 @@ from singer_sdk.testing import get_tap_test_class
 from dativo_bridge.errors import ConfigError
 from taps.postgres.reader import PostgresReader, connect
 from taps.postgres.tap import TapDativoPostgres
-from tests.e2e.helpers import dativo_run, env, read_parquet_dir, script, write_project
+from tests.e2e.helpers import dativo_run, pipe, read_parquet_dir, script, write_project
 
 from .server import fresh_schema, pg_dsn
 
@@ -50,16 +49,7 @@ def test_shell_pipe_and_dativo_run_agree(tmp_path: Path) -> None:
         f"{script('tap-dativo-postgres')} --config tap.json | "
         f"{script('target-dativo-parquet')} --config target.json"
     )
-    done = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    pipe(command, tmp_path, timeout=300)
     project = write_project(
         tmp_path,
         [{"name": "tap-dativo-postgres", "config": CONFIG}],
