@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from dativo_bridge.decrypt_cli import decrypt
 from dativo_bridge.delivery import StreamStats
 from dativo_bridge.errors import DativoError
 from dativo_bridge.foreign import ForeignTap, ForeignTarget
@@ -212,6 +213,9 @@ def _run_with_display(
             live.update(stats_table(streams, elapsed, "running"))
 
         return run(source, destination, progress=progress, **kwargs)
+
+
+main.add_command(decrypt)
 
 
 if __name__ == "__main__":  # pragma: no cover

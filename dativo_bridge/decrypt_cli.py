@@ -110,6 +110,8 @@ def decrypt(
         "key_env": key_env,
     }
     expected = _parse_context(contexts)
+    if not source.startswith("s3://") and not Path(source).is_file():
+        raise click.ClickException(f"{source}: no such file (or use s3://bucket/key)")
     try:
         providers = decryption_providers(aws, kms_key_ids)
         chunks = iter_plaintext(source, providers, expected_context=expected, aws=aws)

@@ -37,14 +37,20 @@ def aws_session(config: Mapping[str, Any]) -> Any:
 
 def s3_client(config: Mapping[str, Any], session: Any | None = None) -> Any:
     """An S3 client; ``endpoint_url`` selects an S3-compatible service."""
-    session = session or aws_session(config)
-    return session.client("s3", endpoint_url=config.get("endpoint_url") or None)
+    return _client("s3", config.get("endpoint_url"), config, session)
 
 
 def kms_client(config: Mapping[str, Any], session: Any | None = None) -> Any:
     """A KMS client; ``kms_endpoint_url`` selects a non-default endpoint."""
+    return _client("kms", config.get("kms_endpoint_url"), config, session)
+
+
+def _client(service: str, endpoint: Any, config: Mapping[str, Any], session: Any | None) -> Any:
     session = session or aws_session(config)
-    return session.client("kms", endpoint_url=config.get("kms_endpoint_url") or None)
+    try:
+        return session.client(service, endpoint_url=str(endpoint) if endpoint else None)
+    except Exception as exc:  # NoRegionError, invalid endpoint...
+        raise ConfigError(f"AWS {service} client: {exc}") from None
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
