@@ -7,6 +7,7 @@ target side) where the SDK's own record machinery (stream maps) is not in use.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime as dt
 import decimal
@@ -261,7 +262,17 @@ class ArrowTap(Tap):
             reader = self.reader_class()
             reader.open(dict(self.config))
             self._reader = reader
+            # Tap.sync_all is final in singer-sdk: the reader's connections are closed when
+            # the process ends (or by close_reader).
+            atexit.register(self.close_reader)
         return self._reader
+
+    def close_reader(self) -> None:
+        """Close the reader and its connections (idempotent)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            atexit.unregister(self.close_reader)
+            reader.close()
 
     def discover_streams(self) -> list[Stream]:
         return [ArrowStream(self, info) for info in self.reader.discover()]
@@ -354,6 +365,7 @@ def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> typ
     plugin = name or reader_class.name
     attrs = {
         "name": plugin,
+        "package_name": "dativo",
         "config_jsonschema": _with_common(
             reader_class.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA}
         ),
@@ -377,6 +389,7 @@ def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> 
     plugin = name or writer_class.name
     attrs = {
         "name": plugin,
+        "package_name": "dativo",
         "config_jsonschema": _with_common(writer_class.config_jsonschema, TARGET_COMMON_SETTINGS),
         "writer_class": writer_class,
         "__module__": writer_class.__module__,
