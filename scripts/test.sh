@@ -16,5 +16,13 @@ dirs=$(ls -d dativo_bridge taps targets tests bench 2>/dev/null || true)
 echo "== mypy"
 "$PY" -m mypy
 
+echo "== rust_accel: rustfmt, clippy, cargo test"
+export PYO3_PYTHON="$(command -v "$PY")"
+(cd rust_accel && cargo fmt --check && cargo clippy --all-targets -j 2 -- -D warnings \
+  && cargo test -j 2)
+echo "== rust_accel: install dativo-accel (optional extension), check its stub"
+"$PY" -m pip install --quiet --disable-pip-version-check ./rust_accel
+"$PY" -m mypy.stubtest dativo_accel
+
 echo "== pytest"
 "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -198,8 +198,10 @@ def _numeric_type(typmod: int) -> pa.DataType:
     if typmod is None or typmod < 4:
         return pa.string()  # unconstrained numeric: every digit kept, as text
     precision = ((typmod - 4) >> 16) & 0xFFFF
-    scale = (typmod - 4) & 0xFFFF
-    if scale > 0x7FFF:  # negative scales (PostgreSQL 15+) do not fit Arrow decimals
+    scale = (typmod - 4) & 0x7FF  # 11 bits, signed since PostgreSQL 15
+    if scale & 0x400:
+        scale -= 0x800
+    if scale < 0 or scale > precision:  # e.g. numeric(5,-2): no Arrow decimal holds it
         return pa.string()
     if precision <= 38:
         return pa.decimal128(precision, scale)

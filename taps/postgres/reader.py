@@ -18,6 +18,7 @@ from psycopg import sql
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
+from taps.postgres import accel
 from taps.postgres import copy as pgcopy
 from taps.postgres.catalog import (
     INT32_MAX,
@@ -159,6 +160,18 @@ class PostgresReader(ArrowReader):
             )
         self.accelerator = "rust" if accelerator != "python" and _rust_available() else "python"
         self._conn = connect(config)
+        self._rust_dsn: str | None = None
+        if self.accelerator == "rust":
+            self._rust_dsn = accel.rust_dsn(self._conn)
+            if self._rust_dsn is None:
+                if accelerator == "rust":
+                    self._conn.close()
+                    raise ConfigError(
+                        "accelerator is 'rust' but the connection uses TLS, which the Rust "
+                        "reader does not implement yet: use 'auto' or 'python'"
+                    )
+                logger.info("the connection uses TLS: reading with the Python COPY path")
+                self.accelerator = "python"
         self._tables: dict[str, TableInfo] = {}
         self._batch_bytes = int(config.get("batch_size_bytes") or 4 * 1024 * 1024)
         self._parallelism = max(1, int(config.get("max_parallelism") or os.cpu_count() or 1))
@@ -213,13 +226,29 @@ class PostgresReader(ArrowReader):
             if npages >= 2 * self._pages_per_partition:
                 yield from self._read_parallel(relation, plans, conditions, npages, where)
                 return
-        query = pgcopy.copy_query(
-            relation, plans, _and(conditions), stream.replication_key if incremental else None
-        )
-        batches = pgcopy.read_copy(self._conn, query, plans, self._batch_bytes, where)
+        order_by = stream.replication_key if incremental else None
+        batches = self._copy(self._conn, relation, plans, _and(conditions), order_by, where)
         if incremental and stream.replication_key:
             batches = _whole_key_groups(batches, stream.replication_key)
         yield from batches
+
+    def _copy(
+        self,
+        conn: psycopg.Connection | None,
+        relation: sql.Composable,
+        plans: Sequence[ColumnPlan],
+        condition: sql.Composable | None,
+        order_by: str | None,
+        where: str,
+        setup: Sequence[str] = (),
+    ) -> Iterator[pa.RecordBatch]:
+        """One COPY through the Rust extension when in use, else through psycopg + CSV."""
+        if self._rust_dsn is not None:
+            query = accel.copy_query(relation, plans, condition, order_by)
+            return accel.read_copy(self._rust_dsn, query, plans, self._batch_bytes, where, setup)
+        assert conn is not None
+        query = pgcopy.copy_query(relation, plans, condition, order_by)
+        return pgcopy.read_copy(conn, query, plans, self._batch_bytes, where)
 
     def bookmark(self, stream: StreamInfo, batch: pa.RecordBatch, previous: Any | None) -> Any:
         """The largest replication key of the batch; infinities as PostgreSQL spells them."""
@@ -267,9 +296,46 @@ class PostgresReader(ArrowReader):
             exported = coordinator.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
             snapshot = exported[0]
+            setup = [
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                sql.SQL("SET TRANSACTION SNAPSHOT {}")
+                .format(sql.Literal(snapshot))
+                .as_string(coordinator),
+            ]
+
+            def partition(lo: int, hi: int | None) -> sql.Composable | None:
+                ctid: list[sql.Composable] = [
+                    sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)"))
+                ]
+                if hi is not None:
+                    ctid.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
+                return _and(conditions + ctid)
+
+            def deliver(batches: Iterator[pa.RecordBatch]) -> None:
+                for batch in batches:
+                    while not stop.is_set():
+                        try:
+                            results.put(batch, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
 
             def work() -> None:
                 try:
+                    if self._rust_dsn is not None:
+                        # One connection per partition, each in the exported snapshot.
+                        while not stop.is_set():
+                            try:
+                                lo, hi = partitions.get_nowait()
+                            except queue.Empty:
+                                break
+                            deliver(
+                                self._copy(
+                                    None, relation, plans, partition(lo, hi), None, where, setup
+                                )
+                            )
+                        results.put(None)
+                        return
                     conn = connect(self.config)
                     _repeatable_read(conn)
                     with conn:
@@ -281,25 +347,9 @@ class PostgresReader(ArrowReader):
                                 lo, hi = partitions.get_nowait()
                             except queue.Empty:
                                 break
-                            ctid: list[sql.Composable] = [
-                                sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)"))
-                            ]
-                            if hi is not None:
-                                ctid.append(
-                                    sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)"))
-                                )
-                            query = pgcopy.copy_query(
-                                relation, plans, _and(conditions + ctid), None
+                            deliver(
+                                self._copy(conn, relation, plans, partition(lo, hi), None, where)
                             )
-                            for batch in pgcopy.read_copy(
-                                conn, query, plans, self._batch_bytes, where
-                            ):
-                                while not stop.is_set():
-                                    try:
-                                        results.put(batch, timeout=0.2)
-                                        break
-                                    except queue.Full:
-                                        continue
                         conn.rollback()
                     results.put(None)
                 except BaseException as exc:

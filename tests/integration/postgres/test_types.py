@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import importlib.util
 import json
 import uuid
 from collections.abc import Iterator
@@ -74,9 +75,20 @@ def db() -> Iterator[str]:
     yield pg_dsn()
 
 
+ACCELERATORS = ["python"] + (["rust"] if importlib.util.find_spec("dativo_accel") else [])
+_path = {"accelerator": "python"}
+
+
+@pytest.fixture(autouse=True, params=ACCELERATORS)
+def accelerator(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the Python CSV path and, when built, the Rust binary path."""
+    _path["accelerator"] = request.param
+    return str(request.param)
+
+
 def _read(dsn: str, stream_id: str, columns: list[str] | None = None) -> pa.Table:
     reader = PostgresReader()
-    reader.open({"dsn": dsn, "filter_schemas": [SCHEMA], "accelerator": "python"})
+    reader.open({"dsn": dsn, "filter_schemas": [SCHEMA], "accelerator": _path["accelerator"]})
     with reader:
         info = {s.name: s for s in reader.discover()}[stream_id]
         if columns:
@@ -207,7 +219,8 @@ def test_unknown_type_falls_back_to_text_with_a_warning(
     db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.geo (id int, p point, r int4range)")
+        conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.geo")
+        conn.execute(f"CREATE TABLE {SCHEMA}.geo (id int, p point, r int4range)")
         conn.execute(f"INSERT INTO {SCHEMA}.geo VALUES (1, '(1,2)', '[1,5)')")
     table = _read(db, f"{SCHEMA}-geo")
     assert table.to_pylist() == [{"id": 1, "p": "(1,2)", "r": "[1,5)"}]
@@ -231,3 +244,15 @@ def test_nan_in_a_constrained_numeric_is_a_clear_error(db: str) -> None:
     finally:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute(f"DROP TABLE {SCHEMA}.amounts")
+
+
+def test_numeric_with_negative_scale_is_read_as_exact_text(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        if conn.info.server_version < 150000:
+            pytest.skip("negative numeric scales need PostgreSQL 15")
+        conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.rounded")
+        conn.execute(f"CREATE TABLE {SCHEMA}.rounded (id int, n numeric(5, -2))")
+        conn.execute(f"INSERT INTO {SCHEMA}.rounded VALUES (1, 1234567), (2, NULL)")
+    table = _read(db, f"{SCHEMA}-rounded").sort_by("id")
+    assert table.schema.field("n").type == pa.string()
+    assert table.column("n").to_pylist() == ["1234600", None]

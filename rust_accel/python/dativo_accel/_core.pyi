@@ -1,0 +1,53 @@
+"""Type stub of the compiled extension (checked with ``python -m mypy.stubtest``)."""
+
+from collections.abc import Sequence
+from typing import Any, Protocol, final
+
+__all__ = ["ConnectError", "CopyError", "CopyReader", "__version__", "read_copy"]
+__version__: str
+
+class _ArrowSchemaExportable(Protocol):
+    def __arrow_c_schema__(self) -> object: ...
+
+class CopyError(Exception):
+    """A binary COPY read failed: a server error, or a value that does not fit its column."""
+
+class ConnectError(CopyError):
+    """The server could not be reached or refused the login (never holds the password)."""
+
+@final
+class CopyReader:
+    """A running binary COPY, readable once as an Arrow stream of record batches."""
+
+    def __arrow_c_stream__(self, requested_schema: Any | None = None) -> object: ...
+    def __arrow_c_schema__(self) -> object: ...
+
+def read_copy(
+    dsn: str,
+    query: str,
+    schema: _ArrowSchemaExportable,
+    decoders: Sequence[str],
+    batch_bytes: int,
+    setup: Sequence[str] = ...,
+) -> CopyReader:
+    """Run ``query`` (a ``COPY ... TO STDOUT (FORMAT binary)``) and stream its rows.
+
+    Args:
+        dsn: A libpq ``key=value`` connection string or a ``postgresql://`` URI
+            (a ``host`` starting with ``/`` is a unix-socket directory). No TLS.
+        query: The COPY statement.
+        schema: The Arrow schema of the batches (field metadata, e.g. extension types,
+            is kept), anything with ``__arrow_c_schema__``.
+        decoders: Per field, the PostgreSQL wire type to decode: ``int2``, ``int4``,
+            ``int8``, ``oid``, ``float4``, ``float8``, ``bool``, ``text``, ``json``,
+            ``jsonb``, ``uuid``, ``bytea``, ``date``, ``timestamp``, ``time``,
+            ``interval``, ``numeric``, or one of them followed by ``[]`` for a
+            one-dimensional array.
+        batch_bytes: A batch ends after the row that brings its COPY bytes to this.
+        setup: Statements run first on the same connection (``SET ...``, ``BEGIN ...``).
+
+    Raises:
+        ConnectError: The server could not be reached or refused the login.
+        CopyError: A statement failed.
+        ValueError: ``decoders`` does not match ``schema``.
+    """

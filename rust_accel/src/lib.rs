@@ -1,0 +1,31 @@
+//! dativo_accel: PostgreSQL binary COPY decoded straight into Arrow record batches.
+//!
+//! The data path: `source` (a thread reading the socket) -> `stream` -> `batch` (tuple
+//! framing from `wire`, a byte budget per batch) -> `columns` (one typed Arrow builder
+//! per column, values decoded by `numeric`, `temporal`, `text` and `array`).
+
+pub mod array;
+pub mod batch;
+pub mod columns;
+pub mod errors;
+pub mod numeric;
+pub mod py_copy;
+pub mod source;
+pub mod stream;
+pub mod temporal;
+pub mod text;
+pub mod wire;
+
+use pyo3::prelude::*;
+
+/// Every export of the extension module, in one place.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(py_copy::read_copy, m)?)?;
+    m.add_class::<py_copy::CopyReader>()?;
+    m.add("CopyError", py.get_type::<py_copy::CopyError>())?;
+    m.add("ConnectError", py.get_type::<py_copy::ConnectError>())?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+"""The Rust path: ``COPY ... TO STDOUT (FORMAT binary)`` decoded by the ``dativo_accel``
+extension straight into Arrow, producing the same batches (schema, nullability, JSON
+extension type, values) as :func:`taps.postgres.copy.read_copy`.
+
+Most columns are selected as they are and decoded from PostgreSQL's binary form. Types the
+pure-Python reader reads as text are selected as that same text: the output function
+(``format('%s', col)``, what CSV COPY prints) for ``plain`` text columns such as timetz,
+inet or enums, ``col::text`` for the ``text`` transport (money, bit, unknown types).
+Arrays of elements decoded natively become lists in Rust; other arrays go through
+``array_to_json`` and the pure-Python reader's own JSON step. See docs/rust-accel.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.schema import JSON_TYPE
+from taps.postgres import copy as pgcopy
+from taps.postgres.catalog import ColumnPlan
+
+#: Session settings the text forms depend on, as taps.postgres.reader.connect sets them.
+SESSION_SETUP = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3"
+
+#: PostgreSQL base type -> the extension's binary decoder.
+_DECODERS = {
+    "int2": "int2",
+    "int4": "int4",
+    "int8": "int8",
+    "oid": "oid",
+    "float4": "float4",
+    "float8": "float8",
+    "bool": "bool",
+    "text": "text",
+    "varchar": "text",
+    "bpchar": "text",
+    "name": "text",
+    "uuid": "uuid",
+    "numeric": "numeric",
+    "date": "date",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamp",
+    "time": "time",
+    "interval": "interval",
+    "bytea": "bytea",
+    "json": "json",
+    "jsonb": "jsonb",
+}
+#: Element types of arrays decoded natively (the rest go through array_to_json).
+_ARRAY_ELEMENTS = frozenset(_DECODERS) - {"interval", "bytea", "json", "jsonb"}
+
+#: Connection keywords passed on (tokio-postgres understands this subset of libpq's).
+_DSN_KEYS = ("options", "application_name", "connect_timeout", "keepalives", "keepalives_idle")
+
+#: Largest batch budget: Arrow's 32-bit string offsets must not overflow.
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Column:
+    """How one column travels: its SELECT expression, the extension's decoder, the
+    Arrow field the extension builds, and an optional Python step after it."""
+
+    select: sql.Composable
+    decoder: str
+    field: pa.Field
+    finish: Callable[[pa.Array], pa.Array] | None = None
+
+
+def _column(plan: ColumnPlan) -> _Column:
+    col = sql.Identifier(plan.name)
+    field = pa.field(plan.name, plan.arrow, nullable=plan.nullable)
+    if plan.transport == "array":
+        if plan.arrow == JSON_TYPE:
+            return _Column(sql.SQL("array_to_json({})").format(col), "json", field)
+        element = plan.pg_type[1:] if plan.pg_type.startswith("_") else ""
+        if element in _ARRAY_ELEMENTS:
+            return _Column(col, _DECODERS[element] + "[]", field)
+
+        def from_json(arr: pa.Array) -> pa.Array:
+            return pgcopy._json_arrays(plan, arr)
+
+        text = pa.field(plan.name, pa.string(), nullable=plan.nullable)
+        return _Column(plan.select(), "text", text, from_json)
+    if plan.transport == "text":
+        return _Column(sql.SQL("{}::text").format(col), "text", field)
+    if plan.pg_type in _DECODERS:
+        return _Column(col, _DECODERS[plan.pg_type], field)
+    # Read as text by the pure-Python path: the type's output function, as CSV prints it.
+    return _Column(
+        sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE format('%s', {c}) END").format(c=col),
+        "text",
+        field,
+    )
+
+
+def copy_query(
+    table: sql.Composable,
+    plans: Sequence[ColumnPlan],
+    where: sql.Composable | None,
+    order_by: str | None,
+) -> sql.Composed:
+    """The binary COPY statement for a (partial) read of a table (cf. copy.copy_query)."""
+    query = sql.SQL("SELECT {cols} FROM {table}").format(
+        cols=sql.SQL(", ").join(_column(p).select for p in plans), table=table
+    )
+    if where is not None:
+        query = sql.SQL("{q} WHERE {w}").format(q=query, w=where)
+    if order_by:
+        query = sql.SQL("{q} ORDER BY {o}").format(q=query, o=sql.Identifier(order_by))
+    return sql.SQL("COPY ({q}) TO STDOUT (FORMAT binary)").format(q=query)
+
+
+def rust_dsn(conn: psycopg.Connection) -> str | None:
+    """A connection string reaching what ``conn`` reaches, for the extension.
+
+    libpq has already resolved the settings (environment, service file, ``.pgpass``,
+    defaults), so they are read back from the open connection.
+
+    Returns:
+        The libpq ``key=value`` string, or None when ``conn`` uses TLS, which the
+        extension does not implement yet (reading without it would downgrade security).
+    """
+    if conn.pgconn.ssl_in_use:
+        return None
+    info = conn.info
+    params = {k: v for k, v in info.get_parameters().items() if k in _DSN_KEYS}
+    # The host libpq actually reached (of a list, or from a service file).
+    params.update(host=info.host, port=str(info.port), user=info.user, dbname=info.dbname)
+    if info.hostaddr:
+        params["hostaddr"] = info.hostaddr
+    if info.password:
+        params["password"] = info.password
+    return make_conninfo(**params, sslmode="disable")
+
+
+def read_copy(
+    dsn: str,
+    query: str | sql.Composable,
+    plans: Sequence[ColumnPlan],
+    batch_bytes: int,
+    where: str,
+    setup: Sequence[str] = (),
+) -> Iterator[pa.RecordBatch]:
+    """Run one binary COPY in the extension and yield its rows as Arrow batches.
+
+    Args:
+        dsn: From :func:`rust_dsn`.
+        query: From :func:`copy_query` (its SELECT list must come from ``plans``).
+        plans: The columns, in SELECT order.
+        batch_bytes: A batch ends after the row that brings its COPY bytes to this.
+        where: What is read, for messages (``stream 'public-orders'``).
+        setup: Statements run before the COPY on its connection, after the session
+            settings (e.g. ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` and
+            ``SET TRANSACTION SNAPSHOT '...'`` for a parallel partition).
+
+    Raises:
+        ConfigError: The server could not be reached (no password in the message).
+        DativoError: The query failed, a value does not fit its column, or a plan has
+            no binary decoder.
+    """
+    import dativo_accel
+
+    columns = [_column(p) for p in plans]
+    schema = pa.schema([c.field for c in columns])
+    final = pa.schema([pa.field(p.name, p.arrow, nullable=p.nullable) for p in plans])
+    text = query if isinstance(query, str) else query.as_string(None)
+    try:
+        copy = dativo_accel.read_copy(
+            dsn,
+            text,
+            schema,
+            [c.decoder for c in columns],
+            max(1, min(int(batch_bytes), MAX_BATCH_BYTES)),
+            [SESSION_SETUP, *setup],
+        )
+    except dativo_accel.ConnectError as exc:
+        raise ConfigError(f"{where}: could not connect to PostgreSQL: {exc}") from None
+    except (dativo_accel.CopyError, ValueError) as exc:
+        raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
+    reader = pa.RecordBatchReader.from_stream(copy)
+    try:
+        for batch in reader:
+            if any(c.finish for c in columns):
+                arrays = [
+                    c.finish(batch.column(i)) if c.finish else batch.column(i)
+                    for i, c in enumerate(columns)
+                ]
+                batch = pa.RecordBatch.from_arrays(arrays, schema=final)
+            yield batch
+    except (pa.ArrowException, OSError) as exc:
+        raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
+    finally:
+        reader.close()  # stops the COPY early when the consumer stops
+
+
+_ARROW_PREFIX = re.compile(r"^(?:[A-Za-z ]+ error: )+")
+
+
+def _explain(message: str, plans: Sequence[ColumnPlan]) -> str:
+    """The extension's message without Arrow's error-kind prefixes, with the same hints
+    as the pure-Python reader."""
+    return pgcopy._explain(Exception(_ARROW_PREFIX.sub("", message.strip())), plans)
