@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -80,6 +81,22 @@ with dbapi.connect(uri) as conn, conn.cursor() as cur:
             writer.write_batch(batch)
             rows += batch.num_rows
 print(rows)
+"""
+
+#: Dativo's reader alone: every batch of the table into Arrow, nothing written.
+READ_SCRIPT = """\
+import json
+import sys
+
+from taps.postgres.reader import PostgresReader
+
+with open(sys.argv[1], encoding="utf-8") as fh:
+    cfg = json.load(fh)
+reader = PostgresReader()
+reader.open(cfg["source"])
+with reader:
+    info = {s.name: s for s in reader.discover()}[cfg["stream"]]
+    print(sum(batch.num_rows for batch in reader.read(info, None)))
 """
 
 #: Dativo in process: PostgresReader -> ParquetWriter through dativo_bridge.run.
@@ -344,6 +361,8 @@ def build_contenders(
 
     source = {"dsn": dsn, "filter_schemas": [SCHEMA], "accelerator": "python"}
     ours: list[Contender] = []
+    if importlib.util.find_spec("dativo_accel") is not None:
+        ours.extend(rust_contenders(dsn, stream, rows, work))
     for parallelism in (1, 2):
         key = "d" if parallelism == 1 else "d2"
         out = work / f"out-ours-p{parallelism}"
@@ -427,6 +446,49 @@ def build_contenders(
             outputs=[pipe_out],
         ),
     ]
+
+
+def rust_contenders(dsn: str, stream: str, rows: int, work: Path) -> list[Contender]:
+    """(r0) the Rust reader into Arrow only, (r1)/(r2) in process -> Parquet with it."""
+    read_script = work / "dativo_read_only.py"
+    read_script.write_text(READ_SCRIPT, encoding="utf-8")
+    ours_script = work / "dativo_to_parquet.py"
+    ours_script.write_text(OURS_SCRIPT, encoding="utf-8")
+    source = {"dsn": dsn, "filter_schemas": [SCHEMA], "accelerator": "rust"}
+    read_cfg = write_json(
+        work / "rust-read.json", {"source": {**source, "max_parallelism": 1}, "stream": stream}
+    )
+    found = [
+        Contender(
+            "r0",
+            "(r0) Dativo Rust reader -> Arrow, no write",
+            [sys.executable, str(read_script), str(read_cfg)],
+            rows,
+            count="stdout",
+        )
+    ]
+    for parallelism in (1, 2):
+        key = f"r{parallelism}"
+        out = work / f"out-rust-p{parallelism}"
+        cfg = write_json(
+            work / f"rust-p{parallelism}.json",
+            {
+                "source": {**source, "max_parallelism": parallelism},
+                "destination": {"path": str(out)},
+                "select": [f"{stream}.*"],
+            },
+        )
+        found.append(
+            Contender(
+                key,
+                f"({key}) Dativo in process -> Parquet, Rust reader, max_parallelism={parallelism}",
+                [sys.executable, str(ours_script), str(cfg)],
+                rows,
+                count="stdout",
+                outputs=[out],
+            )
+        )
+    return found
 
 
 def parse_wall(text: str) -> float:
@@ -572,6 +634,34 @@ def goals(summary: Sequence[dict]) -> list[tuple[str, bool]]:
                 f"{s['contender']}: peak RSS under {GOAL_RSS_MB:g} MB "
                 f"(max over runs {s['peak_rss_mb']:.0f} MB)",
                 s["peak_rss_mb"] < GOAL_RSS_MB,
+            )
+        )
+    if "r1" in by:  # issue 4: the Rust reader
+        for key, limit in (("r1", 1.0), ("r2", 0.8)):
+            s = by[key]
+            out.append(
+                (
+                    f"{s['contender']}: at most {limit:g}x ADBC -> Parquet "
+                    f"(median ratio {s['time_vs_adbc']:.2f}x)",
+                    s["time_vs_adbc"] <= limit,
+                )
+            )
+        for key in ("r1", "r2"):
+            s = by[key]
+            out.append(
+                (
+                    f"{s['contender']}: peak RSS under 300 MB "
+                    f"(max over runs {s['peak_rss_mb']:.0f} MB)",
+                    s["peak_rss_mb"] < 300,
+                )
+            )
+        r0, floor = by["r0"], by["a"]
+        ratio = r0["median_s"] / floor["median_s"]
+        out.append(
+            (
+                f"{r0['contender']}: within 1.3x of the psql binary COPY floor "
+                f"({ratio:.2f}x of medians)",
+                ratio <= 1.3,
             )
         )
     return out
