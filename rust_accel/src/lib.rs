@@ -7,9 +7,11 @@
 pub mod array;
 pub mod batch;
 pub mod columns;
+pub mod encode;
 pub mod errors;
 pub mod numeric;
 pub mod py_copy;
+pub mod py_encode;
 pub mod source;
 pub mod stream;
 pub mod temporal;
@@ -25,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(py_copy::read_copy, m)?)?;
     m.add_class::<py_copy::CopyReader>()?;
+    m.add_function(wrap_pyfunction!(py_encode::encode_records, m)?)?;
     m.add("CopyError", py.get_type::<py_copy::CopyError>())?;
     m.add("ConnectError", py.get_type::<py_copy::ConnectError>())?;
     Ok(())

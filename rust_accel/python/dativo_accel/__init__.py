@@ -3,8 +3,26 @@
 ``read_copy`` runs a PostgreSQL ``COPY ... TO STDOUT (FORMAT binary)`` and decodes the
 rows straight into Arrow record batches of a given schema, off the GIL; the result is
 read through the Arrow PyCapsule interface (``pyarrow.RecordBatchReader.from_stream``).
+
+``encode_records`` writes a record batch as Singer RECORD lines, byte for byte as
+``dativo_bridge.codecs.encode.encode_records`` does, or returns ``None`` for a batch it
+does not support (then the Python encoder is used).
 """
 
-from dativo_accel._core import ConnectError, CopyError, CopyReader, __version__, read_copy
+from dativo_accel._core import (
+    ConnectError,
+    CopyError,
+    CopyReader,
+    __version__,
+    encode_records,
+    read_copy,
+)
 
-__all__ = ["ConnectError", "CopyError", "CopyReader", "__version__", "read_copy"]
+__all__ = [
+    "ConnectError",
+    "CopyError",
+    "CopyReader",
+    "__version__",
+    "encode_records",
+    "read_copy",
+]

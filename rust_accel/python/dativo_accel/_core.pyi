@@ -3,11 +3,21 @@
 from collections.abc import Sequence
 from typing import Any, Protocol, final
 
-__all__ = ["ConnectError", "CopyError", "CopyReader", "__version__", "read_copy"]
+__all__ = [
+    "ConnectError",
+    "CopyError",
+    "CopyReader",
+    "__version__",
+    "encode_records",
+    "read_copy",
+]
 __version__: str
 
 class _ArrowSchemaExportable(Protocol):
     def __arrow_c_schema__(self) -> object: ...
+
+class _ArrowArrayExportable(Protocol):
+    def __arrow_c_array__(self, requested_schema: Any | None = None) -> tuple[object, object]: ...
 
 class CopyError(Exception):
     """A binary COPY read failed: a server error, or a value that does not fit its column."""
@@ -50,4 +60,24 @@ def read_copy(
         ConnectError: The server could not be reached or refused the login.
         CopyError: A statement failed.
         ValueError: ``decoders`` does not match ``schema``.
+    """
+
+def encode_records(
+    batch: _ArrowArrayExportable, stream: str, version: int | None = None
+) -> bytes | None:
+    """Encode a record batch as Singer RECORD lines (one per row, each ending in a newline).
+
+    The output is byte for byte that of ``dativo_bridge.codecs.encode.encode_records``.
+    Encoding runs without the GIL.
+
+    Args:
+        batch: A record batch, anything with ``__arrow_c_array__`` exporting a struct array.
+        stream: The stream name written into each message.
+        version: Optional table version (``"version":N`` after ``record``).
+
+    Returns:
+        The lines, or ``None`` when the batch holds an Arrow type (dictionary, duration,
+        float16, an extension other than ``arrow.json``, ...) or a value (a date outside
+        years 1-9999, a time of day out of range) not written here; the caller then
+        encodes it in Python.
     """
