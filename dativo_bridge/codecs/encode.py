@@ -17,6 +17,7 @@ Output conventions (documented in docs/singer-codecs.md):
 from __future__ import annotations
 
 import base64
+import importlib
 import os
 import re
 from collections.abc import Callable
@@ -32,11 +33,19 @@ from dativo_bridge.schema import JSON_TYPE
 _NULL = pa.scalar("null", pa.string())
 
 _RustEncoder = Callable[[pa.RecordBatch, str, int | None], bytes | None]
-_rust_encode_records: _RustEncoder | None
-try:  # the optional Rust extension: same output, faster
-    from dativo_accel import encode_records as _rust_encode_records
-except ImportError:
-    _rust_encode_records = None
+
+
+def _rust_encoder() -> _RustEncoder | None:
+    """The optional Rust extension's encoder (same output, faster), if installed."""
+    try:
+        module = importlib.import_module("dativo_accel")
+    except ImportError:
+        return None
+    encoder: _RustEncoder | None = getattr(module, "encode_records", None)
+    return encoder
+
+
+_rust_encode_records = _rust_encoder()
 _MIN_SLICE_ROWS = 8_192
 _POOL: ThreadPoolExecutor | None = None
 
