@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -143,6 +144,26 @@ class ArrowWriter(abc.ABC):
     @abc.abstractmethod
     def commit(self) -> CommitResult:
         """Make every batch written so far durable and visible; return what was committed."""
+
+    def conformed(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        """``batch`` with the columns and types of ``schema``, or a WriteError naming the
+        stream (for writers used directly; StreamWriters already conforms batches)."""
+        if batch.schema == schema:
+            return batch
+        try:
+            return batch.select(schema.names).cast(schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+            from dativo_bridge.errors import WriteError
+
+            name = self.stream.name if self.stream else "?"
+            raise WriteError(
+                f"stream '{name}': batch does not match the stream schema: {exc}"
+            ) from exc
+
+    def adopt_schema(self, schema: pa.Schema) -> None:
+        """Record that the stream now has ``schema`` (after a SCHEMA change)."""
+        if self.stream is not None:
+            self.stream = dataclasses.replace(self.stream, schema=schema)
 
     def stage_state(self, state: Any) -> None:  # noqa: B027 - optional hook
         """The Singer STATE the next ``commit`` makes durable.

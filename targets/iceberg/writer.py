@@ -279,14 +279,7 @@ class IcebergWriter(ArrowWriter):
         self._buffer = [_conform(b, self._schema) for b in self._buffer]
         self._evolve(self._table, self._schema)
         self._table = self._catalog.load_table(self._identifier)
-        if self.stream is not None:
-            self.stream = StreamInfo(
-                self.stream.name,
-                schema,
-                self.stream.key_properties,
-                self.stream.replication_key,
-                self.stream.replication_method,
-            )
+        self.adopt_schema(schema)
 
     # -- committing -----------------------------------------------------------------
 

@@ -152,14 +152,7 @@ class ParquetWriter(ArrowWriter):
     def write(self, batch: pa.RecordBatch) -> None:
         if self._schema is None:
             raise WriteError("ParquetWriter.write called before open")
-        if batch.schema != self._schema:
-            try:
-                batch = batch.select(self._schema.names).cast(self._schema)
-            except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-                raise WriteError(
-                    f"stream '{self.stream.name if self.stream else '?'}': batch does not match "
-                    f"the stream schema: {exc}"
-                ) from exc
+        batch = self.conformed(batch, self._schema)
         if not self._partition_by:
             self._write_part((), batch)
             return
@@ -194,14 +187,7 @@ class ParquetWriter(ArrowWriter):
         for key in list(self._files):
             self._finish(key)
         self._schema = schema
-        if self.stream is not None:
-            self.stream = StreamInfo(
-                self.stream.name,
-                schema,
-                self.stream.key_properties,
-                self.stream.replication_key,
-                self.stream.replication_method,
-            )
+        self.adopt_schema(schema)
 
     def commit(self) -> CommitResult:
         for key in list(self._files):

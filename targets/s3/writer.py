@@ -145,13 +145,7 @@ class EncryptedS3Writer(ArrowWriter):
     def write(self, batch: pa.RecordBatch) -> None:
         if self._schema is None or self.stream is None:
             raise WriteError("EncryptedS3Writer.write called before open")
-        if batch.schema != self._schema:
-            try:
-                batch = batch.select(self._schema.names).cast(self._schema)
-            except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-                raise WriteError(
-                    f"stream '{self.stream.name}': batch does not match the stream schema: {exc}"
-                ) from exc
+        batch = self.conformed(batch, self._schema)
         if batch.num_rows == 0:
             return
         if self._open is None:
@@ -174,14 +168,7 @@ class EncryptedS3Writer(ArrowWriter):
         """Later batches get the new schema: the open object is finished, new ones follow it."""
         self._finish()
         self._schema = schema
-        if self.stream is not None:
-            self.stream = StreamInfo(
-                self.stream.name,
-                schema,
-                self.stream.key_properties,
-                self.stream.replication_key,
-                self.stream.replication_method,
-            )
+        self.adopt_schema(schema)
 
     def commit(self) -> CommitResult:
         self._finish()
