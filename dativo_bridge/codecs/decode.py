@@ -2,6 +2,9 @@
 
 Fast path: the lines of a batch are handed whole to Arrow's C++ JSON reader with an
 explicit schema (no inference), then a few columns are converted with compute kernels.
+Rust path: when the optional ``dativo_accel`` extension is installed, its decoder runs
+first; it produces the same batch (tests/unit/test_rust_decode.py) or declines, and then
+the paths below run, so errors are always this module's.
 Exact path: when the fast path refuses a batch (a value that does not fit, or a type the
 C++ reader cannot parse from JSON, such as base64 binary or free-form JSON text) the lines
 are decoded one by one; this path names the line, stream, property and expected type of
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import importlib
 import io
 import json
 import logging
@@ -36,12 +40,33 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _FRACTION = re.compile(r"T\d\d:\d\d:\d\d\.(\d+)")
 
 
+def _rust_decoder_class() -> Any | None:
+    """The optional Rust extension's RecordDecoder class (same batches, faster), if any."""
+    try:
+        module = importlib.import_module("dativo_accel")
+    except ImportError:
+        return None
+    return getattr(module, "RecordDecoder", None)
+
+
+_RUST_DECODER = _rust_decoder_class()
+
+
 def loads(line: bytes) -> Any:
     """Parse one JSON document; accepts NaN/Infinity tokens like Python's json module."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
         return json.loads(line)
+
+
+def _has_lone_surrogate(message: Any) -> bool:
+    """Whether a parsed message holds a string with a lone surrogate (not UTF-8 encodable)."""
+    try:
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _expected(dtype: pa.DataType) -> str:
@@ -164,7 +189,8 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
             if nanos:
                 since = ts - (_EPOCH if ts.tzinfo else _EPOCH.replace(tzinfo=None))
                 micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
-                return micros * 1000 + extra
+                value = micros * 1000 + extra
+                return value if -(2**63) <= value < 2**63 else bad(v)
             return ts
 
         return conv_ts
@@ -286,9 +312,18 @@ class RecordDecoder:
         stream: Stream name, for error messages.
         schema: The stream's Arrow schema (from its SCHEMA message).
         key_properties: Properties that must be present in every record.
+        accelerate: Use the Rust decoder of ``dativo_accel`` when it is installed and
+            supports the schema (False: the Python paths only, e.g. as a reference).
     """
 
-    def __init__(self, stream: str, schema: pa.Schema, key_properties: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        stream: str,
+        schema: pa.Schema,
+        key_properties: Sequence[str] = (),
+        *,
+        accelerate: bool = True,
+    ) -> None:
         self.stream = stream
         self.key_properties = [k for k in key_properties if k in schema.names]
         self.schema = relax_nullability(schema, keep=self.key_properties)
@@ -305,6 +340,20 @@ class RecordDecoder:
             None if fast_fields is None else pa.schema([pa.field("record", pa.struct(fast_fields))])
         )
         self._converters = [(f.name, _converter(f.type, f.name)) for f in self.schema]
+        self._rust: Any | None = None
+        if accelerate and _RUST_DECODER is not None:
+            try:
+                # float32 as the path Python would take reads it (Arrow: one rounding).
+                self._rust = _RUST_DECODER(
+                    self.schema, self.key_properties, self._parse_schema is not None
+                )
+            except ValueError as exc:  # a type the Rust decoder does not read
+                logger.debug("stream '%s': decoding in Python (%s)", stream, exc)
+
+    @property
+    def uses_rust(self) -> bool:
+        """Whether batches go through the Rust decoder first."""
+        return self._rust is not None
 
     @property
     def uses_fast_path(self) -> bool:
@@ -326,6 +375,17 @@ class RecordDecoder:
         """
         if not lines:
             return pa.RecordBatch.from_pylist([], schema=self.schema)
+        if self._rust is not None:
+            try:
+                decoded, extra, reason = self._rust.decode(lines)
+            except TypeError:  # lines that are not bytes objects: the Python paths take them
+                decoded, extra, reason = None, [], "not bytes"
+            if decoded is not None:
+                if extra:
+                    self._warn_extra(extra)
+                columns = pa.record_batch(decoded).columns
+                return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+            logger.debug("stream '%s': Rust decoder declined a batch: %s", self.stream, reason)
         if self._parse_schema is not None:
             try:
                 batch = self._decode_fast(lines)
@@ -410,6 +470,12 @@ class RecordDecoder:
                 raise DecodeError(
                     f"malformed JSON: {exc}", stream=self.stream, line_number=number
                 ) from None
+            if b"\\u" in line and _has_lone_surrogate(message):
+                raise DecodeError(
+                    "malformed JSON: a \\uD800-\\uDFFF escape without its pair is not Unicode",
+                    stream=self.stream,
+                    line_number=number,
+                )
             record = message.get("record") if isinstance(message, dict) else None
             if not isinstance(record, dict):
                 raise DecodeError(

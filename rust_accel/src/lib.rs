@@ -1,4 +1,5 @@
-//! dativo_accel: PostgreSQL binary COPY decoded straight into Arrow record batches.
+//! dativo_accel: PostgreSQL binary COPY decoded straight into Arrow record batches, and
+//! the Singer RECORD codecs (`encode`: Arrow -> lines, `decode`: lines -> Arrow).
 //!
 //! The data path: `source` (a thread reading the socket) -> `stream` -> `batch` (tuple
 //! framing from `wire`, a byte budget per batch) -> `columns` (one typed Arrow builder
@@ -7,10 +8,12 @@
 pub mod array;
 pub mod batch;
 pub mod columns;
+pub mod decode;
 pub mod encode;
 pub mod errors;
 pub mod numeric;
 pub mod py_copy;
+pub mod py_decode;
 pub mod py_encode;
 pub mod source;
 pub mod stream;
@@ -28,6 +31,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_copy::read_copy, m)?)?;
     m.add_class::<py_copy::CopyReader>()?;
     m.add_function(wrap_pyfunction!(py_encode::encode_records, m)?)?;
+    m.add_class::<py_decode::RecordDecoder>()?;
+    m.add_class::<py_decode::DecodedBatch>()?;
     m.add("CopyError", py.get_type::<py_copy::CopyError>())?;
     m.add("ConnectError", py.get_type::<py_copy::ConnectError>())?;
     Ok(())

@@ -41,7 +41,7 @@ fn to_py(e: Error) -> PyErr {
 }
 
 /// The schema behind any object with `__arrow_c_schema__` (a pyarrow.Schema, ...).
-fn import_schema(obj: &Bound<'_, PyAny>) -> PyResult<SchemaRef> {
+pub fn import_schema(obj: &Bound<'_, PyAny>) -> PyResult<SchemaRef> {
     let capsule = obj
         .call_method0("__arrow_c_schema__")?
         .cast_into::<PyCapsule>()?;

@@ -7,12 +7,18 @@ read through the Arrow PyCapsule interface (``pyarrow.RecordBatchReader.from_str
 ``encode_records`` writes a record batch as Singer RECORD lines, byte for byte as
 ``dativo_bridge.codecs.encode.encode_records`` does, or returns ``None`` for a batch it
 does not support (then the Python encoder is used).
+
+``RecordDecoder`` reads Singer RECORD lines into Arrow record batches of a stream's schema,
+with the values ``dativo_bridge.codecs.decode.RecordDecoder`` gives, or declines a batch
+(anything invalid or read differently by Python), which Python then decodes and reports.
 """
 
 from dativo_accel._core import (
     ConnectError,
     CopyError,
     CopyReader,
+    DecodedBatch,
+    RecordDecoder,
     __version__,
     encode_records,
     read_copy,
@@ -22,6 +28,8 @@ __all__ = [
     "ConnectError",
     "CopyError",
     "CopyReader",
+    "DecodedBatch",
+    "RecordDecoder",
     "__version__",
     "encode_records",
     "read_copy",

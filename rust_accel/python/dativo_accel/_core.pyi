@@ -7,6 +7,8 @@ __all__ = [
     "ConnectError",
     "CopyError",
     "CopyReader",
+    "DecodedBatch",
+    "RecordDecoder",
     "__version__",
     "encode_records",
     "read_copy",
@@ -81,3 +83,41 @@ def encode_records(
         years 1-9999, a time of day out of range) not written here; the caller then
         encodes it in Python.
     """
+
+@final
+class DecodedBatch:
+    """One decoded record batch, exported once (``pyarrow.record_batch(obj)``)."""
+
+    def __arrow_c_array__(self, requested_schema: Any | None = None) -> tuple[object, object]: ...
+
+@final
+class RecordDecoder:
+    """Decodes the Singer RECORD lines of one stream into Arrow batches of its schema.
+
+    Args:
+        schema: The stream's Arrow schema, anything with ``__arrow_c_schema__``; the
+            ``arrow.json`` extension is read from field metadata.
+        key_properties: Properties every record must have, not null.
+        float32_direct: Read float32 properties with one rounding (as Arrow's JSON
+            reader) instead of through a float64 (as Python's ``float``).
+
+    Raises:
+        ValueError: A type of ``schema`` is not supported here.
+    """
+
+    def __new__(
+        cls,
+        schema: _ArrowSchemaExportable,
+        key_properties: Sequence[str] = ...,
+        float32_direct: bool = True,
+    ) -> RecordDecoder: ...
+    def decode(
+        self, lines: Sequence[bytes]
+    ) -> tuple[DecodedBatch | None, list[str], str | None]:
+        """Decode whole RECORD messages (one per line), without the GIL.
+
+        Returns:
+            ``(batch, extra, None)``: the batch and the record properties not in the
+            schema; or ``(None, [], reason)`` when the batch is declined: a value
+            Python rejects, or one Python reads in a way not reproduced here.
+        """

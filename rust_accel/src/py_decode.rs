@@ -1,0 +1,100 @@
+//! The Python face of the Singer RECORD decoder (`decode::RecordDecoder`).
+
+use std::sync::Mutex;
+
+use arrow_array::ffi::{to_ffi, FFI_ArrowSchema};
+use arrow_array::{Array, RecordBatch, StructArray};
+use arrow_schema::DataType;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyCapsule};
+
+use crate::decode::RecordDecoder as Decoder;
+use crate::py_copy::import_schema;
+
+/// Decodes the RECORD lines of one stream into Arrow batches of its schema, giving the
+/// values `dativo_bridge.codecs.decode.RecordDecoder` gives, or declining a batch.
+#[pyclass(module = "dativo_accel", name = "RecordDecoder", frozen)]
+pub struct RecordDecoder {
+    inner: Decoder,
+}
+
+#[pymethods]
+impl RecordDecoder {
+    /// `schema`: anything with `__arrow_c_schema__`; raises ValueError when one of its
+    /// types is not supported (the caller then decodes in Python).
+    #[new]
+    #[pyo3(signature = (schema, key_properties = Vec::new(), float32_direct = true))]
+    fn new(
+        schema: &Bound<'_, PyAny>,
+        key_properties: Vec<String>,
+        float32_direct: bool,
+    ) -> PyResult<Self> {
+        let schema = import_schema(schema)?;
+        let inner = Decoder::new(schema, &key_properties, float32_direct)
+            .map_err(|d| PyValueError::new_err(format!("not supported: {}", d.0)))?;
+        Ok(RecordDecoder { inner })
+    }
+
+    /// Decode whole RECORD messages, without the GIL. Returns the batch and the names of
+    /// record properties not in the schema, or the reason the batch was declined.
+    fn decode(
+        &self,
+        py: Python<'_>,
+        lines: Vec<Bound<'_, PyBytes>>,
+    ) -> (Option<DecodedBatch>, Vec<String>, Option<&'static str>) {
+        let slices: Vec<&[u8]> = lines.iter().map(|b| b.as_bytes()).collect();
+        let inner = &self.inner;
+        match py.detach(|| inner.decode(&slices)) {
+            Ok(decoded) => (
+                Some(DecodedBatch {
+                    batch: Mutex::new(Some(decoded.batch)),
+                }),
+                decoded.extra,
+                None,
+            ),
+            Err(decline) => (None, Vec::new(), Some(decline.0)),
+        }
+    }
+}
+
+/// One decoded record batch, exported once through `__arrow_c_array__`.
+#[pyclass(module = "dativo_accel", name = "DecodedBatch", frozen)]
+pub struct DecodedBatch {
+    batch: Mutex<Option<RecordBatch>>,
+}
+
+#[pymethods]
+impl DecodedBatch {
+    /// Export the batch as an Arrow C struct array with its schema (once).
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyCapsule>, Bound<'py, PyCapsule>)> {
+        let _ = requested_schema;
+        let batch = self
+            .batch
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("the batch is unusable after a panic"))?
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("the batch was already exported"))?;
+        let schema = batch.schema();
+        let array = StructArray::from(batch);
+        let data = array.to_data();
+        let (ffi_array, _) = to_ffi(&data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let struct_type = DataType::Struct(schema.fields().clone());
+        let mut ffi_schema = FFI_ArrowSchema::try_from(&struct_type)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if !schema.metadata().is_empty() {
+            ffi_schema = ffi_schema
+                .with_metadata(schema.metadata())
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        }
+        Ok((
+            PyCapsule::new_with_value(py, ffi_schema, c"arrow_schema")?,
+            PyCapsule::new_with_value(py, ffi_array, c"arrow_array")?,
+        ))
+    }
+}
