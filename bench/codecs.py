@@ -33,11 +33,13 @@ from singer_sdk.singerlib.encoding.simple import (
 )
 
 from dativo_bridge.codecs.decode import RecordDecoder
-from dativo_bridge.codecs.encode import encode_records
+from dativo_bridge.codecs.encode import _rust_encode_records, encode_records, encode_records_python
 from dativo_bridge.schema import arrow_to_jsonschema, jsonschema_to_arrow
 
 STREAM = "wide"
 OURS = "dativo"
+#: Informational rows when dativo_accel is installed: the same codec without the Rust parts.
+OURS_PY = "dativo, Python only (no dativo_accel)"
 #: Informational row: the peers' untimed setup (one run), which a real tap also pays.
 PREP = "(untimed for peers) Arrow -> record dicts -> RecordMessage"
 INT_MULTIPLIERS = (7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
@@ -228,6 +230,9 @@ def bench_encode(table: pa.Table, batch_rows: int, repeat: int) -> dict[str, lis
             names[1]: partial(write_simple, simple, messages),
             names[2]: partial(write_msgspec, fast, messages),
         }
+        if _rust_encode_records is not None:
+            times.setdefault(OURS_PY, [0.0] * repeat)
+            timers[OURS_PY] = partial(encode_records_python, batch, STREAM)
         for rnd in range(repeat):
             run_rounds(timers, times, rnd)
     times[PREP] = [prep]
@@ -244,11 +249,12 @@ def bench_decode(
     whole = b"".join(chunks)
     del chunks  # keep one copy of the lines; batches are sliced out of `whole` when needed
     decoder = RecordDecoder(STREAM, schema, ["id"])  # one per stream, as in a target
+    python = RecordDecoder(STREAM, schema, ["id"], accelerate=False)
     sample = whole[: bounds[1]].splitlines(keepends=True)[:1000]
-    assert decoder.uses_fast_path
-    assert decoder.decode(sample, range(1, len(sample) + 1)).equals(
-        table.slice(0, len(sample)).cast(schema).to_batches()[0]
-    )
+    assert python.uses_fast_path
+    expected = table.slice(0, len(sample)).cast(schema).to_batches()[0]
+    for each in (decoder, python):
+        assert each.decode(sample, range(1, len(sample) + 1)).equals(expected)
     simple, fast = SimpleSingerReader(), MsgSpecReader()
     names = [
         OURS,
@@ -272,6 +278,9 @@ def bench_decode(
                 names[2]: partial(read_all, simple, text),
                 names[3]: partial(read_all, fast, text),
             }
+            if decoder.uses_rust:
+                times.setdefault(OURS_PY, [0.0] * repeat)
+                timers[OURS_PY] = partial(python.decode, lines, numbers)
             run_rounds(timers, times, rnd)
     return times, len(whole)
 
@@ -281,7 +290,7 @@ def summarise(phase: str, times: dict[str, list[float]], rows: int) -> list[dict
     ours = times[OURS]
     out = []
     for name, secs in times.items():
-        peer = name not in (OURS, PREP)
+        peer = name not in (OURS, PREP, OURS_PY)
         ratio = statistics.median(p / o for p, o in zip(secs, ours, strict=True)) if peer else None
         out.append(
             {
