@@ -12,6 +12,7 @@ pub mod decode;
 pub mod encode;
 pub mod errors;
 pub mod numeric;
+pub mod parallel;
 pub mod py_copy;
 pub mod py_decode;
 pub mod py_encode;
@@ -29,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(py_copy::read_copy, m)?)?;
+    m.add_function(wrap_pyfunction!(py_copy::read_copy_parallel, m)?)?;
     m.add_class::<py_copy::CopyReader>()?;
     m.add_function(wrap_pyfunction!(py_encode::encode_records, m)?)?;
     m.add_class::<py_decode::RecordDecoder>()?;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::ffi::FFI_ArrowSchema;
 use arrow_array::ffi_stream::FFI_ArrowArrayStream;
+use arrow_array::RecordBatchReader;
 use arrow_schema::{Schema, SchemaRef};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -13,6 +14,7 @@ use pyo3::types::PyCapsule;
 
 use crate::batch::BatchDecoder;
 use crate::errors::Error;
+use crate::parallel::ParallelStream;
 use crate::source::Source;
 use crate::stream::CopyStream;
 
@@ -58,7 +60,7 @@ pub fn import_schema(obj: &Bound<'_, PyAny>) -> PyResult<SchemaRef> {
 /// A running binary COPY, readable once as an Arrow stream of record batches.
 #[pyclass(module = "dativo_accel", name = "CopyReader", frozen)]
 pub struct CopyReader {
-    stream: Mutex<Option<CopyStream>>,
+    stream: Mutex<Option<Box<dyn RecordBatchReader + Send>>>,
     schema: SchemaRef,
 }
 
@@ -78,7 +80,7 @@ impl CopyReader {
             .map_err(|_| CopyError::new_err("the COPY stream is unusable after a panic"))?
             .take()
             .ok_or_else(|| CopyError::new_err("the COPY stream was already read"))?;
-        let ffi = FFI_ArrowArrayStream::new(Box::new(stream));
+        let ffi = FFI_ArrowArrayStream::new(stream);
         PyCapsule::new_with_value(py, ffi, c"arrow_array_stream")
     }
 
@@ -110,7 +112,37 @@ pub fn read_copy(
         .detach(move || Source::open(&dsn, setup, query))
         .map_err(to_py)?;
     Ok(CopyReader {
-        stream: Mutex::new(Some(CopyStream::new(decoder, source))),
+        stream: Mutex::new(Some(Box::new(CopyStream::new(decoder, source)))),
+        schema,
+    })
+}
+
+/// Run several COPY queries at once on `workers` Rust threads (one connection per query,
+/// each running `setup` first, e.g. to join an exported snapshot) and stream the rows of
+/// all of them as batches of `schema`, in arrival order.
+#[pyfunction]
+#[pyo3(signature = (dsn, queries, schema, decoders, batch_bytes, workers, setup = Vec::new()))]
+#[allow(clippy::too_many_arguments)]
+pub fn read_copy_parallel(
+    py: Python<'_>,
+    dsn: String,
+    queries: Vec<String>,
+    schema: &Bound<'_, PyAny>,
+    decoders: Vec<String>,
+    batch_bytes: usize,
+    workers: usize,
+    setup: Vec<String>,
+) -> PyResult<CopyReader> {
+    let schema = import_schema(schema)?;
+    let budget = batch_bytes.clamp(1, MAX_BATCH_BYTES);
+    let for_stream = schema.clone();
+    let stream = py
+        .detach(move || {
+            ParallelStream::start(dsn, setup, queries, for_stream, decoders, budget, workers)
+        })
+        .map_err(to_py)?;
+    Ok(CopyReader {
+        stream: Mutex::new(Some(Box::new(stream))),
         schema,
     })
 }

@@ -3,7 +3,9 @@
 //! socket while the previous one is decoded.
 
 use std::pin::pin;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 const QUEUE_DEPTH: usize = 8;
 /// A partly filled buffer goes to the decoder after the socket was quiet this long.
 const IDLE_FLUSH: Duration = Duration::from_millis(20);
+/// How often a source with a cancel flag looks at it while waiting for data.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// What the reader thread sends.
 pub enum Chunk {
@@ -38,6 +42,8 @@ pub struct Source {
     /// Dropped with the source: the reader thread then cancels the query and closes the
     /// connection, even while the server is still computing rows.
     _stop: oneshot::Sender<()>,
+    /// Set by another thread to end a wait in `recv` (then the owner drops the source).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Source {
@@ -45,6 +51,16 @@ impl Source {
     /// `setup`, then start `copy` (a `COPY ... TO STDOUT (FORMAT binary)`). Returns once
     /// the COPY has started, so connection and SQL errors surface here.
     pub fn open(dsn: &str, setup: Vec<String>, copy: String) -> Result<Source, Error> {
+        Source::open_cancellable(dsn, setup, copy, None)
+    }
+
+    /// As `open`; `recv` also returns (with an error) soon after `cancel` is set.
+    pub fn open_cancellable(
+        dsn: &str,
+        setup: Vec<String>,
+        copy: String,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Source, Error> {
         let config: Config = dsn
             .parse()
             .map_err(|e| Error::Connect(format!("invalid connection string: {}", chain(&e))))?;
@@ -71,6 +87,7 @@ impl Source {
                 rx,
                 recycle,
                 _stop: stop,
+                cancel,
             }),
             Ok(Err(e)) => Err(scrub(e, &secret)),
             Err(_) => Err(Error::Server(
@@ -81,9 +98,21 @@ impl Source {
 
     /// The next buffer (blocks until the reader thread has one).
     pub fn recv(&self) -> Chunk {
-        self.rx.recv().unwrap_or_else(|_| {
-            Chunk::Failed(Error::Server("the COPY thread stopped unexpectedly".into()))
-        })
+        let stopped =
+            || Chunk::Failed(Error::Server("the COPY thread stopped unexpectedly".into()));
+        let Some(cancel) = &self.cancel else {
+            return self.rx.recv().unwrap_or_else(|_| stopped());
+        };
+        loop {
+            if cancel.load(Ordering::SeqCst) {
+                return Chunk::Failed(Error::Server("the read was cancelled".into()));
+            }
+            match self.rx.recv_timeout(CANCEL_POLL) {
+                Ok(chunk) => return chunk,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return stopped(),
+            }
+        }
     }
 
     /// Give a consumed buffer back for reuse.

@@ -12,9 +12,11 @@ Arrays of elements decoded natively become lists in Rust; other arrays go throug
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -168,11 +170,9 @@ def read_copy(
     """
     import dativo_accel
 
-    columns = [_column(p) for p in plans]
-    schema = pa.schema([c.field for c in columns])
-    final = pa.schema([pa.field(p.name, p.arrow, nullable=p.nullable) for p in plans])
     text = query if isinstance(query, str) else query.as_string(None)
-    try:
+    columns, schema = _columns(plans)
+    with _errors(where, plans):
         copy = dativo_accel.read_copy(
             dsn,
             text,
@@ -181,10 +181,70 @@ def read_copy(
             max(1, min(int(batch_bytes), MAX_BATCH_BYTES)),
             [SESSION_SETUP, *setup],
         )
+    return _batches(copy, columns, plans, where)
+
+
+def read_copy_parallel(
+    dsn: str,
+    queries: Sequence[str | sql.Composable],
+    plans: Sequence[ColumnPlan],
+    batch_bytes: int,
+    where: str,
+    workers: int,
+    setup: Sequence[str] = (),
+) -> Iterator[pa.RecordBatch]:
+    """Run several binary COPYs at once on Rust threads and yield all their rows.
+
+    Args:
+        dsn, plans, batch_bytes, where, setup: As for :func:`read_copy` (``setup`` runs on
+            every query's connection).
+        queries: From :func:`copy_query`, e.g. one per ctid range; each gets a connection.
+        workers: How many run at once.
+
+    Raises:
+        ConfigError: The server could not be reached (no password in the message).
+        DativoError: A query failed or a value does not fit its column.
+    """
+    import dativo_accel
+
+    texts = [q if isinstance(q, str) else q.as_string(None) for q in queries]
+    columns, schema = _columns(plans)
+    with _errors(where, plans):
+        copy = dativo_accel.read_copy_parallel(
+            dsn,
+            texts,
+            schema,
+            [c.decoder for c in columns],
+            max(1, min(int(batch_bytes), MAX_BATCH_BYTES)),
+            max(1, workers),
+            [SESSION_SETUP, *setup],
+        )
+    return _batches(copy, columns, plans, where)
+
+
+def _columns(plans: Sequence[ColumnPlan]) -> tuple[list[_Column], pa.Schema]:
+    columns = [_column(p) for p in plans]
+    return columns, pa.schema([c.field for c in columns])
+
+
+@contextlib.contextmanager
+def _errors(where: str, plans: Sequence[ColumnPlan]) -> Iterator[None]:
+    """The extension's errors when a read starts, as the tap's error classes."""
+    import dativo_accel
+
+    try:
+        yield
     except dativo_accel.ConnectError as exc:
         raise ConfigError(f"{where}: could not connect to PostgreSQL: {exc}") from None
     except (dativo_accel.CopyError, ValueError) as exc:
         raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
+
+
+def _batches(
+    copy: Any, columns: Sequence[_Column], plans: Sequence[ColumnPlan], where: str
+) -> Iterator[pa.RecordBatch]:
+    """The batches of a started read, with the Python-side finishing steps applied."""
+    final = pa.schema([pa.field(p.name, p.arrow, nullable=p.nullable) for p in plans])
     reader = pa.RecordBatchReader.from_stream(copy)
     try:
         for batch in reader:
@@ -198,7 +258,7 @@ def read_copy(
     except (pa.ArrowException, OSError) as exc:
         raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
     finally:
-        reader.close()  # stops the COPY early when the consumer stops
+        reader.close()  # stops the COPY (every COPY of a parallel read) early
 
 
 _ARROW_PREFIX = re.compile(r"^(?:[A-Za-z ]+ error: )+")

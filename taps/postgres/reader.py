@@ -311,6 +311,17 @@ class PostgresReader(ArrowReader):
                     ctid.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
                 return _and(conditions + ctid)
 
+            if self._rust_dsn is not None:
+                # Every partition on a Rust thread with its own connection, one stream.
+                queries = [
+                    accel.copy_query(relation, plans, partition(lo, hi), None)
+                    for lo, hi in list(partitions.queue)
+                ]
+                yield from accel.read_copy_parallel(
+                    self._rust_dsn, queries, plans, self._batch_bytes, where, workers, setup
+                )
+                return
+
             def deliver(batches: Iterator[pa.RecordBatch]) -> None:
                 for batch in batches:
                     while not stop.is_set():
@@ -322,20 +333,6 @@ class PostgresReader(ArrowReader):
 
             def work() -> None:
                 try:
-                    if self._rust_dsn is not None:
-                        # One connection per partition, each in the exported snapshot.
-                        while not stop.is_set():
-                            try:
-                                lo, hi = partitions.get_nowait()
-                            except queue.Empty:
-                                break
-                            deliver(
-                                self._copy(
-                                    None, relation, plans, partition(lo, hi), None, where, setup
-                                )
-                            )
-                        results.put(None)
-                        return
                     conn = connect(self.config)
                     _repeatable_read(conn)
                     with conn:

@@ -3,6 +3,8 @@
 ``read_copy`` runs a PostgreSQL ``COPY ... TO STDOUT (FORMAT binary)`` and decodes the
 rows straight into Arrow record batches of a given schema, off the GIL; the result is
 read through the Arrow PyCapsule interface (``pyarrow.RecordBatchReader.from_stream``).
+``read_copy_parallel`` does the same for several queries (ctid partitions) at once, on
+Rust threads, merged into one stream.
 
 ``encode_records`` writes a record batch as Singer RECORD lines, byte for byte as
 ``dativo_bridge.codecs.encode.encode_records`` does, or returns ``None`` for a batch it
@@ -22,6 +24,7 @@ from dativo_accel._core import (
     __version__,
     encode_records,
     read_copy,
+    read_copy_parallel,
 )
 
 __all__ = [
@@ -33,4 +36,5 @@ __all__ = [
     "__version__",
     "encode_records",
     "read_copy",
+    "read_copy_parallel",
 ]

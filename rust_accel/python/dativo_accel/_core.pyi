@@ -12,6 +12,7 @@ __all__ = [
     "__version__",
     "encode_records",
     "read_copy",
+    "read_copy_parallel",
 ]
 __version__: str
 
@@ -64,6 +65,35 @@ def read_copy(
         ValueError: ``decoders`` does not match ``schema``.
     """
 
+def read_copy_parallel(
+    dsn: str,
+    queries: Sequence[str],
+    schema: _ArrowSchemaExportable,
+    decoders: Sequence[str],
+    batch_bytes: int,
+    workers: int,
+    setup: Sequence[str] = ...,
+) -> CopyReader:
+    """Run several COPY queries at once, on ``workers`` Rust threads, as one stream.
+
+    Each query gets its own connection, which runs ``setup`` first (e.g. ``BEGIN ...``
+    and ``SET TRANSACTION SNAPSHOT '...'`` so that all partitions read one snapshot). The
+    batches of all queries arrive in one stream, in the order they are decoded. The first
+    query of each worker is started before this returns, so connection and SQL errors are
+    raised here; later ones surface from the stream. Reading stops (and the running COPYs
+    are cancelled) when the stream is dropped.
+
+    Args:
+        dsn, schema, decoders, batch_bytes, setup: As for :func:`read_copy`.
+        queries: The COPY statements, e.g. one per ctid range.
+        workers: Threads (and connections) at once, at most ``len(queries)``.
+
+    Raises:
+        ConnectError: The server could not be reached or refused the login.
+        CopyError: A statement failed.
+        ValueError: ``decoders`` does not match ``schema``, or ``queries`` is empty.
+    """
+
 def encode_records(
     batch: _ArrowArrayExportable, stream: str, version: int | None = None
 ) -> bytes | None:
@@ -111,9 +141,7 @@ class RecordDecoder:
         key_properties: Sequence[str] = ...,
         float32_direct: bool = True,
     ) -> RecordDecoder: ...
-    def decode(
-        self, lines: Sequence[bytes]
-    ) -> tuple[DecodedBatch | None, list[str], str | None]:
+    def decode(self, lines: Sequence[bytes]) -> tuple[DecodedBatch | None, list[str], str | None]:
         """Decode whole RECORD messages (one per line), without the GIL.
 
         Returns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -129,22 +130,38 @@ def test_interrupted_run_resumes_from_its_last_state(events: str, tmp_path: Path
     assert sorted(_ids(tmp_path / "o")) == list(range(1, 20001))
 
 
-def _full_read(dsn: str, parallelism: int) -> pa.Table:
+ACCELERATORS = [
+    "python",
+    pytest.param(
+        "rust",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("dativo_accel") is None, reason="dativo_accel not installed"
+        ),
+    ),
+]
+
+
+def _full_read(dsn: str, parallelism: int, accelerator: str = "python") -> pa.Table:
     reader = PostgresReader()
-    reader.open(_config(dsn, max_parallelism=parallelism, pages_per_partition=50))
+    config = _config(dsn, max_parallelism=parallelism, pages_per_partition=50)
+    reader.open({**config, "accelerator": accelerator})
     with reader:
         info = {s.name: s for s in reader.discover()}[STREAM]
         return pa.Table.from_batches(list(reader.read(info, None)), schema=info.schema)
 
 
-def test_parallel_read_equals_serial_read(events: str) -> None:
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_parallel_read_equals_serial_read(events: str, accelerator: str) -> None:
     serial = _full_read(events, 1).sort_by("id")
-    parallel = _full_read(events, 3).sort_by("id")
+    parallel = _full_read(events, 3, accelerator).sort_by("id")
     assert parallel.num_rows == 20000
     assert parallel.equals(serial)
 
 
-def test_parallel_read_is_one_snapshot_under_concurrent_inserts(events: str) -> None:
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_parallel_read_is_one_snapshot_under_concurrent_inserts(
+    events: str, accelerator: str
+) -> None:
     stop = threading.Event()
 
     def insert() -> None:
@@ -166,7 +183,7 @@ def test_parallel_read_is_one_snapshot_under_concurrent_inserts(events: str) -> 
     thread.start()
     try:
         time.sleep(0.2)
-        table = _full_read(events, 3)
+        table = _full_read(events, 3, accelerator)
     finally:
         stop.set()
         thread.join(timeout=10)

@@ -317,3 +317,55 @@ def test_the_stream_is_read_once_through_the_capsule_interface() -> None:
     assert pa.RecordBatchReader.from_stream(copy).read_all().to_pylist() == [{"x": 7}]
     with pytest.raises(dativo_accel.CopyError, match="already read"):
         pa.RecordBatchReader.from_stream(copy)
+
+
+def _range_query(lo: int, hi: int, extra: str = "") -> str:
+    return f"COPY (SELECT g{extra} FROM generate_series({lo}, {hi}) g) TO STDOUT (FORMAT binary)"
+
+
+def test_parallel_queries_on_rust_threads_read_every_row_once(reader: PostgresReader) -> None:
+    dsn = accel.rust_dsn(reader._conn)
+    assert dsn is not None
+    plans = [ColumnPlan("g", "int4", pa.int32(), "plain")]
+    queries = [_range_query(i * 1000 + 1, (i + 1) * 1000) for i in range(7)]
+    for workers in (1, 2, 3, 10):
+        batches = list(accel.read_copy_parallel(dsn, queries, plans, 512, "x", workers))
+        assert len(batches) > 7  # small batches from all partitions
+        got = pa.Table.from_batches(batches)["g"].to_pylist()
+        assert sorted(got) == list(range(1, 7001)), workers
+
+
+def test_parallel_read_fails_clearly_when_one_partition_fails(reader: PostgresReader) -> None:
+    dsn = accel.rust_dsn(reader._conn)
+    assert dsn is not None
+    plans = [ColumnPlan("g", "int4", pa.int32(), "plain")]
+    queries = [_range_query(1, 5000) for _ in range(3)]
+    queries.append(_range_query(1, 5000, " / (g - 4000)"))
+    with pytest.raises(DativoError, match=r"^stream 's': ERROR: division by zero$"):
+        list(accel.read_copy_parallel(dsn, queries, plans, 100, "stream 's'", 2))
+    with pytest.raises(DativoError, match=r"column \"nope\" does not exist"):
+        accel.read_copy_parallel(dsn, ["COPY (SELECT nope) TO STDOUT"], plans, 1, "s", 2)
+    with pytest.raises(ConfigError, match="could not connect"):
+        accel.read_copy_parallel(
+            "host=/nonexistent/dir user=u connect_timeout=2", queries, plans, 1, "s", 2
+        )
+
+
+def test_closing_a_parallel_read_early_cancels_every_query(reader: PostgresReader) -> None:
+    dsn = accel.rust_dsn(reader._conn)
+    assert dsn is not None
+    plans = [ColumnPlan("x", "text", pa.string(), "plain")]
+    slow = """COPY (SELECT CASE WHEN g > 3 THEN (SELECT 'late' FROM pg_sleep(60))
+        ELSE repeat('x', 100000) END FROM generate_series(1, 5) g) TO STDOUT (FORMAT binary)"""
+    setup = ["SET application_name = 'slow-parallel'"]
+    batches = accel.read_copy_parallel(dsn, [slow] * 4, plans, 1, "x", 2, setup)
+    assert next(batches).num_rows == 1
+    running = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slow-parallel'"
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        assert conn.execute(running).fetchone() == (2,)  # two workers, two connections
+        batches.close()
+        for _ in range(50):
+            if conn.execute(running).fetchone() == (0,):
+                break
+            conn.execute("SELECT pg_sleep(0.1)")
+        assert conn.execute(running).fetchone() == (0,)
