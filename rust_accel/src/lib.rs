@@ -20,6 +20,7 @@ pub mod source;
 pub mod stream;
 pub mod temporal;
 pub mod text;
+pub mod tls;
 pub mod wire;
 
 use pyo3::prelude::*;

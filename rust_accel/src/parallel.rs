@@ -13,6 +13,7 @@ use std::thread;
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
+use rustls::ClientConfig;
 
 use crate::batch::BatchDecoder;
 use crate::errors::Error;
@@ -33,6 +34,7 @@ struct Plan {
     schema: SchemaRef,
     decoders: Vec<String>,
     batch_bytes: usize,
+    tls: Option<Arc<ClientConfig>>,
     next: AtomicUsize,
     /// Set when the consumer is gone or a read failed: waiting workers give up.
     stop: Arc<AtomicBool>,
@@ -46,6 +48,7 @@ impl Plan {
             self.setup.clone(),
             self.queries[index].clone(),
             Some(self.stop.clone()),
+            self.tls.clone(),
         )?;
         Ok(CopyStream::new(decoder, source))
     }
@@ -71,6 +74,7 @@ impl ParallelStream {
         decoders: Vec<String>,
         batch_bytes: usize,
         workers: usize,
+        tls: Option<Arc<ClientConfig>>,
     ) -> Result<ParallelStream, Error> {
         if queries.is_empty() {
             return Err(Error::Usage("no queries to read".into()));
@@ -85,6 +89,7 @@ impl ParallelStream {
             schema: schema.clone(),
             decoders,
             batch_bytes,
+            tls,
             next: AtomicUsize::new(workers),
             stop: Arc::new(AtomicBool::new(false)),
         });

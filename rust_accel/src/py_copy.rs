@@ -17,6 +17,7 @@ use crate::errors::Error;
 use crate::parallel::ParallelStream;
 use crate::source::Source;
 use crate::stream::CopyStream;
+use crate::tls;
 
 create_exception!(
     dativo_accel,
@@ -57,6 +58,32 @@ pub fn import_schema(obj: &Bound<'_, PyAny>) -> PyResult<SchemaRef> {
     Ok(Arc::new(schema))
 }
 
+/// The rustls configuration for a `tls` argument (`None`: no TLS), built once per read.
+fn tls_config(
+    tls: Option<std::collections::HashMap<String, String>>,
+) -> PyResult<Option<Arc<rustls::ClientConfig>>> {
+    let Some(mut tls) = tls else {
+        return Ok(None);
+    };
+    let mode = tls
+        .remove("mode")
+        .ok_or_else(|| PyValueError::new_err("tls needs a 'mode'"))?;
+    let settings = tls::Settings {
+        mode: tls::Mode::parse(&mode).map_err(to_py)?,
+        root_cert: tls.remove("root_cert"),
+        cert: tls.remove("cert"),
+        key: tls.remove("key"),
+    };
+    if let Some(unknown) = tls.keys().next() {
+        return Err(PyValueError::new_err(format!(
+            "unknown tls setting {unknown:?}"
+        )));
+    }
+    Ok(Some(Arc::new(
+        tls::client_config(&settings).map_err(to_py)?,
+    )))
+}
+
 /// A running binary COPY, readable once as an Arrow stream of record batches.
 #[pyclass(module = "dativo_accel", name = "CopyReader", frozen)]
 pub struct CopyReader {
@@ -95,7 +122,8 @@ impl CopyReader {
 /// Run `query` (a `COPY ... TO STDOUT (FORMAT binary)`) and stream its rows as batches of
 /// `schema`, each field decoded by the matching name in `decoders`.
 #[pyfunction]
-#[pyo3(signature = (dsn, query, schema, decoders, batch_bytes, setup = Vec::new()))]
+#[pyo3(signature = (dsn, query, schema, decoders, batch_bytes, setup = Vec::new(), tls = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn read_copy(
     py: Python<'_>,
     dsn: String,
@@ -104,12 +132,14 @@ pub fn read_copy(
     decoders: Vec<String>,
     batch_bytes: usize,
     setup: Vec<String>,
+    tls: Option<std::collections::HashMap<String, String>>,
 ) -> PyResult<CopyReader> {
     let schema = import_schema(schema)?;
+    let tls = tls_config(tls)?;
     let budget = batch_bytes.clamp(1, MAX_BATCH_BYTES);
     let decoder = BatchDecoder::new(schema.clone(), &decoders, budget).map_err(to_py)?;
     let source = py
-        .detach(move || Source::open(&dsn, setup, query))
+        .detach(move || Source::open_cancellable(&dsn, setup, query, None, tls))
         .map_err(to_py)?;
     Ok(CopyReader {
         stream: Mutex::new(Some(Box::new(CopyStream::new(decoder, source)))),
@@ -121,7 +151,7 @@ pub fn read_copy(
 /// each running `setup` first, e.g. to join an exported snapshot) and stream the rows of
 /// all of them as batches of `schema`, in arrival order.
 #[pyfunction]
-#[pyo3(signature = (dsn, queries, schema, decoders, batch_bytes, workers, setup = Vec::new()))]
+#[pyo3(signature = (dsn, queries, schema, decoders, batch_bytes, workers, setup = Vec::new(), tls = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn read_copy_parallel(
     py: Python<'_>,
@@ -132,13 +162,17 @@ pub fn read_copy_parallel(
     batch_bytes: usize,
     workers: usize,
     setup: Vec<String>,
+    tls: Option<std::collections::HashMap<String, String>>,
 ) -> PyResult<CopyReader> {
     let schema = import_schema(schema)?;
+    let tls = tls_config(tls)?;
     let budget = batch_bytes.clamp(1, MAX_BATCH_BYTES);
     let for_stream = schema.clone();
     let stream = py
         .detach(move || {
-            ParallelStream::start(dsn, setup, queries, for_stream, decoders, budget, workers)
+            ParallelStream::start(
+                dsn, setup, queries, for_stream, decoders, budget, workers, tls,
+            )
         })
         .map_err(to_py)?;
     Ok(CopyReader {

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either, FutureExt};
 use futures_util::StreamExt;
+use rustls::ClientConfig;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::errors::Error;
 
@@ -51,15 +53,17 @@ impl Source {
     /// `setup`, then start `copy` (a `COPY ... TO STDOUT (FORMAT binary)`). Returns once
     /// the COPY has started, so connection and SQL errors surface here.
     pub fn open(dsn: &str, setup: Vec<String>, copy: String) -> Result<Source, Error> {
-        Source::open_cancellable(dsn, setup, copy, None)
+        Source::open_cancellable(dsn, setup, copy, None, None)
     }
 
-    /// As `open`; `recv` also returns (with an error) soon after `cancel` is set.
+    /// As `open`, over TLS when `tls` is given (the DSN's `sslmode` must then be
+    /// `require`); `recv` also returns (with an error) soon after `cancel` is set.
     pub fn open_cancellable(
         dsn: &str,
         setup: Vec<String>,
         copy: String,
         cancel: Option<Arc<AtomicBool>>,
+        tls: Option<Arc<ClientConfig>>,
     ) -> Result<Source, Error> {
         let config: Config = dsn
             .parse()
@@ -80,7 +84,7 @@ impl Source {
         };
         thread::Builder::new()
             .name("dativo-copy".into())
-            .spawn(move || run(&config, &setup, &copy, io))
+            .spawn(move || run(&config, &setup, &copy, io, tls))
             .map_err(|e| Error::Server(format!("could not start the COPY thread: {e}")))?;
         match status_rx.recv() {
             Ok(Ok(())) => Ok(Source {
@@ -130,7 +134,7 @@ struct Io {
     stopped: oneshot::Receiver<()>,
 }
 
-fn run(config: &Config, setup: &[String], copy: &str, io: Io) {
+fn run(config: &Config, setup: &[String], copy: &str, io: Io, tls: Option<Arc<ClientConfig>>) {
     let Io {
         status,
         tx,
@@ -150,11 +154,21 @@ fn run(config: &Config, setup: &[String], copy: &str, io: Io) {
         }
     };
     runtime.block_on(async {
-        let client = match config.connect(NoTls).await {
-            Ok((client, connection)) => {
+        let connected = match &tls {
+            None => config.connect(NoTls).await.map(|(client, connection)| {
                 tokio::spawn(connection);
                 client
-            }
+            }),
+            Some(tls) => config
+                .connect(MakeRustlsConnect::new(ClientConfig::clone(tls)))
+                .await
+                .map(|(client, connection)| {
+                    tokio::spawn(connection);
+                    client
+                }),
+        };
+        let client = match connected {
+            Ok(client) => client,
             Err(e) => {
                 let _ = status.send(Err(Error::Connect(describe(&e))));
                 return;
@@ -192,8 +206,10 @@ fn run(config: &Config, setup: &[String], copy: &str, io: Io) {
             if ready.is_none() && !chunk.is_empty() {
                 match timeout(IDLE_FLUSH, select(stream.next(), &mut stopped)).await {
                     Ok(Either::Left((item, _))) => ready = Some(item),
-                    Ok(Either::Right(_)) => return cancel(&client).await,
-                    Err(_) if !hand_over(&mut chunk) => return cancel(&client).await,
+                    Ok(Either::Right(_)) => return cancel(&client, tls.as_deref()).await,
+                    Err(_) if !hand_over(&mut chunk) => {
+                        return cancel(&client, tls.as_deref()).await
+                    }
                     Err(_) => {}
                 }
             }
@@ -201,7 +217,7 @@ fn run(config: &Config, setup: &[String], copy: &str, io: Io) {
                 Some(item) => item,
                 None => match select(stream.next(), &mut stopped).await {
                     Either::Left((item, _)) => item,
-                    Either::Right(_) => return cancel(&client).await,
+                    Either::Right(_) => return cancel(&client, tls.as_deref()).await,
                 },
             };
             let message = match item {
@@ -216,7 +232,7 @@ fn run(config: &Config, setup: &[String], copy: &str, io: Io) {
                 && chunk.len() + message.len() > CHUNK_BYTES
                 && !hand_over(&mut chunk)
             {
-                return cancel(&client).await;
+                return cancel(&client, tls.as_deref()).await;
             }
             chunk.extend_from_slice(&message);
         }
@@ -229,8 +245,16 @@ fn run(config: &Config, setup: &[String], copy: &str, io: Io) {
 
 /// The reader is gone: stop the query rather than let it run on (closing the connection
 /// alone goes unnoticed by a backend that is computing, not sending).
-async fn cancel(client: &Client) {
-    let _ = client.cancel_token().cancel_query(NoTls).await;
+async fn cancel(client: &Client, tls: Option<&ClientConfig>) {
+    let token = client.cancel_token();
+    let _ = match tls {
+        None => token.cancel_query(NoTls).await,
+        Some(tls) => {
+            token
+                .cancel_query(MakeRustlsConnect::new(tls.clone()))
+                .await
+        }
+    };
 }
 
 /// A server error as psql shows it (severity, message, detail, hint); any other error

@@ -16,6 +16,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -124,13 +125,15 @@ def rust_dsn(conn: psycopg.Connection) -> str | None:
     """A connection string reaching what ``conn`` reaches, for the extension.
 
     libpq has already resolved the settings (environment, service file, ``.pgpass``,
-    defaults), so they are read back from the open connection.
+    defaults), so they are read back from the open connection. When ``conn`` uses TLS,
+    so does the extension (:func:`rust_tls` gives its settings).
 
     Returns:
-        The libpq ``key=value`` string, or None when ``conn`` uses TLS, which the
-        extension does not implement yet (reading without it would downgrade security).
+        The libpq ``key=value`` string, or None when ``conn`` uses a TLS setting the
+        extension does not implement (``sslrootcert=system``, a key with ``sslpassword``):
+        reading without it would downgrade security.
     """
-    if conn.pgconn.ssl_in_use:
+    if conn.pgconn.ssl_in_use and rust_tls(conn) is None:
         return None
     info = conn.info
     params = {k: v for k, v in info.get_parameters().items() if k in _DSN_KEYS}
@@ -140,7 +143,50 @@ def rust_dsn(conn: psycopg.Connection) -> str | None:
         params["hostaddr"] = info.hostaddr
     if info.password:
         params["password"] = info.password
-    return make_conninfo(**params, sslmode="disable")
+    mode = "require" if conn.pgconn.ssl_in_use else "disable"
+    return make_conninfo(**params, sslmode=mode)
+
+
+def rust_tls(conn: psycopg.Connection) -> dict[str, str] | None:
+    """The extension's TLS settings for what ``conn`` uses, as libpq applies them.
+
+    libpq checks the server's certificate chain whenever a root certificate file is
+    present (``sslrootcert``, default ``~/.postgresql/root.crt``), whatever the sslmode,
+    and the host name only under ``verify-full``; it sends a client certificate when
+    ``sslcert`` and ``sslkey`` (default ``~/.postgresql/postgresql.crt`` / ``.key``) exist.
+
+    Returns:
+        None when ``conn`` does not use TLS, or uses what the extension cannot do (the
+        system's root store, an encrypted key); else ``mode``, ``root_cert``, ``cert``
+        and ``key`` for ``dativo_accel.read_copy``.
+    """
+    if not conn.pgconn.ssl_in_use:
+        return None
+    options = {
+        o.keyword.decode(): (o.val or b"").decode()
+        for o in conn.pgconn.info
+        if o.keyword is not None
+    }
+    if options.get("sslrootcert") == "system" or options.get("sslpassword"):
+        return None
+    home = Path.home() / ".postgresql"
+    mode = options.get("sslmode") or "prefer"
+    root = options.get("sslrootcert") or str(home / "root.crt")
+    cert = options.get("sslcert") or str(home / "postgresql.crt")
+    key = options.get("sslkey") or str(home / "postgresql.key")
+    tls: dict[str, str] = {}
+    if mode in ("verify-ca", "verify-full"):
+        tls["mode"] = mode
+        tls["root_cert"] = root
+    elif Path(root).is_file():
+        tls["mode"] = "verify-ca"
+        tls["root_cert"] = root
+    else:
+        tls["mode"] = "require"
+    if Path(cert).is_file() and Path(key).is_file():
+        tls["cert"] = cert
+        tls["key"] = key
+    return tls
 
 
 def read_copy(
@@ -150,6 +196,7 @@ def read_copy(
     batch_bytes: int,
     where: str,
     setup: Sequence[str] = (),
+    tls: dict[str, str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Run one binary COPY in the extension and yield its rows as Arrow batches.
 
@@ -162,6 +209,7 @@ def read_copy(
         setup: Statements run before the COPY on its connection, after the session
             settings (e.g. ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` and
             ``SET TRANSACTION SNAPSHOT '...'`` for a parallel partition).
+        tls: From :func:`rust_tls` (None: no TLS).
 
     Raises:
         ConfigError: The server could not be reached (no password in the message).
@@ -180,6 +228,7 @@ def read_copy(
             [c.decoder for c in columns],
             max(1, min(int(batch_bytes), MAX_BATCH_BYTES)),
             [SESSION_SETUP, *setup],
+            tls,
         )
     return _batches(copy, columns, plans, where)
 
@@ -192,12 +241,13 @@ def read_copy_parallel(
     where: str,
     workers: int,
     setup: Sequence[str] = (),
+    tls: dict[str, str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Run several binary COPYs at once on Rust threads and yield all their rows.
 
     Args:
-        dsn, plans, batch_bytes, where, setup: As for :func:`read_copy` (``setup`` runs on
-            every query's connection).
+        dsn, plans, batch_bytes, where, setup, tls: As for :func:`read_copy` (``setup``
+            runs on every query's connection).
         queries: From :func:`copy_query`, e.g. one per ctid range; each gets a connection.
         workers: How many run at once.
 
@@ -218,6 +268,7 @@ def read_copy_parallel(
             max(1, min(int(batch_bytes), MAX_BATCH_BYTES)),
             max(1, workers),
             [SESSION_SETUP, *setup],
+            tls,
         )
     return _batches(copy, columns, plans, where)
 

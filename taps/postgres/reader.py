@@ -161,16 +161,22 @@ class PostgresReader(ArrowReader):
         self.accelerator = "rust" if accelerator != "python" and _rust_available() else "python"
         self._conn = connect(config)
         self._rust_dsn: str | None = None
+        self._rust_tls: dict[str, str] | None = None
         if self.accelerator == "rust":
             self._rust_dsn = accel.rust_dsn(self._conn)
+            self._rust_tls = accel.rust_tls(self._conn)
             if self._rust_dsn is None:
                 if accelerator == "rust":
                     self._conn.close()
                     raise ConfigError(
-                        "accelerator is 'rust' but the connection uses TLS, which the Rust "
-                        "reader does not implement yet: use 'auto' or 'python'"
+                        "accelerator is 'rust' but the connection uses a TLS setting the "
+                        "Rust reader does not implement (sslrootcert=system or an encrypted "
+                        "key with sslpassword): use 'auto' or 'python'"
                     )
-                logger.info("the connection uses TLS: reading with the Python COPY path")
+                logger.info(
+                    "the connection's TLS settings (sslrootcert=system or sslpassword) are "
+                    "not implemented by the Rust reader: reading with the Python COPY path"
+                )
                 self.accelerator = "python"
         self._tables: dict[str, TableInfo] = {}
         self._batch_bytes = int(config.get("batch_size_bytes") or 4 * 1024 * 1024)
@@ -245,7 +251,9 @@ class PostgresReader(ArrowReader):
         """One COPY through the Rust extension when in use, else through psycopg + CSV."""
         if self._rust_dsn is not None:
             query = accel.copy_query(relation, plans, condition, order_by)
-            return accel.read_copy(self._rust_dsn, query, plans, self._batch_bytes, where, setup)
+            return accel.read_copy(
+                self._rust_dsn, query, plans, self._batch_bytes, where, setup, self._rust_tls
+            )
         assert conn is not None
         query = pgcopy.copy_query(relation, plans, condition, order_by)
         return pgcopy.read_copy(conn, query, plans, self._batch_bytes, where)
@@ -318,7 +326,14 @@ class PostgresReader(ArrowReader):
                     for lo, hi in list(partitions.queue)
                 ]
                 yield from accel.read_copy_parallel(
-                    self._rust_dsn, queries, plans, self._batch_bytes, where, workers, setup
+                    self._rust_dsn,
+                    queries,
+                    plans,
+                    self._batch_bytes,
+                    where,
+                    workers,
+                    setup,
+                    self._rust_tls,
                 )
                 return
 

@@ -1,6 +1,6 @@
 """Type stub of the compiled extension (checked with ``python -m mypy.stubtest``)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, final
 
 __all__ = [
@@ -42,12 +42,14 @@ def read_copy(
     decoders: Sequence[str],
     batch_bytes: int,
     setup: Sequence[str] = ...,
+    tls: Mapping[str, str] | None = None,
 ) -> CopyReader:
     """Run ``query`` (a ``COPY ... TO STDOUT (FORMAT binary)``) and stream its rows.
 
     Args:
         dsn: A libpq ``key=value`` connection string or a ``postgresql://`` URI
-            (a ``host`` starting with ``/`` is a unix-socket directory). No TLS.
+            (a ``host`` starting with ``/`` is a unix-socket directory); with ``tls``,
+            its ``sslmode`` must be ``require``.
         query: The COPY statement.
         schema: The Arrow schema of the batches (field metadata, e.g. extension types,
             is kept), anything with ``__arrow_c_schema__``.
@@ -58,6 +60,10 @@ def read_copy(
             one-dimensional array.
         batch_bytes: A batch ends after the row that brings its COPY bytes to this.
         setup: Statements run first on the same connection (``SET ...``, ``BEGIN ...``).
+        tls: ``None`` (no TLS) or libpq's TLS settings: ``mode`` (``require``: encrypted,
+            the certificate is not checked; ``verify-ca``: its chain must lead to
+            ``root_cert``; ``verify-full``: and its name must match the host), and the
+            PEM files ``root_cert``, ``cert`` and ``key`` (a client certificate).
 
     Raises:
         ConnectError: The server could not be reached or refused the login.
@@ -73,6 +79,7 @@ def read_copy_parallel(
     batch_bytes: int,
     workers: int,
     setup: Sequence[str] = ...,
+    tls: Mapping[str, str] | None = None,
 ) -> CopyReader:
     """Run several COPY queries at once, on ``workers`` Rust threads, as one stream.
 
@@ -84,7 +91,7 @@ def read_copy_parallel(
     are cancelled) when the stream is dropped.
 
     Args:
-        dsn, schema, decoders, batch_bytes, setup: As for :func:`read_copy`.
+        dsn, schema, decoders, batch_bytes, setup, tls: As for :func:`read_copy`.
         queries: The COPY statements, e.g. one per ctid range.
         workers: Threads (and connections) at once, at most ``len(queries)``.
 
