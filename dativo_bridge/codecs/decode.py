@@ -37,7 +37,7 @@ logger = logging.getLogger("dativo.decode")
 
 _EPOCH_PREFIX = pa.scalar("1970-01-01T", pa.string())
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_FRACTION = re.compile(r"T\d\d:\d\d:\d\d\.(\d+)")
+_FRACTION = re.compile(r"[T ]\d\d:\d\d:\d\d\.(\d+)")
 
 
 def _rust_decoder_class() -> Any | None:

@@ -347,7 +347,17 @@ fn parse_f64(text: &[u8]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// A float property: a number token or one of the NaN/Infinity tokens.
+/// A float column's value: a number token or one of the NaN/Infinity tokens. The integer
+/// `-0` declines: Python reads it as 0.0 on its exact path and -0.0 on Arrow's.
+fn float_value<'a>(p: &mut Parser<'a>) -> Res<Option<&'a [u8]>> {
+    let token = float_token(p)?;
+    if token == Some(b"-0") {
+        return Err(Decline("-0 as a float"));
+    }
+    Ok(token)
+}
+
+/// A number token or one of the NaN/Infinity tokens.
 fn float_token<'a>(p: &mut Parser<'a>) -> Res<Option<&'a [u8]>> {
     Ok(match p.peek()? {
         b'N' => {
@@ -365,6 +375,16 @@ fn float_token<'a>(p: &mut Parser<'a>) -> Res<Option<&'a [u8]>> {
         b'-' | b'0'..=b'9' => Some(p.number()?.text),
         _ => return Err(Decline("number expected")),
     })
+}
+
+/// Whether orjson (which Python's decoder uses first) reads this integer token as an int:
+/// it must lie in i64::MIN..=u64::MAX; beyond that orjson returns a float.
+fn orjson_int(text: &[u8]) -> bool {
+    let num = Num {
+        text,
+        integral: true,
+    };
+    int_value(&num).is_ok_and(|v| (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&v))
 }
 
 /// Python's `repr(float)` (what `json.dumps` writes): shortest round-trip digits, fixed
@@ -539,6 +559,11 @@ fn write_canonical(
             Some(text) => {
                 let integral = !text.iter().any(|&c| c == b'.' || c == b'e' || c == b'E');
                 if integral {
+                    // orjson reads an integer beyond i64..u64 as a float, Python's json
+                    // (used for lines with NaN/Infinity) as an int: it depends on the line.
+                    if !orjson_int(text) {
+                        return Err(Decline("integer beyond 64 bits in JSON text"));
+                    }
                     // Python ints print their digits; "-0" is 0.
                     if text == b"-0" {
                         out.push(b'0');
@@ -1022,14 +1047,14 @@ impl Col {
             Col::U32(b) => int!(b, u32),
             Col::U64(b) => int!(b, u64),
             Col::F64(b) => {
-                let v = match float_token(p)? {
+                let v = match float_value(p)? {
                     None => f64::NAN,
                     Some(t) => parse_f64(t),
                 };
                 b.append_value(v);
             }
             Col::F32(b, direct) => {
-                let v = match float_token(p)? {
+                let v = match float_value(p)? {
                     None => f32::NAN,
                     // Arrow's JSON reader parses to f32 directly; Python rounds via f64.
                     Some(t) if *direct => std::str::from_utf8(t)
@@ -1265,6 +1290,10 @@ fn decimal_input(
         }
         b'-' | b'0'..=b'9' => {
             let num = p.number()?;
+            if num.integral && !orjson_int(num.text) {
+                // Python's two paths read it differently (a float, or its digits).
+                return Err(Decline("integer beyond 64 bits for a decimal"));
+            }
             decimal_digits(num.text, precision, scale, !num.integral)
         }
         _ => Err(Decline("decimal expected")),
@@ -1623,6 +1652,16 @@ mod tests {
             "{\"b\":[1,2.5,0,100.0,\"é\\n\\u001f\",true,null,Infinity,NaN]}"
         );
         assert!(decode(&d, &[r#"{"record":{"j":{"a":1,"a":2}}}"#]).is_err());
+        // Integers beyond i64..u64: a float or an int in Python, depending on the line.
+        let max = decode(
+            &d,
+            &[r#"{"record":{"j":[18446744073709551615,-9223372036854775808]}}"#],
+        );
+        assert_eq!(
+            max.unwrap().batch.column(0).as_string::<i32>().value(0),
+            "[18446744073709551615,-9223372036854775808]"
+        );
+        assert!(decode(&d, &[r#"{"record":{"j":[18446744073709551616]}}"#]).is_err());
     }
 
     #[test]
