@@ -207,6 +207,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 fn push_digits(out: &mut Vec<u8>, v: u64, width: usize) {
+    if width <= 1 {
+        // Shortest form: itoa's two-digits-at-a-time table.
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        return;
+    }
     let mut buf = [b'0'; 20];
     let mut n = v;
     let mut i = buf.len();
@@ -219,17 +224,24 @@ fn push_digits(out: &mut Vec<u8>, v: u64, width: usize) {
     out.extend_from_slice(&buf[start..]);
 }
 
+/// Two ASCII digits of `v` (< 100).
+#[inline]
+fn two_digits(v: u32) -> [u8; 2] {
+    [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
+}
+
 /// `YYYY-MM-DD` of a day count; years outside 1..=9999 decline.
 pub fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
     let (y, m, d) = civil_from_days(days);
     if !(1..=9999).contains(&y) {
         return Err(Decline);
     }
-    push_digits(out, y as u64, 4);
-    out.push(b'-');
-    push_digits(out, m.into(), 2);
-    out.push(b'-');
-    push_digits(out, d.into(), 2);
+    let y = y as u32;
+    let [a, b] = two_digits(y / 100);
+    let [c, e] = two_digits(y % 100);
+    let [m1, m2] = two_digits(m);
+    let [d1, d2] = two_digits(d);
+    out.extend_from_slice(&[a, b, c, e, b'-', m1, m2, b'-', d1, d2]);
     Ok(())
 }
 
@@ -238,12 +250,11 @@ pub fn write_time(out: &mut Vec<u8>, ticks: i64, per_second: i64) -> Res<()> {
     if ticks < 0 || ticks >= 86_400 * per_second {
         return Err(Decline);
     }
-    let secs = ticks / per_second;
-    push_digits(out, (secs / 3600) as u64, 2);
-    out.push(b':');
-    push_digits(out, (secs / 60 % 60) as u64, 2);
-    out.push(b':');
-    push_digits(out, (secs % 60) as u64, 2);
+    let secs = (ticks / per_second) as u32;
+    let [h1, h2] = two_digits(secs / 3600);
+    let [m1, m2] = two_digits(secs / 60 % 60);
+    let [s1, s2] = two_digits(secs % 60);
+    out.extend_from_slice(&[h1, h2, b':', m1, m2, b':', s1, s2]);
     let width = match per_second {
         1 => 0,
         1_000 => 3,
@@ -616,6 +627,32 @@ impl Enc<'_> {
 
 /// Batches of at least twice this many rows are encoded in parallel row ranges.
 const MIN_SLICE_ROWS: usize = 8_192;
+/// Output buffers kept for the next batch (their pages stay mapped: no page faults).
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// At most this much capacity is kept in `POOL`.
+const POOL_BYTES: usize = 128 << 20;
+
+fn pooled_buffer() -> Vec<u8> {
+    POOL.lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_default()
+}
+
+/// Give the parts of an encoded batch back once they were copied out.
+pub fn recycle(parts: Vec<Vec<u8>>) {
+    let Ok(mut pool) = POOL.lock() else {
+        return;
+    };
+    let mut kept: usize = pool.iter().map(Vec::capacity).sum();
+    for mut part in parts {
+        if kept + part.capacity() <= POOL_BYTES {
+            kept += part.capacity();
+            part.clear();
+            pool.push(part);
+        }
+    }
+}
 
 /// Encode every row of `batch` as `head` + `"name":value,...` + `tail`, in consecutive
 /// parts (one per thread) to be concatenated in order.
@@ -646,7 +683,7 @@ pub fn encode_batch(
     };
     let step = rows.div_ceil(threads);
     let encode_rows = |lo: usize, hi: usize| -> Res<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = pooled_buffer();
         let mut scratch = String::new();
         for i in lo..hi {
             if i == lo + 64 {

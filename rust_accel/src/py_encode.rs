@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
-use crate::encode::{encode_batch, write_json_string};
+use crate::encode::{encode_batch, recycle, write_json_string};
 
 /// Encode a record batch (anything with `__arrow_c_array__`) as Singer RECORD lines,
 /// exactly as `dativo_bridge.codecs.encode.encode_records` does; `None` when the batch
@@ -78,16 +78,42 @@ pub fn encode_records<'py>(
     let Ok(parts) = encoded else {
         return Ok(None);
     };
-    let total = parts.iter().map(Vec::len).sum();
-    let bytes = PyBytes::new_with(py, total, |buf| {
-        let mut at = 0;
-        for part in &parts {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        Ok(())
-    })?;
+    let bytes = concat_bytes(py, &parts)?;
+    recycle(parts);
     Ok(Some(bytes))
+}
+
+/// One `bytes` object holding `parts` in order. The object is allocated uninitialised
+/// (pyo3's `PyBytes::new_with` would zero it first) and the parts are copied into it in
+/// parallel, without the GIL.
+fn concat_bytes<'py>(py: Python<'py>, parts: &[Vec<u8>]) -> PyResult<Bound<'py, PyBytes>> {
+    let total: usize = parts.iter().map(Vec::len).sum();
+    let size = isize::try_from(total).map_err(|_| PyValueError::new_err("output too large"))?;
+    // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new bytes object of n bytes
+    // (uninitialised) or NULL with an exception set; it is owned here until returned.
+    let object = unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        if ptr.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: the object is new and not shared yet, so writing its n bytes is allowed.
+    let base = unsafe { pyo3::ffi::PyBytes_AsString(object.as_ptr()) } as usize;
+    py.detach(|| {
+        std::thread::scope(|scope| {
+            let mut at = 0;
+            for part in parts {
+                let dest = base + at;
+                at += part.len();
+                // SAFETY: each part goes to its own disjoint range of the buffer.
+                scope.spawn(move || unsafe {
+                    std::ptr::copy_nonoverlapping(part.as_ptr(), dest as *mut u8, part.len());
+                });
+            }
+        });
+    });
+    Ok(object)
 }
 
 /// Rows `start..start + len` of `data`, with every struct node at offset 0.
