@@ -230,8 +230,35 @@ fn two_digits(v: u32) -> [u8; 2] {
     [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
 }
 
+/// Entries of the per-thread cache of formatted dates (direct-mapped by day number).
+const DATE_CACHE: usize = 512;
+
+thread_local! {
+    /// Recently formatted dates: timestamp columns repeat a day for many rows.
+    static DATES: std::cell::RefCell<Vec<(i64, [u8; 10])>> =
+        std::cell::RefCell::new(vec![(i64::MIN, [0; 10]); DATE_CACHE]);
+}
+
 /// `YYYY-MM-DD` of a day count; years outside 1..=9999 decline.
 pub fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
+    let slot = days.rem_euclid(DATE_CACHE as i64) as usize;
+    let cached = DATES.with(|c| {
+        let entry = c.borrow()[slot];
+        (entry.0 == days).then_some(entry.1)
+    });
+    let text = match cached {
+        Some(text) => text,
+        None => {
+            let text = format_date(days)?;
+            DATES.with(|c| c.borrow_mut()[slot] = (days, text));
+            text
+        }
+    };
+    out.extend_from_slice(&text);
+    Ok(())
+}
+
+fn format_date(days: i64) -> Res<[u8; 10]> {
     let (y, m, d) = civil_from_days(days);
     if !(1..=9999).contains(&y) {
         return Err(Decline);
@@ -241,8 +268,7 @@ pub fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
     let [c, e] = two_digits(y % 100);
     let [m1, m2] = two_digits(m);
     let [d1, d2] = two_digits(d);
-    out.extend_from_slice(&[a, b, c, e, b'-', m1, m2, b'-', d1, d2]);
-    Ok(())
+    Ok([a, b, c, e, b'-', m1, m2, b'-', d1, d2])
 }
 
 /// `HH:MM:SS[.fraction]` of a time of day in ticks of `per_second` (1, 1e3, 1e6, 1e9).
@@ -337,20 +363,22 @@ enum Enc<'a> {
 
 /// An encoder with the array it reads (for its null mask).
 struct Child<'a> {
-    array: &'a dyn Array,
+    /// The array's validity (None: no nulls), read without a virtual call per value.
+    nulls: Option<arrow_buffer::NullBuffer>,
     enc: Enc<'a>,
 }
 
 impl<'a> Child<'a> {
     fn new(field: &Field, array: &'a ArrayRef) -> Res<Self> {
         Ok(Child {
-            array: array.as_ref(),
+            nulls: array.logical_nulls().filter(|n| n.null_count() > 0),
             enc: build(field, array)?,
         })
     }
 
+    #[inline]
     fn write(&self, i: usize, out: &mut Vec<u8>, scratch: &mut String) -> Res<()> {
-        if self.array.is_null(i) {
+        if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
             out.extend_from_slice(b"null");
             return Ok(());
         }
@@ -564,9 +592,7 @@ impl Enc<'_> {
             }
             Enc::Bin(f) => write_base64(out, f(i)),
             Enc::Dec128(v, s) => {
-                scratch.clear();
-                let _ = write!(scratch, "{}", v[i]);
-                write_decimal(out, scratch, *s);
+                write_decimal(out, itoa::Buffer::new().format(v[i]), *s);
             }
             Enc::Dec256(v, s) => {
                 scratch.clear();
