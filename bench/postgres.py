@@ -232,9 +232,12 @@ def table_facts(dsn: str, qualified: str) -> dict[str, Any]:
     return {"server_version": row[0], "table_bytes": int(row[1]), "table_pages": int(row[2])}
 
 
-def ensure_venv(name: str) -> Path:
-    """The python of bench/.venvs/<name>, created (or refilled when the pins change) on use."""
-    packages, _ = PEERS[name]
+def ensure_venv(name: str, packages: Sequence[str] | None = None) -> Path:
+    """The python of bench/.venvs/<name>, created (or refilled when the pins change) on use.
+
+    ``packages`` are the pinned requirements to install; by default those of ``PEERS[name]``.
+    """
+    packages = list(PEERS[name][0] if packages is None else packages)
     venv = VENVS / name
     python = venv / "bin" / "python"
     marker = venv / ".installed"
