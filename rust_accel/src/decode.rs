@@ -1025,6 +1025,35 @@ impl Col {
                 }
             };
         }
+        // The same for the 32- and 64-bit offset builders of each kind.
+        macro_rules! string_into {
+            ($b:expr) => {{
+                if p.peek()? != b'"' {
+                    return Err(Decline("string expected"));
+                }
+                let s = text!();
+                // SAFETY: `Parser::string` returns valid UTF-8 only.
+                $b.append_value(unsafe { std::str::from_utf8_unchecked(s) });
+            }};
+        }
+        macro_rules! json_into {
+            ($b:expr) => {{
+                sc.out.clear();
+                write_canonical(p, &mut sc.out, &mut sc.text, depth)?;
+                // SAFETY: built from valid UTF-8 strings and ASCII.
+                $b.append_value(unsafe { std::str::from_utf8_unchecked(&sc.out) });
+            }};
+        }
+        macro_rules! binary_into {
+            ($b:expr) => {{
+                if p.peek()? != b'"' {
+                    return Err(Decline("base64 string expected"));
+                }
+                let s = text!();
+                base64_decode(s, &mut sc.out)?;
+                $b.append_value(&sc.out);
+            }};
+        }
         match self {
             Col::Null(_) => return Err(Decline("null expected")),
             Col::Bool(b) => match p.peek()? {
@@ -1065,50 +1094,12 @@ impl Col {
                 };
                 b.append_value(v);
             }
-            Col::Str(b) => {
-                if p.peek()? != b'"' {
-                    return Err(Decline("string expected"));
-                }
-                let s = text!();
-                // SAFETY: `Parser::string` returns valid UTF-8 only.
-                b.append_value(unsafe { std::str::from_utf8_unchecked(s) });
-            }
-            Col::LargeStr(b) => {
-                if p.peek()? != b'"' {
-                    return Err(Decline("string expected"));
-                }
-                let s = text!();
-                // SAFETY: as above.
-                b.append_value(unsafe { std::str::from_utf8_unchecked(s) });
-            }
-            Col::Json(b) => {
-                sc.out.clear();
-                write_canonical(p, &mut sc.out, &mut sc.text, depth)?;
-                // SAFETY: built from valid UTF-8 strings and ASCII.
-                b.append_value(unsafe { std::str::from_utf8_unchecked(&sc.out) });
-            }
-            Col::LargeJson(b) => {
-                sc.out.clear();
-                write_canonical(p, &mut sc.out, &mut sc.text, depth)?;
-                // SAFETY: as above.
-                b.append_value(unsafe { std::str::from_utf8_unchecked(&sc.out) });
-            }
-            Col::Bin(b) => {
-                if p.peek()? != b'"' {
-                    return Err(Decline("base64 string expected"));
-                }
-                let s = text!();
-                base64_decode(s, &mut sc.out)?;
-                b.append_value(&sc.out);
-            }
-            Col::LargeBin(b) => {
-                if p.peek()? != b'"' {
-                    return Err(Decline("base64 string expected"));
-                }
-                let s = text!();
-                base64_decode(s, &mut sc.out)?;
-                b.append_value(&sc.out);
-            }
+            Col::Str(b) => string_into!(b),
+            Col::LargeStr(b) => string_into!(b),
+            Col::Json(b) => json_into!(b),
+            Col::LargeJson(b) => json_into!(b),
+            Col::Bin(b) => binary_into!(b),
+            Col::LargeBin(b) => binary_into!(b),
             Col::D128(b, precision, scale) => {
                 let (neg, digits) = decimal_input(p, sc, *precision, *scale)?;
                 let mut v: i128 = 0;
@@ -1197,7 +1188,6 @@ impl Col {
     }
 
     fn finish(self) -> Res<ArrayRef> {
-        use arrow_array::builder::ArrayBuilder;
         Ok(match self {
             Col::Null(n) => Arc::new(NullArray::new(n)),
             Col::Bool(mut b) => Arc::new(b.finish()),
@@ -1211,19 +1201,9 @@ impl Col {
             Col::U64(mut b) => Arc::new(b.finish()),
             Col::F32(mut b, _) => Arc::new(b.finish()),
             Col::F64(mut b) => Arc::new(b.finish()),
-            Col::Str(mut b) | Col::Json(mut b) => {
-                if b.values_slice().len() > i32::MAX as usize {
-                    return Err(Decline("string column over 2 GiB"));
-                }
-                ArrayBuilder::finish(&mut b)
-            }
+            Col::Str(mut b) | Col::Json(mut b) => Arc::new(b.finish()),
             Col::LargeStr(mut b) | Col::LargeJson(mut b) => Arc::new(b.finish()),
-            Col::Bin(mut b) => {
-                if b.values_slice().len() > i32::MAX as usize {
-                    return Err(Decline("binary column over 2 GiB"));
-                }
-                Arc::new(b.finish())
-            }
+            Col::Bin(mut b) => Arc::new(b.finish()),
             Col::LargeBin(mut b) => Arc::new(b.finish()),
             Col::D128(mut b, ..) => Arc::new(b.finish()),
             Col::D256(mut b, ..) => Arc::new(b.finish()),
@@ -1376,9 +1356,7 @@ impl StructCol {
                             }
                         }
                         p.expect(b':')?;
-                        let mut skip_scratch = std::mem::take(&mut sc.text);
-                        p.skip(&mut skip_scratch, depth)?;
-                        sc.text = skip_scratch;
+                        p.skip(&mut sc.text, depth)?;
                     }
                 }
                 if !p.more(b'}')? {
@@ -1441,8 +1419,14 @@ impl RecordDecoder {
         self.schema.clone()
     }
 
-    /// Decode whole RECORD messages (each one line, with or without its newline).
+    /// Decode whole RECORD messages (each one line, with or without its newline). A panic
+    /// in a builder (a 32-bit offset buffer past 2 GiB) declines rather than unwinding.
     pub fn decode(&self, lines: &[&[u8]]) -> Res<Decoded> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_lines(lines)))
+            .unwrap_or(Err(Decline("internal error in the decoder")))
+    }
+
+    fn decode_lines(&self, lines: &[&[u8]]) -> Res<Decoded> {
         let mut top = StructCol::new(self.schema.fields(), self.f32_direct)?;
         let mut sc = Scratch {
             text: Vec::new(),
@@ -1507,9 +1491,7 @@ fn message(
             }
             top.object(p, sc, 1, Some(extra))?;
         } else {
-            let mut scratch = std::mem::take(&mut sc.text);
-            p.skip(&mut scratch, 1)?;
-            sc.text = scratch;
+            p.skip(&mut sc.text, 1)?;
         }
         if !p.more(b'}')? {
             break;

@@ -43,7 +43,7 @@ struct Plan {
 impl Plan {
     fn open(&self, index: usize) -> Result<CopyStream, Error> {
         let decoder = BatchDecoder::new(self.schema.clone(), &self.decoders, self.batch_bytes)?;
-        let source = Source::open_cancellable(
+        let source = Source::open(
             &self.dsn,
             self.setup.clone(),
             self.queries[index].clone(),

@@ -139,7 +139,7 @@ pub fn read_copy(
     let budget = batch_bytes.clamp(1, MAX_BATCH_BYTES);
     let decoder = BatchDecoder::new(schema.clone(), &decoders, budget).map_err(to_py)?;
     let source = py
-        .detach(move || Source::open_cancellable(&dsn, setup, query, None, tls))
+        .detach(move || Source::open(&dsn, setup, query, None, tls))
         .map_err(to_py)?;
     Ok(CopyReader {
         stream: Mutex::new(Some(Box::new(CopyStream::new(decoder, source)))),

@@ -52,13 +52,9 @@ impl Source {
     /// Connect with `dsn` (a libpq key=value string or a postgres:// URI), run each of
     /// `setup`, then start `copy` (a `COPY ... TO STDOUT (FORMAT binary)`). Returns once
     /// the COPY has started, so connection and SQL errors surface here.
-    pub fn open(dsn: &str, setup: Vec<String>, copy: String) -> Result<Source, Error> {
-        Source::open_cancellable(dsn, setup, copy, None, None)
-    }
-
-    /// As `open`, over TLS when `tls` is given (the DSN's `sslmode` must then be
-    /// `require`); `recv` also returns (with an error) soon after `cancel` is set.
-    pub fn open_cancellable(
+    /// Over TLS when `tls` is given (the DSN's `sslmode` must then be `require`); `recv`
+    /// also returns (with an error) soon after `cancel` is set.
+    pub fn open(
         dsn: &str,
         setup: Vec<String>,
         copy: String,
@@ -321,6 +317,8 @@ mod tests {
             "host=/nowhere password=hunter22 port=x",
             vec![],
             String::new(),
+            None,
+            None,
         ) else {
             panic!("expected a connect error")
         };
@@ -337,7 +335,7 @@ mod tests {
             "host={} user=u password=hunter22 connect_timeout=2",
             dir.display()
         );
-        let Err(Error::Connect(m)) = Source::open(&dsn, vec![], String::new()) else {
+        let Err(Error::Connect(m)) = Source::open(&dsn, vec![], String::new(), None, None) else {
             panic!("expected a connect error")
         };
         assert!(

@@ -240,21 +240,19 @@ class PostgresReader(ArrowReader):
 
     def _copy(
         self,
-        conn: psycopg.Connection | None,
+        conn: psycopg.Connection,
         relation: sql.Composable,
         plans: Sequence[ColumnPlan],
         condition: sql.Composable | None,
         order_by: str | None,
         where: str,
-        setup: Sequence[str] = (),
     ) -> Iterator[pa.RecordBatch]:
         """One COPY through the Rust extension when in use, else through psycopg + CSV."""
         if self._rust_dsn is not None:
             query = accel.copy_query(relation, plans, condition, order_by)
             return accel.read_copy(
-                self._rust_dsn, query, plans, self._batch_bytes, where, setup, self._rust_tls
+                self._rust_dsn, query, plans, self._batch_bytes, where, tls=self._rust_tls
             )
-        assert conn is not None
         query = pgcopy.copy_query(relation, plans, condition, order_by)
         return pgcopy.read_copy(conn, query, plans, self._batch_bytes, where)
 
