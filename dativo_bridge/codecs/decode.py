@@ -52,12 +52,43 @@ def _rust_decoder_class() -> Any | None:
 _RUST_DECODER = _rust_decoder_class()
 
 
+def split_segments(
+    segments: Sequence[tuple[bytes, int, int]], first_numbers: Sequence[int]
+) -> tuple[list[bytes], list[int]]:
+    """The lines of ``(data, start, end)`` segments and their line numbers.
+
+    Each line ends after a newline; a last piece without one is a line too (as the Rust
+    decoder splits them).
+    """
+    lines: list[bytes] = []
+    numbers: list[int] = []
+    for (data, start, end), first in zip(segments, first_numbers, strict=True):
+        if start == 0 and end == len(data) and data.find(b"\n", 0, end - 1) < 0:
+            pieces = [data] if data else []  # one line, as the line-by-line path holds it
+        else:
+            parts = data[start:end].split(b"\n")
+            pieces = [part + b"\n" for part in parts[:-1]]
+            if parts[-1]:
+                pieces.append(parts[-1])
+        lines.extend(pieces)
+        numbers.extend(range(first, first + len(pieces)))
+    return lines, numbers
+
+
+#: 19 digits in a row: maybe an integer beyond -2**63..2**64-1, which orjson reads as a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
 def loads(line: bytes) -> Any:
-    """Parse one JSON document; accepts NaN/Infinity tokens like Python's json module."""
+    """Parse one JSON document as Python's json module does (NaN/Infinity tokens, integers
+    of any size), with orjson where that gives the same values."""
     try:
-        return orjson.loads(line)
+        value = orjson.loads(line)
     except orjson.JSONDecodeError:
         return json.loads(line)
+    if _LONG_DIGITS.search(line) is not None:
+        return json.loads(line)  # orjson turns integers beyond 64 bits into floats
+    return value
 
 
 def _has_lone_surrogate(message: Any) -> bool:
@@ -377,15 +408,48 @@ class RecordDecoder:
             return pa.RecordBatch.from_pylist([], schema=self.schema)
         if self._rust is not None:
             try:
-                decoded, extra, reason = self._rust.decode(lines)
+                result = self._rust.decode(lines)
             except TypeError:  # lines that are not bytes objects: the Python paths take them
-                decoded, extra, reason = None, [], "not bytes"
-            if decoded is not None:
-                if extra:
-                    self._warn_extra(extra)
-                columns = pa.record_batch(decoded).columns
-                return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+                result = None, [], "not bytes"
+            batch = self._from_rust(*result)
+            if batch is not None:
+                return batch
+        return self._decode_python(lines, line_numbers)
+
+    def decode_segments(
+        self, segments: Sequence[tuple[bytes, int, int]], first_numbers: Sequence[int]
+    ) -> pa.RecordBatch:
+        """:meth:`decode` of the lines held in ``data[start:end]`` of each segment.
+
+        Each line ends after a newline; a last piece without one is a line too. A target
+        passes whole blocks of its input this way, without a ``bytes`` object per line.
+
+        Args:
+            segments: ``(data, start, end)`` ranges of whole RECORD lines.
+            first_numbers: The 1-based input line number of each segment's first line;
+                its other lines follow it.
+        """
+        if self._rust is not None:
+            batch = self._from_rust(*self._rust.decode_segments(segments))
+            if batch is not None:
+                return batch
+        lines, numbers = split_segments(segments, first_numbers)
+        if not lines:
+            return pa.RecordBatch.from_pylist([], schema=self.schema)
+        return self._decode_python(lines, numbers)
+
+    def _from_rust(
+        self, decoded: Any | None, extra: Sequence[str], reason: str | None
+    ) -> pa.RecordBatch | None:
+        if decoded is None:
             logger.debug("stream '%s': Rust decoder declined a batch: %s", self.stream, reason)
+            return None
+        if extra:
+            self._warn_extra(extra)
+        columns = pa.record_batch(decoded).columns
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def _decode_python(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.RecordBatch:
         if self._parse_schema is not None:
             try:
                 batch = self._decode_fast(lines)

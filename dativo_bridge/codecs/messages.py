@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Iterator
@@ -53,11 +54,38 @@ def _is_real_stdin(source: Any) -> bool:
     return source is sys.stdin or source is sys.__stdin__
 
 
+def _record_run_function() -> Any | None:
+    """``dativo_accel.record_run`` (runs of RECORD lines found in Rust), if installed."""
+    try:
+        import dativo_accel
+    except ImportError:
+        return None
+    return getattr(dativo_accel, "record_run", None)
+
+
+_record_run = _record_run_function()
+
+#: Bytes asked of the input per read when it is taken in blocks (a pipe gives less).
+BLOCK_BYTES = 1 << 20
+
+
+def _binary_input(source: Any) -> Any | None:
+    """The binary stream to read ``source`` from in blocks, or None (read it by lines)."""
+    if _is_real_stdin(source):
+        return getattr(source, "buffer", None)
+    if isinstance(source, io.BufferedIOBase | io.RawIOBase):
+        return source
+    return None
+
+
 @dataclass
 class _Pending:
+    """A stream's RECORD lines waiting to be decoded, as ``(data, start, end)`` segments."""
+
     decoder: RecordDecoder
-    lines: list[bytes] = field(default_factory=list)
-    numbers: list[int] = field(default_factory=list)
+    segments: list[tuple[bytes, int, int]] = field(default_factory=list)
+    first_numbers: list[int] = field(default_factory=list)
+    lines: int = 0
     size: int = 0
 
 
@@ -84,13 +112,114 @@ class SingerInput:
         self.max_line_bytes = max_line_bytes
         self._pending: dict[str, _Pending] = {}
         self.counts: dict[str, int] = {}
+        # Block input (feed): the incomplete last line so far, and lines consumed.
+        self._tail: list[bytes] = []
+        self._tail_size = 0
+        self._line_count = 0
 
     def process(self, source: IO[Any]) -> None:
         """Consume every line of ``source`` and write what is pending at its end (the
-        writers are not committed: that is the caller's ``finish``)."""
-        for number, line in enumerate(iter_lines(source, self.max_line_bytes), start=1):
-            self.process_line(line, number)
+        writers are not committed: that is the caller's ``finish``).
+
+        With ``dativo_accel`` installed, a binary stream (or standard input) is read in
+        blocks: runs of RECORD lines go to the decoder as slices of the blocks, and only
+        the other messages are handled line by line. Otherwise line by line throughout.
+        """
+        binary = _binary_input(source) if _record_run is not None else None
+        if binary is None:
+            for number, line in enumerate(iter_lines(source, self.max_line_bytes), start=1):
+                self.process_line(line, number)
+        else:
+            read = getattr(binary, "read1", None) or binary.read
+            while chunk := read(BLOCK_BYTES):
+                self.feed(bytes(chunk))
+            self.end_of_input()
         self.flush()
+
+    def feed(self, chunk: bytes) -> None:
+        """Handle the next ``chunk`` of a message stream given in blocks (any sizes, lines
+        may span chunks); call :meth:`end_of_input` after the last one."""
+        if not chunk:
+            return
+        if b"\n" not in chunk:
+            self._hold(chunk)
+            return
+        if self._tail:
+            self._tail.append(chunk)
+            chunk = b"".join(self._tail)
+            self._tail, self._tail_size = [], 0
+        end = self._feed_lines(chunk)
+        if end < len(chunk):
+            self._hold(chunk[end:])
+
+    def end_of_input(self) -> None:
+        """Handle a last line that has no newline (as :func:`iter_lines` gives it)."""
+        if self._tail:
+            line = b"".join(self._tail)
+            self._tail, self._tail_size = [], 0
+            self._line_count += 1
+            self.process_line(line, self._line_count)
+
+    def _hold(self, piece: bytes) -> None:
+        self._tail.append(piece)
+        self._tail_size += len(piece)
+        if self._tail_size > self.max_line_bytes:
+            raise DecodeError(
+                f"line is longer than max_line_bytes ({self.max_line_bytes} bytes)",
+                line_number=self._line_count + 1,
+                expected="one Singer message per line",
+            )
+
+    def _feed_lines(self, data: bytes) -> int:
+        """Handle the complete lines of ``data``; returns where the incomplete rest starts."""
+        assert _record_run is not None
+        run = _record_run
+        # Runs are only taken where no line can be too long (a longer line is then
+        # checked line by line below).
+        runs_ok = len(data) <= self.max_line_bytes + 1
+        name: bytes | None = None
+        pending: _Pending | None = None
+        pos = 0
+        size = len(data)
+        while pos < size:
+            if runs_ok:
+                lines_left = bytes_left = 0
+                if pending is not None:
+                    lines_left = self.batch_rows - pending.lines
+                    bytes_left = self.batch_bytes - pending.size
+                head, end, count = run(data, pos, name, lines_left, bytes_left)
+                if count:
+                    assert pending is not None and name is not None
+                    pending.segments.append((data, pos, end))
+                    pending.first_numbers.append(self._line_count + 1)
+                    pending.lines += count
+                    pending.size += end - pos
+                    self._line_count += count
+                    self.counts["RECORD"] = self.counts.get("RECORD", 0) + count
+                    pos = end
+                    if pending.lines >= self.batch_rows or pending.size >= self.batch_bytes:
+                        self._flush_stream(name.decode("utf-8", "replace"), pending)
+                    continue
+                if head is not None and head != name:
+                    found = self._pending.get(head.decode("utf-8", "replace"))
+                    if found is not None:
+                        name, pending = head, found
+                        continue
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                return pos
+            self._line_count += 1
+            line = data[pos : newline + 1]
+            if len(line) > self.max_line_bytes + 1:
+                raise DecodeError(
+                    f"line is longer than max_line_bytes ({self.max_line_bytes} bytes)",
+                    line_number=self._line_count,
+                    expected="one Singer message per line",
+                )
+            self.process_line(line, self._line_count)
+            name = pending = None  # a SCHEMA may have replaced the stream's decoder
+            pos = newline + 1
+        return pos
 
     def process_line(self, line: bytes, number: int) -> None:
         """Handle one input line (1-based ``number`` for error messages)."""
@@ -149,10 +278,11 @@ class SingerInput:
                 line_number=number,
                 expected="a SCHEMA message for the stream first",
             )
-        pending.lines.append(line)
-        pending.numbers.append(number)
+        pending.segments.append((line, 0, len(line)))
+        pending.first_numbers.append(number)
+        pending.lines += 1
         pending.size += len(line)
-        if len(pending.lines) >= self.batch_rows or pending.size >= self.batch_bytes:
+        if pending.lines >= self.batch_rows or pending.size >= self.batch_bytes:
             self._flush_stream(stream, pending)
 
     def _schema(self, message: dict[str, Any], number: int) -> None:
@@ -240,9 +370,10 @@ class SingerInput:
     def _flush_stream(self, stream: str, pending: _Pending) -> None:
         if not pending.lines:
             return
-        batch = pending.decoder.decode(pending.lines, pending.numbers)
-        pending.lines = []
-        pending.numbers = []
+        batch = pending.decoder.decode_segments(pending.segments, pending.first_numbers)
+        pending.segments = []
+        pending.first_numbers = []
+        pending.lines = 0
         pending.size = 0
         self.writers.write(stream, batch)
 

@@ -377,8 +377,8 @@ fn float_token<'a>(p: &mut Parser<'a>) -> Res<Option<&'a [u8]>> {
     })
 }
 
-/// Whether orjson (which Python's decoder uses first) reads this integer token as an int:
-/// it must lie in i64::MIN..=u64::MAX; beyond that orjson returns a float.
+/// Whether the integer token lies in i64::MIN..=u64::MAX (orjson's range; beyond it the
+/// Python decoder re-reads the line with `json`, and this decoder declines).
 fn orjson_int(text: &[u8]) -> bool {
     let num = Num {
         text,
@@ -559,8 +559,7 @@ fn write_canonical(
             Some(text) => {
                 let integral = !text.iter().any(|&c| c == b'.' || c == b'e' || c == b'E');
                 if integral {
-                    // orjson reads an integer beyond i64..u64 as a float, Python's json
-                    // (used for lines with NaN/Infinity) as an int: it depends on the line.
+                    // Integers beyond i64..u64 are rare: left to Python (exact ints).
                     if !orjson_int(text) {
                         return Err(Decline("integer beyond 64 bits in JSON text"));
                     }
@@ -1271,7 +1270,7 @@ fn decimal_input(
         b'-' | b'0'..=b'9' => {
             let num = p.number()?;
             if num.integral && !orjson_int(num.text) {
-                // Python's two paths read it differently (a float, or its digits).
+                // Rare: left to Python (an exact int).
                 return Err(Decline("integer beyond 64 bits for a decimal"));
             }
             decimal_digits(num.text, precision, scale, !num.integral)
@@ -1634,7 +1633,7 @@ mod tests {
             "{\"b\":[1,2.5,0,100.0,\"é\\n\\u001f\",true,null,Infinity,NaN]}"
         );
         assert!(decode(&d, &[r#"{"record":{"j":{"a":1,"a":2}}}"#]).is_err());
-        // Integers beyond i64..u64: a float or an int in Python, depending on the line.
+        // Integers up to the ends of i64..u64 are read here; beyond them, Python reads.
         let max = decode(
             &d,
             &[r#"{"record":{"j":[18446744073709551615,-9223372036854775808]}}"#],

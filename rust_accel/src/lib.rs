@@ -11,6 +11,7 @@ pub mod columns;
 pub mod decode;
 pub mod encode;
 pub mod errors;
+pub mod lines;
 pub mod numeric;
 pub mod parallel;
 pub mod py_copy;
@@ -36,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_encode::encode_records, m)?)?;
     m.add_class::<py_decode::RecordDecoder>()?;
     m.add_class::<py_decode::DecodedBatch>()?;
+    m.add_function(wrap_pyfunction!(py_decode::record_run, m)?)?;
     m.add("CopyError", py.get_type::<py_copy::CopyError>())?;
     m.add("ConnectError", py.get_type::<py_copy::ConnectError>())?;
     Ok(())

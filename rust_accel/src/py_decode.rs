@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule};
 
 use crate::decode::RecordDecoder as Decoder;
+use crate::lines::{self, split_lines};
 use crate::py_copy::import_schema;
 
 /// Decodes the RECORD lines of one stream into Arrow batches of its schema, giving the
@@ -56,6 +57,50 @@ impl RecordDecoder {
             Err(decline) => (None, Vec::new(), Some(decline.0)),
         }
     }
+
+    /// `decode` of the lines of `(data, start, end)` segments, split after each `\n` (a
+    /// last piece without one is a line too): whole blocks of input, no object per line.
+    fn decode_segments(
+        &self,
+        py: Python<'_>,
+        segments: Vec<(Bound<'_, PyBytes>, usize, usize)>,
+    ) -> PyResult<(Option<DecodedBatch>, Vec<String>, Option<&'static str>)> {
+        let mut slices: Vec<&[u8]> = Vec::new();
+        for (data, start, end) in &segments {
+            let bytes = data.as_bytes();
+            let piece = bytes
+                .get(*start..*end)
+                .ok_or_else(|| PyValueError::new_err("segment out of range"))?;
+            slices.extend(split_lines(piece));
+        }
+        let inner = &self.inner;
+        Ok(match py.detach(|| inner.decode(&slices)) {
+            Ok(decoded) => (
+                Some(DecodedBatch {
+                    batch: Mutex::new(Some(decoded.batch)),
+                }),
+                decoded.extra,
+                None,
+            ),
+            Err(decline) => (None, Vec::new(), Some(decline.0)),
+        })
+    }
+}
+
+/// The run of RECORD lines of one stream at `start` in `data` (see `lines::record_run`):
+/// `(stream named by the first line's head or None, end of the run, lines in it)`.
+#[pyfunction]
+#[pyo3(signature = (data, start, stream, max_lines, max_bytes))]
+pub fn record_run<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyBytes>,
+    start: usize,
+    stream: Option<&[u8]>,
+    max_lines: usize,
+    max_bytes: usize,
+) -> (Option<Bound<'py, PyBytes>>, usize, usize) {
+    let run = lines::record_run(data.as_bytes(), start, stream, max_lines, max_bytes);
+    (run.head.map(|h| PyBytes::new(py, h)), run.end, run.count)
 }
 
 /// One decoded record batch, exported once through `__arrow_c_array__`.

@@ -13,6 +13,8 @@ does not support (then the Python encoder is used).
 ``RecordDecoder`` reads Singer RECORD lines into Arrow record batches of a stream's schema,
 with the values ``dativo_bridge.codecs.decode.RecordDecoder`` gives, or declines a batch
 (anything invalid or read differently by Python), which Python then decodes and reports.
+``record_run`` finds runs of RECORD lines of one stream in a block of input, so a target
+hands whole blocks to the decoder (``RecordDecoder.decode_segments``).
 """
 
 from dativo_accel._core import (
@@ -25,6 +27,7 @@ from dativo_accel._core import (
     encode_records,
     read_copy,
     read_copy_parallel,
+    record_run,
 )
 
 __all__ = [
@@ -37,4 +40,5 @@ __all__ = [
     "encode_records",
     "read_copy",
     "read_copy_parallel",
+    "record_run",
 ]

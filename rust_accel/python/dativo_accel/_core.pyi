@@ -13,6 +13,7 @@ __all__ = [
     "encode_records",
     "read_copy",
     "read_copy_parallel",
+    "record_run",
 ]
 __version__: str
 
@@ -156,3 +157,32 @@ class RecordDecoder:
             schema; or ``(None, [], reason)`` when the batch is declined: a value
             Python rejects, or one Python reads in a way not reproduced here.
         """
+    def decode_segments(
+        self, segments: Sequence[tuple[bytes, int, int]]
+    ) -> tuple[DecodedBatch | None, list[str], str | None]:
+        """``decode`` of the lines in ``data[start:end]`` of each ``(data, start, end)``.
+
+        Each line ends after a ``\\n``; a last piece without one is a line too. Lets a
+        target pass whole blocks of input instead of one ``bytes`` object per line.
+
+        Raises:
+            ValueError: A segment is out of its data's range.
+        """
+
+def record_run(
+    data: bytes, start: int, stream: bytes | None, max_lines: int, max_bytes: int
+) -> tuple[bytes | None, int, int]:
+    """The run of RECORD lines of ``stream`` starting at ``data[start]``.
+
+    A line belongs to the run when it is complete (ends in ``\\n``) and starts with
+    ``{"type": "RECORD", "stream": "<stream>"`` (white space allowed around the tokens, no
+    escapes in the name): the head pattern of ``dativo_bridge.codecs.messages``.
+    The run holds at most ``max_lines`` lines and ends with the line that brings its
+    size to ``max_bytes`` or more.
+
+    Returns:
+        ``(head, end, count)``: the stream named by the first line's head (None when it
+        is not such a line or not complete), the end offset of the run and its number of
+        lines. The run is empty when the first line names another stream or ``stream``
+        is None: ask again with that stream's limits.
+    """
