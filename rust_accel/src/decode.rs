@@ -406,7 +406,7 @@ pub fn write_py_float(out: &mut Vec<u8>, v: f64) {
         });
         return;
     }
-    let mut buf = ryu::Buffer::new();
+    let mut buf = zmij::Buffer::new();
     let text = buf.format_finite(v).as_bytes();
     let (neg, body) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),

@@ -60,7 +60,7 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Arrow's float-to-string text (double-conversion shortest, exponent outside
 /// 1e-6..<1e10, `e+N`/`e-N`) plus the Singer tokens for NaN, infinities and -0.0.
-/// `text` is any exact decimal text of the shortest round-trip digits (ryu's output,
+/// `text` is any exact decimal text of the shortest round-trip digits (zmij's output,
 /// `1.25e-7`, `100.0`, `0.0001`): only its digits and exponent are used.
 fn write_float_text(out: &mut Vec<u8>, text: &str) {
     let (negative, body) = match text.strip_prefix('-') {
@@ -145,7 +145,7 @@ fn write_float_text(out: &mut Vec<u8>, text: &str) {
 }
 
 /// A float value as Singer text (see `write_float_text`).
-pub fn write_float<F: ryu::Float + Into<f64>>(out: &mut Vec<u8>, v: F, is_nan: bool, inf: i8) {
+pub fn write_float<F: zmij::Float + Into<f64>>(out: &mut Vec<u8>, v: F, is_nan: bool, inf: i8) {
     if is_nan {
         out.extend_from_slice(b"NaN");
     } else if inf > 0 {
@@ -153,11 +153,11 @@ pub fn write_float<F: ryu::Float + Into<f64>>(out: &mut Vec<u8>, v: F, is_nan: b
     } else if inf < 0 {
         out.extend_from_slice(b"-Infinity");
     } else {
-        let mut buffer = ryu::Buffer::new();
+        let mut buffer = zmij::Buffer::new();
         let text = buffer.format_finite(v);
         let magnitude = v.into().abs();
         if (1e-5..1e10).contains(&magnitude) && !text.contains('e') {
-            // ryu's plain text is already Arrow's, but for the ".0" of whole values.
+            // zmij's plain text is already Arrow's, but for the ".0" of whole values.
             let text = text.strip_suffix(".0").unwrap_or(text);
             out.extend_from_slice(text.as_bytes());
         } else {

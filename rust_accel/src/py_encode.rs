@@ -1,5 +1,7 @@
 //! The Python face of the Singer RECORD encoder (`encode::encode_batch`).
 
+use std::sync::Mutex;
+
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::StructArray;
 use arrow_data::ArrayData;
@@ -83,21 +85,67 @@ pub fn encode_records<'py>(
     Ok(Some(bytes))
 }
 
-/// One `bytes` object holding `parts` in order. The object is allocated uninitialised
-/// (pyo3's `PyBytes::new_with` would zero it first) and the parts are copied into it in
-/// parallel, without the GIL.
-fn concat_bytes<'py>(py: Python<'py>, parts: &[Vec<u8>]) -> PyResult<Bound<'py, PyBytes>> {
-    let total: usize = parts.iter().map(Vec::len).sum();
-    let size = isize::try_from(total).map_err(|_| PyValueError::new_err("output too large"))?;
+/// The last output, kept so the next call can write into its memory when nothing else
+/// holds it any more (a fresh 100 MB `bytes` costs more in page faults than to fill).
+static LAST: Mutex<Option<Py<PyBytes>>> = Mutex::new(None);
+/// Outputs up to this size are kept in `LAST`.
+const KEEP_BYTES: usize = 256 << 20;
+
+unsafe extern "C" {
+    // CPython's own resize of a bytes object that only its caller references (used by
+    // `bytes.join` and friends); pyo3-ffi does not export it.
+    fn _PyBytes_Resize(
+        bytes: *mut *mut pyo3::ffi::PyObject,
+        newsize: pyo3::ffi::Py_ssize_t,
+    ) -> std::os::raw::c_int;
+}
+
+/// A `bytes` object of `size` (> 0) bytes with unspecified contents, not shared: the last
+/// output resized when this module holds its only reference (so no one can see it
+/// change), else a new one (allocated uninitialised: pyo3's `PyBytes::new_with` would
+/// zero it first).
+fn blank_bytes(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyBytes>> {
+    let last = LAST.lock().ok().and_then(|mut last| last.take());
+    if let Some(last) = last {
+        let mut ptr = last.into_ptr();
+        // SAFETY: `ptr` is a bytes object we own a reference to. With a reference count
+        // of 1 that reference is the only one, so resizing it (CPython's contract for
+        // _PyBytes_Resize) and rewriting it are invisible to any other code. A resize
+        // always resets the cached hash; for an equal size it would return early, so
+        // the size is changed twice. On failure the call consumes our reference.
+        unsafe {
+            if pyo3::ffi::Py_REFCNT(ptr) == 1 && pyo3::ffi::Py_SIZE(ptr) > 0 {
+                let same = pyo3::ffi::Py_SIZE(ptr) == size;
+                if (same && _PyBytes_Resize(&mut ptr, size + 1) != 0)
+                    || _PyBytes_Resize(&mut ptr, size) != 0
+                {
+                    return Err(PyErr::fetch(py));
+                }
+                return Ok(Bound::from_owned_ptr(py, ptr).cast_into_unchecked::<PyBytes>());
+            }
+            pyo3::ffi::Py_DECREF(ptr);
+        }
+    }
     // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new bytes object of n bytes
     // (uninitialised) or NULL with an exception set; it is owned here until returned.
-    let object = unsafe {
+    unsafe {
         let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
         if ptr.is_null() {
             return Err(PyErr::fetch(py));
         }
-        Bound::from_owned_ptr(py, ptr).cast_into_unchecked::<PyBytes>()
-    };
+        Ok(Bound::from_owned_ptr(py, ptr).cast_into_unchecked::<PyBytes>())
+    }
+}
+
+/// One `bytes` object holding `parts` (not all empty) in order, copied in parallel
+/// without the GIL.
+fn concat_bytes<'py>(py: Python<'py>, parts: &[Vec<u8>]) -> PyResult<Bound<'py, PyBytes>> {
+    let total: usize = parts.iter().map(Vec::len).sum();
+    let size = isize::try_from(total).map_err(|_| PyValueError::new_err("output too large"))?;
+    if total == 0 {
+        return Ok(PyBytes::new(py, b""));
+    }
+    let object = blank_bytes(py, size)?;
     // SAFETY: the object is new and not shared yet, so writing its n bytes is allowed.
     let base = unsafe { pyo3::ffi::PyBytes_AsString(object.as_ptr()) } as usize;
     py.detach(|| {
@@ -113,6 +161,11 @@ fn concat_bytes<'py>(py: Python<'py>, parts: &[Vec<u8>]) -> PyResult<Bound<'py, 
             }
         });
     });
+    if total <= KEEP_BYTES {
+        if let Ok(mut last) = LAST.lock() {
+            *last = Some(object.clone().unbind());
+        }
+    }
     Ok(object)
 }
 

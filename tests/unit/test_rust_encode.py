@@ -168,3 +168,26 @@ def test_tables_and_empty_batches() -> None:
     assert rust_encode(ALL_TYPES.slice(0, 0), "s", None) == b""
     no_columns = pa.RecordBatch.from_pylist([{}, {}])
     assert _same(no_columns, "s", 2) is not None
+
+
+def test_output_memory_is_reused_only_when_nothing_else_holds_it() -> None:
+    """The encoder writes into its last output once every other reference is gone; an
+    output still held is never touched, and a reused one hashes by its new contents."""
+    first = pa.record_batch({"a": pa.array(["x" * 10] * 50_000)})
+    second = pa.record_batch({"a": pa.array(["y" * 10] * 50_000)})  # same size
+    kept = accel.encode_records(first, "s")
+    copy = bytes(bytearray(kept))
+    hash(kept)  # caches the hash of the first contents
+    again = accel.encode_records(second, "s")
+    assert kept == copy and again != kept  # the held output is unchanged
+    assert again == encode_records(second, "s")
+    del kept, copy
+    for batch in (first, second, first):
+        cached = hash(again)
+        del again
+        again = accel.encode_records(batch, "s")  # may reuse the dropped output's memory
+        assert again == encode_records(batch, "s")
+        assert hash(again) == hash(bytes(bytearray(again))) and hash(again) != cached
+    bigger = pa.record_batch({"a": pa.array(["z" * 30] * 50_000)})
+    del again
+    assert accel.encode_records(bigger, "s") == encode_records(bigger, "s")
