@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dativo_bridge._sdk_errors import MissingKeyPropertyError as MissingKeyPropertyError
+    from dativo_bridge._sdk_errors import RecordBeforeSchemaError as RecordBeforeSchemaError
 
 
 class DativoError(Exception):
@@ -54,14 +58,6 @@ class DecodeError(DativoError):
         super().__init__(message)
 
 
-class RecordBeforeSchemaError(DecodeError, RecordsWithoutSchemaException):
-    """A RECORD arrived for a stream whose SCHEMA has not been seen."""
-
-
-class MissingKeyPropertyError(DecodeError, MissingKeyPropertiesError):
-    """A RECORD lacks a value for one of the stream's key properties."""
-
-
 class PluginLoadError(DativoError):
     """A `module:Class` reference could not be loaded (or is not allowed)."""
 
@@ -86,3 +82,16 @@ class PluginFailedError(DativoError):
 
 class WriteError(DativoError):
     """A writer could not write or commit its data."""
+
+
+#: Errors that are also singer-sdk's exceptions (so its target tests recognise them); they
+#: live in ``_sdk_errors`` so that importing this module does not import singer-sdk.
+_SDK_ERRORS = ("MissingKeyPropertyError", "RecordBeforeSchemaError")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SDK_ERRORS:
+        from dativo_bridge import _sdk_errors
+
+        return getattr(_sdk_errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
