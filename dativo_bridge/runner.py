@@ -428,14 +428,15 @@ def _run_foreign_tap(
         singer_input = SingerInput(writers)
         assert proc.proc.stdout is not None
         last = 0.0
-        number = 0
+
+        def tick() -> None:
+            nonlocal last
+            if progress is not None and time.monotonic() - last > 0.5:
+                last = time.monotonic()
+                progress(writers.stats, last - started)
+
         try:
-            for line in iter_lines(proc.proc.stdout):
-                number += 1
-                singer_input.process_line(line, number)
-                if progress is not None and number % 10000 == 0 and time.monotonic() - last > 0.5:
-                    last = time.monotonic()
-                    progress(writers.stats, last - started)
+            singer_input.consume(proc.proc.stdout, tick)
         except DativoError:
             # A decode error at the end of the output is usually the tap dying mid-line:
             # report the crash, with its stderr, rather than the symptom.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -125,16 +125,25 @@ class SingerInput:
         blocks: runs of RECORD lines go to the decoder as slices of the blocks, and only
         the other messages are handled line by line. Otherwise line by line throughout.
         """
+        self.consume(source)
+        self.flush()
+
+    def consume(self, source: IO[Any], tick: Callable[[], None] | None = None) -> None:
+        """:meth:`process` without the final flush; ``tick`` is called now and then (after
+        each block, or every 10,000 lines), e.g. to report progress."""
         binary = _binary_input(source) if _record_run is not None else None
         if binary is None:
             for number, line in enumerate(iter_lines(source, self.max_line_bytes), start=1):
                 self.process_line(line, number)
-        else:
-            read = getattr(binary, "read1", None) or binary.read
-            while chunk := read(BLOCK_BYTES):
-                self.feed(bytes(chunk))
-            self.end_of_input()
-        self.flush()
+                if tick is not None and number % 10_000 == 0:
+                    tick()
+            return
+        read = getattr(binary, "read1", None) or binary.read
+        while chunk := read(BLOCK_BYTES):
+            self.feed(bytes(chunk))
+            if tick is not None:
+                tick()
+        self.end_of_input()
 
     def feed(self, chunk: bytes) -> None:
         """Handle the next ``chunk`` of a message stream given in blocks (any sizes, lines
