@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -78,6 +80,50 @@ def _binary_input(source: Any) -> Any | None:
     return None
 
 
+class _OrderedCalls:
+    """Runs calls on one background thread, in the order given, so the writers write a
+    batch while the next one is decoded (both release the GIL).
+
+    A failed call stops the rest: the error is raised by the next :meth:`submit` or by
+    :meth:`drain`, which waits for every call submitted before it, as if each had run
+    where it was submitted.
+    """
+
+    def __init__(self, depth: int = 1) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None]
+        self._queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._reported = False
+        self._thread = threading.Thread(target=self._run, name="dativo-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                fn, args = item
+                try:
+                    fn(*args)
+                except BaseException as exc:  # raised in the caller's thread
+                    self._error = exc
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._raise()
+        self._queue.put((fn, args))
+
+    def drain(self) -> None:
+        """Wait for every submitted call, end the thread, raise the first failure."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        # The error stays set (the thread skips every later call); it is raised once.
+        if self._error is not None and not self._reported:
+            self._reported = True
+            raise self._error
+
+
 @dataclass
 class _Pending:
     """A stream's RECORD lines waiting to be decoded, as ``(data, start, end)`` segments."""
@@ -116,6 +162,7 @@ class SingerInput:
         self._tail: list[bytes] = []
         self._tail_size = 0
         self._line_count = 0
+        self._calls: _OrderedCalls | None = None
 
     def process(self, source: IO[Any]) -> None:
         """Consume every line of ``source`` and write what is pending at its end (the
@@ -139,11 +186,23 @@ class SingerInput:
                     tick()
             return
         read = getattr(binary, "read1", None) or binary.read
-        while chunk := read(BLOCK_BYTES):
-            self.feed(bytes(chunk))
-            if tick is not None:
-                tick()
-        self.end_of_input()
+        self._calls = _OrderedCalls()
+        try:
+            while chunk := read(BLOCK_BYTES):
+                self.feed(bytes(chunk))
+                if tick is not None:
+                    tick()
+            self.end_of_input()
+        finally:
+            calls, self._calls = self._calls, None
+            calls.drain()  # a writer's earlier failure comes first, as it would have
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """A call on the writers: on the writer thread while :meth:`consume` reads blocks."""
+        if self._calls is not None:
+            self._calls.submit(fn, *args)
+        else:
+            fn(*args)
 
     def feed(self, chunk: bytes) -> None:
         """Handle the next ``chunk`` of a message stream given in blocks (any sizes, lines
@@ -264,7 +323,7 @@ class SingerInput:
             self._schema(message, number)
         elif kind == "STATE":
             self.flush()
-            self.writers.state(message.get("value"))
+            self._call(self.writers.state, message.get("value"))
         elif kind == "ACTIVATE_VERSION":
             logger.debug("ACTIVATE_VERSION for '%s' noted", message.get("stream"))
         elif kind == "BATCH":
@@ -319,13 +378,14 @@ class SingerInput:
         decoder = RecordDecoder(stream, arrow, keys)
         self._pending[stream] = _Pending(decoder)
         bookmark_keys = message.get("bookmark_properties") or []
-        self.writers.schema(
+        self._call(
+            self.writers.schema,
             StreamInfo(
                 stream,
                 decoder.schema,
                 tuple(decoder.key_properties),
                 bookmark_keys[0] if bookmark_keys else None,
-            )
+            ),
         )
 
     def _batch(self, message: dict[str, Any], number: int) -> None:
@@ -359,7 +419,8 @@ class SingerInput:
                     + b"}\n"
                     for line in lines
                 ]
-                self.writers.write(stream, pending.decoder.decode(wrapped, [number] * len(wrapped)))
+                batch = pending.decoder.decode(wrapped, [number] * len(wrapped))
+                self._call(self.writers.write, stream, batch)
                 continue
             for batch in read_batch_file(uri, fmt, compression):
                 try:
@@ -372,9 +433,9 @@ class SingerInput:
                         stream=stream,
                         line_number=number,
                     ) from None
-                self.writers.write(stream, batch)
+                self._call(self.writers.write, stream, batch)
         # The files are deleted once their rows are committed.
-        self.writers.discard_after_commit(manifest)
+        self._call(self.writers.discard_after_commit, manifest)
 
     def _flush_stream(self, stream: str, pending: _Pending) -> None:
         if not pending.lines:
@@ -384,7 +445,7 @@ class SingerInput:
         pending.first_numbers = []
         pending.lines = 0
         pending.size = 0
-        self.writers.write(stream, batch)
+        self._call(self.writers.write, stream, batch)
 
     def flush(self) -> None:
         """Decode and write every stream's pending lines."""

@@ -223,3 +223,53 @@ def test_loads_keeps_integers_beyond_64_bits() -> None:
         assert value == {"v": [int(text), 1.5]} and isinstance(value["v"][0], int)
     assert loads(b'{"v":"1234567890123456789012"}') == {"v": "1234567890123456789012"}
     assert loads(b'{"v":NaN}')["v"] != loads(b'{"v":NaN}')["v"]
+
+
+class FailingRecorder(Recorder):
+    """Fails on its ``fail_at``-th write, as a writer that cannot write."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+
+    def write(self, stream: str, batch: pa.RecordBatch) -> None:
+        if sum(1 for c in self.calls if c[0] == "write") + 1 == self.fail_at:
+            raise OSError("disk full")
+        super().write(stream, batch)
+
+
+def _calls_until_error(recorder: Recorder, source: Any, **options: Any) -> tuple[list, str]:
+    target = SingerInput(recorder, **options)  # type: ignore[arg-type]
+    try:
+        target.process(source)
+    except (OSError, DecodeError) as exc:
+        return recorder.calls, f"{type(exc).__name__}: {exc}"
+    return recorder.calls, ""
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 99])
+@pytest.mark.parametrize("bad_line", [False, True])
+def test_writer_and_decode_failures_stop_where_the_line_path_stops(
+    fail_at: int, bad_line: bool
+) -> None:
+    """Writes run on a writer thread while the next batch is decoded; a writer's failure
+    or a later bad line must end the run after exactly the calls the line path makes."""
+    lines = [schema("a")]
+    for i in range(12):
+        lines.append(record("a", i))
+        if i % 4 == 3:
+            lines.append(json.dumps({"type": "STATE", "value": {"i": i}}).encode())
+    if bad_line:
+        lines.insert(11, record("a", 99).replace(b'"id": 99', b'"id": "x"'))
+    data = b"\n".join(lines) + b"\n"
+    expected = _calls_until_error(
+        FailingRecorder(fail_at), io.StringIO(data.decode()), batch_rows=2
+    )
+    assert expected[1] or (fail_at == 99 and not bad_line)
+    for sizes in ([len(data)], [50] * 100):
+        got = _calls_until_error(
+            FailingRecorder(fail_at),
+            io.BufferedReader(Chunked(data, sizes), buffer_size=64),
+            batch_rows=2,
+        )
+        assert got == expected
