@@ -42,12 +42,16 @@ def iter_lines(source: IO[Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) ->
         if isinstance(line, str):
             line = line.encode("utf-8", "surrogateescape")
         if len(line) > max_line_bytes and not line.endswith(b"\n"):
-            raise DecodeError(
-                f"line is longer than max_line_bytes ({max_line_bytes} bytes)",
-                line_number=number,
-                expected="one Singer message per line",
-            )
+            raise _too_long(max_line_bytes, number)
         yield line
+
+
+def _too_long(max_line_bytes: int, number: int) -> DecodeError:
+    return DecodeError(
+        f"line is longer than max_line_bytes ({max_line_bytes} bytes)",
+        line_number=number,
+        expected="one Singer message per line",
+    )
 
 
 def _is_real_stdin(source: Any) -> bool:
@@ -232,11 +236,7 @@ class SingerInput:
         self._tail.append(piece)
         self._tail_size += len(piece)
         if self._tail_size > self.max_line_bytes:
-            raise DecodeError(
-                f"line is longer than max_line_bytes ({self.max_line_bytes} bytes)",
-                line_number=self._line_count + 1,
-                expected="one Singer message per line",
-            )
+            raise _too_long(self.max_line_bytes, self._line_count + 1)
 
     def _feed_lines(self, data: bytes) -> int:
         """Handle the complete lines of ``data``; returns where the incomplete rest starts."""
@@ -279,11 +279,7 @@ class SingerInput:
             self._line_count += 1
             line = data[pos : newline + 1]
             if len(line) > self.max_line_bytes + 1:
-                raise DecodeError(
-                    f"line is longer than max_line_bytes ({self.max_line_bytes} bytes)",
-                    line_number=self._line_count,
-                    expected="one Singer message per line",
-                )
+                raise _too_long(self.max_line_bytes, self._line_count)
             self.process_line(line, self._line_count)
             name = pending = None  # a SCHEMA may have replaced the stream's decoder
             pos = newline + 1

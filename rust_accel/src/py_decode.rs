@@ -45,17 +45,7 @@ impl RecordDecoder {
         lines: Vec<Bound<'_, PyBytes>>,
     ) -> (Option<DecodedBatch>, Vec<String>, Option<&'static str>) {
         let slices: Vec<&[u8]> = lines.iter().map(|b| b.as_bytes()).collect();
-        let inner = &self.inner;
-        match py.detach(|| inner.decode(&slices)) {
-            Ok(decoded) => (
-                Some(DecodedBatch {
-                    batch: Mutex::new(Some(decoded.batch)),
-                }),
-                decoded.extra,
-                None,
-            ),
-            Err(decline) => (None, Vec::new(), Some(decline.0)),
-        }
+        self.decode_slices(py, &slices)
     }
 
     /// `decode` of the lines of `(data, start, end)` segments, split after each `\n` (a
@@ -73,8 +63,19 @@ impl RecordDecoder {
                 .ok_or_else(|| PyValueError::new_err("segment out of range"))?;
             slices.extend(split_lines(piece));
         }
+        Ok(self.decode_slices(py, &slices))
+    }
+}
+
+impl RecordDecoder {
+    /// `decode`'s result for lines given as slices, decoded without the GIL.
+    fn decode_slices(
+        &self,
+        py: Python<'_>,
+        slices: &[&[u8]],
+    ) -> (Option<DecodedBatch>, Vec<String>, Option<&'static str>) {
         let inner = &self.inner;
-        Ok(match py.detach(|| inner.decode(&slices)) {
+        match py.detach(|| inner.decode(slices)) {
             Ok(decoded) => (
                 Some(DecodedBatch {
                     batch: Mutex::new(Some(decoded.batch)),
@@ -83,7 +84,7 @@ impl RecordDecoder {
                 None,
             ),
             Err(decline) => (None, Vec::new(), Some(decline.0)),
-        })
+        }
     }
 }
 
