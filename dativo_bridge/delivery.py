@@ -55,8 +55,10 @@ class StreamWriters:
         *,
         checkpoint_rows: int = 1_000_000,
         checkpoint_seconds: float = 300.0,
+        state_id: str | None = None,
     ) -> None:
         self._make_writer = make_writer
+        self.state_id = state_id
         self._config = config
         self._on_state = on_state
         self.checkpoint_rows = checkpoint_rows
@@ -92,6 +94,7 @@ class StreamWriters:
         writer = self.writers.get(name)
         if writer is None:
             writer = self._make_writer()
+            writer.state_id = self.state_id
             writer.open(self._config, self.streams[name])
             self.writers[name] = writer
         return writer
@@ -135,6 +138,8 @@ class StreamWriters:
         """A STATE covering every row written so far; released after the next commit."""
         self._pending_state = value
         self._has_pending_state = True
+        if any(w.publishes_at_end for w in self.writers.values()):
+            return  # one commit at the end of the run (overwrite): STATE waits for it
         due = (
             self._uncommitted_rows >= self.checkpoint_rows
             or time.monotonic() - self._last_commit >= self.checkpoint_seconds

@@ -131,6 +131,20 @@ class ArrowWriter(abc.ABC):
     def __init__(self) -> None:
         self.config: Mapping[str, Any] = {}
         self.stream: StreamInfo | None = None
+        #: The pipeline's state id (``dativo run``: ``<env>:<tap>-to-<target>``), set by
+        #: the caller before ``open`` when known. Writers that keep STATE with the data
+        #: key it by this id, so two pipelines writing one destination never share it.
+        self.state_id: str | None = None
+
+    @property
+    def publishes_at_end(self) -> bool:
+        """True when nothing this writer writes may become visible before the end of the
+        run (``overwrite``: the old data is replaced in one step when the input ends).
+
+        While any writer of a run says so, the run makes no intermediate checkpoints:
+        ``commit`` is called once, at the end, and only then is STATE released.
+        """
+        return False
 
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
         """Prepare to receive batches of ``stream.schema``."""
@@ -174,8 +188,11 @@ class ArrowWriter(abc.ABC):
         """
 
     @classmethod
-    def recover_state(cls, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The STATE committed with the data by earlier runs, if this destination keeps it.
+    def recover_state(
+        cls, config: Mapping[str, Any], state_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The STATE committed with the data by earlier runs of the pipeline ``state_id``,
+        if this destination keeps it (state committed by other pipelines is ignored).
 
         `dativo run` resumes from it in preference to its state store. Default: None.
         """

@@ -236,7 +236,7 @@ def run(
         and isinstance(destination, type)
         and issubclass(destination, ArrowWriter)
     ):
-        recovered = destination.recover_state(dict(destination_config or {}))
+        recovered = destination.recover_state(dict(destination_config or {}), state_id)
     if full_refresh:
         start_state: Mapping[str, Any] | None = None
         if state_store is not None and state_id:
@@ -280,6 +280,7 @@ def run(
             record_state,
             checkpoint_rows=checkpoint_rows,
             checkpoint_seconds=checkpoint_seconds,
+            state_id=state_id,
         )
         result.streams = writers.stats
         try:

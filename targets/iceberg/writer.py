@@ -376,7 +376,9 @@ class IcebergWriter(ArrowWriter):
         self._buffer = []
 
     @classmethod
-    def recover_state(cls, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    def recover_state(
+        cls, config: Mapping[str, Any], state_id: str | None = None
+    ) -> dict[str, Any] | None:
         """The bookmarks committed with the data, each stream's from its own table."""
         catalog = open_catalog(config)
         namespace = _namespace(config)
