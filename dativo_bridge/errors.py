@@ -84,6 +84,11 @@ class WriteError(DativoError):
     """A writer could not write or commit its data."""
 
 
+class ReaderContractError(DativoError):
+    """A reader yielded data that breaks its own declaration: a batch that does not match
+    the stream's schema, or a replication key that goes backwards in a sorted stream."""
+
+
 #: Errors that are also singer-sdk's exceptions (so its target tests recognise them); they
 #: live in ``_sdk_errors`` so that importing this module does not import singer-sdk.
 _SDK_ERRORS = ("MissingKeyPropertyError", "RecordBeforeSchemaError")

@@ -67,10 +67,19 @@ class ArrowReader(abc.ABC):
 
     Subclasses set ``name`` and ``config_jsonschema`` and implement ``discover`` and
     ``read``; ``open``, ``bookmark`` and ``close`` have sensible defaults.
+
+    The bookmark contract (docs/writing-plugins.md): ``read`` resumes at ``>=`` the
+    bookmark, so rows that arrived late with the bookmark's own key value are not lost
+    (the rows of that one key value may come twice; destinations with keys drop them).
+    A reader that sets ``is_sorted`` yields an incremental stream in replication-key order
+    (checked: a key that goes backwards fails the run) and its bookmark advances after
+    every batch; otherwise the bookmark advances only when the stream is read to its end.
     """
 
     name: ClassVar[str] = "arrow-reader"
     config_jsonschema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+    #: Incremental streams come in replication-key order (singer-sdk's ``is_sorted``).
+    is_sorted: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.config: Mapping[str, Any] = {}
@@ -85,27 +94,37 @@ class ArrowReader(abc.ABC):
 
     @abc.abstractmethod
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
-        """Yield the stream's rows as batches of ``stream.schema``.
+        """Yield the stream's rows as batches of ``stream.schema`` (exactly its types).
 
         Args:
             stream: The stream (its schema may be a column subset of the discovered one).
             bookmark: For INCREMENTAL streams, the last committed bookmark: read rows whose
-                replication key is ``>=`` it. None for a full read.
+                replication key is ``>=`` it (a reader may skip the rows at the bookmark
+                only if it can prove every one of them was delivered). None for a full
+                read.
         """
 
     def bookmark(self, stream: StreamInfo, batch: pa.RecordBatch, previous: Any | None) -> Any:
-        """The incremental bookmark after ``batch``: by default the max replication key."""
+        """The incremental bookmark after ``batch``: by default the max replication key.
+
+        ``previous`` may be the value a resumed run read back from STATE (an ISO string
+        for a date-time); it is compared as the key's type, so the bookmark never moves
+        backwards.
+        """
         if not stream.replication_key or batch.num_rows == 0:
             return previous
-        value = pc.max(batch.column(stream.replication_key)).as_py()
-        if value is None:
+        column = batch.column(stream.replication_key)
+        top = pc.max(column)
+        if not top.is_valid:
             return previous
-        if previous is not None:
-            try:
-                return max(previous, value)
-            except TypeError:
-                return value
-        return value
+        if previous is None:
+            return top.as_py()
+        from dativo_bridge.reading import comparable_bookmark
+
+        before = comparable_bookmark(previous, column.type)
+        if before is not None and before.is_valid and not pc.greater(top, before).as_py():
+            return previous
+        return top.as_py()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""

@@ -34,6 +34,7 @@ from dativo_bridge.foreign import (
     write_private_json,
 )
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
+from dativo_bridge.reading import checked_batches
 from dativo_bridge.redact import Redactor
 from dativo_bridge.schema import arrow_to_jsonschema
 from dativo_bridge.sdk import jsonable
@@ -148,39 +149,68 @@ class _Cancelled(Exception):
     pass
 
 
+#: Where a run keeps, in its STATE, which streams it has finished (see _reader_events).
+RUN_KEY = "dativo_run"
+
+
 def _reader_events(
     reader: ArrowReader,
     select: Sequence[str] | None,
     metadata: Mapping[str, Mapping[str, Any]] | None,
     start_state: Mapping[str, Any] | None,
 ) -> Iterator[tuple[str, Any, Any]]:
-    """('schema', info, None) / ('batch', name, batch) / ('state', state, None) events."""
+    """('schema', info, None) / ('batch', name, batch) / ('state', state, None) events.
+
+    While a run is under way its STATE lists the streams it has finished
+    (``dativo_run: {streams, completed}``). A run that starts from a STATE whose run did
+    not finish every stream is that run resumed: the streams it finished are not read
+    again (a FULL_TABLE stream would otherwise be appended a second time). The last STATE
+    of a run that reads every stream has no ``dativo_run``.
+    """
     state: dict[str, Any] = copy.deepcopy(dict(start_state or {}))
     state.pop("currently_syncing", None)
+    previous = state.pop(RUN_KEY, None)
+    selected: list[StreamInfo] = []
     for discovered in reader.discover():
         info = apply_metadata(discovered, metadata)
         columns = select_columns(info, select)
         if columns is None:
             logger.info("stream '%s' not selected", info.name)
             continue
-        info = info.with_columns(columns)
+        selected.append(info.with_columns(columns))
+    names = [info.name for info in selected]
+    done: list[str] = []
+    if isinstance(previous, dict):
+        earlier = [str(n) for n in previous.get("completed") or []]
+        if set(earlier) < set(previous.get("streams") or []):
+            done = [n for n in earlier if n in names]
+    progress = {"streams": names, "completed": list(done)}
+    ended = False  # the last STATE yielded has no dativo_run
+    for info in selected:
+        if info.name in done:
+            logger.info(
+                "stream '%s': finished by the interrupted run this run resumes; not read again",
+                info.name,
+            )
+            continue
         yield ("schema", info, None)
         bookmark = starting_bookmark(state, info)
         if bookmark is not None:
             logger.info(
-                "stream '%s': resuming from %s > %s", info.name, info.replication_key, bookmark
+                "stream '%s': resuming from %s >= %s", info.name, info.replication_key, bookmark
             )
-        for batch in reader.read(info, bookmark):
-            if batch.schema.names != info.schema.names:
-                batch = batch.select(info.schema.names)
+        for batch, released in checked_batches(reader, info, bookmark):
             if batch.num_rows:
                 yield ("batch", info.name, batch)
-            if info.replication_method == "INCREMENTAL" and info.replication_key:
-                new = reader.bookmark(info, batch, bookmark)
-                if new is not None and new != bookmark:
-                    bookmark = new
-                    bookmark_state(state, info.name, info.replication_key, new)
-                    yield ("state", copy.deepcopy(state), None)
+            if released is not None:
+                assert info.replication_key is not None
+                bookmark_state(state, info.name, info.replication_key, released)
+                yield ("state", {**copy.deepcopy(state), RUN_KEY: copy.deepcopy(progress)}, None)
+        progress["completed"].append(info.name)
+        ended = set(progress["completed"]) >= set(names)
+        extra = {} if ended else {RUN_KEY: copy.deepcopy(progress)}
+        yield ("state", {**copy.deepcopy(state), **extra}, None)
+    if not ended:
         yield ("state", copy.deepcopy(state), None)
 
 
@@ -241,6 +271,7 @@ def run(
         start_state: Mapping[str, Any] | None = None
         if state_store is not None and state_id:
             state_store.clear(state_id)
+        destination_config = _replacing(destination, destination_config)
     elif state is not None:
         start_state = state
     elif recovered is not None:
@@ -307,6 +338,28 @@ def run(
     if progress is not None:
         progress(result.streams, result.elapsed)
     return result
+
+
+def _replacing(
+    destination: Destination, config: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """A full refresh replaces what the destination holds: ``load_method: overwrite`` for
+    writers that have it and would append (so the stream is not stored twice)."""
+    writer_type = destination if isinstance(destination, type) else type(destination)
+    schema = getattr(writer_type, "config_jsonschema", None) or {}
+    if "load_method" not in (schema.get("properties") or {}):
+        if isinstance(destination, ForeignTarget):
+            logger.info(
+                "full refresh: %s is a foreign target; it is sent every row again and "
+                "keeps whatever it held before (Singer has no replace message)",
+                destination.name,
+            )
+        return config
+    method = (config or {}).get("load_method") or "append"
+    if method != "append":
+        return config
+    logger.info("full refresh: the destination's streams are replaced (load_method overwrite)")
+    return {**(config or {}), "load_method": "overwrite"}
 
 
 def _writer_factory(destination: Destination) -> Callable[[], ArrowWriter]:

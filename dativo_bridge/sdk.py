@@ -8,6 +8,7 @@ target side) where the SDK's own record machinery (stream maps) is not in use.
 from __future__ import annotations
 
 import atexit
+import base64
 import dataclasses
 import datetime as dt
 import decimal
@@ -17,6 +18,7 @@ from collections.abc import Generator, Iterable, Mapping
 from typing import IO, Any, ClassVar, cast
 
 import orjson
+import pyarrow as pa
 from singer_sdk import Stream, Tap, Target
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib import SchemaMessage
@@ -28,6 +30,7 @@ from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.codecs.messages import SingerInput
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
+from dativo_bridge.reading import checked_batches
 from dativo_bridge.schema import arrow_to_jsonschema
 
 #: Settings every Dativo target understands, on top of its writer's own.
@@ -81,7 +84,10 @@ def jsonable(value: Any) -> Any:
 class ArrowStream(Stream):
     """A singer-sdk stream whose rows come from an ArrowReader as batches."""
 
-    is_sorted = True  # readers yield batches in bookmark order (ArrowReader contract)
+    @property
+    def is_sorted(self) -> bool:
+        """The reader's declaration (checked on every path; see dativo_bridge.reading)."""
+        return bool(self._arrow_tap.reader_class.is_sorted)
 
     def __init__(self, tap: ArrowTap, info: StreamInfo) -> None:
         self.info = info
@@ -160,15 +166,13 @@ class ArrowStream(Stream):
 
         with self.get_batch_counter() as counter:
             try:
-                for batch in reader.read(info, bookmark):
-                    if batch.schema.names != info.schema.names:
-                        batch = batch.select(info.schema.names)
+                for batch, released in checked_batches(reader, info, bookmark):
                     if batch.num_rows:
                         if writer is None:
                             writer = BatchFileWriter(settings, self.name, info.schema)
                         writer.write(batch)
-                    if incremental:
-                        bookmark = reader.bookmark(info, batch, bookmark)
+                    if released is not None:
+                        bookmark = released
                     if writer is not None and writer.rows >= settings.batch_size:
                         emit(writer)
                         writer = None
@@ -191,11 +195,28 @@ class ArrowStream(Stream):
         self._write_state_message()
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        """Rows as dicts: used only when stream maps need the SDK's record path."""
+        """Rows as dicts: used only when stream maps need the SDK's record path.
+
+        Values are given as the stream's SCHEMA describes them where Python objects would
+        be serialised otherwise: binary columns as base64 text (``contentEncoding``).
+        """
         info = self._selected_info()
         bookmark = self._start_bookmark(context)
-        for batch in self._arrow_tap.reader.read(info, bookmark):
-            yield from batch.to_pylist()
+        binary = [
+            f.name
+            for f in info.schema
+            if pa.types.is_binary(f.type)
+            or pa.types.is_large_binary(f.type)
+            or pa.types.is_fixed_size_binary(f.type)
+        ]
+        for batch, _ in checked_batches(self._arrow_tap.reader, info, bookmark):
+            rows = batch.to_pylist()
+            for name in binary:
+                for row in rows:
+                    value = row.get(name)
+                    if value is not None:
+                        row[name] = base64.b64encode(value).decode("ascii")
+            yield from rows
 
     def _start_bookmark(self, context: Mapping[str, Any] | None) -> Any:
         if self.replication_method != "INCREMENTAL" or not self.replication_key:
@@ -210,7 +231,6 @@ class ArrowStream(Stream):
             return
         info = self._selected_info()
         reader = self._arrow_tap.reader
-        incremental = self.replication_method == "INCREMENTAL" and bool(self.replication_key)
         self._write_starting_replication_value(context)
         bookmark = self._start_bookmark(context)
         limit = self.ABORT_AT_RECORD_COUNT
@@ -222,9 +242,7 @@ class ArrowStream(Stream):
         )
         record_counter = self.get_record_counter()
         with record_counter, self.get_sync_timer():
-            for batch in reader.read(info, bookmark):
-                if batch.schema.names != info.schema.names:
-                    batch = batch.select(info.schema.names)
+            for batch, released in checked_batches(reader, info, bookmark):
                 over = limit is not None and sent + batch.num_rows > limit
                 if over:
                     batch = batch.slice(0, max(0, cast(int, limit) - sent))
@@ -233,14 +251,11 @@ class ArrowStream(Stream):
                     sent += batch.num_rows
                     record_counter.increment(batch.num_rows)
                     self.state_manager.is_flushed = False
-                if incremental and self.replication_key:
-                    new = reader.bookmark(info, batch, bookmark)
-                    if new is not None and new != bookmark:
-                        bookmark = new
-                        self._increment_stream_state(
-                            {self.replication_key: jsonable(new)}, context=context
-                        )
-                        self.state_manager.is_flushed = False
+                if released is not None and self.replication_key and not over:
+                    self._increment_stream_state(
+                        {self.replication_key: jsonable(released)}, context=context
+                    )
+                    self.state_manager.is_flushed = False
                 if over:
                     self._check_max_record_limit(sent)
                 self._write_state_message()

@@ -71,6 +71,7 @@ class CsvReader(ArrowReader):
 
     name = "tap-dativo-csv"
     config_jsonschema = CONFIG_JSONSCHEMA
+    is_sorted = True  # files in modification-time order; the bookmark moves per mtime group
 
     def open(self, config: Mapping[str, Any]) -> None:
         super().open(config)

@@ -17,6 +17,7 @@ class SlowCounterReader(ArrowReader):
     """`total` rows in batches of `batch_rows`, sleeping `pause` seconds between batches."""
 
     name = "tap-slow-counter"
+    is_sorted = True
     config_jsonschema = {
         "type": "object",
         "properties": {

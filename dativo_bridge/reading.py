@@ -1,0 +1,198 @@
+"""The reader side of every run: one loop that checks a reader's batches against what it
+declared and says when the stream's bookmark may advance.
+
+Used by the in-process runner, the Singer tap's RECORD path and its BATCH path, so that
+all three hold the same two rules:
+
+- A batch has the stream's declared schema: the same columns and types (or one of the
+  safe casts in :data:`SAFE_CASTS`), no null in a key property or a non-nullable column.
+  Anything else is a :class:`ReaderContractError` naming the stream and the column.
+- The bookmark contract (docs/writing-plugins.md): a stream whose reader declares
+  ``is_sorted`` yields batches in replication-key order, which is checked (a key that goes
+  backwards is an error, never a lost row); its bookmark advances after each batch. An
+  unsorted stream's bookmark advances only when the stream has been read to its end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dativo_bridge.errors import ReaderContractError
+from dativo_bridge.interfaces import ArrowReader, StreamInfo
+
+
+def _is_safe_cast(got: pa.DataType, want: pa.DataType) -> bool:
+    """The casts a reader may rely on: lossless, and the same value in every engine."""
+    if pa.types.is_null(got):
+        return True  # an all-null column of any declared type
+    if pa.types.is_integer(got) and pa.types.is_integer(want):
+        # Widening only: every value of `got` fits `want`.
+        if pa.types.is_signed_integer(got) and pa.types.is_unsigned_integer(want):
+            return False
+        extra = 0 if pa.types.is_signed_integer(got) == pa.types.is_signed_integer(want) else 1
+        return bool(got.bit_width + extra <= want.bit_width)
+    if pa.types.is_floating(got) and pa.types.is_floating(want):
+        return bool(got.bit_width <= want.bit_width)
+    pairs = (
+        (pa.types.is_string, pa.types.is_large_string),
+        (pa.types.is_binary, pa.types.is_large_binary),
+    )
+    for small, large in pairs:
+        if (small(got) or large(got)) and (small(want) or large(want)):
+            return True
+    return False
+
+
+#: What :func:`check_batch` casts instead of refusing (documented in writing-plugins.md).
+SAFE_CASTS = (
+    "a column of Arrow type null (all values null) to any type",
+    "integers to a wider integer type (int32 -> int64, uint16 -> int32, ...)",
+    "float32 to float64",
+    "string <-> large_string, binary <-> large_binary",
+)
+
+
+def check_batch(stream: StreamInfo, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with exactly the stream's declared schema, or a ReaderContractError.
+
+    Columns are taken by name in the declared order (a reader may yield more columns
+    than were selected). Types must match exactly, or be one of :data:`SAFE_CASTS`; a
+    naive timestamp in a zoned column, a string in an integer column and the like are
+    refused. Key properties and columns declared non-nullable must have no nulls.
+    """
+    schema = stream.schema
+    same = batch.schema.names == schema.names and batch.schema.types == schema.types
+    if same:
+        columns = batch.columns
+    else:
+        names = set(batch.schema.names)
+        missing = [n for n in schema.names if n not in names]
+        if missing:
+            raise ReaderContractError(
+                f"stream '{stream.name}': a batch lacks declared column(s) {missing}"
+            )
+        columns = []
+        for want in schema:
+            column = batch.column(want.name)
+            if column.type != want.type:
+                if not _is_safe_cast(column.type, want.type):
+                    raise ReaderContractError(
+                        f"stream '{stream.name}', column '{want.name}': a batch has type "
+                        f"{column.type}, but the stream declares {want.type} (readers must "
+                        "yield the declared types; see docs/writing-plugins.md)"
+                    )
+                column = column.cast(want.type)
+            columns.append(column)
+    keys = set(stream.key_properties)
+    for want, column in zip(schema, columns, strict=True):
+        if column.null_count and (want.name in keys or not want.nullable):
+            row = pc.index(column.is_null(), True).as_py()
+            what = "key property" if want.name in keys else "non-nullable column"
+            raise ReaderContractError(
+                f"stream '{stream.name}': row {row} of a batch has no value for {what} "
+                f"'{want.name}'"
+            )
+    if same and batch.schema == schema:
+        return batch
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def comparable_bookmark(value: Any, type_: pa.DataType) -> pa.Scalar | None:
+    """A stored bookmark (as STATE keeps it: often an ISO string) as a scalar of the
+    replication key's Arrow type, so it compares with the column's values; None when it
+    cannot be read as that type."""
+    if value is None:
+        return None
+    try:
+        if pa.types.is_timestamp(type_) and isinstance(value, str):
+            parsed = dt.datetime.fromisoformat(value)
+            if type_.tz is not None and parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            if type_.tz is None and parsed.tzinfo is not None:
+                parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+            return pa.scalar(parsed, type_)
+        if pa.types.is_date(type_) and isinstance(value, str):
+            return pa.scalar(dt.date.fromisoformat(value[:10]), type_)
+        if pa.types.is_decimal(type_):
+            return pa.scalar(decimal.Decimal(str(value)), type_)
+        return pa.scalar(value).cast(type_)
+    except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+class BookmarkTracker:
+    """The bookmark of one stream as its batches go by.
+
+    Args:
+        reader: The stream's reader (its ``bookmark`` gives the value to store).
+        stream: The stream as read (schema, replication key and method).
+        start: The bookmark the read resumed from (None for a full read).
+    """
+
+    def __init__(self, reader: ArrowReader, stream: StreamInfo, start: Any) -> None:
+        self.reader = reader
+        self.stream = stream
+        self.value = start
+        self.sorted = bool(getattr(reader, "is_sorted", False))
+        self.incremental = stream.replication_method == "INCREMENTAL" and bool(
+            stream.replication_key
+        )
+        self._released = start
+        self._top: pa.Scalar | None = None
+
+    def after(self, batch: pa.RecordBatch) -> Any | None:
+        """Account for ``batch``; returns the bookmark to release now, or None.
+
+        Raises:
+            ReaderContractError: A sorted stream's key went below one already yielded.
+        """
+        if not self.incremental:
+            return None
+        key = self.stream.replication_key
+        assert key is not None
+        if self.sorted and batch.num_rows:
+            column = batch.column(key)
+            low = pc.min(column)
+            if self._top is not None and low.is_valid and pc.less(low, self._top).as_py():
+                raise ReaderContractError(
+                    f"stream '{self.stream.name}': the reader declares is_sorted, but "
+                    f"replication key '{key}' went back from {self._top.as_py()} to "
+                    f"{low.as_py()}; yield batches in key order or set is_sorted = False "
+                    "(the bookmark then advances only at the end of the stream)"
+                )
+            high = pc.max(column)
+            if high.is_valid and (self._top is None or pc.greater(high, self._top).as_py()):
+                self._top = high
+        self.value = self.reader.bookmark(self.stream, batch, self.value)
+        if not self.sorted or self.value is None or self.value == self._released:
+            return None
+        self._released = self.value
+        return self.value
+
+    def at_end(self) -> Any | None:
+        """The stream was read to its end: the bookmark to release, or None if unchanged."""
+        if not self.incremental or self.value is None or self.value == self._released:
+            return None
+        self._released = self.value
+        return self.value
+
+
+def checked_batches(
+    reader: ArrowReader, stream: StreamInfo, start: Any
+) -> Iterator[tuple[pa.RecordBatch, Any | None]]:
+    """``(batch, bookmark_or_None)`` for every batch the reader yields for ``stream``, each
+    checked against the declaration; a last ``(empty batch, bookmark)`` when the end of
+    the stream releases a bookmark (an unsorted stream's only one)."""
+    tracker = BookmarkTracker(reader, stream, start)
+    for batch in reader.read(stream, start):
+        batch = check_batch(stream, batch)
+        yield batch, tracker.after(batch)
+    final = tracker.at_end()
+    if final is not None:
+        yield pa.RecordBatch.from_pylist([], schema=stream.schema), final
