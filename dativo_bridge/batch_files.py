@@ -1,15 +1,25 @@
 """Singer BATCH files in Arrow IPC, Parquet or JSON Lines: written by taps, read as Arrow by
-targets, deleted once the target committed their rows."""
+targets, deleted once the target committed their rows, and only when they are provably a
+Dativo tap's files for that stream (docs/batch-files.md).
+
+Invariants: every entry of a BATCH manifest is checked (a string naming an existing,
+non-empty regular file in the declared format) before any file is read; a target deletes
+only files it owns (:attr:`BatchFile.owned`), only after a successful commit, and only the
+very file (device and inode) it read.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
 import io
+import json
 import logging
 import os
+import re
+import stat
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +30,34 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dativo_bridge.codecs.encode import encode_rows
-from dativo_bridge.errors import ConfigError
+from dativo_bridge.errors import ConfigError, DecodeError
 
 logger = logging.getLogger("dativo.batch")
 
 FORMATS = ("arrow", "parquet", "jsonl")
+
+#: Schema metadata key of the marker BatchFileWriter puts in arrow and parquet files:
+#: JSON ``{"stream": <stream>, "file": <file name>}``.
+MARKER_KEY = b"dativo.batch_file"
+
+#: Values of the target setting ``batch_cleanup``.
+CLEANUP_MODES = ("dativo", "off")
+
+#: The ``batch_cleanup`` setting every Dativo target declares.
+BATCH_CLEANUP_SETTING: dict[str, Any] = {
+    "type": "string",
+    "enum": list(CLEANUP_MODES),
+    "default": "dativo",
+    "description": (
+        "Which BATCH files to delete after their rows are committed: 'dativo' deletes only "
+        "files a Dativo tap wrote for the stream (its file naming and, for arrow and "
+        "parquet, its marker; never symlinks); 'off' deletes none."
+    ),
+}
+
+_ARROW_MAGIC = b"ARROW1"
+_PARQUET_MAGIC = b"PAR1"
+_GZIP_MAGIC = b"\x1f\x8b"
 
 #: The `batch_config` setting of Dativo taps (singer-sdk's, with `arrow` and `batch_size`).
 BATCH_CONFIG_SCHEMA: dict[str, Any] = {
@@ -91,10 +124,35 @@ class BatchSettings:
         return {"format": self.format, "compression": self.compression}
 
 
+def cleanup_mode(config: Mapping[str, Any]) -> str:
+    """The target's ``batch_cleanup`` setting (default ``dativo``).
+
+    Raises:
+        ConfigError: A value other than ``dativo`` or ``off``.
+    """
+    mode = str(config.get("batch_cleanup") or "dativo")
+    if mode not in CLEANUP_MODES:
+        raise ConfigError(f"batch_cleanup must be one of {CLEANUP_MODES}, not {mode!r}")
+    return mode
+
+
+def file_suffix(fmt: str, compression: str | None) -> str:
+    """The file name ending Dativo gives a BATCH file of ``fmt``."""
+    suffix = {"arrow": ".arrow", "parquet": ".parquet", "jsonl": ".jsonl"}[fmt]
+    return suffix + ".gz" if fmt == "jsonl" and compression == "gzip" else suffix
+
+
+def stream_file_part(stream: str) -> str:
+    """The stream as it appears in a BATCH file name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stream)
+
+
 def local_path(uri: str) -> Path:
     """A local path from a path or file:// URL (other schemes are refused)."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigError(f"batch files must be local, not on host {parsed.netloc!r}")
         return Path(unquote(parsed.path))
     if parsed.scheme and len(parsed.scheme) > 1:
         raise ConfigError(f"batch files must be local (a path or file:// URL), not {uri!r}")
@@ -107,14 +165,14 @@ class BatchFileWriter:
     def __init__(self, settings: BatchSettings, stream: str, schema: pa.Schema) -> None:
         self.settings = settings
         settings.root.mkdir(parents=True, exist_ok=True)
-        suffix = {"arrow": ".arrow", "parquet": ".parquet", "jsonl": ".jsonl"}[settings.format]
-        if settings.format == "jsonl" and settings.compression == "gzip":
-            suffix += ".gz"
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stream)
-        name = f"{settings.prefix}{safe}-{uuid.uuid4().hex}{suffix}"
+        suffix = file_suffix(settings.format, settings.compression)
+        name = f"{settings.prefix}{stream_file_part(stream)}-{uuid.uuid4().hex}{suffix}"
         self.path = settings.root / name
         self._temp = settings.root / f".{name}.tmp"
         self.rows = 0
+        # The marker that lets a target prove the file is a Dativo tap's, for this stream.
+        marker = json.dumps({"stream": stream, "file": name}).encode()
+        schema = schema.with_metadata({**(schema.metadata or {}), MARKER_KEY: marker})
         self._schema = schema
         compression = None if settings.compression == "none" else settings.compression
         if settings.format == "arrow":
@@ -165,34 +223,202 @@ class BatchFileWriter:
         self._temp.unlink(missing_ok=True)
 
 
-def read_batch_file(uri: str, fmt: str, compression: str | None) -> Iterator[pa.RecordBatch]:
-    """Arrow batches of an arrow or parquet BATCH file (jsonl is decoded by the caller)."""
-    path = local_path(uri)
-    if fmt == "arrow":
-        with pa.memory_map(str(path)) as source:
-            reader = ipc.open_file(source)
-            for i in range(reader.num_record_batches):
-                yield reader.get_batch(i)
-    elif fmt == "parquet":
-        yield from pq.ParquetFile(str(path)).iter_batches(batch_size=65_536)
-    else:
-        raise ValueError(fmt)
+@dataclass(frozen=True)
+class BatchFile:
+    """One checked entry of a BATCH manifest.
 
+    Attributes:
+        uri: The entry as the manifest gives it.
+        path: The local file.
+        format: ``arrow``, ``parquet`` or ``jsonl``.
+        compression: The declared compression.
+        stream: The stream the BATCH message is for.
+        owned: True when the file is provably a Dativo tap's BATCH file for the stream (a
+            regular file, not a symlink, with Dativo's naming and, for arrow and parquet,
+            its marker): only such files are ever deleted.
+        device: ``st_dev`` of the file when it was checked.
+        inode: ``st_ino`` of the file when it was checked.
+        line_number: The BATCH message's line, for errors.
+    """
 
-def read_jsonl_lines(uri: str, compression: str | None) -> list[bytes]:
-    """The non-empty lines of a jsonl BATCH file."""
-    path = local_path(uri)
-    with open(path, "rb") as raw:
-        data = raw.read()
-    if compression == "gzip" or data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return [line for line in io.BytesIO(data) if line.strip()]
+    uri: str
+    path: Path
+    format: str
+    compression: str | None
+    stream: str
+    owned: bool
+    device: int
+    inode: int
+    line_number: int | None = None
 
+    def error(self, reason: str) -> DecodeError:
+        """A DecodeError naming this entry and its stream."""
+        return _entry_error(self.uri, self.stream, self.line_number, reason)
 
-def delete_batch_files(uris: list[str]) -> None:
-    """Remove BATCH files after their rows were committed."""
-    for uri in uris:
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Arrow batches of an arrow or parquet file (jsonl: see :meth:`lines`)."""
         try:
-            local_path(uri).unlink(missing_ok=True)
+            if self.format == "arrow":
+                with pa.memory_map(str(self.path)) as source:
+                    reader = ipc.open_file(source)
+                    for i in range(reader.num_record_batches):
+                        yield reader.get_batch(i)
+            elif self.format == "parquet":
+                yield from pq.ParquetFile(str(self.path)).iter_batches(batch_size=65_536)
+            else:
+                raise ValueError(self.format)
+        except (OSError, pa.ArrowException) as exc:
+            raise self.error(f"unreadable {self.format} file: {exc}") from None
+
+    def lines(self) -> list[bytes]:
+        """The non-empty lines of a jsonl file."""
+        try:
+            with open(self.path, "rb") as raw:
+                data = raw.read()
+            if self.compression == "gzip" or data[:2] == _GZIP_MAGIC:
+                data = gzip.decompress(data)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise self.error(f"unreadable jsonl file: {exc}") from None
+        return [line for line in io.BytesIO(data) if line.strip()]
+
+
+def check_manifest(
+    manifest: Any,
+    stream: str,
+    fmt: str,
+    compression: str | None,
+    line_number: int | None = None,
+) -> list[BatchFile]:
+    """Every entry of a BATCH message's manifest, checked before any is read.
+
+    Raises:
+        DecodeError: The manifest is not a list, or an entry is not a string, not a local
+            file, missing, a directory, empty, unreadable or not in the declared format;
+            the error names the entry and the stream.
+    """
+    if not isinstance(manifest, list):
+        raise DecodeError(
+            f"BATCH 'manifest' must be a list of file URIs, not {type(manifest).__name__}",
+            stream=stream,
+            line_number=line_number,
+            expected="a Singer BATCH message",
+        )
+    return [_check_entry(entry, stream, fmt, compression, line_number) for entry in manifest]
+
+
+def _check_entry(
+    entry: Any, stream: str, fmt: str, compression: str | None, line_number: int | None
+) -> BatchFile:
+    def fail(reason: str) -> DecodeError:
+        return _entry_error(entry, stream, line_number, reason)
+
+    if not isinstance(entry, str):
+        raise fail("not a string (expected a file:// URI or a path)")
+    try:
+        path = local_path(entry)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except OSError as exc:
+        raise fail(f"unreadable: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise fail("is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise fail("not a regular file")
+    if info.st_size == 0:
+        raise fail(f"empty file, not a {fmt} file")
+    marker = _read_marker(path, fmt, compression, fail)
+    try:
+        link = os.lstat(path)
+    except OSError as exc:
+        raise fail(f"unreadable: {exc.strerror or exc}") from None
+    owned = (
+        stat.S_ISREG(link.st_mode)  # not a symlink
+        and (link.st_dev, link.st_ino) == (info.st_dev, info.st_ino)
+        and _dativo_name(path.name, stream, fmt, compression)
+        and (fmt == "jsonl" or marker == {"stream": stream, "file": path.name})
+    )
+    return BatchFile(
+        entry, path, fmt, compression, stream, owned, info.st_dev, info.st_ino, line_number
+    )
+
+
+def _entry_error(entry: Any, stream: str, line_number: int | None, reason: str) -> DecodeError:
+    return DecodeError(
+        f"BATCH manifest entry {entry!r}: {reason}", stream=stream, line_number=line_number
+    )
+
+
+def _dativo_name(name: str, stream: str, fmt: str, compression: str | None) -> bool:
+    """``<prefix><stream>-<32 hex>.<ext>``, the names BatchFileWriter gives."""
+    pattern = (
+        re.escape(stream_file_part(stream))
+        + r"-[0-9a-f]{32}"
+        + re.escape(file_suffix(fmt, compression))
+    )
+    return re.fullmatch(r"[^/]*" + pattern, name) is not None and not name.startswith(".")
+
+
+def _read_marker(
+    path: Path, fmt: str, compression: str | None, fail: Callable[[str], DecodeError]
+) -> Any:
+    """Check the file's format (magic bytes, readable schema); return its Dativo marker."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(-min(6, os.fstat(fh.fileno()).st_size), os.SEEK_END)
+            tail = fh.read(6)
+    except OSError as exc:
+        raise fail(f"unreadable: {exc.strerror or exc}") from None
+    if fmt == "jsonl":
+        if compression == "gzip" and not head.startswith(_GZIP_MAGIC):
+            raise fail("not a gzip file (the BATCH declares jsonl with gzip compression)")
+        if not head.startswith(_GZIP_MAGIC) and not head.lstrip().startswith(b"{"):
+            raise fail("not a JSON Lines file of objects")
+        return None
+    try:
+        if fmt == "arrow":
+            if not head.startswith(_ARROW_MAGIC) or tail != _ARROW_MAGIC:
+                raise fail("not an Arrow IPC file (wrong magic bytes)")
+            with pa.memory_map(str(path)) as source:
+                schema = ipc.open_file(source).schema
+        else:
+            if not head.startswith(_PARQUET_MAGIC) or tail[-4:] != _PARQUET_MAGIC:
+                raise fail("not a Parquet file (wrong magic bytes)")
+            schema = pq.read_schema(str(path))
+    except (OSError, pa.ArrowException) as exc:
+        raise fail(f"unreadable {fmt} file: {exc}") from None
+    raw = (schema.metadata or {}).get(MARKER_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def delete_batch_files(files: Sequence[BatchFile]) -> None:
+    """Remove owned BATCH files after their rows were committed (others are kept).
+
+    A file is removed only if the path still names the very file that was read (same
+    device and inode, still a regular file).
+    """
+    for file in files:
+        if not file.owned:
+            continue
+        try:
+            now = os.lstat(file.path)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (
+                file.device,
+                file.inode,
+            ):
+                logger.warning("not deleting batch file %s: it changed since it was read", file.uri)
+                continue
+            file.path.unlink()
+        except FileNotFoundError:
+            continue
         except OSError as exc:
-            logger.warning("could not delete batch file %s: %s", uri, exc)
+            logger.warning("could not delete batch file %s: %s", file.uri, exc)

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dativo_bridge.batch_files import delete_batch_files
+from dativo_bridge.batch_files import BatchFile, cleanup_mode, delete_batch_files
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.schema import relax_nullability
@@ -71,7 +71,7 @@ class StreamWriters:
         self._uncommitted_rows = 0
         self._last_commit = time.monotonic()
         self.last_state: Any = None
-        self._consumed_files: list[str] = []
+        self._consumed_files: list[BatchFile] = []
 
     def schema(self, stream: StreamInfo) -> None:
         """Declare (or re-declare) a stream's schema.
@@ -171,8 +171,11 @@ class StreamWriters:
             self._on_state(state)
         return total
 
-    def discard_after_commit(self, files: list[str]) -> None:
-        """BATCH files whose rows were written: deleted by the next commit."""
+    def discard_after_commit(self, files: Sequence[BatchFile]) -> None:
+        """BATCH files whose rows were written: the next commit deletes those a Dativo tap
+        provably wrote (``BatchFile.owned``), unless the setting ``batch_cleanup`` is off."""
+        if cleanup_mode(self._config) == "off":
+            return
         self._consumed_files.extend(files)
 
     def finish(self) -> CommitResult:

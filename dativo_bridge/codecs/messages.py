@@ -14,7 +14,7 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 
-from dativo_bridge.batch_files import FORMATS, read_batch_file, read_jsonl_lines
+from dativo_bridge.batch_files import FORMATS, check_manifest
 from dativo_bridge.codecs.decode import RecordDecoder, loads
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.errors import DecodeError, RecordBeforeSchemaError, SchemaMappingError
@@ -167,6 +167,7 @@ class SingerInput:
         self._tail_size = 0
         self._line_count = 0
         self._calls: _OrderedCalls | None = None
+        self._kept_noted: set[str] = set()
 
     def process(self, source: IO[Any]) -> None:
         """Consume every line of ``source`` and write what is pending at its end (the
@@ -385,6 +386,12 @@ class SingerInput:
         )
 
     def _batch(self, message: dict[str, Any], number: int) -> None:
+        """Read a BATCH message's files as the stream's batches.
+
+        Every manifest entry is checked before any file is read; the files a Dativo tap
+        provably wrote for the stream are deleted by the commit that makes their rows
+        durable, the others are left alone (docs/batch-files.md).
+        """
         stream = message.get("stream")
         pending = self._pending.get(stream) if isinstance(stream, str) else None
         if pending is None or not isinstance(stream, str):
@@ -395,7 +402,6 @@ class SingerInput:
         encoding = message.get("encoding") or {}
         fmt = encoding.get("format")
         compression = encoding.get("compression")
-        manifest = [str(uri) for uri in message.get("manifest") or []]
         if fmt not in FORMATS:
             raise DecodeError(
                 f"unsupported BATCH encoding {fmt!r}",
@@ -403,35 +409,39 @@ class SingerInput:
                 line_number=number,
                 expected="arrow, parquet or jsonl",
             )
+        files = check_manifest(message.get("manifest"), stream, fmt, compression, number)
         schema = pending.decoder.schema
-        for uri in manifest:
+        for file in files:
             if fmt == "jsonl":
-                lines = read_jsonl_lines(uri, compression)
                 wrapped = [
                     b'{"type":"RECORD","stream":'
                     + orjson.dumps(stream)
                     + b',"record":'
                     + line.rstrip(b"\r\n")
                     + b"}\n"
-                    for line in lines
+                    for line in file.lines()
                 ]
                 batch = pending.decoder.decode(wrapped, [number] * len(wrapped))
                 self._call(self.writers.write, stream, batch)
                 continue
-            for batch in read_batch_file(uri, fmt, compression):
+            for batch in file.batches():
                 try:
                     batch = pa.RecordBatch.from_arrays(
                         [batch.column(f.name).cast(f.type) for f in schema], schema=schema
                     )
                 except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                    raise DecodeError(
-                        f"BATCH file {uri} does not match the SCHEMA: {exc}",
-                        stream=stream,
-                        line_number=number,
-                    ) from None
+                    raise file.error(f"does not match the SCHEMA: {exc}") from None
                 self._call(self.writers.write, stream, batch)
-        # The files are deleted once their rows are committed.
-        self._call(self.writers.discard_after_commit, manifest)
+        kept = [file.uri for file in files if not file.owned]
+        if kept and stream not in self._kept_noted:
+            self._kept_noted.add(stream)
+            logger.info(
+                "stream '%s': BATCH files not written by a Dativo tap are kept (e.g. %s)",
+                stream,
+                kept[0],
+            )
+        # The owned files are deleted once their rows are committed.
+        self._call(self.writers.discard_after_commit, [file for file in files if file.owned])
 
     def _flush_stream(self, stream: str, pending: _Pending) -> None:
         if not pending.lines:

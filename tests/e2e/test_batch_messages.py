@@ -24,6 +24,7 @@ from .helpers import REPO, pipe, read_parquet_dir, script, states_in
 class AllTypesReader(ArrowReader):
     name = "tap-all-types"
     config_jsonschema = {"type": "object", "properties": {}}
+    is_sorted = True  # rows come in id order
 
     def discover(self) -> Sequence[StreamInfo]:
         schema = pa.schema([f.with_nullable(f.name != "id") for f in ALL_TYPES.schema])
@@ -150,3 +151,34 @@ def test_state_resumes_in_record_mode() -> None:
     records = [m["record"]["id"] for m in messages if m["type"] == "RECORD"]
     assert records == [3]
     assert messages[-1]["value"]["bookmarks"]["types"]["replication_key_value"] == 3
+
+
+def test_target_cli_never_deletes_a_file_it_cannot_prove_a_dativo_tap_wrote(
+    tmp_path: Path,
+) -> None:
+    lock = tmp_path / "x" / "app.lock"
+    lock.parent.mkdir()
+    lock.write_bytes(b"")
+    foreign = tmp_path / "x" / "export.arrow"
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False)])
+    with pa.OSFile(str(foreign), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_batch(pa.record_batch({"id": pa.array([1, 2], pa.int64())}, schema=schema))
+    head = {
+        "type": "SCHEMA",
+        "stream": "s",
+        "schema": {"type": "object", "properties": {"id": {"type": "integer"}}},
+        "key_properties": ["id"],
+    }
+    (tmp_path / "t.json").write_text(json.dumps({"path": str(tmp_path / "out")}))
+    for manifest, ok in (([foreign.as_uri(), lock.as_uri()], False), ([foreign.as_uri()], True)):
+        batch = {"type": "BATCH", "stream": "s", "encoding": {"format": "arrow"}}
+        lines = [head, {**batch, "manifest": manifest}, {"type": "STATE", "value": {"n": 1}}]
+        (tmp_path / "in.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+        command = f"{script('target-dativo-parquet')} --config t.json < in.jsonl"
+        if ok:
+            pipe(command, tmp_path, timeout=120)
+        else:
+            with pytest.raises(AssertionError, match=r"app\.lock"):
+                pipe(command, tmp_path, timeout=120)
+        assert lock.exists() and foreign.exists()
+    assert read_parquet_dir(tmp_path / "out" / "s").column("id").to_pylist() == [1, 2]
