@@ -1,5 +1,12 @@
 """IcebergWriter: one stream into one Iceberg table, one snapshot per checkpoint, with the
-Singer STATE that the snapshot makes durable in its summary (exactly-once resumption)."""
+Singer STATE that the snapshot makes durable in its summary (exactly-once resumption).
+
+Invariants: a snapshot's state is keyed by the pipeline's state id and read back only by
+that pipeline; an ``overwrite`` run publishes once, at its end, in one snapshot that
+replaces every row; rows re-read at the committed bookmark whose key the table already
+holds are not appended again; data files are named so that a later run can prove a dead
+writer left them (see targets/iceberg/orphans.py).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,8 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +30,35 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
     TableAlreadyExistsError,
 )
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.table import Table
-from pyiceberg.transforms import Transform, parse_transform
+from pyiceberg.expressions import EqualTo, Reference
+from pyiceberg.io.pyarrow import parquet_file_to_data_file
+from pyiceberg.manifest import DataFileContent
+from pyiceberg.table import Table, TableProperties
 
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from targets.iceberg.orphans import DataFileNames, remove_orphans
+from targets.iceberg.tables import (
+    STATE_ID_PROPERTY,
+    STATE_PROPERTY,
+    STREAM_PROPERTY,
+    check_layout,
+    committed_bookmark,
+    committed_state,
+    create_table,
+    refuse_other_stream,
+    table_stream,
+)
 from targets.iceberg.types import iceberg_schema, to_iceberg
 
 logger = logging.getLogger("dativo.iceberg")
 
-STATE_PROPERTY = "dativo.state"
-STREAM_PROPERTY = "dativo.stream"
+__all__ = ["STATE_ID_PROPERTY", "STATE_PROPERTY", "STREAM_PROPERTY", "IcebergWriter"]
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
 _CATALOGS: dict[str, Catalog] = {}
+#: Tables open in this process: (catalog, table) -> (stream, number of open writers).
+_OPEN_TABLES: dict[tuple[str, str], tuple[str, int]] = {}
 
 CONFIG_JSONSCHEMA: dict[str, Any] = {
     "type": "object",
@@ -91,8 +113,7 @@ def table_name(stream: str, config: Mapping[str, Any]) -> str:
     return str(names.get(stream) or _UNSAFE.sub("_", stream).strip("_").lower() or "stream")
 
 
-def open_catalog(config: Mapping[str, Any]) -> Catalog:
-    """The configured catalog, or the embedded SQLite one under ``warehouse``."""
+def _catalog_props(config: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     props = {str(k): str(v) for k, v in (config.get("catalog") or {}).items()}
     name = str(config.get("catalog_name") or "dativo")
     if not props:
@@ -103,7 +124,18 @@ def open_catalog(config: Mapping[str, Any]) -> Catalog:
             "uri": f"sqlite:///{warehouse / 'catalog.db'}",
             "warehouse": warehouse.as_uri(),
         }
-    key = json.dumps([name, sorted(props.items())])
+    return name, props
+
+
+def _catalog_key(config: Mapping[str, Any]) -> str:
+    name, props = _catalog_props(config)
+    return json.dumps([name, sorted(props.items())])
+
+
+def open_catalog(config: Mapping[str, Any]) -> Catalog:
+    """The configured catalog, or the embedded SQLite one under ``warehouse``."""
+    name, props = _catalog_props(config)
+    key = _catalog_key(config)
     if key not in _CATALOGS:
         _CATALOGS[key] = load_catalog(name, **props)
     return _CATALOGS[key]
@@ -113,17 +145,31 @@ def _namespace(config: Mapping[str, Any]) -> str:
     return str(config.get("namespace") or "singer")
 
 
-def _committed_state(table: Table) -> tuple[str | None, dict[str, Any] | None]:
-    """(stream, state) from the newest snapshot that carries a Dativo state."""
-    snapshot = table.current_snapshot()
-    while snapshot is not None:
-        summary = snapshot.summary
-        props = summary.additional_properties if summary is not None else {}
-        if STATE_PROPERTY in props:
-            return props.get(STREAM_PROPERTY), json.loads(props[STATE_PROPERTY])
-        parent = snapshot.parent_snapshot_id
-        snapshot = table.snapshot_by_id(parent) if parent is not None else None
-    return None, None
+@dataclass(frozen=True)
+class _Boundary:
+    """The rows the table holds at the bookmark it committed: a resumed reader reads
+    ``replication_key >= bookmark``, so these come again and must not be appended twice."""
+
+    column: str
+    value: pa.Scalar
+    keys: tuple[str, ...]
+    known: frozenset[tuple[Any, ...]]
+
+    def drop_known(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` without its rows at the bookmark whose key the table already has."""
+        column = batch.column(self.column)
+        mask = pc.fill_null(pc.equal(column, self.value.cast(column.type)), False)
+        if not pc.any(mask).as_py():
+            return batch
+        indices = pc.indices_nonzero(mask)
+        rows = batch.take(indices).select(list(self.keys)).to_pylist()
+        drop = [tuple(row[k] for k in self.keys) in self.known for row in rows]
+        if not any(drop):
+            return batch
+        keep = pc.invert(mask).to_pylist()
+        for index, dropped in zip(indices.to_pylist(), drop, strict=True):
+            keep[index] = not dropped
+        return batch.filter(pa.array(keep, pa.bool_()))
 
 
 class IcebergWriter(ArrowWriter):
@@ -131,7 +177,8 @@ class IcebergWriter(ArrowWriter):
 
     Batches are encoded once into Parquet files in the table's data directory as they
     arrive; ``commit`` registers the files in one snapshot (``add_files``) whose summary
-    holds the Singer STATE staged for it.
+    holds the Singer STATE staged for it and the pipeline's state id. With ``overwrite``
+    the one commit of the run replaces the table's rows in one snapshot.
     """
 
     name = "target-dativo-iceberg"
@@ -147,6 +194,15 @@ class IcebergWriter(ArrowWriter):
         self._has_state = False
         self._overwritten = False
         self._rows = 0
+        self._method = "append"
+        self._names = DataFileNames()
+        self._boundary: _Boundary | None = None
+        self._registered: tuple[str, str] | None = None
+
+    @property
+    def publishes_at_end(self) -> bool:
+        """``overwrite``: the table is replaced once, when the input ends."""
+        return self._method == "overwrite"
 
     # -- opening --------------------------------------------------------------------
 
@@ -167,41 +223,87 @@ class IcebergWriter(ArrowWriter):
         with contextlib.suppress(NamespaceAlreadyExistsError):
             self._catalog.create_namespace(namespace)
         self._identifier = f"{namespace}.{table_name(stream.name, config)}"
+        slot = (_catalog_key(config), self._identifier)
+        opened = _OPEN_TABLES.get(slot)
+        refuse_other_stream(self._identifier, opened[0] if opened else None, stream.name)
         self._schema = iceberg_schema(stream.schema)
         self._table = self._load_or_create(stream)
+        self._boundary = self._boundary_rows(stream)
+        _OPEN_TABLES[slot] = (stream.name, (opened[1] if opened else 0) + 1)
+        self._registered = slot
 
     def _load_or_create(self, stream: StreamInfo) -> Table:
+        """The stream's table, created complete in one step if missing, checked to belong
+        to this stream and to match its keys and partitioning, without dead writers' files."""
         try:
             table = self._catalog.load_table(self._identifier)
         except NoSuchTableError:
             try:
-                table = self._catalog.create_table(
+                table = create_table(
+                    self._catalog,
                     self._identifier,
-                    schema=self._schema,
-                    properties={
+                    self._schema,
+                    list(stream.key_properties),
+                    self.config.get("partition_by") or [],
+                    {
                         "commit.retry.num-retries": str(self._retries),
                         "write.parquet.compression-codec": self._compression,
+                        STREAM_PROPERTY: stream.name,
                     },
                 )
             except TableAlreadyExistsError:  # created concurrently
                 table = self._catalog.load_table(self._identifier)
             else:
-                self._configure_new(table, stream)
                 logger.info("created Iceberg table %s", self._identifier)
+        owner = table_stream(table)
+        refuse_other_stream(self._identifier, owner, stream.name)
+        if table.properties.get(STREAM_PROPERTY) != stream.name:
+            with table.transaction() as tx:  # an older table: claim it for this stream
+                tx.set_properties({STREAM_PROPERTY: stream.name})
+        if check_layout(
+            table,
+            self._identifier,
+            stream.name,
+            list(stream.key_properties),
+            self.config.get("partition_by") or [],
+        ):
+            table = self._catalog.load_table(self._identifier)
+        remove_orphans(lambda: self._catalog.load_table(self._identifier))
         self._evolve(table, self._schema)
         return table
 
-    def _configure_new(self, table: Table, stream: StreamInfo) -> None:
-        if stream.key_properties:
-            with table.update_schema() as update:
-                update.set_identifier_fields(*stream.key_properties)
-        spec = self.config.get("partition_by") or []
-        if spec:
-            with table.update_spec() as update:
-                for item in spec:
-                    column = item["column"]
-                    transform = parse_transform(str(item.get("transform") or "identity"))
-                    update.add_field(column, transform, f"{column}_{_transform_name(transform)}")
+    def _boundary_rows(self, stream: StreamInfo) -> _Boundary | None:
+        """For append with keys: the table's rows at the bookmark this pipeline committed."""
+        column = stream.replication_key
+        keys = tuple(stream.key_properties)
+        if self._method != "append" or not column or not keys:
+            return None
+        entry = committed_bookmark(self._table, stream.name, self.state_id)
+        if not isinstance(entry, dict) or entry.get("replication_key") != column:
+            return None
+        value = entry.get("replication_key_value")
+        if value is None:
+            return None
+        try:
+            rows = self._table.scan(
+                row_filter=EqualTo(term=Reference(column), value=value),
+                selected_fields=(*keys, column),
+            ).to_arrow()
+        except Exception as exc:
+            logger.warning(
+                "stream '%s': cannot look up the rows of %s at %s = %r (%s); rows read again "
+                "at the bookmark may be appended twice",
+                stream.name,
+                self._identifier,
+                column,
+                value,
+                exc,
+            )
+            return None
+        if rows.num_rows == 0:
+            return None
+        known = frozenset(zip(*(rows.column(k).to_pylist() for k in keys), strict=True))
+        return _Boundary(column, rows.column(column)[0], keys, known)
 
     def _evolve(self, table: Table, schema: pa.Schema) -> None:
         try:
@@ -217,6 +319,10 @@ class IcebergWriter(ArrowWriter):
 
     def write(self, batch: pa.RecordBatch) -> None:
         batch = to_iceberg(batch.select(self._schema.names), self._schema)
+        if self._boundary is not None:
+            batch = self._boundary.drop_known(batch)
+            if batch.num_rows == 0:
+                return
         if self._method == "upsert":
             self._buffer.append(batch)
             return
@@ -254,9 +360,7 @@ class IcebergWriter(ArrowWriter):
         if self._table.spec().fields:
             self._finish_file()  # one file per partition value
         if self._open is None:
-            location = (
-                f"{self._table.location()}/data/{uuid.uuid4().hex}-{len(self._files):05d}.parquet"
-            )
+            location = self._names.next(self._table)
             self._sink = self._table.io.new_output(location).create(overwrite=False)
             self._open = pq.ParquetWriter(self._sink, self._schema, compression=self._compression)
             self._files.append(location)
@@ -289,6 +393,8 @@ class IcebergWriter(ArrowWriter):
 
     def _properties(self) -> dict[str, str]:
         props = {STREAM_PROPERTY: self.stream.name if self.stream else ""}
+        if self.state_id is not None:
+            props[STATE_ID_PROPERTY] = self.state_id
         if self._has_state:
             props[STATE_PROPERTY] = json.dumps(self._state, default=str, sort_keys=True)
         return props
@@ -299,28 +405,33 @@ class IcebergWriter(ArrowWriter):
             return self._commit_upsert()
         files, self._files = self._files, []
         rows, self._rows = self._rows, 0
+        replace = self._method == "overwrite" and not self._overwritten
         # No new rows: no snapshot. The previous snapshot's state stays a valid resume
-        # point for this table, since nothing was added after it.
-        if not files and (self._method != "overwrite" or self._overwritten):
+        # point for this table, since nothing was added after it. An overwrite replaces
+        # even with no rows: the run read an empty source.
+        if not files and not replace:
             self._has_state = False
             return CommitResult()
         props = self._properties()
-        self._retrying(lambda table: self._add(table, files, props), files)
+        if replace:
+            self._retrying(lambda table: _replace(table, files, props), files)
+            self._overwritten = True  # never twice in one run: later commits append
+        else:
+            self._retrying(
+                lambda table: table.add_files(
+                    list(files), snapshot_properties=props, check_duplicate_files=False
+                ),
+                files,
+            )
         self._has_state = False
-        logger.info("committed %d rows in %d file(s) to %s", rows, len(files), self._identifier)
+        logger.info(
+            "committed %d rows in %d file(s) to %s%s",
+            rows,
+            len(files),
+            self._identifier,
+            " (replacing its rows)" if replace else "",
+        )
         return CommitResult(paths=files, rows=rows)
-
-    def _add(self, table: Table, files: Sequence[str], props: dict[str, str]) -> None:
-        if self._method == "overwrite" and not self._overwritten:
-            with table.transaction() as tx:
-                tx.delete(AlwaysTrue(), snapshot_properties=props)
-                if files:
-                    tx.add_files(
-                        list(files), snapshot_properties=props, check_duplicate_files=False
-                    )
-            self._overwritten = True
-        elif files:
-            table.add_files(list(files), snapshot_properties=props, check_duplicate_files=False)
 
     def _commit_upsert(self) -> CommitResult:
         batches, self._buffer = self._buffer, []
@@ -374,12 +485,24 @@ class IcebergWriter(ArrowWriter):
         self._delete(self._files)  # written but never committed
         self._files = []
         self._buffer = []
+        slot, self._registered = self._registered, None
+        if slot is not None:
+            stream, count = _OPEN_TABLES.pop(slot, ("", 1))
+            if count > 1:
+                _OPEN_TABLES[slot] = (stream, count - 1)
 
     @classmethod
     def recover_state(
         cls, config: Mapping[str, Any], state_id: str | None = None
     ) -> dict[str, Any] | None:
-        """The bookmarks committed with the data, each stream's from its own table."""
+        """The bookmarks pipeline ``state_id`` committed with the data, each stream's from
+        the table it maps to (snapshots of other pipelines are skipped).
+
+        With ``load_method: overwrite`` an empty state: an overwrite run replaces the table
+        with the whole source, so it reads from the start, whatever an earlier run stored.
+        """
+        if str(config.get("load_method") or "append") == "overwrite":
+            return {"bookmarks": {}}
         catalog = open_catalog(config)
         namespace = _namespace(config)
         try:
@@ -389,8 +512,8 @@ class IcebergWriter(ArrowWriter):
         merged: dict[str, Any] = {"bookmarks": {}}
         found = False
         for identifier in identifiers:
-            stream, state = _committed_state(catalog.load_table(identifier))
-            if state is None:
+            stream, state = committed_state(catalog.load_table(identifier), state_id)
+            if state is None or stream is None or table_name(stream, config) != identifier[-1]:
                 continue
             found = True
             bookmark = (state.get("bookmarks") or {}).get(stream) if stream else None
@@ -410,8 +533,23 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _transform_name(transform: Transform[Any, Any]) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", str(transform).lower()).strip("_")
+def _replace(table: Table, files: Sequence[str], props: dict[str, str]) -> None:
+    """One OVERWRITE snapshot: every data file of the current snapshot out, ``files`` in."""
+    with table.transaction() as tx:
+        if tx.table_metadata.name_mapping() is None:
+            mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
+            tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
+        current = table.current_snapshot()
+        with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
+            if current is not None:
+                for manifest in current.manifests(table.io):
+                    for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                        if entry.data_file.content == DataFileContent.DATA:
+                            overwrite.delete_data_file(entry.data_file)
+            for location in files:
+                overwrite.append_data_file(
+                    parquet_file_to_data_file(table.io, tx.table_metadata, location)
+                )
 
 
 def _last_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
