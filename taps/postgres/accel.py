@@ -117,7 +117,7 @@ def copy_query(
     if where is not None:
         query = sql.SQL("{q} WHERE {w}").format(q=query, w=where)
     if order_by:
-        query = sql.SQL("{q} ORDER BY {o}").format(q=query, o=sql.Identifier(order_by))
+        query = sql.SQL("{q} ORDER BY {o} NULLS FIRST").format(q=query, o=sql.Identifier(order_by))
     return sql.SQL("COPY ({q}) TO STDOUT (FORMAT binary)").format(q=query)
 
 

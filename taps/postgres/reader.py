@@ -8,7 +8,7 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -78,6 +78,16 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         },
         "pages_per_partition": {"type": "integer", "default": 20_000},
         "accelerator": {"type": "string", "enum": ["auto", "python", "rust"], "default": "auto"},
+        "infinity_values": {
+            "type": "string",
+            "enum": ["clamp", "null"],
+            "default": "clamp",
+            "description": (
+                "How date/timestamp +/-infinity and time 24:00:00 are delivered: clamped to "
+                "9999-12-31 23:59:59.999999 / 0001-01-01 00:00:00 / 23:59:59.999999 (values "
+                "every engine reads), or as null."
+            ),
+        },
     },
 }
 
@@ -145,10 +155,16 @@ def _rust_available() -> bool:
 
 
 class PostgresReader(ArrowReader):
-    """Reads PostgreSQL tables and views as Arrow batches (see docs/postgres-types.md)."""
+    """Reads PostgreSQL tables and views as Arrow batches (see docs/postgres-types.md).
+
+    Incremental reads are ordered by the replication key with NULLs first: rows with a
+    NULL key are delivered before any bookmark exists (a first or full read), and later
+    runs, which resume at ``>=`` the bookmark, cannot see them (warned with their count).
+    """
 
     name = "tap-dativo-postgres"
     config_jsonschema = CONFIG_JSONSCHEMA
+    is_sorted = True  # incremental reads are ORDER BY the replication key
 
     def open(self, config: Mapping[str, Any]) -> None:
         super().open(config)
@@ -182,6 +198,9 @@ class PostgresReader(ArrowReader):
         self._batch_bytes = int(config.get("batch_size_bytes") or 4 * 1024 * 1024)
         self._parallelism = max(1, int(config.get("max_parallelism") or os.cpu_count() or 1))
         self._pages_per_partition = max(1, int(config.get("pages_per_partition") or 20_000))
+        self._infinity = str(config.get("infinity_values") or "clamp")
+        if self._infinity not in ("clamp", "null"):
+            raise ConfigError(f"infinity_values must be clamp or null, not {self._infinity!r}")
 
     def discover(self) -> Sequence[StreamInfo]:
         tables = discover(self._conn, self.config.get("filter_schemas"))
@@ -205,16 +224,22 @@ class PostgresReader(ArrowReader):
         if options.get("custom_where"):
             conditions.append(sql.SQL("(") + sql.SQL(options["custom_where"]) + sql.SQL(")"))
         if bookmark is not None and stream.replication_key:
-            # Batches end on replication-key value boundaries (see _whole_key_groups), so
-            # every row at the bookmark was delivered: resume strictly after it.
+            # Rows committed after the last run with the bookmark's own key value are not
+            # lost: resume at >= (the bookmark's key group may come twice; see
+            # docs/writing-plugins.md, "The bookmark contract").
             conditions.append(
-                sql.SQL("{k} > {v}").format(
+                sql.SQL("{k} >= {v}").format(
                     k=sql.Identifier(stream.replication_key), v=sql.Literal(bookmark)
                 )
             )
         return conditions
 
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
+        finite = _finite_values(stream.schema, self._infinity)
+        for batch in self._read(stream, bookmark):
+            yield finite(batch)
+
+    def _read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         table = self._table(stream)
         plans = [table.column(name) for name in stream.schema.names]
         relation = sql.Identifier(table.schema, table.table)
@@ -233,10 +258,37 @@ class PostgresReader(ArrowReader):
                 yield from self._read_parallel(relation, plans, conditions, npages, where)
                 return
         order_by = stream.replication_key if incremental else None
+        if incremental and bookmark is not None and stream.replication_key:
+            self._warn_null_keys(conn=self._conn, relation=relation, stream=stream)
         batches = self._copy(self._conn, relation, plans, _and(conditions), order_by, where)
         if incremental and stream.replication_key:
             batches = _whole_key_groups(batches, stream.replication_key)
         yield from batches
+
+    def _warn_null_keys(
+        self, conn: psycopg.Connection, relation: sql.Composable, stream: StreamInfo
+    ) -> None:
+        """An incremental run from a bookmark cannot see rows whose key is NULL: say how
+        many there are (they were delivered by the first, full read)."""
+        key = stream.replication_key
+        plan = self._table(stream).column(key) if key else None
+        if key is None or (plan is not None and not plan.nullable):
+            return
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {r} WHERE {k} IS NULL").format(
+                r=relation, k=sql.Identifier(key)
+            )
+        ).fetchone()
+        count = int(row[0]) if row else 0
+        if count:
+            logger.warning(
+                "stream '%s': %d row(s) have a NULL replication key '%s'; an incremental run "
+                "reads rows at or after the bookmark, so they are read only by a full read "
+                "(the first run, or --full-refresh)",
+                stream.name,
+                count,
+                key,
+            )
 
     def _copy(
         self,
@@ -255,26 +307,6 @@ class PostgresReader(ArrowReader):
             )
         query = pgcopy.copy_query(relation, plans, condition, order_by)
         return pgcopy.read_copy(conn, query, plans, self._batch_bytes, where)
-
-    def bookmark(self, stream: StreamInfo, batch: pa.RecordBatch, previous: Any | None) -> Any:
-        """The largest replication key of the batch; infinities as PostgreSQL spells them."""
-        if not stream.replication_key or batch.num_rows == 0:
-            return previous
-        column = batch.column(stream.replication_key)
-        top = pc.max(column)
-        if not top.is_valid:
-            return previous
-        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-            ticks = top.cast(pa.int64() if pa.types.is_timestamp(column.type) else pa.int32())
-            extreme = {
-                INT64_MAX: "infinity",
-                INT64_MIN: "-infinity",
-                INT32_MAX: "infinity",
-                INT32_MIN: "-infinity",
-            }
-            if ticks.as_py() in extreme:
-                return extreme[ticks.as_py()]
-        return top.as_py()
 
     def _read_parallel(
         self,
@@ -396,11 +428,13 @@ class PostgresReader(ArrowReader):
 
 
 def _whole_key_groups(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa.RecordBatch]:
-    """Re-cut key-ordered batches so that no value of ``key`` spans two batches.
+    """Re-cut key-ordered batches (NULL keys first) so that no value of ``key`` spans two
+    batches.
 
     The rows sharing the last key value of a batch are held back and lead the next one, so
     a bookmark taken after any batch covers every row at or below it. (A group of equal
-    keys is held in memory whole.)
+    keys is held in memory whole.) Rows with a NULL key come first and pass straight
+    through: they do not move the bookmark, so no STATE is released while they go by.
     """
     carry: pa.RecordBatch | None = None
     for batch in batches:
@@ -411,14 +445,65 @@ def _whole_key_groups(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[p
             continue
         column = batch.column(key)
         last = column[batch.num_rows - 1]
-        # NULL keys sort last: a trailing NULL group is the null count.
-        tail = (pc.sum(pc.equal(column, last)).as_py() or 0) if last.is_valid else column.null_count
+        if not last.is_valid:
+            yield batch  # all NULL keys
+            continue
+        tail = pc.sum(pc.equal(column, last)).as_py() or 0
         cut = batch.num_rows - tail
         if cut:
             yield batch.slice(0, cut)
         carry = batch.slice(cut)
     if carry is not None and carry.num_rows:
         yield carry
+
+
+_CLAMP_TIMESTAMP = 253402300799999999  # 9999-12-31 23:59:59.999999 in microseconds
+_CLAMP_TIMESTAMP_LOW = -62135596800000000  # 0001-01-01 00:00:00
+_CLAMP_DATE = 2932896  # 9999-12-31 in days since the epoch
+_CLAMP_DATE_LOW = -719162  # 0001-01-01
+_DAY_US = 86_400_000_000
+
+
+def _finite_values(schema: pa.Schema, mode: str) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
+    """A function that replaces PostgreSQL's infinities (the extreme integers of date and
+    timestamp columns) and time 24:00:00 by the nearest value engines can read, or by
+    null (``mode``), in the top-level columns of a batch. Batches without them are
+    returned unchanged (one min/max per such column)."""
+    plans: list[tuple[int, int, int, int, int, pa.DataType]] = []
+    for i, f in enumerate(schema):
+        if pa.types.is_timestamp(f.type) and f.type.unit == "us":
+            plans.append(
+                (i, INT64_MIN, INT64_MAX, _CLAMP_TIMESTAMP_LOW, _CLAMP_TIMESTAMP, pa.int64())
+            )
+        elif pa.types.is_date32(f.type):
+            plans.append((i, INT32_MIN, INT32_MAX, _CLAMP_DATE_LOW, _CLAMP_DATE, pa.int32()))
+        elif pa.types.is_time64(f.type) and f.type.unit == "us":
+            plans.append((i, -1, _DAY_US, 0, _DAY_US - 1, pa.int64()))
+
+    def finite(batch: pa.RecordBatch) -> pa.RecordBatch:
+        if not plans or batch.num_rows == 0:
+            return batch
+        columns = list(batch.columns)
+        changed = False
+        for i, low, high, clamp_low, clamp_high, storage in plans:
+            column = columns[i]
+            ticks = column.view(storage)
+            bounds = pc.min_max(ticks)
+            top, bottom = bounds["max"].as_py(), bounds["min"].as_py()
+            if top is None or (top < high and bottom > low):
+                continue
+            is_high = pc.greater_equal(ticks, pa.scalar(high, storage))
+            is_low = pc.less_equal(ticks, pa.scalar(low, storage))
+            if mode == "null":
+                fixed = pc.if_else(pc.or_(is_high, is_low), pa.scalar(None, storage), ticks)
+            else:
+                fixed = pc.if_else(is_high, pa.scalar(clamp_high, storage), ticks)
+                fixed = pc.if_else(is_low, pa.scalar(clamp_low, storage), fixed)
+            columns[i] = fixed.view(column.type)
+            changed = True
+        return pa.RecordBatch.from_arrays(columns, schema=batch.schema) if changed else batch
+
+    return finite
 
 
 def _repeatable_read(conn: psycopg.Connection) -> None:
