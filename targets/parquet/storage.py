@@ -1,18 +1,27 @@
-"""Where Parquet files go: a local directory or an S3 prefix, behind pyarrow.fs."""
+"""Where Parquet files go: a local directory or an S3 prefix, behind pyarrow.fs.
+
+On S3, objects are deleted with boto3, never pyarrow: pyarrow's ``delete_file`` (and
+``move``, a copy and a delete) writes a 0-byte ``<dir>/`` marker object for the parent
+"directory". Nothing here creates directory markers.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from dativo_bridge.errors import ConfigError
+from dativo_bridge.errors import ConfigError, WriteError
+
+logger = logging.getLogger("dativo.parquet")
 
 S3_SETTINGS: dict[str, Any] = {
     "endpoint_url": {"type": "string", "description": "S3-compatible endpoint (MinIO, ...)."},
@@ -60,6 +69,8 @@ class Storage:
     """A pyarrow filesystem and a root path inside it (``bucket/prefix`` on S3)."""
 
     def __init__(self, path: str, config: Mapping[str, Any]) -> None:
+        self._config = config
+        self._client: Any = None
         if path.startswith("s3://"):
             self.fs: pafs.FileSystem = s3_filesystem(config)
             self.root = path[len("s3://") :].rstrip("/")
@@ -92,16 +103,71 @@ class Storage:
         if self.local:
             with open(temp, "rb") as fh:
                 os.fsync(fh.fileno())
-        self.fs.move(temp, final)
+            self.fs.move(temp, final)
+            return
+        self.fs.copy_file(temp, final)
+        self.delete(temp)
 
     def delete(self, path: str) -> None:
         """Remove a file if it exists."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.delete_file(path)
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_file(path)
+            return
+        bucket, _, key = path.partition("/")
+        try:
+            self.s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise WriteError(f"could not delete s3://{path}: {_s3_error(exc)}") from exc
+
+    def s3_client(self) -> Any:
+        """A boto3 client with the same settings as the pyarrow filesystem."""
+        if self._client is None:
+            from dativo_bridge.crypto.aws import s3_client
+
+            self._client = s3_client(self._config)
+        return self._client
+
+    def abort_uploads(self, prefix: str, abandoned: Callable[[str, dt.datetime], bool]) -> int:
+        """Abort the unfinished multipart uploads under ``prefix`` (``bucket/key/``) for
+        which ``abandoned(key, initiated)`` is true; returns how many were aborted."""
+        bucket, _, key_prefix = prefix.partition("/")
+        client = self.s3_client()
+        aborted = 0
+        try:
+            pages = client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=bucket, Prefix=key_prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads") or []:
+                    key = str(upload["Key"])
+                    # The prefix is checked here too: some S3 services ignore it.
+                    if not key.startswith(key_prefix) or not abandoned(key, upload["Initiated"]):
+                        continue
+                    logger.info(
+                        "aborting the unfinished upload of s3://%s/%s (its writer is gone)",
+                        bucket,
+                        upload["Key"],
+                    )
+                    client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        except Exception as exc:
+            # Not fatal: the uploads are invisible; a lifecycle rule removes them too.
+            logger.warning(
+                "could not clean unfinished uploads under s3://%s: %s", prefix, _s3_error(exc)
+            )
+        return aborted
 
     def uri(self, path: str) -> str:
         """The user-facing location of ``path``."""
         return path if self.local else f"s3://{path}"
+
+
+def _s3_error(exc: Exception) -> str:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return str(code or type(exc).__name__)
 
 
 class HashingSink:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import os
 import re
-import uuid
+import shutil
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,16 @@ import pyarrow.parquet as pq
 
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from targets.parquet.leftovers import (
+    abandoned_upload,
+    new_run_id,
+    recover_folders,
+    remove_orphans,
+    replaced_name,
+    staged_name,
+)
 from targets.parquet.storage import S3_SETTINGS, HashingSink, Storage
+from targets.parquet.swap import replace_dir
 
 logger = logging.getLogger("dativo.parquet")
 
@@ -45,6 +56,16 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "description": "Columns for hive-style folders col=value/.",
         },
         "row_group_rows": {"type": "integer", "default": 1_000_000},
+        "load_method": {
+            "type": "string",
+            "enum": ["append", "overwrite"],
+            "default": "append",
+            "description": (
+                "append adds the run's files; overwrite replaces the stream's folder with "
+                "the run's files in one step when the run ends (local disk only: on S3 use "
+                "target-dativo-iceberg)."
+            ),
+        },
         **S3_SETTINGS,
     },
     "required": ["path"],
@@ -54,6 +75,28 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
 def stream_dir_name(stream: str) -> str:
     """A stream name made safe as one directory name."""
     return _UNSAFE.sub("_", stream).strip(".") or "stream"
+
+
+#: The open writers of this process by stream folder: two streams must not share one.
+_folders: weakref.WeakValueDictionary[str, ParquetWriter] = weakref.WeakValueDictionary()
+_folders_lock = threading.Lock()
+
+
+def _claim_folder(location: str, writer: ParquetWriter, stream: str) -> None:
+    with _folders_lock:
+        other = _folders.get(location)
+        if other is not None and other.stream is not None and other.stream.name != stream:
+            raise ConfigError(
+                f"streams '{other.stream.name}' and '{stream}' would both be written to "
+                f"{location}: rename one (stream maps) or write them to different paths"
+            )
+        _folders[location] = writer
+
+
+def _release_folder(location: str, writer: ParquetWriter) -> None:
+    with _folders_lock:
+        if _folders.get(location) is writer:
+            del _folders[location]
 
 
 @dataclass
@@ -81,6 +124,12 @@ class ParquetWriter(ArrowWriter):
     temporary name (``.part-*.parquet.inprogress``) and moved to their final name on
     commit, so a reader never sees a partial file or uncommitted rows. On S3 an object
     only exists once its upload completed, and the move is a server-side copy.
+
+    ``load_method: overwrite`` (local disk) builds the stream's new folder as a hidden
+    sibling and swaps it with the live one at the (single, end-of-run) commit: a reader
+    lists either the old files or the new ones (targets.parquet.swap). What killed runs
+    leave is removed by the next open once its writer is provably gone
+    (targets.parquet.leftovers).
     """
 
     name = "target-dativo-parquet"
@@ -92,7 +141,10 @@ class ParquetWriter(ArrowWriter):
         self._finished: list[_Finished] = []
         self._schema: pa.Schema | None = None
         self._seq = 0
-        self._run = f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
+        self._run = new_run_id()
+        self._method = "append"
+        self._swapped = False
+        self._location: str | None = None
 
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
         super().open(config, stream)
@@ -100,8 +152,19 @@ class ParquetWriter(ArrowWriter):
             raise ConfigError(
                 "target-dativo-parquet needs the setting 'path' (a directory or s3://bucket/prefix)"
             )
+        self._method = str(config.get("load_method") or "append")
+        if self._method not in ("append", "overwrite"):
+            raise ConfigError(f"load_method must be append or overwrite, not {self._method!r}")
         self._storage = Storage(str(config["path"]), config)
-        self._root = self._storage.join(stream_dir_name(stream.name))
+        folder = stream_dir_name(stream.name)
+        self._live = self._storage.join(folder)
+        if self._method == "overwrite" and not self._storage.local:
+            raise ConfigError(
+                f"stream '{stream.name}': load_method overwrite is not supported on S3 "
+                "(objects cannot be replaced together in one step, so readers would see "
+                "both copies or neither): use target-dativo-iceberg, whose overwrite is one "
+                "snapshot, or load_method append into an empty prefix"
+            )
         self._compression = str(config.get("compression") or "zstd")
         self._target_bytes = int(float(config.get("target_file_size_mb") or 128) * 1024 * 1024)
         self._row_group_rows = int(config.get("row_group_rows") or 1_000_000)
@@ -111,10 +174,28 @@ class ParquetWriter(ArrowWriter):
             raise ConfigError(
                 f"stream '{stream.name}': partition_by columns not in the stream: {missing}"
             )
+        _claim_folder(self._storage.uri(self._live), self, stream.name)
+        self._location = self._storage.uri(self._live)
         self._schema = stream.schema
-        self._storage.makedirs(self._root)
+        self._root = self._live
         if self._storage.local:
-            _remove_orphans(Path(self._root))
+            recover_folders(Path(self._storage.root), folder)
+            self._storage.makedirs(self._live)
+            remove_orphans(Path(self._live))
+            if self._method == "overwrite":
+                self._root = self._storage.join(staged_name(folder, self._run))
+                self._replaced = self._storage.join(replaced_name(folder, self._run))
+                self._storage.makedirs(self._root)
+        else:
+            now = dt.datetime.now(dt.UTC)
+            self._storage.abort_uploads(
+                self._live + "/", lambda key, initiated: abandoned_upload(key, initiated, now)
+            )
+
+    @property
+    def publishes_at_end(self) -> bool:
+        """True with ``load_method: overwrite``: the stream is replaced once, at the end."""
+        return self._method == "overwrite"
 
     def _new_file(self, key: tuple[Any, ...]) -> _OpenFile:
         assert self._schema is not None
@@ -190,6 +271,8 @@ class ParquetWriter(ArrowWriter):
         self.adopt_schema(schema)
 
     def commit(self) -> CommitResult:
+        """Publish every file written so far; with overwrite, the first commit replaces the
+        stream's folder with this run's (later commits add to it)."""
         for key in list(self._files):
             self._finish(key)
         result = CommitResult()
@@ -201,6 +284,15 @@ class ParquetWriter(ArrowWriter):
             result.bytes += done.size
             result.checksums[location] = "sha256:" + done.sha256
         self._finished = []
+        if self._method == "overwrite" and not self._swapped:
+            staged = self._root
+            replace_dir(Path(staged), Path(self._live), Path(self._replaced))
+            self._root, self._swapped = self._live, True
+            result.paths = [self._live + p[len(staged) :] for p in result.paths]
+            result.checksums = {
+                self._live + p[len(staged) :]: c for p, c in result.checksums.items()
+            }
+            logger.info("replaced the files of %s with this run's", self._live)
         if result.paths:
             logger.info(
                 "committed %d rows in %d file(s) under %s",
@@ -211,32 +303,20 @@ class ParquetWriter(ArrowWriter):
         return result
 
     def close(self) -> None:
-        for handle in self._files.values():
-            try:
-                handle.writer.close()
-                handle.sink.close()
-            finally:
-                self._storage.delete(handle.temp)
-        for done in self._finished:
-            self._storage.delete(done.temp)
-        self._files = {}
-        self._finished = []
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_orphans(root: Path) -> None:
-    """Delete in-progress files left by writers that died (their process is gone)."""
-    for temp in root.rglob(".part-*.parquet.inprogress"):
-        match = re.match(r"\.part-[0-9a-f]+-(\d+)-", temp.name)
-        if match and not _pid_alive(int(match.group(1))):
-            logger.info("removing %s, left by a writer that did not finish", temp)
-            temp.unlink(missing_ok=True)
+        try:
+            for handle in self._files.values():
+                try:
+                    handle.writer.close()
+                    handle.sink.close()
+                finally:
+                    self._storage.delete(handle.temp)
+            for done in self._finished:
+                self._storage.delete(done.temp)
+            self._files = {}
+            self._finished = []
+            if self._method == "overwrite" and not self._swapped and self._location:
+                shutil.rmtree(self._root, ignore_errors=True)  # an unpublished overwrite
+        finally:
+            if self._location is not None:
+                _release_folder(self._location, self)
+                self._location = None
