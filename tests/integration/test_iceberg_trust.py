@@ -220,30 +220,32 @@ class _Counter(ArrowReader):
 
 def test_state_is_kept_per_pipeline(tmp_path: Path) -> None:
     config = {"warehouse": str(tmp_path)}
-    run(
-        _Counter,
-        IcebergWriter,
-        source_config={"total": 10},
-        destination_config=config,
-        state_id="dev:tap-a-to-target-dativo-iceberg",
+    mine_id, other_id = (
+        "dev:tap-a-to-target-dativo-iceberg",
+        "dev:tap-other-to-target-dativo-iceberg",
     )
+
+    def counter_run(state_id: str) -> int:
+        source = {"total": 10}
+        return run(
+            _Counter,
+            IcebergWriter,
+            source_config=source,
+            destination_config=config,
+            state_id=state_id,
+        ).rows
+
+    counter_run(mine_id)
+    assert counter_run(other_id) == 10, "another pipeline reads its own source from the start"
+    # Each pipeline finds its own bookmark, behind the other's snapshots if need be.
+    bookmark = {"bookmarks": {"users": {"replication_key": "id", "replication_key_value": 10}}}
+    assert IcebergWriter.recover_state(config, mine_id) == bookmark
+    assert IcebergWriter.recover_state(config, other_id) == bookmark
+    assert IcebergWriter.recover_state(config, "dev:tap-third-to-target-dativo-iceberg") is None
+    assert IcebergWriter.recover_state(config, None) is None, "None matches no state id only"
     snapshot = open_catalog(config).load_table("singer.users").current_snapshot()
-    assert snapshot is not None
-    props = snapshot.summary.additional_properties  # type: ignore[union-attr]
-    assert props[STATE_ID_PROPERTY] == "dev:tap-a-to-target-dativo-iceberg"
-    assert IcebergWriter.recover_state(config, "dev:tap-other-to-target-dativo-iceberg") is None
-    assert IcebergWriter.recover_state(config, None) is None
-    other = run(
-        _Counter,
-        IcebergWriter,
-        source_config={"total": 10},
-        destination_config=config,
-        state_id="dev:tap-other-to-target-dativo-iceberg",
-    )
-    assert other.rows == 10, "another pipeline reads its own source from the start"
-    # The first pipeline still finds its own bookmark behind the other's snapshots.
-    mine = IcebergWriter.recover_state(config, "dev:tap-a-to-target-dativo-iceberg")
-    assert mine == {"bookmarks": {"users": {"replication_key": "id", "replication_key_value": 10}}}
+    assert snapshot is not None and snapshot.summary is not None
+    assert snapshot.summary.additional_properties[STATE_ID_PROPERTY] == other_id
 
 
 # -- item 11: dead writers' files, tables created complete ------------------------------------
