@@ -24,7 +24,12 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib import SchemaMessage
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
-from dativo_bridge.batch_files import BATCH_CONFIG_SCHEMA, BatchFileWriter, BatchSettings
+from dativo_bridge.batch_files import (
+    BATCH_CLEANUP_SETTING,
+    BATCH_CONFIG_SCHEMA,
+    BatchFileWriter,
+    BatchSettings,
+)
 from dativo_bridge.codecs.decode import loads
 from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.codecs.messages import SingerInput
@@ -50,6 +55,7 @@ TARGET_COMMON_SETTINGS: dict[str, Any] = {
         "default": 100_000,
         "description": "RECORD lines decoded into Arrow per batch.",
     },
+    "batch_cleanup": BATCH_CLEANUP_SETTING,
 }
 
 
