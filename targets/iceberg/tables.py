@@ -124,10 +124,16 @@ def create_table(
     missing = [k for k in keys if k not in converted.column_names]
     if missing:
         raise ConfigError(f"table {identifier}: key properties not in the schema: {missing}")
-    iceberg = Schema(
-        *converted.fields,
-        identifier_field_ids=[converted.find_field(k).field_id for k in keys],
-    )
+    try:
+        iceberg = Schema(
+            *converted.fields,
+            identifier_field_ids=[converted.find_field(k).field_id for k in keys],
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"table {identifier}: key properties {list(keys)} must be non-null columns to be "
+            f"identifier fields: {exc}"
+        ) from exc
     fields = []
     for number, (column, transform) in enumerate(wanted_spec(partition_by)):
         try:

@@ -4,6 +4,7 @@ are created complete, and rows re-read at the bookmark are not appended twice.""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -397,6 +398,50 @@ def test_upsert_resume_at_the_bookmark_has_no_duplicates(tmp_path: Path) -> None
     _days_run(config, first)
     _days_run(config, [*first, (4, 2)])
     assert _ids(config, "singer.events") == [1, 2, 3, 4]
+
+
+STAMP_SCHEMA = pa.schema(
+    [pa.field("id", pa.int64(), nullable=False), ("at", pa.timestamp("us", tz="UTC"))]
+)
+
+
+class _Stamps(ArrowReader):
+    """Like _Days with a zoned timestamp key (the bookmark is stored as ISO text)."""
+
+    name = "tap-stamps"
+
+    def discover(self) -> Sequence[StreamInfo]:
+        return [StreamInfo("stamps", STAMP_SCHEMA, ("id",), "at", "INCREMENTAL")]
+
+    def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
+        base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        start = dt.datetime.fromisoformat(bookmark) if bookmark is not None else base
+        rows = [(i, base + dt.timedelta(seconds=s)) for i, s in self.config["rows"]]
+        chosen = sorted((r for r in rows if r[1] >= start), key=lambda r: r[1])
+        yield pa.record_batch(
+            [pa.array([r[0] for r in chosen], pa.int64()), pa.array([r[1] for r in chosen])],
+            STAMP_SCHEMA,
+        )
+
+
+def test_timestamp_bookmark_boundary_is_matched(tmp_path: Path) -> None:
+    config = {"warehouse": str(tmp_path)}
+    first = [[1, 0], [2, 5], [3, 5]]
+    for rows in (first, [*first, [4, 5], [5, 6]]):
+        run(
+            _Stamps,
+            IcebergWriter,
+            source_config={"rows": rows},
+            destination_config=config,
+            state_id="dev:stamps",
+        )
+    assert _ids(config, "singer.stamps") == [1, 2, 3, 4, 5]
+
+
+def test_a_nullable_key_column_is_a_clear_error(tmp_path: Path) -> None:
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    with pytest.raises(ConfigError, match=r"key properties \['id'\] must be non-null"):
+        IcebergWriter().open({"warehouse": str(tmp_path)}, StreamInfo("users", schema, ("id",)))
 
 
 # -- full table + append is unchanged ----------------------------------------------------------
