@@ -58,6 +58,38 @@ class DecodeError(DativoError):
         super().__init__(message)
 
 
+class EncodeError(DativoError):
+    """An Arrow value has no valid Singer encoding (its text would break the column's schema).
+
+    Attributes:
+        stream: The stream being encoded (or None if unknown).
+        column: The column, with a dotted path inside structs and ``[]`` for list items.
+        row: 0-based row of the value in the batch given to the encoder.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        stream: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.stream = stream
+        self.column = column
+        self.row = row
+        parts = []
+        if stream is not None:
+            parts.append(f"stream '{stream}'")
+        if column is not None:
+            parts.append(f"column '{column}'")
+        if row is not None:
+            parts.append(f"row {row}")
+        where = ", ".join(parts)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
 class PluginLoadError(DativoError):
     """A `module:Class` reference could not be loaded (or is not allowed)."""
 

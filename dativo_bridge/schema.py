@@ -23,6 +23,14 @@ ANY_JSON_TYPES = ("object", "array", "string", "number", "boolean", "null")
 #: JSON Schema annotation that pins an Arrow type JSON Schema alone cannot express.
 ARROW_TYPE_KEY = "x-arrow-type"
 
+#: JSON Schema annotation of a JSON-text property: ``"x-sql-null": "omitted"`` says the
+#: tap writes a SQL NULL by leaving the property out of the record, so that a ``null``
+#: present in the record is JSON's null value (docs/singer-codecs.md#json-null-and-sql-null).
+SQL_NULL_KEY = "x-sql-null"
+SQL_NULL_OMITTED = "omitted"
+#: The Arrow field metadata that carries the annotation to the decoder.
+SQL_NULL_METADATA = {SQL_NULL_KEY.encode(): SQL_NULL_OMITTED.encode()}
+
 _DECIMAL_FORMATS = {"x-singer.decimal", "singer.decimal"}
 _INT_TYPES: list[tuple[pa.DataType, int, int]] = [
     (pa.int8(), -(2**7), 2**7 - 1),
@@ -242,7 +250,21 @@ def property_to_field(name: str, schema: Mapping[str, Any]) -> pa.Field:
     else:
         dtype = JSON_TYPE
     # A JSON value can always be null, so JSON text columns are always nullable.
-    return pa.field(name, dtype, nullable=nullable or dtype in (pa.null(), JSON_TYPE))
+    nullable = nullable or dtype in (pa.null(), JSON_TYPE)
+    if dtype == JSON_TYPE and schema.get(SQL_NULL_KEY) == SQL_NULL_OMITTED:
+        return pa.field(name, dtype, nullable=nullable, metadata=SQL_NULL_METADATA)
+    return pa.field(name, dtype, nullable=nullable)
+
+
+def sql_null_omitted(field: pa.Field) -> bool:
+    """Whether a JSON-text field's SQL NULL is an omitted property (``x-sql-null``), so
+    that a ``null`` in a record is the JSON value null."""
+    metadata = field.metadata
+    return (
+        field.type == JSON_TYPE
+        and metadata is not None
+        and metadata.get(SQL_NULL_KEY.encode()) == SQL_NULL_OMITTED.encode()
+    )
 
 
 def jsonschema_to_arrow(schema: Mapping[str, Any]) -> pa.Schema:
@@ -287,7 +309,8 @@ def field_to_property(field: pa.Field) -> dict[str, Any]:
         return field_to_property(pa.field(field.name, dtype.value_type, nullable))
     if dtype == JSON_TYPE:
         # Any JSON value. Spelled out rather than `{}`, which singer-sdk's helpers reject.
-        return {"type": list(ANY_JSON_TYPES)}
+        # Dativo's encoder omits a SQL NULL JSON property, so `null` is JSON's null.
+        return {"type": list(ANY_JSON_TYPES), SQL_NULL_KEY: SQL_NULL_OMITTED}
     if pa.types.is_null(dtype):
         return {"type": "null"}
     if pa.types.is_boolean(dtype):
@@ -348,10 +371,10 @@ def field_to_property(field: pa.Field) -> dict[str, Any]:
         or pa.types.is_large_list(dtype)
         or pa.types.is_fixed_size_list(dtype)
     ):
-        return {
-            "type": _with_null("array", nullable),
-            "items": field_to_property(dtype.value_field),
-        }
+        items = field_to_property(dtype.value_field)
+        # A list item cannot be omitted: null items are SQL NULL (no annotation).
+        items.pop(SQL_NULL_KEY, None)
+        return {"type": _with_null("array", nullable), "items": items}
     raise SchemaMappingError(
         f"field '{field.name}': Arrow type {dtype} has no Singer mapping (see docs/type-mapping.md)"
     )

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import re
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,8 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from dativo_bridge.codecs.encode import first_unwritable, may_be_unwritable
 from dativo_bridge.errors import DecodeError, MissingKeyPropertyError
-from dativo_bridge.schema import JSON_TYPE, relax_nullability
+from dativo_bridge.schema import (
+    JSON_TYPE,
+    SQL_NULL_KEY,
+    relax_nullability,
+    sql_null_omitted,
+)
 
 logger = logging.getLogger("dativo.decode")
 
@@ -91,6 +98,170 @@ def loads(line: bytes) -> Any:
     return value
 
 
+class _OutOfRange(float):
+    """A JSON number beyond the double range (``1e400``): infinity, with the text it had."""
+
+    text: str
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        out = _OutOfRange(value)
+        out.text = text
+        return out
+    return value
+
+
+class _NotJsonConstant(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJsonConstant(name)
+
+
+#: Python's C scanners: lenient (the NaN/Infinity tokens, as ``json.loads`` reads them),
+#: and strict (JSON's grammar only) for the values of JSON-text columns.
+_Scanner = Callable[[str, int], tuple[Any, int]]
+_LENIENT: Any = json.JSONDecoder(parse_float=_parse_float)
+_STRICT: Any = json.JSONDecoder(parse_constant=_no_constant)
+_LENIENT_SCAN: _Scanner = _LENIENT.scan_once
+_STRICT_SCAN: _Scanner = _STRICT.scan_once
+_SCAN_STRING: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _loads_record(line: bytes) -> Any:
+    """:func:`loads`, with numbers beyond the double range marked (``_OutOfRange``)."""
+    try:
+        value = orjson.loads(line)  # orjson refuses 1e400
+    except orjson.JSONDecodeError:
+        return json.loads(line, parse_float=_parse_float)
+    if _LONG_DIGITS.search(line) is not None:
+        return json.loads(line, parse_float=_parse_float)
+    return value
+
+
+class _Raw(str):
+    """The text of a JSON-text column's value exactly as the line wrote it."""
+
+
+class _NotJson(str):
+    """The text of a JSON-text column's value that is not JSON (NaN, Infinity)."""
+
+    token: str
+
+
+_ABSENT: Any = object()  # a property missing from a record (vs. a present null)
+
+
+class _ListPlan:
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+def _raw_plan(dtype: pa.DataType) -> Any:
+    """Where ``dtype`` holds JSON text: ``JSON_TYPE``, a dict of struct children, a
+    ``_ListPlan``, or None (no JSON text inside)."""
+    if dtype == JSON_TYPE:
+        return JSON_TYPE
+    if pa.types.is_struct(dtype):
+        children = {
+            dtype.field(i).name: plan
+            for i in range(dtype.num_fields)
+            if (plan := _raw_plan(dtype.field(i).type)) is not None
+        }
+        return children or None
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        item = _raw_plan(dtype.value_type)
+        return None if item is None else _ListPlan(item)
+    return None
+
+
+def _scan(s: str, i: int, plan: Any) -> tuple[Any, int]:
+    """The value at ``s[i:]`` (after whitespace), JSON text kept raw where ``plan`` says."""
+    i = _WS.match(s, i).end()  # type: ignore[union-attr]
+    if plan is None:
+        return _LENIENT_SCAN(s, i)
+    if plan is JSON_TYPE:
+        try:
+            end = _STRICT_SCAN(s, i)[1]
+        except _NotJsonConstant as exc:
+            end = _LENIENT_SCAN(s, i)[1]
+            bad = _NotJson(s[i:end])
+            bad.token = str(exc)
+            return bad, end
+        return _Raw(s[i:end]), end
+    if isinstance(plan, dict):
+        if s.startswith("{", i):
+            return _scan_object(s, i, plan)
+    elif s.startswith("[", i):
+        return _scan_array(s, i, plan.item)
+    return _LENIENT_SCAN(s, i)
+
+
+def _scan_object(s: str, i: int, plan: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    out: dict[str, Any] = {}
+    i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
+    if s.startswith("}", i):
+        return out, i + 1
+    while True:
+        if not s.startswith('"', i):
+            raise ValueError("expected a property name")
+        key, i = _SCAN_STRING(s, i + 1)
+        i = _WS.match(s, i).end()  # type: ignore[union-attr]
+        if not s.startswith(":", i):
+            raise ValueError("expected ':'")
+        out[key], i = _scan(s, i + 1, plan.get(key))
+        i = _WS.match(s, i).end()  # type: ignore[union-attr]
+        if s.startswith("}", i):
+            return out, i + 1
+        if not s.startswith(",", i):
+            raise ValueError("expected ',' or '}'")
+        i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
+
+
+def _scan_array(s: str, i: int, item: Any) -> tuple[list[Any], int]:
+    out: list[Any] = []
+    i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
+    if s.startswith("]", i):
+        return out, i + 1
+    while True:
+        value, i = _scan(s, i, item)
+        out.append(value)
+        i = _WS.match(s, i).end()  # type: ignore[union-attr]
+        if s.startswith("]", i):
+            return out, i + 1
+        if not s.startswith(",", i):
+            raise ValueError("expected ',' or ']'")
+        i += 1
+
+
+def _record_keeping_json_text(line: bytes, plan: dict[str, Any]) -> Any:
+    """The ``record`` of a message (already parsed once, so known to be valid) with the
+    value of every JSON-text column as its raw text (``_Raw``) instead of parsed."""
+    # As json.loads decodes bytes (a BOM is skipped, surrogates pass to the later check).
+    s = line.decode("utf-8-sig", "surrogatepass")
+    i = _WS.match(s).end()  # type: ignore[union-attr]
+    if not s.startswith("{", i):
+        raise ValueError("expected an object")
+    record: Any = None
+    i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
+    while s.startswith('"', i):
+        key, i = _SCAN_STRING(s, i + 1)
+        i = _WS.match(s, i).end()  # type: ignore[union-attr]
+        if not s.startswith(":", i):
+            raise ValueError("expected ':'")
+        value, i = _scan(s, i + 1, plan if key == "record" else None)
+        if key == "record":
+            record = value  # the last one wins, as in json.loads
+        i = _WS.match(s, i).end()  # type: ignore[union-attr]
+        if s.startswith(",", i):
+            i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
+    return record
+
+
 def _has_lone_surrogate(message: Any) -> bool:
     """Whether a parsed message holds a string with a lone surrogate (not UTF-8 encodable)."""
     try:
@@ -129,17 +300,28 @@ def _expected(dtype: pa.DataType) -> str:
 
 
 class _Bad(Exception):
-    def __init__(self, path: str, dtype: pa.DataType, value: Any) -> None:
+    def __init__(
+        self, path: str, dtype: pa.DataType, value: Any, reason: str | None = None
+    ) -> None:
         self.path = path
         self.dtype = dtype
         self.value = value
+        self.reason = reason
 
 
-def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
-    """A function validating one JSON value against ``dtype`` and returning what pa.array takes."""
+#: struct formats that refuse a double beyond the narrower float's range.
+_PACK = {16: struct.Struct("<e"), 32: struct.Struct("<f")}
 
-    def bad(value: Any) -> Any:
-        raise _Bad(path, dtype, value)
+
+def _converter(dtype: pa.DataType, path: str, omitted_null: bool = False) -> Callable[[Any], Any]:
+    """A function validating one JSON value against ``dtype`` and returning what pa.array takes.
+
+    ``omitted_null``: a JSON-text object member whose SQL NULL is an omitted property
+    (``x-sql-null``): a ``null`` present is then the JSON text ``null``.
+    """
+
+    def bad(value: Any, reason: str | None = None) -> Any:
+        raise _Bad(path, dtype, value, reason)
 
     if pa.types.is_integer(dtype):
         info = (-(2 ** (dtype.bit_width - 1)), 2 ** (dtype.bit_width - 1) - 1)
@@ -156,16 +338,26 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
 
         return conv_int
     if pa.types.is_floating(dtype):
+        out_of_range = (
+            f"is beyond the range of {dtype} (only the tokens NaN, Infinity and -Infinity "
+            "stand for values that are not finite)"
+        )
+        pack = _PACK.get(dtype.bit_width)
 
         def conv_float(v: Any) -> Any:
             if v is None:
                 return None
             if isinstance(v, bool) or not isinstance(v, int | float):
                 return bad(v)
+            if type(v) is _OutOfRange:  # 1e400: not infinity, which is written Infinity
+                return bad(v, out_of_range)
             try:
-                return float(v)
-            except OverflowError:  # beyond double range: infinity, as the fast path reads it
-                return math.inf if v > 0 else -math.inf
+                f = float(v)
+                if pack is not None and not math.isinf(f):
+                    pack.pack(f)  # OverflowError when it rounds to infinity
+            except OverflowError:
+                return bad(v, out_of_range)
+            return f
 
         return conv_float
     if pa.types.is_boolean(dtype):
@@ -259,17 +451,30 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
 
         return conv_bin
     if dtype == JSON_TYPE:
-        return lambda v: (
-            None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
-        )
+
+        def conv_json(v: Any) -> Any:
+            # Values come from _record_keeping_json_text: the raw text, or _ABSENT.
+            if type(v) is _Raw:
+                return None if v == "null" and not omitted_null else str(v)
+            if v is None or v is _ABSENT:
+                return None
+            if type(v) is _NotJson:
+                return bad(v, f"is not JSON: {v.token} is not a JSON value")
+            return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+
+        return conv_json
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return lambda v: v if v is None or isinstance(v, str) else bad(v)
     if pa.types.is_null(dtype):
         return lambda v: v if v is None else bad(v)
     if pa.types.is_struct(dtype):
         fields = [
-            (dtype.field(i).name, _converter(dtype.field(i).type, f"{path}.{dtype.field(i).name}"))
-            for i in range(dtype.num_fields)
+            (
+                f.name,
+                _converter(f.type, f"{path}.{f.name}", sql_null_omitted(f)),
+                _ABSENT if sql_null_omitted(f) else None,
+            )
+            for f in (dtype.field(i) for i in range(dtype.num_fields))
         ]
 
         def conv_struct(v: Any) -> Any:
@@ -277,7 +482,7 @@ def _converter(dtype: pa.DataType, path: str) -> Callable[[Any], Any]:
                 return None
             if not isinstance(v, dict):
                 return bad(v)
-            return {name: conv(v.get(name)) for name, conv in fields}
+            return {name: conv(v.get(name, absent)) for name, conv, absent in fields}
 
         return conv_struct
     if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
@@ -336,6 +541,53 @@ def _fast_type(dtype: pa.DataType, top: bool) -> pa.DataType | None:
     return dtype
 
 
+def _without_annotation(field: pa.Field) -> pa.Field:
+    """``field`` without the ``x-sql-null`` metadata, at every depth (the batches a
+    decoder makes have the types an in-process reader gives, annotations aside)."""
+    dtype = field.type
+    if pa.types.is_struct(dtype):
+        dtype = pa.struct([_without_annotation(dtype.field(i)) for i in range(dtype.num_fields)])
+    elif pa.types.is_list(dtype):
+        dtype = pa.list_(_without_annotation(dtype.value_field))
+    elif pa.types.is_large_list(dtype):
+        dtype = pa.large_list(_without_annotation(dtype.value_field))
+    metadata = field.metadata
+    if metadata is not None and SQL_NULL_KEY.encode() in metadata:
+        rest = {k: v for k, v in metadata.items() if k != SQL_NULL_KEY.encode()}
+        return pa.field(field.name, dtype, field.nullable, metadata=rest or None)
+    return field.with_type(dtype)
+
+
+def _has_float(dtype: pa.DataType) -> bool:
+    if pa.types.is_floating(dtype):
+        return True
+    if pa.types.is_struct(dtype):
+        return any(_has_float(dtype.field(i).type) for i in range(dtype.num_fields))
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return _has_float(dtype.value_type)
+    return False
+
+
+def _inf_rows(arr: pa.Array) -> set[int]:
+    """The rows of ``arr`` holding an infinite float at any depth (or maybe one: values
+    under a null parent count too)."""
+    dtype = arr.type
+    if pa.types.is_floating(dtype):
+        if not pc.any(pc.is_inf(arr)).as_py():
+            return set()
+        return set(pc.indices_nonzero(pc.fill_null(pc.is_inf(arr), False)).to_pylist())
+    if pa.types.is_struct(dtype):
+        return set().union(*(_inf_rows(arr.field(i)) for i in range(dtype.num_fields)))
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        first, last = arr.offsets[0].as_py(), arr.offsets[-1].as_py()
+        items = _inf_rows(arr.values.slice(first, last - first))
+        if not items:
+            return set()
+        parents = pc.list_parent_indices(arr).to_pylist()  # aligned with those values
+        return {parents[i] for i in items}
+    return set()
+
+
 class RecordDecoder:
     """Decodes the RECORD lines of one stream into Arrow batches of its schema.
 
@@ -357,7 +609,10 @@ class RecordDecoder:
     ) -> None:
         self.stream = stream
         self.key_properties = [k for k in key_properties if k in schema.names]
-        self.schema = relax_nullability(schema, keep=self.key_properties)
+        annotated = relax_nullability(schema, keep=self.key_properties)
+        self.schema = pa.schema(
+            [_without_annotation(f) for f in annotated], metadata=annotated.metadata
+        )
         self._warned_extra = False
         fast_fields: list[pa.Field] | None = []
         for f in self.schema:
@@ -370,13 +625,29 @@ class RecordDecoder:
         self._parse_schema = (
             None if fast_fields is None else pa.schema([pa.field("record", pa.struct(fast_fields))])
         )
-        self._converters = [(f.name, _converter(f.type, f.name)) for f in self.schema]
+        # Fast path: a float read as infinity may be a number beyond its range (1e39 in a
+        # float32, 400 digits), which the exact path refuses, or the token Infinity.
+        self._check_inf = any(_has_float(f.type) for f in self.schema)
+        # Fast path: Arrow reads dates and date-times outside years 1-9999 (UTC), which
+        # the exact path refuses (and no Singer string could hold again).
+        self._check_range = [f.name for f in self.schema if may_be_unwritable(f.type)]
+        self._converters = [
+            (
+                f.name,
+                _converter(f.type, f.name, sql_null_omitted(f)),
+                _ABSENT if sql_null_omitted(f) else None,
+            )
+            for f in annotated
+        ]
+        # Where JSON text is kept raw (None: no JSON-text column, records parsed whole).
+        plan = {f.name: p for f in self.schema if (p := _raw_plan(f.type)) is not None}
+        self._raw_plan: dict[str, Any] | None = plan or None
         self._rust: Any | None = None
         if accelerate and _RUST_DECODER is not None:
             try:
                 # float32 as the path Python would take reads it (Arrow: one rounding).
                 self._rust = _RUST_DECODER(
-                    self.schema, self.key_properties, self._parse_schema is not None
+                    annotated, self.key_properties, self._parse_schema is not None
                 )
             except ValueError as exc:  # a type the Rust decoder does not read
                 logger.debug("stream '%s': decoding in Python (%s)", stream, exc)
@@ -457,8 +728,24 @@ class RecordDecoder:
                 batch = None
             if batch is not None:
                 self._check_keys(batch, line_numbers)
+                if self._check_inf:
+                    self._check_infinities(batch, lines, line_numbers)
                 return batch
         return self._decode_exact(lines, line_numbers)
+
+    def _check_infinities(
+        self, batch: pa.RecordBatch, lines: Sequence[bytes], line_numbers: Sequence[int]
+    ) -> None:
+        """An infinity Arrow's reader gave is the token Infinity, or a number beyond the
+        type's range (1e39 in a float32): those rows go through the exact path, which
+        raises DecodeError for the latter (the batch of the fast path is kept)."""
+        rows: set[int] = set()
+        for f, column in zip(self.schema, batch.columns, strict=True):
+            if _has_float(f.type):
+                rows |= _inf_rows(column)
+        if rows:
+            ordered = sorted(rows)
+            self._decode_exact([lines[r] for r in ordered], [line_numbers[r] for r in ordered])
 
     def _decode_fast(self, lines: Sequence[bytes]) -> pa.RecordBatch | None:
         assert self._parse_schema is not None
@@ -495,6 +782,9 @@ class RecordDecoder:
                     col = pc.cast(col, f.type)
             columns.append(col)
         batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        for name in self._check_range:
+            if first_unwritable(batch.column(name), name) is not None:
+                return None
         try:
             # Arrow's JSON reader does not check UTF-8; the exact path reports bad bytes.
             batch.validate(full=True)
@@ -529,7 +819,7 @@ class RecordDecoder:
         declared = set(self.schema.names)
         for line, number in zip(lines, line_numbers, strict=True):
             try:
-                message = loads(line)
+                message = _loads_record(line)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise DecodeError(
                     f"malformed JSON: {exc}", stream=self.stream, line_number=number
@@ -559,15 +849,27 @@ class RecordDecoder:
                     )
             if not self._warned_extra and not declared.issuperset(record):
                 self._warn_extra([k for k in record if k not in declared])
+            if self._raw_plan is not None:
+                try:
+                    record = _record_keeping_json_text(line, self._raw_plan)
+                except (ValueError, StopIteration) as exc:  # not expected: parsed above
+                    raise DecodeError(
+                        f"malformed JSON: {exc}", stream=self.stream, line_number=number
+                    ) from None
             try:
-                for values, (name, conv) in zip(columns, self._converters, strict=True):
-                    values.append(conv(record.get(name)))
+                for values, (name, conv, absent) in zip(columns, self._converters, strict=True):
+                    values.append(conv(record.get(name, absent)))
             except _Bad as bad:
-                shown = json.dumps(bad.value)
+                if isinstance(bad.value, str | _OutOfRange) and type(bad.value) is not str:
+                    # The text as written: raw JSON text, or a number such as 1e400.
+                    shown = bad.value if isinstance(bad.value, str) else bad.value.text
+                else:
+                    shown = json.dumps(bad.value)
                 if len(shown) > 80:
                     shown = shown[:77] + "..."
+                problem = bad.reason or f"does not fit type {bad.dtype}"
                 raise DecodeError(
-                    f"value {shown} does not fit type {bad.dtype}",
+                    f"value {shown} {problem}",
                     stream=self.stream,
                     line_number=number,
                     field=bad.path,

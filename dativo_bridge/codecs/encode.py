@@ -11,12 +11,18 @@ Output conventions (documented in docs/singer-codecs.md):
 - timestamps with a zone are written in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``;
   naive timestamps without a zone suffix;
 - decimals as JSON strings (``x-singer.decimal``), binary as base64 strings;
-- JSON-text columns (free-form objects) are inserted as raw JSON.
+- JSON-text columns (free-form objects) are inserted as raw JSON; a SQL NULL in a
+  JSON-text column (top level or struct child) leaves the property out, so that a
+  ``null`` written is JSON's null (the SCHEMA says so with ``"x-sql-null": "omitted"``);
+- a date, timestamp or time no Singer string can hold (years outside 1-9999, a time of
+  day outside 00:00:00-23:59:59.999...) raises EncodeError naming the stream, column
+  and row, rather than writing text the column's schema does not allow.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import importlib
 import os
 import re
@@ -28,6 +34,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dativo_bridge.errors import EncodeError
 from dativo_bridge.schema import JSON_TYPE
 
 _NULL = pa.scalar("null", pa.string())
@@ -186,15 +193,48 @@ def _structs(arr: pa.StructArray) -> pa.Array:
     dtype: pa.StructType = arr.type
     if dtype.num_fields == 0:
         return pc.if_else(arr.is_valid(), "{}", pa.scalar(None, pa.string()))
-    parts: list[Any] = []
-    for i in range(dtype.num_fields):
-        name = dtype.field(i).name
-        prefix = ("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":"
-        parts.append(prefix)
-        parts.extend(_value_parts(arr.field(i)))
-    parts.append("}")
+    columns = [(dtype.field(i).name, arr.field(i)) for i in range(dtype.num_fields)]
+    parts = ["{", *_member_parts(columns), "}"]
     joined = pc.binary_join_element_wise(*_merged(parts), "")
     return pc.if_else(arr.is_valid(), joined, pa.scalar(None, pa.string()))
+
+
+def _is_json(dtype: pa.DataType) -> bool:
+    return dtype == JSON_TYPE or isinstance(dtype, pa.JsonType)
+
+
+def _member_parts(columns: list[tuple[str, pa.Array]]) -> list[Any]:
+    """``"name":value`` members separated by commas, as parts for the row-wise join.
+
+    A JSON-text column leaves out its SQL NULL rows (JSON null is the text ``null``):
+    its member is then an empty string, and the comma before the next member is written
+    only in rows where a member came before it.
+    """
+    parts: list[Any] = []
+    # Whether a member precedes in each row: False (none), True (every row), or a mask.
+    before: Any = False
+    for name, column in columns:
+        key = orjson.dumps(name).decode() + ":"
+        omit = _is_json(column.type) and column.null_count > 0
+        if before is True:
+            sep: Any = ","
+        elif before is False:
+            sep = ""
+        else:
+            sep = pc.if_else(before, ",", "")
+        if not omit:
+            parts.extend([sep, key] if not isinstance(sep, str) else [sep + key])
+            parts.extend(_value_parts(column))
+            before = True
+            continue
+        member = pc.binary_join_element_wise(sep, key, fragments_of(column), "")
+        parts.append(pc.fill_null(member, ""))
+        valid = column.is_valid()
+        if before is False:
+            before = valid
+        elif before is not True:
+            before = pc.or_(before, valid)
+    return parts
 
 
 def _has_parts(dtype: pa.DataType) -> bool:
@@ -317,7 +357,7 @@ def encode_records(
     """
     if _rust_encode_records is not None:
         if isinstance(batch, pa.Table):
-            return b"".join(encode_records(b, stream, version=version) for b in batch.to_batches())
+            return _per_batch(batch, lambda b: encode_records(b, stream, version=version))
         fast = _rust_encode_records(batch, stream, version)
         if fast is not None:
             return fast
@@ -333,19 +373,38 @@ def encode_records_python(
     """The pure Python + Arrow kernels encoder behind :func:`encode_records`."""
     head = '{"type":"RECORD","stream":' + orjson.dumps(stream).decode() + ',"record":{'
     tail = "}" + (f',"version":{int(version)}' if version is not None else "") + "}\n"
-    return _encode(batch, head, tail)
+    return _encode(batch, head, tail, stream)
 
 
-def encode_rows(batch: pa.RecordBatch | pa.Table) -> bytes:
-    """Encode a batch as JSON Lines of bare records (the ``jsonl`` BATCH file format)."""
-    return _encode(batch, "{", "}\n")
+def encode_rows(batch: pa.RecordBatch | pa.Table, stream: str | None = None) -> bytes:
+    """Encode a batch as JSON Lines of bare records (the ``jsonl`` BATCH file format).
+
+    Raises:
+        EncodeError: As :func:`encode_records` (``stream`` only names it in the message).
+    """
+    return _encode(batch, "{", "}\n", stream)
 
 
-def _encode(batch: pa.RecordBatch | pa.Table, head: str, tail: str) -> bytes:
+def _per_batch(table: pa.Table, encode: Callable[[pa.RecordBatch], bytes]) -> bytes:
+    """The encodings of a table's batches, with an EncodeError's row counted in the table."""
+    out = []
+    first = 0
+    for b in table.to_batches():
+        try:
+            out.append(encode(b))
+        except EncodeError as exc:
+            row = None if exc.row is None else first + exc.row
+            raise EncodeError(exc.reason, stream=exc.stream, column=exc.column, row=row) from None
+        first += b.num_rows
+    return b"".join(out)
+
+
+def _encode(batch: pa.RecordBatch | pa.Table, head: str, tail: str, stream: str | None) -> bytes:
     if isinstance(batch, pa.Table):
-        return b"".join(_encode(b, head, tail) for b in batch.to_batches())
+        return _per_batch(batch, lambda b: _encode(b, head, tail, stream))
     if batch.num_rows == 0:
         return b""
+    _check_writable(batch, stream)
     workers = _workers()
     if workers > 1 and batch.num_rows >= 2 * _MIN_SLICE_ROWS:
         # Arrow kernels release the GIL: row slices encode in parallel, in order.
@@ -359,16 +418,123 @@ def _encode_slice(batch: pa.RecordBatch, head: str, tail: str) -> bytes:
     """Rows as ``head`` + ``"name":value,...`` + ``tail``."""
     if batch.num_columns == 0:
         return (head + tail).encode() * batch.num_rows
-    parts: list[Any] = []
-    for i, field in enumerate(batch.schema):
-        key = orjson.dumps(field.name).decode() + ":"
-        parts.append((head if i == 0 else ",") + key)
-        parts.extend(_value_parts(batch.column(i)))
-    parts.append(tail)
+    columns = [(field.name, batch.column(i)) for i, field in enumerate(batch.schema)]
+    parts = [head, *_member_parts(columns), tail]
     lines = pc.binary_join_element_wise(*_merged(parts), "")
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     return _string_buffer_bytes(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Values no Singer string can hold: EncodeError instead of text the schema does not allow.
+
+_FIRST_DAY = -719_162  # 0001-01-01, days since 1970-01-01
+_LAST_DAY = 2_932_896  # 9999-12-31
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _bounds(dtype: pa.DataType) -> tuple[pa.DataType, int, int, str] | None:
+    """(integer storage, lowest, highest allowed value, what the range is) of a temporal
+    type whose values can fall outside what its Singer text can hold; None otherwise."""
+    if pa.types.is_date32(dtype):
+        return pa.int32(), _FIRST_DAY, _LAST_DAY, "days since 1970-01-01 (years 1-9999)"
+    if pa.types.is_date64(dtype):
+        lo, hi = _FIRST_DAY * 86_400_000, (_LAST_DAY + 1) * 86_400_000 - 1
+        return pa.int64(), lo, hi, "ms since 1970-01-01 (years 1-9999)"
+    if pa.types.is_timestamp(dtype):
+        per = _PER_SECOND[dtype.unit]
+        lo, hi = _FIRST_DAY * 86_400 * per, (_LAST_DAY + 1) * 86_400 * per - 1
+        if lo <= -(2**63):  # nanoseconds: every int64 is within years 1677-2262
+            return None
+        where = "UTC " if dtype.tz is not None else ""
+        return pa.int64(), lo, hi, f"{dtype.unit} since 1970-01-01 ({where}years 1-9999)"
+    if pa.types.is_time(dtype):
+        per = _PER_SECOND[dtype.unit]
+        storage = pa.int32() if pa.types.is_time32(dtype) else pa.int64()
+        return storage, 0, 86_400 * per - 1, f"{dtype.unit} of a day (00:00:00 to 23:59:59...)"
+    return None
+
+
+def first_unwritable(arr: pa.Array, path: str) -> tuple[int, str, str] | None:
+    """The first row of ``arr`` (a valid one) holding a value its Singer text cannot
+    hold: (row, column path, reason); None when every value can be written."""
+    dtype = arr.type
+    if pa.types.is_dictionary(dtype):
+        return first_unwritable(arr.dictionary_decode(), path)
+    bounds = _bounds(dtype)
+    if bounds is not None:
+        storage, lo, hi, unit = bounds
+        ints = arr.view(storage)
+        extremes = pc.min_max(ints)
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if low is None or (lo <= low and high <= hi):
+            return None
+        bad = pc.or_(pc.less(ints, lo), pc.greater(ints, hi))
+        row = pc.index(pc.fill_null(bad, False), True).as_py()
+        value = ints[row].as_py()
+        return (
+            row,
+            path,
+            (
+                f"{dtype} value {value} is outside {lo}..{hi} {unit}, "
+                "which no Singer string of this type can hold"
+            ),
+        )
+    found: list[tuple[int, str, str]] = []
+    if pa.types.is_struct(dtype):
+        valid = arr.is_valid()
+        for i in range(dtype.num_fields):
+            child = first_unwritable(arr.field(i), f"{path}.{dtype.field(i).name}")
+            while child is not None and not valid[child[0]].as_py():
+                # Under a null struct: not written. Look after it.
+                rest = first_unwritable(arr.field(i).slice(child[0] + 1), child[1])
+                child = None if rest is None else (child[0] + 1 + rest[0], rest[1], rest[2])
+            if child is not None:
+                found.append(child)
+    elif (
+        pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
+    ):
+        if pa.types.is_fixed_size_list(dtype):
+            arr = arr.cast(pa.list_(dtype.value_field))
+        offsets = arr.offsets.to_pylist()
+        values = arr.values.slice(offsets[0], offsets[-1] - offsets[0])
+        start = 0
+        while (item := first_unwritable(values.slice(start), f"{path}[]")) is not None:
+            index = offsets[0] + start + item[0]
+            row = bisect.bisect_right(offsets, index) - 1
+            if arr.is_valid()[row].as_py():
+                found.append((row, item[1], item[2]))
+                break
+            start = offsets[row + 1] - offsets[0]  # a null list: its values are not written
+    return min(found) if found else None
+
+
+def _check_writable(batch: pa.RecordBatch, stream: str | None) -> None:
+    """Raise EncodeError for the first value whose Singer text would be invalid."""
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if not may_be_unwritable(field.type):
+            continue
+        found = first_unwritable(column, field.name)
+        if found is not None:
+            row, path, reason = found
+            raise EncodeError(reason, stream=stream, column=path, row=row)
+
+
+def may_be_unwritable(dtype: pa.DataType) -> bool:
+    if pa.types.is_dictionary(dtype):
+        return may_be_unwritable(dtype.value_type)
+    if pa.types.is_struct(dtype):
+        return any(may_be_unwritable(dtype.field(i).type) for i in range(dtype.num_fields))
+    if (
+        pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
+    ):
+        return may_be_unwritable(dtype.value_type)
+    return _bounds(dtype) is not None
 
 
 def _value_bytes(arr: pa.StringArray) -> memoryview:

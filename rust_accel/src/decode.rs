@@ -27,8 +27,6 @@ use arrow_array::{ArrayRef, LargeListArray, ListArray, NullArray, RecordBatch, S
 use arrow_buffer::{i256, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 
-use crate::encode::write_json_string;
-
 /// The batch (or the schema) holds something this decoder does not read exactly like
 /// Python; the reason is for tests and debugging only.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -38,6 +36,9 @@ type Res<T> = Result<T, Decline>;
 
 const EXTENSION_NAME: &str = "ARROW:extension:name";
 const JSON_EXTENSION: &str = "arrow.json";
+/// Field metadata (from the SCHEMA's `x-sql-null` annotation, docs/singer-codecs.md).
+const SQL_NULL_KEY: &str = "x-sql-null";
+const SQL_NULL_OMITTED: &str = "omitted";
 /// Nesting deeper than this declines (Python's json stops near 1000 with RecursionError).
 const MAX_DEPTH: usize = 256;
 /// A JSON number with more significant digits than this is not read exactly the same way
@@ -203,8 +204,9 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Skip one value of any kind, checking it is valid JSON as Python reads it.
-    fn skip(&mut self, scratch: &mut Vec<u8>, depth: usize) -> Res<()> {
+    /// Skip one value of any kind, checking it is valid JSON as Python reads it;
+    /// `constants`: the tokens NaN, Infinity and -Infinity are accepted (else declined).
+    fn skip(&mut self, scratch: &mut Vec<u8>, depth: usize, constants: bool) -> Res<()> {
         if depth > MAX_DEPTH {
             return Err(Decline("nesting too deep"));
         }
@@ -219,7 +221,7 @@ impl<'a> Parser<'a> {
                 loop {
                     self.string(scratch)?;
                     self.expect(b':')?;
-                    self.skip(scratch, depth + 1)?;
+                    self.skip(scratch, depth + 1, constants)?;
                     if !self.more(b'}')? {
                         return Ok(());
                     }
@@ -232,7 +234,7 @@ impl<'a> Parser<'a> {
                     return Ok(());
                 }
                 loop {
-                    self.skip(scratch, depth + 1)?;
+                    self.skip(scratch, depth + 1, constants)?;
                     if !self.more(b']')? {
                         return Ok(());
                     }
@@ -241,6 +243,10 @@ impl<'a> Parser<'a> {
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
+            b'N' | b'I' if !constants => Err(Decline("NaN or Infinity in JSON text")),
+            b'-' if !constants && self.buf.get(self.pos + 1) == Some(&b'I') => {
+                Err(Decline("NaN or Infinity in JSON text"))
+            }
             b'N' => self.literal(b"NaN"),
             b'I' => self.literal(b"Infinity"),
             b'-' if self.buf.get(self.pos + 1) == Some(&b'I') => self.literal(b"-Infinity"),
@@ -377,6 +383,20 @@ fn float_token<'a>(p: &mut Parser<'a>) -> Res<Option<&'a [u8]>> {
     })
 }
 
+/// Whether `text` (from `float_token`) stands for the Infinity or -Infinity token.
+fn is_infinity_token(text: &[u8]) -> bool {
+    text == b"inf" || text == b"-inf"
+}
+
+/// A number read as infinity is beyond the double range (`1e400`): Python refuses it,
+/// only the tokens Infinity and -Infinity stand for infinities.
+fn finite_or_token(text: &[u8], v: f64) -> Res<f64> {
+    if v.is_infinite() && !is_infinity_token(text) {
+        return Err(Decline("number beyond the float64 range"));
+    }
+    Ok(v)
+}
+
 /// Whether the integer token lies in i64::MIN..=u64::MAX (orjson's range; beyond it the
 /// Python decoder re-reads the line with `json`, and this decoder declines).
 fn orjson_int(text: &[u8]) -> bool {
@@ -385,197 +405,6 @@ fn orjson_int(text: &[u8]) -> bool {
         integral: true,
     };
     int_value(&num).is_ok_and(|v| (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&v))
-}
-
-/// Python's `repr(float)` (what `json.dumps` writes): shortest round-trip digits, fixed
-/// notation for exponents -4..16, else `d.ddde+XX`; `NaN`/`Infinity` tokens.
-pub fn write_py_float(out: &mut Vec<u8>, v: f64) {
-    if v.is_nan() {
-        out.extend_from_slice(b"NaN");
-        return;
-    }
-    if v.is_infinite() {
-        out.extend_from_slice(if v > 0.0 { b"Infinity" } else { b"-Infinity" });
-        return;
-    }
-    if v == 0.0 {
-        out.extend_from_slice(if v.is_sign_negative() {
-            b"-0.0"
-        } else {
-            b"0.0"
-        });
-        return;
-    }
-    let mut buf = zmij::Buffer::new();
-    let text = buf.format_finite(v).as_bytes();
-    let (neg, body) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
-    let (mantissa, exp) = match body.iter().position(|&c| c == b'e' || c == b'E') {
-        Some(at) => (
-            &body[..at],
-            std::str::from_utf8(&body[at + 1..])
-                .ok()
-                .and_then(|e| e.parse::<i32>().ok())
-                .unwrap_or(0),
-        ),
-        None => (body, 0),
-    };
-    let int_len = mantissa
-        .iter()
-        .position(|&c| c == b'.')
-        .unwrap_or(mantissa.len()) as i32;
-    let all: Vec<u8> = mantissa.iter().copied().filter(|&c| c != b'.').collect();
-    let lead = all.iter().take_while(|&&c| c == b'0').count();
-    let mut digits = &all[lead..];
-    while digits.last() == Some(&b'0') {
-        digits = &digits[..digits.len() - 1];
-    }
-    // value = 0.<digits> x 10^decpt
-    let decpt = int_len + exp - lead as i32;
-    if neg {
-        out.push(b'-');
-    }
-    let n = digits.len() as i32;
-    if -4 < decpt && decpt <= 16 {
-        if decpt <= 0 {
-            out.extend_from_slice(b"0.");
-            out.extend(std::iter::repeat_n(b'0', (-decpt) as usize));
-            out.extend_from_slice(digits);
-        } else if decpt >= n {
-            out.extend_from_slice(digits);
-            out.extend(std::iter::repeat_n(b'0', (decpt - n) as usize));
-            out.extend_from_slice(b".0");
-        } else {
-            out.extend_from_slice(&digits[..decpt as usize]);
-            out.push(b'.');
-            out.extend_from_slice(&digits[decpt as usize..]);
-        }
-    } else {
-        out.push(digits[0]);
-        if n > 1 {
-            out.push(b'.');
-            out.extend_from_slice(&digits[1..]);
-        }
-        let e = decpt - 1;
-        out.push(b'e');
-        out.push(if e < 0 { b'-' } else { b'+' });
-        let ea = e.unsigned_abs();
-        if ea < 10 {
-            out.push(b'0');
-        }
-        out.extend_from_slice(ea.to_string().as_bytes());
-    }
-}
-
-/// One JSON value re-serialised as Python's `json.dumps(v, separators=(",", ":"),
-/// ensure_ascii=False)` writes what `json.loads` read.
-fn write_canonical(
-    p: &mut Parser<'_>,
-    out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    depth: usize,
-) -> Res<()> {
-    if depth > MAX_DEPTH {
-        return Err(Decline("nesting too deep"));
-    }
-    match p.peek()? {
-        b'"' => {
-            let s = match p.string(scratch)? {
-                Some(raw) => raw,
-                None => &scratch[..],
-            };
-            write_json_string(out, s);
-        }
-        b'{' => {
-            p.pos += 1;
-            out.push(b'{');
-            if p.peek()? == b'}' {
-                p.pos += 1;
-                out.push(b'}');
-                return Ok(());
-            }
-            let mut keys: Vec<(usize, usize)> = Vec::new();
-            loop {
-                let start = out.len();
-                let key = match p.string(scratch)? {
-                    Some(raw) => raw,
-                    None => &scratch[..],
-                };
-                write_json_string(out, key);
-                keys.push((start, out.len()));
-                p.expect(b':')?;
-                out.push(b':');
-                write_canonical(p, out, scratch, depth + 1)?;
-                if !p.more(b'}')? {
-                    break;
-                }
-                out.push(b',');
-            }
-            out.push(b'}');
-            if keys.len() > 1 {
-                // Python keeps the first position and the last value of a repeated key.
-                let mut names: Vec<&[u8]> = keys.iter().map(|&(a, b)| &out[a..b]).collect();
-                names.sort_unstable();
-                if names.windows(2).any(|w| w[0] == w[1]) {
-                    return Err(Decline("repeated key in a JSON object"));
-                }
-            }
-        }
-        b'[' => {
-            p.pos += 1;
-            out.push(b'[');
-            if p.peek()? == b']' {
-                p.pos += 1;
-                out.push(b']');
-                return Ok(());
-            }
-            loop {
-                write_canonical(p, out, scratch, depth + 1)?;
-                if !p.more(b']')? {
-                    break;
-                }
-                out.push(b',');
-            }
-            out.push(b']');
-        }
-        b't' => {
-            p.literal(b"true")?;
-            out.extend_from_slice(b"true");
-        }
-        b'f' => {
-            p.literal(b"false")?;
-            out.extend_from_slice(b"false");
-        }
-        b'n' => {
-            p.literal(b"null")?;
-            out.extend_from_slice(b"null");
-        }
-        _ => match float_token(p)? {
-            None => out.extend_from_slice(b"NaN"),
-            Some(b"inf") => out.extend_from_slice(b"Infinity"),
-            Some(b"-inf") => out.extend_from_slice(b"-Infinity"),
-            Some(text) => {
-                let integral = !text.iter().any(|&c| c == b'.' || c == b'e' || c == b'E');
-                if integral {
-                    // Integers beyond i64..u64 are rare: left to Python (exact ints).
-                    if !orjson_int(text) {
-                        return Err(Decline("integer beyond 64 bits in JSON text"));
-                    }
-                    // Python ints print their digits; "-0" is 0.
-                    if text == b"-0" {
-                        out.push(b'0');
-                    } else {
-                        out.extend_from_slice(text);
-                    }
-                } else {
-                    write_py_float(out, parse_f64(text));
-                }
-            }
-        },
-    }
-    Ok(())
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -854,8 +683,10 @@ enum Col {
     F64(Float64Builder),
     Str(StringBuilder),
     LargeStr(LargeStringBuilder),
-    Json(StringBuilder),
-    LargeJson(LargeStringBuilder),
+    /// JSON text as written; `true`: `null` is the JSON value (an object member whose
+    /// schema says `x-sql-null: omitted`), `false`: `null` is SQL NULL.
+    Json(StringBuilder, bool),
+    LargeJson(LargeStringBuilder, bool),
     Bin(BinaryBuilder),
     LargeBin(LargeBinaryBuilder),
     D128(Decimal128Builder, u8, i8),
@@ -896,17 +727,25 @@ fn is_json_extension(field: &arrow_schema::Field) -> bool {
     field.metadata().get(EXTENSION_NAME).map(String::as_str) == Some(JSON_EXTENSION)
 }
 
+/// Whether a JSON-text field's SQL NULL is an omitted property (`x-sql-null: omitted`
+/// in its metadata), so that a `null` in the record is the JSON value.
+fn sql_null_omitted(field: &arrow_schema::Field) -> bool {
+    field.metadata().get(SQL_NULL_KEY).map(String::as_str) == Some(SQL_NULL_OMITTED)
+}
+
 impl Col {
-    fn new(field: &arrow_schema::Field, f32_direct: bool) -> Res<Col> {
+    /// `member`: the field is an object member (a list item's `null` is always SQL NULL).
+    fn new(field: &arrow_schema::Field, f32_direct: bool, member: bool) -> Res<Col> {
         if let Some(name) = field.metadata().get(EXTENSION_NAME) {
             if name != JSON_EXTENSION {
                 return Err(Decline("extension type"));
             }
         }
         let json = is_json_extension(field);
+        let json_null = member && sql_null_omitted(field);
         Ok(match field.data_type() {
-            DataType::Utf8 if json => Col::Json(StringBuilder::new()),
-            DataType::LargeUtf8 if json => Col::LargeJson(LargeStringBuilder::new()),
+            DataType::Utf8 if json => Col::Json(StringBuilder::new(), json_null),
+            DataType::LargeUtf8 if json => Col::LargeJson(LargeStringBuilder::new(), json_null),
             _ if json => return Err(Decline("JSON extension storage")),
             DataType::Null => Col::Null(0),
             DataType::Boolean => Col::Bool(BooleanBuilder::new()),
@@ -951,7 +790,7 @@ impl Col {
             DataType::Struct(fields) => Col::Struct(Box::new(StructCol::new(fields, f32_direct)?)),
             DataType::List(item) | DataType::LargeList(item) => Col::List(Box::new(ListCol {
                 field: item.clone(),
-                item: Col::new(item, f32_direct)?,
+                item: Col::new(item, f32_direct, false)?,
                 offsets: vec![0],
                 large: matches!(field.data_type(), DataType::LargeList(_)),
                 nulls: NullBufferBuilder::new(0),
@@ -974,8 +813,8 @@ impl Col {
             Col::U64(b) => b.append_null(),
             Col::F32(b, _) => b.append_null(),
             Col::F64(b) => b.append_null(),
-            Col::Str(b) | Col::Json(b) => b.append_null(),
-            Col::LargeStr(b) | Col::LargeJson(b) => b.append_null(),
+            Col::Str(b) | Col::Json(b, _) => b.append_null(),
+            Col::LargeStr(b) | Col::LargeJson(b, _) => b.append_null(),
             Col::Bin(b) => b.append_null(),
             Col::LargeBin(b) => b.append_null(),
             Col::D128(b, ..) => b.append_null(),
@@ -1006,7 +845,11 @@ impl Col {
         }
         if p.peek()? == b'n' {
             p.literal(b"null")?;
-            self.null();
+            match self {
+                Col::Json(b, true) => b.append_value("null"),
+                Col::LargeJson(b, true) => b.append_value("null"),
+                _ => self.null(),
+            }
             return Ok(());
         }
         macro_rules! int {
@@ -1035,12 +878,14 @@ impl Col {
                 $b.append_value(unsafe { std::str::from_utf8_unchecked(s) });
             }};
         }
+        // JSON text is kept as written, once checked to be JSON (no NaN/Infinity).
         macro_rules! json_into {
             ($b:expr) => {{
-                sc.out.clear();
-                write_canonical(p, &mut sc.out, &mut sc.text, depth)?;
-                // SAFETY: built from valid UTF-8 strings and ASCII.
-                $b.append_value(unsafe { std::str::from_utf8_unchecked(&sc.out) });
+                let start = p.pos;
+                p.skip(&mut sc.text, depth, false)?;
+                let raw = &p.buf[start..p.pos];
+                // SAFETY: strings were checked to be UTF-8; everything else is ASCII.
+                $b.append_value(unsafe { std::str::from_utf8_unchecked(raw) });
             }};
         }
         macro_rules! binary_into {
@@ -1077,26 +922,35 @@ impl Col {
             Col::F64(b) => {
                 let v = match float_value(p)? {
                     None => f64::NAN,
-                    Some(t) => parse_f64(t),
+                    Some(t) => finite_or_token(t, parse_f64(t))?,
                 };
                 b.append_value(v);
             }
             Col::F32(b, direct) => {
                 let v = match float_value(p)? {
                     None => f32::NAN,
-                    // Arrow's JSON reader parses to f32 directly; Python rounds via f64.
-                    Some(t) if *direct => std::str::from_utf8(t)
-                        .ok()
-                        .and_then(|t| t.parse::<f32>().ok())
-                        .ok_or(Decline("number expected"))?,
-                    Some(t) => parse_f64(t) as f32,
+                    Some(t) => {
+                        // Arrow's JSON reader parses to f32 directly; Python rounds via f64.
+                        let v = if *direct {
+                            std::str::from_utf8(t)
+                                .ok()
+                                .and_then(|t| t.parse::<f32>().ok())
+                                .ok_or(Decline("number expected"))?
+                        } else {
+                            parse_f64(t) as f32
+                        };
+                        if v.is_infinite() && !is_infinity_token(t) {
+                            return Err(Decline("number beyond the float32 range"));
+                        }
+                        v
+                    }
                 };
                 b.append_value(v);
             }
             Col::Str(b) => string_into!(b),
             Col::LargeStr(b) => string_into!(b),
-            Col::Json(b) => json_into!(b),
-            Col::LargeJson(b) => json_into!(b),
+            Col::Json(b, _) => json_into!(b),
+            Col::LargeJson(b, _) => json_into!(b),
             Col::Bin(b) => binary_into!(b),
             Col::LargeBin(b) => binary_into!(b),
             Col::D128(b, precision, scale) => {
@@ -1200,8 +1054,8 @@ impl Col {
             Col::U64(mut b) => Arc::new(b.finish()),
             Col::F32(mut b, _) => Arc::new(b.finish()),
             Col::F64(mut b) => Arc::new(b.finish()),
-            Col::Str(mut b) | Col::Json(mut b) => Arc::new(b.finish()),
-            Col::LargeStr(mut b) | Col::LargeJson(mut b) => Arc::new(b.finish()),
+            Col::Str(mut b) | Col::Json(mut b, _) => Arc::new(b.finish()),
+            Col::LargeStr(mut b) | Col::LargeJson(mut b, _) => Arc::new(b.finish()),
             Col::Bin(mut b) => Arc::new(b.finish()),
             Col::LargeBin(mut b) => Arc::new(b.finish()),
             Col::D128(mut b, ..) => Arc::new(b.finish()),
@@ -1283,7 +1137,7 @@ impl StructCol {
     fn new(fields: &Fields, f32_direct: bool) -> Res<StructCol> {
         let children = fields
             .iter()
-            .map(|f| Col::new(f, f32_direct))
+            .map(|f| Col::new(f, f32_direct, true))
             .collect::<Res<Vec<_>>>()?;
         let index = fields
             .iter()
@@ -1355,7 +1209,7 @@ impl StructCol {
                             }
                         }
                         p.expect(b':')?;
-                        p.skip(&mut sc.text, depth)?;
+                        p.skip(&mut sc.text, depth, true)?;
                     }
                 }
                 if !p.more(b'}')? {
@@ -1490,7 +1344,7 @@ fn message(
             }
             top.object(p, sc, 1, Some(extra))?;
         } else {
-            p.skip(&mut sc.text, 1)?;
+            p.skip(&mut sc.text, 1, true)?;
         }
         if !p.more(b'}')? {
             break;
@@ -1509,35 +1363,6 @@ mod tests {
     use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType};
     use arrow_array::Array;
     use arrow_schema::{Field, Schema};
-
-    fn py(v: f64) -> String {
-        let mut out = Vec::new();
-        write_py_float(&mut out, v);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn python_float_repr() {
-        let cases = [
-            (1e16, "1e+16"),
-            (1e15, "1000000000000000.0"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1.5e-7, "1.5e-07"),
-            (123.456, "123.456"),
-            (1.0, "1.0"),
-            (-0.0, "-0.0"),
-            (1.234e20, "1.234e+20"),
-            (5e-324, "5e-324"),
-            (1.7976931348623157e308, "1.7976931348623157e+308"),
-            (f64::INFINITY, "Infinity"),
-            (0.1, "0.1"),
-            (100.0, "100.0"),
-        ];
-        for (v, want) in cases {
-            assert_eq!(py(v), want, "{v}");
-        }
-    }
 
     fn decoder(fields: Vec<Field>, keys: &[&str]) -> RecordDecoder {
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -1615,34 +1440,77 @@ mod tests {
         assert!(decode(&d, &[r#"{"record":{"id":1,"n":-0.5e1}}"#]).is_ok());
     }
 
-    #[test]
-    fn json_columns_are_python_json_dumps() {
+    fn json_field(name: &str, omitted: bool) -> Field {
         let mut meta = HashMap::new();
         meta.insert(EXTENSION_NAME.to_string(), JSON_EXTENSION.to_string());
+        if omitted {
+            meta.insert(SQL_NULL_KEY.to_string(), SQL_NULL_OMITTED.to_string());
+        }
+        Field::new(name, DataType::Utf8, true).with_metadata(meta)
+    }
+
+    #[test]
+    fn json_columns_keep_their_text() {
+        let d = decoder(vec![json_field("j", false)], &[]);
+        let text = r#"{"b": [1, 2.50, -0, 1E2, "\u00e9\n\u001f", true, null, 1e400, 12345678901234567.89, 18446744073709551616], "b": {}}"#;
+        let line = format!(r#"{{"record":{{"j": {text} }}}}"#);
+        let out = decode(&d, &[&line]).unwrap();
+        assert_eq!(out.batch.column(0).as_string::<i32>().value(0), text);
+        for bad in [
+            r#"{"record":{"j":[NaN]}}"#,
+            r#"{"record":{"j":{"a":Infinity}}}"#,
+            r#"{"record":{"j":-Infinity}}"#,
+        ] {
+            assert!(decode(&d, &[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_null_is_a_value_where_sql_null_is_omitted() {
+        let list = Field::new(
+            "l",
+            DataType::List(Arc::new(json_field("item", true))),
+            true,
+        );
         let d = decoder(
-            vec![Field::new("j", DataType::Utf8, true).with_metadata(meta)],
+            vec![json_field("j", true), json_field("k", false), list],
             &[],
         );
         let out = decode(
             &d,
-            &[r#"{"record":{"j":{"b": [1, 2.50, -0, 1E2, "\u00e9\n\u001f", true, null, 1e400, NaN]}}}"#],
+            &[
+                r#"{"record":{"j":null,"k":null,"l":[null,1]}}"#,
+                r#"{"record":{}}"#,
+            ],
         )
         .unwrap();
-        assert_eq!(
-            out.batch.column(0).as_string::<i32>().value(0),
-            "{\"b\":[1,2.5,0,100.0,\"é\\n\\u001f\",true,null,Infinity,NaN]}"
+        let j = out.batch.column(0).as_string::<i32>();
+        assert_eq!(j.value(0), "null");
+        assert!(j.is_null(1));
+        assert!(out.batch.column(1).is_null(0));
+        let items = out.batch.column(2).as_list::<i32>().values().clone();
+        assert!(items.is_null(0)); // a list item's null stays SQL NULL
+    }
+
+    #[test]
+    fn numbers_beyond_the_float_range_decline() {
+        let d = decoder(
+            vec![
+                Field::new("f", DataType::Float64, true),
+                Field::new("g", DataType::Float32, true),
+            ],
+            &[],
         );
-        assert!(decode(&d, &[r#"{"record":{"j":{"a":1,"a":2}}}"#]).is_err());
-        // Integers up to the ends of i64..u64 are read here; beyond them, Python reads.
-        let max = decode(
-            &d,
-            &[r#"{"record":{"j":[18446744073709551615,-9223372036854775808]}}"#],
-        );
-        assert_eq!(
-            max.unwrap().batch.column(0).as_string::<i32>().value(0),
-            "[18446744073709551615,-9223372036854775808]"
-        );
-        assert!(decode(&d, &[r#"{"record":{"j":[18446744073709551616]}}"#]).is_err());
+        for bad in [
+            r#"{"record":{"f":1e400}}"#,
+            r#"{"record":{"f":-1e400}}"#,
+            r#"{"record":{"g":1e39}}"#,
+            r#"{"record":{"g":-3.5e38}}"#,
+        ] {
+            assert!(decode(&d, &[bad]).is_err(), "{bad}");
+        }
+        let out = decode(&d, &[r#"{"record":{"f":Infinity,"g":-Infinity}}"#]).unwrap();
+        assert!(out.batch.column(0).as_primitive::<Float64Type>().value(0) == f64::INFINITY);
     }
 
     #[test]

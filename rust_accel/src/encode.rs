@@ -2,7 +2,8 @@
 //! `dativo_bridge/codecs/encode.py` writes (conventions in docs/singer-codecs.md).
 //!
 //! Every supported column gets an encoder up front; rows are then written one after the
-//! other into one buffer. An Arrow type (or a value, e.g. a date outside years 1-9999)
+//! other into one buffer. A SQL NULL in a JSON-text column (top level or struct child)
+//! leaves its property out of the object (`null` is JSON's null, the text `null`). An Arrow type (or a value, e.g. a date outside years 1-9999)
 //! this module cannot write exactly as the Python path does makes the whole batch
 //! decline (`Err(Decline)`), and the caller falls back to Python.
 
@@ -357,6 +358,7 @@ enum Enc<'a> {
     Date64(&'a [i64]),
     Time32(&'a [i32], i64),
     Time64(&'a [i64], i64),
+    /// Each child with its `"name":` key.
     Struct(Vec<(Vec<u8>, Child<'a>)>),
     List(Vec<usize>, Box<Child<'a>>),
 }
@@ -365,15 +367,26 @@ enum Enc<'a> {
 struct Child<'a> {
     /// The array's validity (None: no nulls), read without a virtual call per value.
     nulls: Option<arrow_buffer::NullBuffer>,
+    /// A JSON-text column with nulls: as an object member, its SQL NULL rows are left out.
+    omit_nulls: bool,
     enc: Enc<'a>,
 }
 
 impl<'a> Child<'a> {
     fn new(field: &Field, array: &'a ArrayRef) -> Res<Self> {
+        let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+        let enc = build(field, array)?;
         Ok(Child {
-            nulls: array.logical_nulls().filter(|n| n.null_count() > 0),
-            enc: build(field, array)?,
+            omit_nulls: nulls.is_some() && matches!(enc, Enc::Json(_)),
+            nulls,
+            enc,
         })
+    }
+
+    /// Whether, as an object member, value `i` is left out (a SQL NULL of JSON text).
+    #[inline]
+    fn omitted(&self, i: usize) -> bool {
+        self.omit_nulls && self.nulls.as_ref().is_some_and(|n| n.is_null(i))
     }
 
     #[inline]
@@ -516,11 +529,11 @@ fn build<'a>(field: &Field, array: &'a ArrayRef) -> Res<Enc<'a>> {
         DataType::Struct(fields) => {
             let a = array.as_struct();
             let mut children = Vec::with_capacity(fields.len());
-            for (k, (f, child)) in fields.iter().zip(a.columns()).enumerate() {
-                let mut prefix = vec![if k == 0 { b'{' } else { b',' }];
-                write_json_string(&mut prefix, f.name().as_bytes());
-                prefix.push(b':');
-                children.push((prefix, Child::new(f, child)?));
+            for (f, child) in fields.iter().zip(a.columns()) {
+                let mut key = Vec::new();
+                write_json_string(&mut key, f.name().as_bytes());
+                key.push(b':');
+                children.push((key, Child::new(f, child)?));
             }
             Enc::Struct(children)
         }
@@ -625,16 +638,20 @@ impl Enc<'_> {
                 out.push(b'"');
             }
             Enc::Struct(children) => {
-                if children.is_empty() {
-                    out.extend_from_slice(b"{}");
-                }
-                for (prefix, child) in children {
-                    out.extend_from_slice(prefix);
+                out.push(b'{');
+                let mut first = true;
+                for (key, child) in children {
+                    if child.omitted(i) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(key);
                     child.write(i, out, scratch)?;
                 }
-                if !children.is_empty() {
-                    out.push(b'}');
-                }
+                out.push(b'}');
             }
             Enc::List(offsets, child) => {
                 out.push(b'[');
@@ -700,6 +717,9 @@ pub fn encode_batch(
         prefix.push(b':');
         encoders.push((prefix, Child::new(field, column)?));
     }
+    // Members that may be left out: the separators are then decided row by row.
+    let omitting = encoders.iter().any(|(_, c)| c.omit_nulls);
+    let skip_head = |k: usize| if k == 0 { head.len() } else { 1 };
     let rows = batch.len();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let threads = if rows >= 2 * MIN_SLICE_ROWS {
@@ -720,9 +740,25 @@ pub fn encode_batch(
             if encoders.is_empty() {
                 out.extend_from_slice(head);
             }
-            for (prefix, child) in &encoders {
-                out.extend_from_slice(prefix);
-                child.write(i, &mut out, &mut scratch)?;
+            if omitting {
+                out.extend_from_slice(head);
+                let mut first = true;
+                for (k, (prefix, child)) in encoders.iter().enumerate() {
+                    if child.omitted(i) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(&prefix[skip_head(k)..]);
+                    child.write(i, &mut out, &mut scratch)?;
+                }
+            } else {
+                for (prefix, child) in &encoders {
+                    out.extend_from_slice(prefix);
+                    child.write(i, &mut out, &mut scratch)?;
+                }
             }
             out.extend_from_slice(tail);
         }
