@@ -179,8 +179,15 @@ class StreamWriters:
         self._consumed_files.extend(files)
 
     def finish(self) -> CommitResult:
-        """End of input: commit everything and release the last STATE, then close."""
+        """End of input: commit everything and release the last STATE, then close.
+
+        With ``load_method: overwrite`` a stream that declared its schema but sent no rows
+        is committed too: the run read it empty, so its destination is replaced by nothing.
+        """
         try:
+            if self._config.get("load_method") == "overwrite":
+                for name in self.streams:
+                    self._writer(name)
             return self.commit()
         finally:
             self.close()

@@ -39,7 +39,7 @@ from dativo_bridge.redact import Redactor
 from dativo_bridge.schema import arrow_to_jsonschema
 from dativo_bridge.sdk import jsonable
 from dativo_bridge.selection import apply_metadata, select_columns
-from dativo_bridge.state import StateStore
+from dativo_bridge.state import RUN_KEY, StateStore
 
 logger = logging.getLogger("dativo.run")
 
@@ -147,10 +147,6 @@ class _Pipe:
 
 class _Cancelled(Exception):
     pass
-
-
-#: Where a run keeps, in its STATE, which streams it has finished (see _reader_events).
-RUN_KEY = "dativo_run"
 
 
 def _reader_events(
@@ -281,6 +277,10 @@ def run(
     elif state_store is not None and state_id:
         start_state = state_store.get(state_id)
     else:
+        start_state = None
+    if start_state and (destination_config or {}).get("load_method") == "overwrite":
+        # An overwrite replaces the destination with what the run reads: all of it.
+        logger.info("load_method overwrite: every stream is read from its start")
         start_state = None
     result = RunResult(state_id=state_id if state_store else None, state=start_state)
 

@@ -12,6 +12,10 @@ from typing import Any
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
+#: Where a `dativo run` keeps, in its STATE, the streams it has finished while it is under
+#: way (``{"streams": [...], "completed": [...]}``); absent once a run read every stream.
+RUN_KEY = "dativo_run"
+
 
 class StateStore(abc.ABC):
     """Keeps the latest durable STATE value per state id."""

@@ -52,11 +52,21 @@ def _lineage(table: Table) -> Any:
 def committed_state(table: Table, state_id: str | None) -> tuple[str | None, dict[str, Any] | None]:
     """(stream, state) of the newest snapshot in the table's lineage that carries a
     Dativo state written by pipeline ``state_id`` (None: by a run without a state id)."""
+    stream, state, _ = committed_state_at(table, state_id)
+    return stream, state
+
+
+def committed_state_at(
+    table: Table, state_id: str | None
+) -> tuple[str | None, dict[str, Any] | None, int]:
+    """:func:`committed_state` and the snapshot's commit time (ms since the epoch; 0
+    when there is none), to find the newest state over several tables."""
     for snapshot in _lineage(table):
         props = _summary(snapshot)
         if STATE_PROPERTY in props and props.get(STATE_ID_PROPERTY) == state_id:
-            return props.get(STREAM_PROPERTY), json.loads(props[STATE_PROPERTY])
-    return None, None
+            state = json.loads(props[STATE_PROPERTY])
+            return props.get(STREAM_PROPERTY), state, int(snapshot.timestamp_ms)
+    return None, None, 0
 
 
 def committed_bookmark(table: Table, stream: str, state_id: str | None) -> Any:

@@ -37,6 +37,7 @@ from pyiceberg.table import Table, TableProperties
 
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.state import RUN_KEY
 from targets.iceberg.orphans import DataFileNames, remove_orphans
 from targets.iceberg.tables import (
     STATE_ID_PROPERTY,
@@ -45,6 +46,7 @@ from targets.iceberg.tables import (
     check_layout,
     committed_bookmark,
     committed_state,
+    committed_state_at,
     create_table,
     refuse_other_stream,
     table_stream,
@@ -228,6 +230,9 @@ class IcebergWriter(ArrowWriter):
         refuse_other_stream(self._identifier, opened[0] if opened else None, stream.name)
         self._schema = iceberg_schema(stream.schema)
         self._table = self._load_or_create(stream)
+        # The run marker (dativo_bridge.runner.RUN_KEY) of the state this table holds for
+        # this pipeline: a run that ends must say so here even if it adds no rows.
+        self._committed_run = (committed_state(self._table, self.state_id)[1] or {}).get(RUN_KEY)
         self._boundary = self._boundary_rows(stream)
         _OPEN_TABLES[slot] = (stream.name, (opened[1] if opened else 0) + 1)
         self._registered = slot
@@ -410,9 +415,10 @@ class IcebergWriter(ArrowWriter):
         # point for this table, since nothing was added after it. An overwrite replaces
         # even with no rows: the run read an empty source.
         if not files and not replace:
-            self._has_state = False
+            self._commit_run_end()
             return CommitResult()
         props = self._properties()
+        self._committed_run = self._staged_run()
         if replace:
             self._retrying(lambda table: _replace(table, files, props), files)
             self._overwritten = True  # never twice in one run: later commits append
@@ -441,9 +447,10 @@ class IcebergWriter(ArrowWriter):
         data = pa.Table.from_batches(batches, schema=self._schema)
         data = _last_per_key(data, keys)
         if not data.num_rows:
-            self._has_state = False
+            self._commit_run_end()
             return CommitResult()
         props = self._properties()
+        self._committed_run = self._staged_run()
 
         def upsert(table: Table) -> None:
             table.upsert(data, join_cols=keys, snapshot_properties=props)
@@ -451,6 +458,29 @@ class IcebergWriter(ArrowWriter):
         self._retrying(upsert, [])
         self._has_state = False
         return CommitResult(rows=data.num_rows)
+
+    def _staged_run(self) -> Any:
+        return (
+            self._state.get(RUN_KEY) if self._has_state and isinstance(self._state, dict) else None
+        )
+
+    def _commit_run_end(self) -> None:
+        """A STATE with no new rows: no snapshot, unless it ends the run this table's
+        state is still marked with (``dativo_run``). Then one snapshot without data files
+        records it, so the next run is not taken for a resumption of a finished one."""
+        if self._has_state and self._committed_run is not None and self._staged_run() is None:
+            props = self._properties()
+
+            def mark(table: Table) -> None:
+                with (
+                    table.transaction() as tx,
+                    tx.update_snapshot(snapshot_properties=props).fast_append(),
+                ):
+                    pass
+
+            self._retrying(mark, [])
+            self._committed_run = None
+        self._has_state = False
 
     def _retrying(self, action: Any, files: Sequence[str]) -> None:
         delay = 0.1
@@ -511,14 +541,21 @@ class IcebergWriter(ArrowWriter):
             return None
         merged: dict[str, Any] = {"bookmarks": {}}
         found = False
+        newest = -1
         for identifier in identifiers:
-            stream, state = committed_state(catalog.load_table(identifier), state_id)
+            stream, state, at = committed_state_at(catalog.load_table(identifier), state_id)
             if state is None or stream is None or table_name(stream, config) != identifier[-1]:
                 continue
             found = True
             bookmark = (state.get("bookmarks") or {}).get(stream) if stream else None
             if bookmark is not None:
                 merged["bookmarks"][stream] = bookmark
+            if at > newest:
+                # Which streams the last run finished: from the newest state of all.
+                newest = at
+                merged.pop(RUN_KEY, None)
+                if state.get(RUN_KEY) is not None:
+                    merged[RUN_KEY] = state[RUN_KEY]
         return merged if found else None
 
 

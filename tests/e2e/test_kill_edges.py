@@ -142,7 +142,7 @@ def _check_counts(whole: list[int], docs: list[int], exact: bool, kills: int) ->
         assert sum(repeated.values()) <= kills * (2000 + GROUP), "more than a checkpoint per kill"
 
 
-@pytest.mark.parametrize("target", ["parquet"])
+@pytest.mark.parametrize("target", ["parquet", "iceberg"])
 def test_kills_with_a_full_table_stream_and_a_nullable_key(target: str, tmp_path: Path) -> None:
     _source()
     if target == "parquet":
