@@ -9,11 +9,9 @@ file that writer committed just before it died is always seen as referenced.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import socket
 import uuid
 from collections.abc import Callable
 
@@ -21,20 +19,18 @@ from pyarrow import fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 
+from dativo_bridge.ownership import HOST_TAG, pid_alive
+
 logger = logging.getLogger("dativo.iceberg")
 
 _NAME = re.compile(r"^dativo-([0-9a-f]{8})-(\d+)-([0-9a-f]{8})-\d{5,}\.parquet$")
-
-
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 class DataFileNames:
     """Names for one writer's data files: host, pid and a run id, then a sequence."""
 
     def __init__(self) -> None:
-        self.host = _host_tag()
+        self.host = HOST_TAG
         self.pid = os.getpid()
         self.run = uuid.uuid4().hex[:8]
         self._seq = 0
@@ -44,17 +40,6 @@ class DataFileNames:
         self._seq += 1
         name = f"dativo-{self.host}-{self.pid}-{self.run}-{self._seq:05d}.parquet"
         return f"{table.location()}/data/{name}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (a process of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _dead_writers_files(table: Table) -> list[str]:
@@ -67,7 +52,7 @@ def _dead_writers_files(table: Table) -> list[str]:
     scheme, netloc, path = io.parse_location(data, io.properties)
     filesystem = io.fs_by_scheme(scheme, netloc)
     selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
-    host = _host_tag()
+    host = HOST_TAG
     found = []
     for info in filesystem.get_file_info(selector):
         name = info.base_name

@@ -10,14 +10,14 @@ host tag is aborted only once it is older than :data:`STALE_UPLOAD_SECONDS`.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import re
 import shutil
-import socket
 import uuid
 from pathlib import Path
+
+from dativo_bridge.ownership import HOST_TAG, pid_alive, writer_gone
 
 logger = logging.getLogger("dativo.parquet")
 
@@ -31,40 +31,9 @@ IN_PROGRESS = re.compile(
 )
 
 
-def _host_tag() -> str:
-    """The machine (hostname, boot id) and pid namespace this process runs in."""
-    parts = [socket.gethostname()]
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            parts.append(fh.read().strip())
-        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
-    except OSError:
-        pass
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:8]
-
-
-HOST_TAG = _host_tag()
-
-
 def new_run_id() -> str:
     """A fresh run id for this process."""
     return f"{uuid.uuid4().hex[:8]}-{os.getpid()}-{HOST_TAG}"
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process ``pid`` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def writer_gone(pid: str, host: str | None) -> bool:
-    """True when the writer of a leftover is provably not running."""
-    return (host is None or host == HOST_TAG) and not pid_alive(int(pid))
 
 
 def remove_orphans(root: Path) -> None:
