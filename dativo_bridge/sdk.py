@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import datetime as dt
 import decimal
+import json
 import sys
 from collections import Counter
 from collections.abc import Generator, Iterable, Mapping
@@ -36,7 +37,7 @@ from dativo_bridge.codecs.messages import SingerInput
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.reading import checked_batches
-from dativo_bridge.schema import arrow_to_jsonschema
+from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
 
 #: Settings every Dativo target understands, on top of its writer's own.
 TARGET_COMMON_SETTINGS: dict[str, Any] = {
@@ -204,7 +205,8 @@ class ArrowStream(Stream):
         """Rows as dicts: used only when stream maps need the SDK's record path.
 
         Values are given as the stream's SCHEMA describes them where Python objects would
-        be serialised otherwise: binary columns as base64 text (``contentEncoding``).
+        be serialised otherwise: binary columns as base64 text (``contentEncoding``), JSON
+        columns as the JSON value (numbers exact, as Decimal), not as its text.
         """
         info = self._selected_info()
         bookmark = self._start_bookmark(context)
@@ -215,6 +217,7 @@ class ArrowStream(Stream):
             or pa.types.is_large_binary(f.type)
             or pa.types.is_fixed_size_binary(f.type)
         ]
+        json_columns = [f.name for f in info.schema if f.type == JSON_TYPE]
         for batch, _ in checked_batches(self._arrow_tap.reader, info, bookmark):
             rows = batch.to_pylist()
             for name in binary:
@@ -222,6 +225,11 @@ class ArrowStream(Stream):
                     value = row.get(name)
                     if value is not None:
                         row[name] = base64.b64encode(value).decode("ascii")
+            for name in json_columns:
+                for row in rows:
+                    value = row.get(name)
+                    if value is not None:
+                        row[name] = json.loads(value, parse_float=decimal.Decimal)
             yield from rows
 
     def _start_bookmark(self, context: Mapping[str, Any] | None) -> Any:

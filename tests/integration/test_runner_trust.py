@@ -5,6 +5,7 @@ tap path checks batches and writes binary values as its SCHEMA says."""
 from __future__ import annotations
 
 import base64
+import decimal
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from dativo_bridge import ArrowReader, ArrowWriter, StreamInfo, make_tap, run
 from dativo_bridge.errors import DativoError, ReaderContractError
+from dativo_bridge.schema import JSON_TYPE
 from dativo_bridge.state import LocalStateStore
 from targets.iceberg.writer import IcebergWriter, open_catalog
 from targets.parquet.writer import ParquetWriter
@@ -198,8 +200,11 @@ def test_batch_not_matching_its_schema_fails_on_the_singer_path(
     assert b'"RECORD"' not in out
 
 
-BLOB = pa.schema([pa.field("id", pa.int64(), nullable=False), ("data", pa.binary())])
+BLOB = pa.schema(
+    [pa.field("id", pa.int64(), nullable=False), ("data", pa.binary()), ("doc", JSON_TYPE)]
+)
 VALUES = [b"\xff" * 10, b"\x00\x01\x02", b"", None]
+DOCS = ['{"a": 12345678901234567.89}', "[1, 2]", "null", None]
 
 
 class BlobReader(ArrowReader):
@@ -210,7 +215,11 @@ class BlobReader(ArrowReader):
 
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         yield pa.record_batch(
-            [pa.array(range(len(VALUES)), pa.int64()), pa.array(VALUES, pa.binary())],
+            [
+                pa.array(range(len(VALUES)), pa.int64()),
+                pa.array(VALUES, pa.binary()),
+                pa.ExtensionArray.from_storage(JSON_TYPE, pa.array(DOCS)),
+            ],
             schema=BLOB,
         ).select(stream.schema.names)
 
@@ -223,17 +232,22 @@ class BlobReader(ArrowReader):
         {"blobs": {"copy": "id"}},
     ],
 )
-def test_binary_columns_are_base64_with_and_without_stream_maps(
+def test_binary_and_json_columns_as_their_schema_says_with_and_without_stream_maps(
     maps: dict[str, Any] | None, capfdbinary: pytest.CaptureFixture[bytes]
 ) -> None:
     config: dict[str, Any] = {"stream_maps": maps} if maps else {}
     make_tap(BlobReader)(config=config).sync_all()
-    lines = [json.loads(line) for line in capfdbinary.readouterr().out.splitlines()]
+    lines = [
+        json.loads(line, parse_float=decimal.Decimal)
+        for line in capfdbinary.readouterr().out.splitlines()
+    ]
     schema = next(m for m in lines if m["type"] == "SCHEMA")
     assert schema["schema"]["properties"]["data"].get("contentEncoding") == "base64"
     records = [m["record"] for m in lines if m["type"] == "RECORD"]
     decoded = [None if r["data"] is None else base64.b64decode(r["data"]) for r in records]
     assert decoded == VALUES
+    docs = [r.get("doc") for r in records[:3]]
+    assert docs == [{"a": decimal.Decimal("12345678901234567.89")}, [1, 2], None]
 
 
 class GrowingReader(ArrowReader):
