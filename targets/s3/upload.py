@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dativo_bridge.errors import WriteError
+from targets.parquet.storage import describe_s3_error
 
 logger = logging.getLogger("dativo.s3")
 
@@ -80,8 +81,9 @@ class MultipartUpload:
         try:
             return getattr(self._client, what)(**kwargs)
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            raise WriteError(f"{self.uri}: S3 {what} failed: {code}") from exc
+            # The client's timeouts bound each call (targets.parquet.storage.S3Timeouts).
+            message = describe_s3_error(exc, self._client, what)
+            raise WriteError(f"{self.uri}: {message}") from exc
 
     def _upload_part(self) -> None:
         if self._upload_id is None:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dativo_bridge.codecs.encode import encode_rows
-from dativo_bridge.crypto.aws import aws_session, encryption_providers, s3_client
+from dativo_bridge.crypto.aws import encryption_providers, s3_client
 from dativo_bridge.crypto.encrypt import Encryptor
 from dativo_bridge.crypto.keys import KeyProvider
 from dativo_bridge.crypto.reading import (
@@ -32,6 +32,7 @@ from dativo_bridge.crypto.reading import (
 )
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from targets.parquet.storage import s3_session
 from targets.parquet.writer import stream_dir_name
 from targets.s3.settings import CONFIG_JSONSCHEMA, EXTENSION, OBJECT_METADATA
 from targets.s3.upload import MIN_PART_SIZE, MultipartUpload
@@ -92,7 +93,7 @@ class EncryptedS3Writer(ArrowWriter):
         self._target_bytes = int(float(config.get("target_file_size_mb") or 128) * 1024 * 1024)
         self._compression = str(config.get("compression") or "zstd")
         self._row_group_rows = int(config.get("row_group_rows") or 1_000_000)
-        session = aws_session(config)
+        session = s3_session(config)  # every S3 and KMS call bounded by the timeouts
         self._providers: list[KeyProvider] = encryption_providers(config, session)
         self._client = s3_client(config, session)
         self._bucket = bucket
