@@ -98,6 +98,11 @@ _STREAM: dict[str, Any] = {
         },
         "params": {"type": "object", "description": "Query parameters of the first request."},
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "require_records_path": {
+            "type": "boolean",
+            "description": "Fail (instead of warning) when records_path matches nothing on "
+            "every page; default: the global setting.",
+        },
         "schema": {"type": "object", "description": "JSON Schema of a record."},
         "infer_schema": {
             "type": "boolean",
@@ -153,6 +158,12 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "description": "Records that do not fit the schema go here (JSON lines) "
             "instead of failing the run.",
         },
+        "require_records_path": {
+            "type": "boolean",
+            "default": False,
+            "description": "Fail a stream whose records_path matches nothing on every page "
+            "(else a warning); an empty array at the path is not a failure.",
+        },
         "user_agent": {"type": "string", "default": "tap-dativo-rest"},
         "verify_ssl": {"type": "boolean", "default": True},
     },
@@ -175,6 +186,7 @@ class StreamSpec:
         headers: Extra headers of this stream.
         schema: The declared JSON Schema, or None to infer one.
         pagination: The pagination settings.
+        require_records_path: A records_path matching nothing on every page is an error.
     """
 
     name: str
@@ -187,6 +199,7 @@ class StreamSpec:
     headers: dict[str, str] = field(default_factory=dict)
     schema: dict[str, Any] | None = None
     pagination: dict[str, Any] = field(default_factory=dict)
+    require_records_path: bool = False
 
 
 def join_url(base: str, path: str) -> str:
@@ -248,6 +261,9 @@ def parse_streams(config: Mapping[str, Any]) -> list[StreamSpec]:
                 headers={str(k): str(v) for k, v in (raw.get("headers") or {}).items()},
                 schema=dict(schema) if schema else None,
                 pagination=pagination,
+                require_records_path=bool(
+                    raw.get("require_records_path", config.get("require_records_path", False))
+                ),
             )
         )
     return specs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,9 @@ class _RedactingFilter(logging.Filter):
 
 
 _URLLIB3_LOGGER = "urllib3.connectionpool"
+
+#: The trailing wildcard of a records_path: ``$.data[*]`` -> ``$.data``.
+_CONTAINER = re.compile(r"(\[\*\]|\.\*)$")
 
 
 class RestReader(ArrowReader):
@@ -78,6 +82,7 @@ class RestReader(ArrowReader):
         self._filter = _RedactingFilter(self.client)
         logging.getLogger(_URLLIB3_LOGGER).addFilter(self._filter)
         self._streams: list[StreamInfo] | None = None
+        self._unmatched_warned: set[str] = set()
 
     def discover(self) -> Sequence[StreamInfo]:
         """Every configured stream; inferring a schema costs one request (once per run)."""
@@ -139,6 +144,16 @@ class RestReader(ArrowReader):
             )
         return list(extract_jsonpath(spec.records_path, body))
 
+    def _path_found(self, spec: StreamSpec, body: Any) -> bool:
+        """Whether a page without records still has the records' container: ``{"data": []}``
+        for ``$.data[*]`` is an empty page, ``{"items": [...]}`` is a wrong path."""
+        if body is None:
+            return True  # an empty body (204) is an empty page, not a different shape
+        container = _CONTAINER.sub("", spec.records_path)
+        if container in ("", "$"):
+            return True
+        return any(True for _ in extract_jsonpath(container, body))
+
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         """One batch per page, in the API's order (ascending replication key, for resuming)."""
         spec = self._specs[stream.name]
@@ -147,14 +162,20 @@ class RestReader(ArrowReader):
         request: PageRequest | None = paginator.first(spec.url, self._params(spec, bookmark))
         index = 0
         page = 0
+        path_found = False
+        first_url = ""
         while request is not None:
             page += 1
             response = self.client.get_json(request.url, request.params, spec.headers)
             records = self._records(spec, response.body)
             where = f"page {page} (GET {self.client.mask(response.url)})"
+            first_url = first_url or self.client.mask(response.url)
+            path_found = path_found or bool(records) or self._path_found(spec, response.body)
             yield builder.build(records, first_index=index, where=where)
             index += len(records)
             request = paginator.next(request, response, len(records))
+        if page and not path_found:
+            self._unmatched(spec, page, first_url)
         if builder.rejected:
             logger.warning(
                 "stream '%s': %d record(s) did not fit the schema and went to %s",
@@ -163,6 +184,20 @@ class RestReader(ArrowReader):
                 self.dead_letters.path if self.dead_letters else "(nowhere)",
             )
         logger.info("stream '%s': %d records in %d page(s)", stream.name, index, page)
+
+    def _unmatched(self, spec: StreamSpec, pages: int, url: str) -> None:
+        """records_path matched nothing on any page: most likely a wrong path, not an empty
+        API; a warning (once per stream and run), or an error with require_records_path."""
+        message = (
+            f"stream '{spec.name}': records_path {spec.records_path} matched nothing in "
+            f"{pages} page(s) from {url}, so the stream has 0 records; check records_path "
+            "against a response body"
+        )
+        if spec.require_records_path:
+            raise DativoError(message + " (require_records_path is set)")
+        if spec.name not in self._unmatched_warned:
+            self._unmatched_warned.add(spec.name)
+            logger.warning("%s (set require_records_path to fail instead)", message)
 
     def close(self) -> None:
         """Close the HTTP session and the dead-letter file."""
