@@ -1,4 +1,11 @@
-"""CsvReader: CSV files (plain or gzip) streamed into Arrow by pyarrow's C++ CSV reader."""
+"""CsvReader: CSV files (plain or gzip) streamed into Arrow by pyarrow's C++ CSV reader.
+
+Every error names the stream, the file and, where it can, the line and the column
+(taps.csv.diagnose finds them after pyarrow failed). A file is checked against the stream's
+columns by its header line before it is read: with an inferred schema, a column the schema
+lacks is an error (types were inferred from the first file only); with a declared schema it
+is ignored with a warning. A column missing from a file reads as null.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.schema import JSON_TYPE, jsonschema_to_arrow
+from taps.csv.diagnose import explain, header, line_of_row
 
 logger = logging.getLogger("dativo.csv")
 
@@ -131,14 +140,20 @@ class CsvReader(ArrowReader):
                 "to use instead of inferring one"
             )
         read, parse = self._options(spec)
-        convert = pcsv.ConvertOptions(null_values=self._null_values(), strings_can_be_null=False)
-        with pcsv.open_csv(
-            pa.input_stream(str(paths[0]), compression="detect"),
-            read_options=read,
-            parse_options=parse,
-            convert_options=convert,
-        ) as reader:
-            schema: pa.Schema = reader.schema
+        convert = pcsv.ConvertOptions(null_values=self._null_values(), strings_can_be_null=True)
+        try:
+            with pcsv.open_csv(
+                pa.input_stream(str(paths[0]), compression="detect"),
+                read_options=read,
+                parse_options=parse,
+                convert_options=convert,
+            ) as reader:
+                schema: pa.Schema = reader.schema
+        except (pa.ArrowInvalid, OSError) as exc:
+            where = explain(paths[0], read.encoding, parse.delimiter, exc)
+            raise DativoError(
+                f"stream '{name}', file {paths[0]}, {where} (while inferring the schema)"
+            ) from None
         # Singer date-times carry microseconds: inferred seconds widen to that.
         schema = pa.schema(
             [
@@ -185,13 +200,15 @@ class CsvReader(ArrowReader):
         read: pcsv.ReadOptions,
         parse: pcsv.ParseOptions,
     ) -> Iterator[pa.RecordBatch]:
+        self._check_header(stream, path, parse_types, read, parse)
         convert = pcsv.ConvertOptions(
             column_types=parse_types,
             include_columns=list(parse_types),
             null_values=self._null_values(),
-            strings_can_be_null=False,
+            strings_can_be_null=True,
             include_missing_columns=True,
         )
+        rows = 0
         try:
             reader = pcsv.open_csv(
                 pa.input_stream(str(path), compression="detect"),
@@ -201,9 +218,86 @@ class CsvReader(ArrowReader):
             )
             with reader:
                 for batch in reader:
+                    self._check_nulls(stream, batch, path, rows, read, parse)
+                    rows += batch.num_rows
                     yield self._finish_batch(stream, batch, path, modified)
-        except pa.ArrowInvalid as exc:
-            raise DativoError(f"stream '{stream.name}', file {path}: {exc}") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            where = explain(path, read.encoding, parse.delimiter, exc)
+            raise DativoError(f"stream '{stream.name}', file {path}, {where}") from None
+
+    def _check_header(
+        self,
+        stream: StreamInfo,
+        path: Path,
+        parse_types: Mapping[str, pa.DataType],
+        read: pcsv.ReadOptions,
+        parse: pcsv.ParseOptions,
+    ) -> None:
+        """The file's columns against the stream's (see the module docstring)."""
+        try:
+            names = header(path, read.encoding, parse.delimiter)
+        except OSError as exc:
+            where = explain(path, read.encoding, parse.delimiter, exc)
+            raise DativoError(f"stream '{stream.name}', file {path}, {where}") from None
+        if names is None:
+            raise DativoError(
+                f"stream '{stream.name}', file {path}: the file is empty (no header line); "
+                "a file without rows needs at least its header"
+            )
+        extra = [n for n in names if n not in parse_types]
+        if extra and not self._specs[stream.name].get("schema"):
+            raise DativoError(
+                f"stream '{stream.name}', file {path}, line 1: column(s) "
+                f"{', '.join(repr(n) for n in extra)} are not in the stream's schema, which "
+                "was inferred from the first file; declare a 'schema' with every column (or "
+                "read such files as another stream)"
+            )
+        if extra:
+            logger.warning(
+                "stream '%s', file %s: column(s) %s are not in the declared schema and are "
+                "not read",
+                stream.name,
+                path,
+                ", ".join(repr(n) for n in extra),
+            )
+        missing = [n for n in parse_types if n not in names]
+        not_nullable = [n for n in missing if not stream.schema.field(n).nullable]
+        if not_nullable:
+            raise DativoError(
+                f"stream '{stream.name}', file {path}, line 1: no column "
+                f"{', '.join(repr(n) for n in not_nullable)}, which may not be null"
+            )
+        if missing:
+            logger.warning(
+                "stream '%s', file %s: no column %s; its values are null in this file",
+                stream.name,
+                path,
+                ", ".join(repr(n) for n in missing),
+            )
+
+    def _check_nulls(
+        self,
+        stream: StreamInfo,
+        batch: pa.RecordBatch,
+        path: Path,
+        rows_before: int,
+        read: pcsv.ReadOptions,
+        parse: pcsv.ParseOptions,
+    ) -> None:
+        """A null (a ``null_values`` entry) in a column that may not be null is an error."""
+        for f in stream.schema:
+            if f.nullable or f.name not in batch.schema.names:
+                continue
+            column = batch.column(f.name)
+            if not column.null_count:
+                continue
+            row = rows_before + int(pc.index(column.is_null(), True).as_py())
+            line = line_of_row(path, read.encoding, parse.delimiter, row)
+            at = f"line {line}, " if line is not None else ""
+            raise DativoError(
+                f"stream '{stream.name}', file {path}, {at}column '{f.name}': a null value "
+                f"(one of null_values {self._null_values()!r}) in a column that may not be null"
+            )
 
     def _finish_batch(
         self, stream: StreamInfo, batch: pa.RecordBatch, path: Path, modified: dt.datetime
