@@ -18,7 +18,7 @@ from rich.table import Table
 from dativo_bridge.decrypt_cli import decrypt
 from dativo_bridge.delivery import StreamStats
 from dativo_bridge.errors import DativoError
-from dativo_bridge.foreign import ForeignTap, ForeignTarget
+from dativo_bridge.foreign import ForeignTap, ForeignTarget, remove_stale_private_dirs
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class, registered_plugin
 from dativo_bridge.project import PluginDef, Project
@@ -150,6 +150,7 @@ def run_command(
     redactor = Redactor()
     redactor.install()
     console = Console(stderr=True)
+    remove_stale_private_dirs()
     try:
         project = Project(project_file, environment)
         tap_def, target_def = project.plugin(tap), project.plugin(target)

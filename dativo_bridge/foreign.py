@@ -1,16 +1,26 @@
-"""Singer plugins of any language run as subprocesses, with the codecs at the boundary."""
+"""Singer plugins of any language run as subprocesses, with the codecs at the boundary.
+
+Config reaches a plugin as ``--config PATH``, the one form every Singer plugin reads; on
+Linux PATH is ``/dev/fd/N`` of an in-memory file, so no secret is ever on disk (see
+PrivateDir and docs/secrets.md)."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
+import re
+import shutil
+import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from dativo_bridge.errors import PluginFailedError
@@ -95,6 +105,7 @@ class RunningPlugin:
                 stderr=subprocess.PIPE,
                 env=env,
                 cwd=plugin.cwd,
+                pass_fds=passed_fds(argv),
             )
         except OSError as exc:
             raise PluginFailedError(
@@ -116,18 +127,125 @@ class RunningPlugin:
             self.proc.wait()
 
 
-def private_dir() -> tempfile.TemporaryDirectory[str]:
-    """A 0700 temporary directory for config files that may hold secrets."""
-    return tempfile.TemporaryDirectory(prefix="dativo-plugin-")
+#: Private directories are named ``dativo-plugin-<pid>.<process start>-<random>``.
+PRIVATE_PREFIX = "dativo-plugin-"
+_PRIVATE_NAME = re.compile(r"^dativo-plugin-(\d+)\.(\d+)-")
+#: A directory of the unnamed form (Dativo before 0.x) is stale after this many seconds.
+LEGACY_STALE_SECONDS = 24 * 3600
+_FD_PATH = re.compile(r"^/dev/fd/(\d+)$")
+
+
+def _start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (0 where /proc is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, started: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return started == 0 or _start_time(pid) in (0, started)
+
+
+def remove_stale_private_dirs() -> list[str]:
+    """Remove this user's private directories whose run is dead (killed with SIGKILL or
+    lost with its machine); return their paths."""
+    removed = []
+    tmp = Path(tempfile.gettempdir())
+    for entry in tmp.glob(f"{PRIVATE_PREFIX}*"):
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        match = _PRIVATE_NAME.match(entry.name)
+        if match:
+            stale = not _alive(int(match.group(1)), int(match.group(2)))
+        else:
+            stale = time.time() - info.st_mtime > LEGACY_STALE_SECONDS
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
+    if removed:
+        logger.info("removed %d private director(ies) of dead runs", len(removed))
+    return removed
+
+
+class PrivateDir:
+    """A 0700 directory for one run's plugin files (``with PrivateDir() as path``).
+
+    Files written with :func:`write_private_json` live in memory where the platform
+    allows it (a ``memfd`` passed to the plugin as ``/dev/fd/N``), so nothing with a
+    secret is on disk even if the run is killed; elsewhere they are 0600 files here,
+    removed on exit, and by the next run if this one is killed.
+    """
+
+    def __init__(self) -> None:
+        remove_stale_private_dirs()
+        pid = os.getpid()
+        self.path = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{pid}.{_start_time(pid)}-")
+        self.fds: list[int] = []
+
+    def __enter__(self) -> str:
+        _open_dirs[self.path] = self
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        _open_dirs.pop(self.path, None)
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+_open_dirs: dict[str, PrivateDir] = {}
+
+
+def private_dir() -> PrivateDir:
+    """A private directory for config files that may hold secrets (see PrivateDir)."""
+    return PrivateDir()
+
+
+def _in_memory_files() -> bool:
+    return hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
 
 def write_private_json(directory: str, name: str, value: Any) -> str:
-    """Write ``value`` as JSON readable only by this user; return the path."""
+    """Write ``value`` as JSON only this user (and the plugins given it) can read; return
+    the path to give a plugin: ``/dev/fd/N`` of an in-memory file inside a PrivateDir on
+    Linux, else a 0600 file in ``directory``."""
+    data = json.dumps(value, default=str).encode("utf-8")
+    owner = _open_dirs.get(directory)
+    if owner is not None and _in_memory_files():
+        fd = os.memfd_create(f"dativo-{name}")
+        os.write(fd, data)
+        owner.fds.append(fd)
+        return f"/dev/fd/{fd}"
     path = os.path.join(directory, name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(value, fh, default=str)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
     return path
+
+
+def passed_fds(argv: Sequence[str]) -> tuple[int, ...]:
+    """The in-memory files named in ``argv`` (``/dev/fd/N``), which the child inherits."""
+    owned = {fd for d in _open_dirs.values() for fd in d.fds}
+    fds = []
+    for arg in argv:
+        match = _FD_PATH.match(arg)
+        if match and int(match.group(1)) in owned:
+            fds.append(int(match.group(1)))
+    return tuple(fds)
 
 
 def discover_catalog(tap: ForeignTap, config_path: str, redactor: Redactor) -> dict | None:
@@ -139,6 +257,7 @@ def discover_catalog(tap: ForeignTap, config_path: str, redactor: Redactor) -> d
             capture_output=True,
             env={**os.environ, **tap.env},
             cwd=tap.cwd,
+            pass_fds=passed_fds(argv),
             timeout=600,
             check=False,
         )

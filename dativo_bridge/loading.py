@@ -1,10 +1,15 @@
 """Loading user classes named `module:Class`, only from installed packages or allow-listed
-directories, logging each load with the sha256 of the file it came from."""
+directories, logging each load with the sha256 of the file it came from.
+
+The origin is checked before the import: a module, package directory or bytecode file
+that resolves (through symlinks) outside the allowed places is refused without any of
+its code having run."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import logging
@@ -12,6 +17,7 @@ import re
 import sys
 import sysconfig
 from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TypeVar
@@ -48,6 +54,58 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _spec_paths(spec: ModuleSpec) -> list[Path]:
+    """The files and directories importing ``spec`` reads: its file, its bytecode cache and,
+    for a package, every directory its submodules come from."""
+    paths = [Path(p) for p in spec.submodule_search_locations or ()]
+    if spec.has_location and spec.origin:
+        paths.append(Path(spec.origin))
+        if spec.cached and Path(spec.cached).exists():
+            paths.append(Path(spec.cached))
+    return paths
+
+
+def _check_before_import(module_name: str, dirs: Sequence[Path]) -> None:
+    """Refuse ``module_name`` before any of its code (or a parent package's) runs.
+
+    Each dotted component is located without importing it (``find_spec`` for the top
+    level, ``PathFinder`` on the parent's search path below). A component found inside an
+    allowed directory must still be inside one once every symlink is resolved; one found
+    elsewhere must be part of an installed distribution.
+    """
+    parts = module_name.split(".")
+    search: list[str] | None = None
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        if name in sys.modules:
+            spec = getattr(sys.modules[name], "__spec__", None)
+        elif search is None:
+            spec = importlib.util.find_spec(name)
+        else:
+            spec = importlib.machinery.PathFinder.find_spec(name, search)
+        if spec is None:
+            raise PluginLoadError(
+                f"module '{name}' is not installed and not in the "
+                f"allowed plugin directories {[str(d) for d in dirs]}"
+            )
+        for path in _spec_paths(spec):
+            found_in_allowed = any(path.absolute().is_relative_to(d) for d in dirs)
+            real = path.resolve()
+            if found_in_allowed:
+                allowed = any(real.is_relative_to(d) for d in dirs)
+            else:
+                allowed = any(real.is_relative_to(d) for d in dirs) or _is_installed(name, real)
+            if not allowed:
+                raise PluginLoadError(
+                    f"module '{name}' would be imported from {real}, which is neither an "
+                    "installed package nor inside an allowed plugin directory (a symlink "
+                    "out of the directory is refused before anything is imported)"
+                )
+        search = list(spec.submodule_search_locations or [])
+        if depth < len(parts) and not search:
+            raise PluginLoadError(f"'{name}' is not a package, so '{module_name}' cannot exist")
 
 
 def load_class(
@@ -90,12 +148,7 @@ def load_class(
         sys.path[:] = [str(d) for d in dirs] + [
             p for p in saved if p not in ("", ".") and Path(p).resolve() != Path.cwd().resolve()
         ]
-        spec = importlib.util.find_spec(module_name.split(".")[0])
-        if spec is None:
-            raise PluginLoadError(
-                f"module '{module_name}' is not installed and not in the "
-                f"allowed plugin directories {[str(d) for d in dirs]}"
-            )
+        _check_before_import(module_name, dirs)
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise PluginLoadError(f"cannot import '{module_name}': {exc}") from None
