@@ -161,6 +161,13 @@ class Decryptor:
                         f"final frame {expected} claims {length} bytes, more than the "
                         f"frame length {frame_length}"
                     )
+                if length == 0 and expected != 1:
+                    # The writer holds the last frame of plaintext back, so only an
+                    # empty plaintext ends in an empty final frame (its only frame).
+                    raise MalformedMessageError(
+                        f"final frame {expected} is empty: only the sole frame of an empty "
+                        "plaintext may be"
+                    )
             else:
                 seq, length = field, frame_length
             if seq != expected:

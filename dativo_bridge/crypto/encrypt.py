@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from dativo_bridge.crypto.errors import EncryptionError, KeyProviderError
@@ -15,6 +15,7 @@ from dativo_bridge.crypto.format import (
     FINAL_FRAME_MARKER,
     MAX_DATA_KEYS,
     MAX_FRAME_LENGTH,
+    MAX_HEADER_BYTES,
     MAX_SEQUENCE,
     MESSAGE_ID_LEN,
     TAG_LEN,
@@ -55,6 +56,12 @@ class Encryptor:
         providers: The keyring; the first generates the data key, the others wrap it too.
         context: The encryption context (authenticated, stored in clear in the header).
         frame_length: Plaintext bytes per frame.
+        _random: The source of the message id, ``os.urandom``. Tests only: the test
+            vectors of docs/encryption-format.md inject fixed bytes here.
+
+    Raises:
+        EncryptionError: The header would be longer than MAX_HEADER_BYTES (its tag
+            included); nothing is written then.
     """
 
     def __init__(
@@ -63,6 +70,8 @@ class Encryptor:
         providers: Sequence[KeyProvider],
         context: Mapping[str, str],
         frame_length: int = DEFAULT_FRAME_LENGTH,
+        *,
+        _random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         if not providers:
             raise KeyProviderError("encryption needs at least one key provider")
@@ -75,7 +84,9 @@ class Encryptor:
         context = check_context(context)
         data_key, first = providers[0].generate(context)
         edks = [first] + [p.wrap(data_key, context) for p in providers[1:]]
-        self._message_id = os.urandom(MESSAGE_ID_LEN)
+        self._message_id = bytes(_random(MESSAGE_ID_LEN))
+        if len(self._message_id) != MESSAGE_ID_LEN:
+            raise EncryptionError("the random source returned a message id of the wrong size")
         self._aead, commitment = derive(
             data_key, self._message_id, ALG_AES256_GCM_HKDF_SHA512_COMMIT
         )
@@ -89,6 +100,12 @@ class Encryptor:
             commitment,
         )
         body = self.header.body()
+        if len(body) + TAG_LEN > MAX_HEADER_BYTES:
+            raise EncryptionError(
+                f"the message header would be {len(body) + TAG_LEN} bytes, more than "
+                f"{MAX_HEADER_BYTES} (readers refuse it): fewer key providers or a smaller "
+                "encryption context"
+            )
         tag = self._aead.encrypt(HEADER_IV, b"", body)
         assert len(tag) == TAG_LEN
         self._pending = bytearray()

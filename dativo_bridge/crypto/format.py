@@ -27,6 +27,7 @@ TAG_LEN = 16
 DEFAULT_FRAME_LENGTH = 1024 * 1024
 MAX_FRAME_LENGTH = 64 * 1024 * 1024
 MAX_DATA_KEYS = 16
+#: The whole header, from the magic to the end of the header tag (tag included).
 MAX_HEADER_BYTES = 1024 * 1024
 
 #: The sequence-number field value that marks the final frame.
@@ -141,15 +142,21 @@ def serialize_header(header: Header) -> bytes:
 
 
 class _Cursor:
-    """Reads header fields from a stream, keeping the bytes read (the AAD of the tag)."""
+    """Reads header fields from a stream, keeping the bytes read (the AAD of the tag).
+
+    A field that would take the header, with the tag still to come, over
+    MAX_HEADER_BYTES is refused before it is read.
+    """
 
     def __init__(self, read_exact: Callable[[int, str], bytes]) -> None:
         self._read = read_exact
         self.raw = bytearray()
 
     def take(self, n: int, what: str) -> bytes:
-        if len(self.raw) + n > MAX_HEADER_BYTES:
-            raise MalformedMessageError(f"header is longer than {MAX_HEADER_BYTES} bytes")
+        if len(self.raw) + n + TAG_LEN > MAX_HEADER_BYTES:
+            raise MalformedMessageError(
+                f"header is longer than {MAX_HEADER_BYTES} bytes (its tag included)"
+            )
         data = self._read(n, f"the header ({what})")
         self.raw += data
         return data

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -66,16 +66,22 @@ class LocalKeyProvider(KeyProvider):
     The data key is wrapped with AES-256-GCM under it: a random 12-byte IV, the encryption
     context (serialized canonically) as additional authenticated data. Its key id is a
     fingerprint (a truncated SHA-256 of a label and the key), never the key.
+
+    Args:
+        key: The 32-byte key.
+        _random: The source of data keys and wrapping IVs, ``os.urandom``. Tests only:
+            the test vectors of docs/encryption-format.md inject fixed bytes here.
     """
 
     provider_id = LOCAL_PROVIDER_ID
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, _random: Callable[[int], bytes] = os.urandom) -> None:
         if len(key) != DATA_KEY_LEN:
             raise KeyProviderError(
                 f"a local key must be exactly {DATA_KEY_LEN} bytes, got {len(key)}"
             )
         self._aead = AESGCM(bytes(key))
+        self._random = _random
         self.key_id = "sha256:" + hashlib.sha256(_FINGERPRINT_LABEL + bytes(key)).hexdigest()[:32]
 
     @classmethod
@@ -126,11 +132,15 @@ class LocalKeyProvider(KeyProvider):
         return _WRAP_LABEL + self.key_id.encode() + serialize_context(context)
 
     def generate(self, context: Mapping[str, str]) -> tuple[bytes, EncryptedDataKey]:
-        data_key = os.urandom(DATA_KEY_LEN)
+        data_key = bytes(self._random(DATA_KEY_LEN))
+        if len(data_key) != DATA_KEY_LEN:
+            raise KeyProviderError("the random source returned a data key of the wrong size")
         return data_key, self.wrap(data_key, context)
 
     def wrap(self, data_key: bytes, context: Mapping[str, str]) -> EncryptedDataKey:
-        iv = os.urandom(IV_LEN)
+        iv = bytes(self._random(IV_LEN))
+        if len(iv) != IV_LEN:
+            raise KeyProviderError("the random source returned an IV of the wrong size")
         wrapped = iv + self._aead.encrypt(iv, data_key, self._aad(context))
         return EncryptedDataKey(self.provider_id, self.key_id, wrapped)
 

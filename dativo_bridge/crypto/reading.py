@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from dativo_bridge.crypto.aws import decryption_providers, parse_s3_uri, s3_client
 from dativo_bridge.crypto.decrypt import BinarySource, Decryptor
-from dativo_bridge.crypto.errors import CryptoError, DecryptionError
+from dativo_bridge.crypto.errors import CryptoError, DecryptionError, EncryptionContextError
 from dativo_bridge.crypto.keys import KeyProvider
 
 #: Encryption-context entries Dativo writes (user entries may not use the prefix).
@@ -47,7 +47,9 @@ def open_source(
         bucket, key = parse_s3_uri(source)
         for name, value in ((CONTEXT_BUCKET, bucket), (CONTEXT_KEY, key)):
             if expected.get(name, value) != value:
-                raise DecryptionError(f"expected {name} {expected[name]!r} but reading {value!r}")
+                raise EncryptionContextError(
+                    f"expected {name} {expected[name]!r} but reading {value!r}"
+                )
             expected[name] = value
         try:
             body = s3_client(aws or {}).get_object(Bucket=bucket, Key=key)["Body"]
