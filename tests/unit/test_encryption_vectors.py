@@ -720,3 +720,52 @@ def test_the_writer_refuses_a_header_over_1_mib() -> None:
     with pytest.raises(EncryptionError, match="header would be 1048577 bytes"):
         Encryptor(sink, [LocalKeyProvider(KEY), *fillers], CONTEXT, 16)
     assert sink.getvalue() == b""  # nothing written
+
+
+# ---------------------------------------------------------------------------------------
+# `dativo decrypt` applies the same rules (local files, a local key: no AWS involved).
+
+
+def cli(tmp_path: Path, message: bytes, key: bytes, *context: str) -> tuple[Any, Path]:
+    from click.testing import CliRunner
+
+    from dativo_bridge.decrypt_cli import decrypt
+
+    (tmp_path / "local.key").write_bytes(key)
+    (tmp_path / "local.key").chmod(0o600)
+    (tmp_path / "in.dtve").write_bytes(message)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "in.dtve"), "--key-file", str(tmp_path / "local.key"), "-o", str(out)]
+    for entry in context:
+        args += ["--context", entry]
+    return CliRunner().invoke(decrypt, args, catch_exceptions=False), out
+
+
+def test_dativo_decrypt_reads_the_vector(tmp_path: Path) -> None:
+    vector = Vector(VECTORS["local-jsonl"])
+    result, out = cli(
+        tmp_path, vector.hex("message"), vector.hex("local key"), "dativo:format=jsonl"
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == vector.hex("plaintext")
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (
+            lambda: crafted(bytes(32), ([bytes(16), bytes(16)], b"")),
+            "final frame 3 is empty",
+        ),
+        (lambda: message_with_header_of(MiB + 1), "header is longer than 1048576 bytes"),
+    ],
+    ids=["empty-final-frame", "header-over-1-MiB"],
+)
+def test_dativo_decrypt_rejects_the_crafted_objects(
+    tmp_path: Path, message: Callable[[], bytes], reason: str
+) -> None:
+    result, out = cli(tmp_path, message(), KEY)
+    assert result.exit_code == 1
+    assert reason in result.output
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.dtve", "local.key"]  # no partial
