@@ -769,3 +769,16 @@ def test_dativo_decrypt_rejects_the_crafted_objects(
     assert reason in result.output
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.dtve", "local.key"]  # no partial
+
+
+def test_an_expectation_contradicting_the_s3_uri_is_a_context_error() -> None:
+    from dativo_bridge.crypto.errors import EncryptionContextError
+    from dativo_bridge.crypto.reading import iter_plaintext
+
+    chunks = iter_plaintext(
+        "s3://lake/visits/part-1.jsonl.dtve",
+        [LocalKeyProvider(KEY)],
+        expected_context={"dativo:key": "visits/part-2.jsonl.dtve"},
+    )
+    with pytest.raises(EncryptionContextError, match="dativo:key"):
+        next(chunks)  # refused before S3 is contacted
