@@ -15,6 +15,7 @@ from typing import Any
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class
+from dativo_bridge.redact import process_redactor, redact, secret_values
 from dativo_bridge.sdk import make_tap, make_target
 
 
@@ -31,6 +32,8 @@ def _config_from_argv(argv: Sequence[str]) -> tuple[dict[str, Any], Path]:
 
 def _load(setting: str, base: type, argv: Sequence[str]) -> type:
     config, project = _config_from_argv(argv)
+    # Before the class (and its schema's secret markings) is known: secrets by name.
+    process_redactor().add(secret_values(config))
     reference = config.get(setting)
     if not reference:
         raise ConfigError(f"the config needs '{setting}': 'package.module:ClassName'")
@@ -54,7 +57,7 @@ def _main(setting: str, base: type) -> None:
         try:
             cls = _load(setting, base, argv)
         except DativoError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(redact(f"error: {exc}"), file=sys.stderr)
             sys.exit(1)
     if cls is None:
         print(

@@ -13,15 +13,18 @@ import dataclasses
 import datetime as dt
 import decimal
 import json
+import logging
 import sys
 from collections import Counter
 from collections.abc import Generator, Iterable, Mapping
-from typing import IO, Any, ClassVar, cast
+from typing import IO, Any, ClassVar, NoReturn, cast
 
+import click
 import orjson
 import pyarrow as pa
 from singer_sdk import Stream, Tap, Target
 from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.singerlib import SchemaMessage
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
@@ -35,8 +38,10 @@ from dativo_bridge.codecs.decode import loads
 from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.codecs.messages import SingerInput
 from dativo_bridge.delivery import StreamWriters
+from dativo_bridge.errors import DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.reading import checked_batches
+from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
 from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
 
 #: Settings every Dativo target understands, on top of its writer's own.
@@ -278,8 +283,50 @@ class ArrowStream(Stream):
         self._write_state_message()
 
 
+def end_with_error(logger: logging.Logger, exc: BaseException) -> NoReturn:
+    """End a Singer plugin run: one masked line for a DativoError (its traceback only at
+    DEBUG), a masked traceback for anything else; exit status 1."""
+    line = redact(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, DativoError) and not logger.isEnabledFor(logging.DEBUG):
+        logger.error("%s", line)
+    else:
+        logger.error("%s", line, exc_info=exc)  # the record factory masks the traceback
+    sys.exit(1)
+
+
+class _MaskedErrorsCommand(SingerCommand):
+    """The SDK's command, whose errors (also those of ``--discover`` and ``--test``, which
+    run before the SDK's own hook) end through :func:`end_with_error`, masked."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except Exception as exc:
+            end_with_error(self.logger, exc)
+
+
+def _masked_errors(command: click.Command) -> click.Command:
+    if isinstance(command, SingerCommand):
+        command.__class__ = _MaskedErrorsCommand  # same fields; only ``main`` differs
+    return command
+
+
+def _register_secrets(plugin: type[Tap] | type[Target], config: Any) -> None:
+    """Mask the secrets of the config (files and, with ``--config ENV``, the environment)
+    in every log record and error of this process."""
+    schema = plugin.config_jsonschema
+    found = secret_values(getattr(config, "config", None) or {}, schema)
+    if getattr(config, "parse_env", False):
+        found += environment_secrets(f"{plugin.name.upper().replace('-', '_')}_", schema)
+    process_redactor().add(found)
+
+
 class ArrowTap(Tap):
-    """Base of every tap made by :func:`make_tap`."""
+    """Base of every tap made by :func:`make_tap`.
+
+    As a Singer tap its secrets are masked in every log line and error, and a DativoError
+    ends the run with one line and exit status 1 (see :func:`end_with_error`).
+    """
 
     reader_class: ClassVar[type[ArrowReader]]
     _reader: ArrowReader | None = None
@@ -305,6 +352,16 @@ class ArrowTap(Tap):
 
     def discover_streams(self) -> list[Stream]:
         return [ArrowStream(self, info) for info in self.reader.discover()]
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        config = super().cb_config(ctx, param, value)
+        _register_secrets(cls, config)
+        return config
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        return _masked_errors(super().get_singer_command())
 
 
 class _ArrowMessageReader(GenericSingerReader[str]):
@@ -332,7 +389,7 @@ class _ArrowMessageReader(GenericSingerReader[str]):
 
 
 class ArrowTarget(Target):
-    """Base of every target made by :func:`make_target`."""
+    """Base of every target made by :func:`make_target` (secrets and errors as ArrowTap)."""
 
     writer_class: ClassVar[type[ArrowWriter]]
 
@@ -350,6 +407,16 @@ class ArrowTarget(Target):
         self.singer_input = SingerInput(
             self.writers, batch_rows=int(config.get("batch_rows") or 100_000)
         )
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        config = super().cb_config(ctx, param, value)
+        _register_secrets(cls, config)
+        return config
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        return _masked_errors(super().get_singer_command())
 
     def _emit_state(self, state: Any) -> None:
         # Singer targets print the bare state value, one JSON object per line; Meltano

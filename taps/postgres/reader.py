@@ -29,6 +29,7 @@ from taps.postgres.catalog import (
     TableInfo,
     discover,
 )
+from taps.postgres.dsn import parse_dsn
 
 logger = logging.getLogger("dativo.postgres")
 
@@ -95,14 +96,20 @@ _PASSWORD_IN_TEXT = re.compile(r"(password=)\S+", re.IGNORECASE)
 
 
 def connection_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    """psycopg.connect keyword arguments from the settings."""
+    """psycopg.connect keyword arguments from the settings (the ``dsn``'s keywords, then
+    the explicit settings, which take precedence).
+
+    Raises:
+        ConfigError: A malformed ``dsn`` (the message holds no part of its values).
+    """
     kwargs: dict[str, Any] = {
         "connect_timeout": int(config.get("connect_timeout") or 10),
         "application_name": config.get("application_name") or "dativo",
         "autocommit": True,
     }
     if config.get("dsn"):
-        kwargs["conninfo"] = config["dsn"]
+        # Parsed here, never by libpq: its parse errors quote parts of the password.
+        kwargs.update(parse_dsn(str(config["dsn"])))
     for setting, keyword in (
         ("host", "host"),
         ("port", "port"),
@@ -130,15 +137,14 @@ def connect(config: Mapping[str, Any]) -> psycopg.Connection:
         conn = psycopg.connect(**kwargs)
     except psycopg.Error as exc:
         message = str(exc).strip()
-        for secret in (config.get("password"), config.get("dsn")):
-            if secret:
-                message = message.replace(str(secret), "********")
+        secrets = {config.get("password"), config.get("dsn"), kwargs.get("password")}
+        for secret in sorted((str(s) for s in secrets if s), key=len, reverse=True):
+            message = message.replace(secret, "********")
         message = _PASSWORD_IN_TEXT.sub(r"\1********", message)
-        target = config.get("host") or "(from dsn)"
         raise ConfigError(
-            f"could not connect to PostgreSQL at {target} "
-            f"(database {config.get('database') or 'default'}, user "
-            f"{config.get('user') or 'default'}): {message}"
+            f"could not connect to PostgreSQL at {kwargs.get('host') or 'the default host'} "
+            f"(database {kwargs.get('dbname') or 'default'}, user "
+            f"{kwargs.get('user') or 'default'}): {message}"
         ) from None
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("SET DateStyle = 'ISO, YMD'")

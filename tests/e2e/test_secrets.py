@@ -4,6 +4,7 @@ targets run as Singer plugins mask their errors and their libraries' logs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -172,3 +173,107 @@ def test_killed_run_leaves_no_plaintext_config_and_the_next_run_removes_its_dir(
 def _new_private_dirs(before: set[str]) -> set[str]:
     tmp = Path(tempfile.gettempdir())
     return {p.name for p in tmp.glob("dativo-plugin-*")} - before
+
+
+TOKEN = "s3cr3t-token-0f9e8d"
+FAILING_PLUGINS = """
+from dativo_bridge import ArrowReader, ArrowWriter
+from dativo_bridge.errors import ConfigError
+
+class RefusedReader(ArrowReader):
+    name = "tap-refused"
+    config_jsonschema = {"type": "object", "properties": {"api_token": {"type": "string"}}}
+
+    def discover(self):
+        raise ConfigError(f"login refused for token {self.config['api_token']}")
+
+    def read(self, stream, bookmark):
+        raise AssertionError("unreachable")
+
+class RefusedWriter(ArrowWriter):
+    name = "target-refused"
+    config_jsonschema = {"type": "object", "properties": {"api_token": {"type": "string"}}}
+
+    def open(self, config, stream):
+        raise ConfigError(f"login refused for token {config['api_token']}")
+
+    def write(self, batch):
+        raise AssertionError("unreachable")
+
+    def commit(self):
+        raise AssertionError("unreachable")
+"""
+SINGER_INPUT = (
+    '{"type": "SCHEMA", "stream": "s", "key_properties": ["id"], '
+    '"schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}\n'
+    '{"type": "RECORD", "stream": "s", "record": {"id": 1}}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("tap-dativo-custom", []),
+        ("tap-dativo-custom", ["--discover"]),
+        ("target-dativo-custom", []),
+    ],
+)
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_singer_plugin_error_is_one_masked_line(
+    tmp_path: Path, command: str, args: list[str], level: str
+) -> None:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "refusing_plugins.py").write_text(FAILING_PLUGINS)
+    setting = "reader_class" if command.startswith("tap") else "writer_class"
+    kind = "RefusedReader" if command.startswith("tap") else "RefusedWriter"
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {setting: f"refusing_plugins:{kind}", "plugin_dirs": ["plugins"], "api_token": TOKEN}
+        )
+    )
+    done = subprocess.run(
+        [script(command), "--config", str(config), *args],
+        input=SINGER_INPUT if command.startswith("target") else "",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env(), "LOGLEVEL": level},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert TOKEN not in done.stderr + done.stdout, done.stderr
+    assert "ConfigError: login refused for token ********" in done.stderr, done.stderr
+    assert ("Traceback" in done.stderr) == (level == "DEBUG"), done.stderr
+
+
+def test_s3_target_at_debug_masks_credentials_in_botocore_logs(tmp_path: Path) -> None:
+    from ..integration.s3_encryption.support import aws_settings, write_key
+    from ..integration.s3server import new_bucket
+
+    access_key = "AKIADATIVOTEST0KEY77"
+    secret_key = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+    config = {
+        **aws_settings(),
+        "aws_access_key_id": access_key,
+        "aws_secret_access_key": secret_key,
+        "bucket": new_bucket("dativo-secrets"),
+        "key_file": str(write_key(tmp_path / "local.key")),
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [script("target-dativo-s3"), "--config", str(path)],
+        input=SINGER_INPUT,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env(), "LOGLEVEL": "DEBUG"},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "botocore" in done.stderr, "botocore logged nothing at DEBUG"
+    assert access_key not in done.stderr and secret_key not in done.stderr
+    assert "********" in done.stderr
