@@ -288,7 +288,17 @@ def _errors(where: str, plans: Sequence[ColumnPlan]) -> Iterator[None]:
     except dativo_accel.ConnectError as exc:
         raise ConfigError(f"{where}: could not connect to PostgreSQL: {exc}") from None
     except (dativo_accel.CopyError, ValueError) as exc:
+        _raise_lost(where, exc)
         raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
+
+
+def _raise_lost(where: str, exc: BaseException) -> None:
+    """A lost connection as the Python path reports it (taps.postgres.copy.ConnectionLost)."""
+    if pgcopy.is_connection_lost(exc):
+        message = _ARROW_PREFIX.sub("", pgcopy.first_line(exc))
+        raise pgcopy.ConnectionLost(
+            f"{where}: the connection to PostgreSQL was lost during the read: {message}"
+        ) from None
 
 
 def _batches(
@@ -307,6 +317,7 @@ def _batches(
                 batch = pa.RecordBatch.from_arrays(arrays, schema=final)
             yield batch
     except (pa.ArrowException, OSError) as exc:
+        _raise_lost(where, exc)
         raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
     finally:
         reader.close()  # stops the COPY (every COPY of a parallel read) early

@@ -1,5 +1,9 @@
 """COPY ... TO STDOUT (FORMAT csv) streamed into Arrow batches by pyarrow's C++ CSV reader,
-typed from the catalog (never inferred), then the unambiguous transports rebuilt."""
+typed from the catalog (never inferred), then the unambiguous transports rebuilt.
+
+A connection that ends during a COPY (server gone, backend terminated, network or TLS
+failure) is a :class:`ConnectionLost` carrying the first error seen, never the later errors
+of closing the dead cursor; the reader decides whether the read can be resumed."""
 
 from __future__ import annotations
 
@@ -20,6 +24,39 @@ from dativo_bridge.errors import DativoError
 from dativo_bridge.schema import JSON_TYPE
 from taps.postgres.catalog import INTERVAL_TYPE, ColumnPlan
 
+
+class ConnectionLost(DativoError):
+    """The connection to PostgreSQL ended during a read; the message names what was read
+    and its first error."""
+
+
+#: Texts of a lost connection in the Rust extension's (tokio-postgres, rustls) errors.
+_LOST_TEXT = re.compile(
+    r"terminating connection|server closed the connection|connection closed|"
+    r"connection reset|broken pipe|unexpected eof|could not receive data|"
+    r"consuming input failed|ssl syscall|close_notify",
+    re.IGNORECASE,
+)
+#: SQLSTATEs of a connection that ended: class 08, admin/crash shutdown, cannot connect now.
+_LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def is_connection_lost(error: BaseException | str) -> bool:
+    """Whether ``error`` means the connection ended (rather than the query failed)."""
+    if isinstance(error, psycopg.Error):
+        state = error.sqlstate
+        if state:
+            return state.startswith("08") or state in _LOST_STATES
+        return isinstance(error, psycopg.OperationalError)
+    return bool(_LOST_TEXT.search(str(error)))
+
+
+def first_line(error: BaseException | str) -> str:
+    """An error's first line (libpq adds hint lines to a lost connection's message)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 _FLOAT_TOKENS = (('"NaN"', "NaN"), ('"Infinity"', "Infinity"), ('"-Infinity"', "-Infinity"))
 
 
@@ -31,6 +68,7 @@ class CopyStream(io.RawIOBase):
         self._pending = bytearray()
         self._done = False
         self.bytes_read = 0
+        self.error: BaseException | None = None
 
     def readable(self) -> bool:
         return True
@@ -40,7 +78,11 @@ class CopyStream(io.RawIOBase):
         pending = self._pending
         read = self._copy.read
         while len(pending) < want and not self._done:
-            data = read()
+            try:
+                data = read()
+            except BaseException as exc:
+                self.error = self.error or exc  # the first error; closing adds others
+                raise
             if not data:
                 self._done = True
                 break
@@ -175,33 +217,56 @@ def read_copy(
             names.append(name)
             types[name] = dtype
     texty = any(pa.types.is_string(t) for t in types.values())
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        stream = CopyStream(copy)
-        try:
-            reader = pcsv.open_csv(
-                stream,
-                read_options=pcsv.ReadOptions(
-                    block_size=batch_bytes, column_names=names, use_threads=True
-                ),
-                parse_options=pcsv.ParseOptions(newlines_in_values=texty),
-                convert_options=pcsv.ConvertOptions(
-                    column_types=types,
-                    null_values=[""],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                    true_values=["t"],
-                    false_values=["f"],
-                ),
-            )
-        except pa.ArrowInvalid as exc:
-            if "Empty CSV file" in str(exc):
-                return
-            raise DativoError(f"{where}: {_explain(exc, plans)}") from None
-        try:
-            for batch in reader:
-                yield rebuild(plans, batch)
-        except pa.ArrowInvalid as exc:
-            raise DativoError(f"{where}: {_explain(exc, plans)}") from None
+    stream: CopyStream | None = None
+    try:
+        with conn.cursor() as cur, cur.copy(query) as copy:
+            stream = CopyStream(copy)
+            yield from _read_stream(stream, plans, names, types, texty, batch_bytes, where)
+    except psycopg.Error as exc:
+        first = stream.error if stream is not None and stream.error is not None else exc
+        if is_connection_lost(first):
+            raise ConnectionLost(
+                f"{where}: the connection to PostgreSQL was lost during the read: "
+                f"{first_line(first)}"
+            ) from None
+        raise
+
+
+def _read_stream(
+    stream: CopyStream,
+    plans: Sequence[ColumnPlan],
+    names: list[str],
+    types: dict[str, pa.DataType],
+    texty: bool,
+    batch_bytes: int,
+    where: str,
+) -> Iterator[pa.RecordBatch]:
+    """The batches of a started COPY (see read_copy)."""
+    try:
+        reader = pcsv.open_csv(
+            stream,
+            read_options=pcsv.ReadOptions(
+                block_size=batch_bytes, column_names=names, use_threads=True
+            ),
+            parse_options=pcsv.ParseOptions(newlines_in_values=texty),
+            convert_options=pcsv.ConvertOptions(
+                column_types=types,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return
+        raise DativoError(f"{where}: {_explain(exc, plans)}") from None
+    try:
+        for batch in reader:
+            yield rebuild(plans, batch)
+    except pa.ArrowInvalid as exc:
+        raise DativoError(f"{where}: {_explain(exc, plans)}") from None
 
 
 def _explain(exc: Exception, plans: Sequence[ColumnPlan]) -> str:

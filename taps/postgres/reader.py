@@ -1,13 +1,23 @@
 """PostgresReader: tables and views read with COPY into Arrow, serially or in parallel
-ctid ranges under one exported snapshot."""
+ctid ranges under one exported snapshot.
+
+A connection lost during a read is retried (``max_reconnects`` times) only where the read
+can go on without losing or inventing rows: an incremental read resumes at ``>=`` the last
+replication key it yielded (so the boundary key group may come twice, as on a resumed run);
+any read that has yielded nothing starts again. A full-table read that has yielded rows is
+one snapshot and cannot be resumed mid-way without duplicates, nor can a parallel read: they
+fail with one error naming the stream and how many rows were read.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -79,6 +89,14 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         },
         "pages_per_partition": {"type": "integer", "default": 20_000},
         "accelerator": {"type": "string", "enum": ["auto", "python", "rust"], "default": "auto"},
+        "max_reconnects": {
+            "type": "integer",
+            "default": 2,
+            "description": (
+                "Reconnects after a connection lost during an incremental read (resumed at "
+                "its last key) or before a read yielded rows; 0 disables them."
+            ),
+        },
         "infinity_values": {
             "type": "string",
             "enum": ["clamp", "null"],
@@ -204,6 +222,7 @@ class PostgresReader(ArrowReader):
         self._batch_bytes = int(config.get("batch_size_bytes") or 4 * 1024 * 1024)
         self._parallelism = max(1, int(config.get("max_parallelism") or os.cpu_count() or 1))
         self._pages_per_partition = max(1, int(config.get("pages_per_partition") or 20_000))
+        self._reconnects = max(0, int(config.get("max_reconnects", 2) or 0))
         self._infinity = str(config.get("infinity_values") or "clamp")
         if self._infinity not in ("clamp", "null"):
             raise ConfigError(f"infinity_values must be clamp or null, not {self._infinity!r}")
@@ -266,10 +285,75 @@ class PostgresReader(ArrowReader):
         order_by = stream.replication_key if incremental else None
         if incremental and bookmark is not None and stream.replication_key:
             self._warn_null_keys(conn=self._conn, relation=relation, stream=stream)
-        batches = self._copy(self._conn, relation, plans, _and(conditions), order_by, where)
-        if incremental and stream.replication_key:
-            batches = _whole_key_groups(batches, stream.replication_key)
-        yield from batches
+        yield from self._read_serial(stream, relation, plans, bookmark, order_by, where)
+
+    def _read_serial(
+        self,
+        stream: StreamInfo,
+        relation: sql.Composable,
+        plans: Sequence[ColumnPlan],
+        bookmark: Any | None,
+        order_by: str | None,
+        where: str,
+    ) -> Iterator[pa.RecordBatch]:
+        """One COPY; after a lost connection, again from where it can resume (see the
+        module docstring)."""
+        resume, rows, lost = bookmark, 0, 0
+        while True:
+            conditions = self._where(stream, resume)
+            batches = self._copy(self._conn, relation, plans, _and(conditions), order_by, where)
+            if order_by:
+                batches = _whole_key_groups(batches, order_by)
+            try:
+                for batch in batches:
+                    if order_by and batch.num_rows:
+                        last = batch.column(order_by)[batch.num_rows - 1]
+                        if last.is_valid:
+                            resume = last.as_py()
+                    rows += batch.num_rows
+                    yield batch
+                return
+            except pgcopy.ConnectionLost as exc:
+                lost += 1
+                # With a key to resume at, every row yielded is at or below it (NULL keys,
+                # which come first, are not read again by >=); without one, only a read
+                # that yielded nothing can start again.
+                resumable = rows == 0 or (order_by is not None and resume is not None)
+                if not resumable:
+                    raise pgcopy.ConnectionLost(
+                        f"{exc} ({rows} row(s) had been read). A full-table read is one "
+                        "snapshot and cannot resume mid-way without duplicates, so it is not "
+                        "retried; the stream is read again from its start by the next run"
+                    ) from None
+                if lost > self._reconnects:
+                    raise pgcopy.ConnectionLost(
+                        f"{exc} ({rows} row(s) read; gave up after {lost} lost connection(s), "
+                        f"max_reconnects {self._reconnects}). The next run resumes at the last "
+                        "bookmark in STATE"
+                    ) from None
+                self._reconnect(exc, lost)
+                logger.warning(
+                    "%s; reconnected (%d of %d), resuming %s after %d row(s)",
+                    exc,
+                    lost,
+                    self._reconnects,
+                    f"at {order_by} >= {resume!r}" if resume is not None else "from the start",
+                    rows,
+                )
+
+    def _reconnect(self, lost: pgcopy.ConnectionLost, attempt: int) -> None:
+        """A fresh main connection after a loss (waits 1, 2, 4... seconds first).
+
+        Raises:
+            ConnectionLost: The server cannot be reached again.
+        """
+        time.sleep(min(2.0 ** (attempt - 1), 30.0))
+        with contextlib.suppress(psycopg.Error):
+            self._conn.close()
+        try:
+            self._conn = connect(self.config)
+        except ConfigError as exc:
+            raise pgcopy.ConnectionLost(f"{lost}; reconnecting failed: {exc}") from None
 
     def _warn_null_keys(
         self, conn: psycopg.Connection, relation: sql.Composable, stream: StreamInfo
@@ -355,22 +439,28 @@ class PostgresReader(ArrowReader):
                     ctid.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
                 return _and(conditions + ctid)
 
+            rows = 0
             if self._rust_dsn is not None:
                 # Every partition on a Rust thread with its own connection, one stream.
                 queries = [
                     accel.copy_query(relation, plans, partition(lo, hi), None)
                     for lo, hi in list(partitions.queue)
                 ]
-                yield from accel.read_copy_parallel(
-                    self._rust_dsn,
-                    queries,
-                    plans,
-                    self._batch_bytes,
-                    where,
-                    workers,
-                    setup,
-                    self._rust_tls,
-                )
+                try:
+                    for batch in accel.read_copy_parallel(
+                        self._rust_dsn,
+                        queries,
+                        plans,
+                        self._batch_bytes,
+                        where,
+                        workers,
+                        setup,
+                        self._rust_tls,
+                    ):
+                        rows += batch.num_rows
+                        yield batch
+                except DativoError as exc:
+                    raise _parallel_error(exc, coordinator, where, rows) from None
                 return
 
             def deliver(batches: Iterator[pa.RecordBatch]) -> None:
@@ -415,22 +505,57 @@ class PostgresReader(ArrowReader):
                 if item is None:
                     finished += 1
                 elif isinstance(item, BaseException):
-                    raise (
-                        item
-                        if isinstance(item, DativoError)
-                        else DativoError(f"{where}: parallel read failed: {item}")
-                    ) from item
+                    raise _parallel_error(item, coordinator, where, rows) from None
                 else:
+                    rows += item.num_rows
                     yield item
         finally:
             stop.set()
-            coordinator.rollback()
+            # The read's outcome is decided: a dead coordinator must not replace it.
+            with contextlib.suppress(psycopg.Error):
+                coordinator.rollback()
             coordinator.close()
 
     def close(self) -> None:
         conn = getattr(self, "_conn", None)
         if conn is not None:
             conn.close()
+
+
+def _parallel_error(
+    error: BaseException, coordinator: psycopg.Connection, where: str, rows: int
+) -> DativoError:
+    """The first real error of a parallel read, as one DativoError with the rows read.
+
+    A worker that cannot import the snapshot (``invalid snapshot identifier``) fails because
+    the connection holding it is gone: that loss is the error reported.
+    """
+    held = True
+    if not coordinator.broken:
+        try:
+            coordinator.execute("SELECT 1")
+        except psycopg.Error:
+            held = False
+    if coordinator.broken or not held:
+        return pgcopy.ConnectionLost(
+            f"{where}: the connection holding the parallel read's snapshot was lost after "
+            f"{rows} row(s); a parallel read is one snapshot and is not retried, the stream "
+            "is read again from its start by the next run"
+        )
+    if isinstance(error, pgcopy.ConnectionLost):
+        return pgcopy.ConnectionLost(
+            f"{error} (a parallel read, {rows} row(s) read); a parallel read is one snapshot "
+            "and is not retried, the stream is read again from its start by the next run"
+        )
+    if isinstance(error, DativoError):
+        return error
+    if isinstance(error, psycopg.Error) and pgcopy.is_connection_lost(error):
+        return pgcopy.ConnectionLost(
+            f"{where}: the connection to PostgreSQL was lost during a parallel read after "
+            f"{rows} row(s): {pgcopy.first_line(error)}; not retried, the stream is read "
+            "again from its start by the next run"
+        )
+    return DativoError(f"{where}: parallel read failed: {pgcopy.first_line(error)}")
 
 
 def _whole_key_groups(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa.RecordBatch]:
