@@ -2,11 +2,12 @@
 ctid ranges under one exported snapshot.
 
 A connection lost during a read is retried (``max_reconnects`` times) only where the read
-can go on without losing or inventing rows: an incremental read resumes at ``>=`` the last
-replication key it yielded (so the boundary key group may come twice, as on a resumed run);
-any read that has yielded nothing starts again. A full-table read that has yielded rows is
-one snapshot and cannot be resumed mid-way without duplicates, nor can a parallel read: they
-fail with one error naming the stream and how many rows were read.
+can go on without losing or inventing rows: an incremental read resumes strictly after the
+last replication key it yielded (batches hold whole key groups, so every row at that key
+was yielded: none comes twice, which keeps exactly-once destinations exact); any read that
+has yielded nothing starts again. A full-table read that has yielded rows is one snapshot
+and cannot be resumed mid-way without duplicates, nor can a parallel read: they fail with
+one error naming the stream and how many rows were read.
 """
 
 from __future__ import annotations
@@ -243,7 +244,11 @@ class PostgresReader(ArrowReader):
                 "database (or not in filter_schemas)"
             ) from None
 
-    def _where(self, stream: StreamInfo, bookmark: Any | None) -> list[sql.Composable]:
+    def _where(
+        self, stream: StreamInfo, bookmark: Any | None, *, after: Any | None = None
+    ) -> list[sql.Composable]:
+        """The read's conditions: ``custom_where``, the key ``>=`` the bookmark, and (when
+        resuming within a read) the key ``>`` the last key group already yielded."""
         conditions: list[sql.Composable] = []
         options = (self.config.get("stream_options") or {}).get(stream.name) or {}
         if options.get("custom_where"):
@@ -255,6 +260,12 @@ class PostgresReader(ArrowReader):
             conditions.append(
                 sql.SQL("{k} >= {v}").format(
                     k=sql.Identifier(stream.replication_key), v=sql.Literal(bookmark)
+                )
+            )
+        if after is not None and stream.replication_key:
+            conditions.append(
+                sql.SQL("{k} > {v}").format(
+                    k=sql.Identifier(stream.replication_key), v=sql.Literal(after)
                 )
             )
         return conditions
@@ -298,9 +309,10 @@ class PostgresReader(ArrowReader):
     ) -> Iterator[pa.RecordBatch]:
         """One COPY; after a lost connection, again from where it can resume (see the
         module docstring)."""
-        resume, rows, lost = bookmark, 0, 0
+        resume: Any | None = None  # the last key group yielded (whole: see _whole_key_groups)
+        rows, lost = 0, 0
         while True:
-            conditions = self._where(stream, resume)
+            conditions = self._where(stream, bookmark, after=resume)
             batches = self._copy(self._conn, relation, plans, _and(conditions), order_by, where)
             if order_by:
                 batches = _whole_key_groups(batches, order_by)
@@ -315,8 +327,8 @@ class PostgresReader(ArrowReader):
                 return
             except pgcopy.ConnectionLost as exc:
                 lost += 1
-                # With a key to resume at, every row yielded is at or below it (NULL keys,
-                # which come first, are not read again by >=); without one, only a read
+                # With a key to resume after, every row yielded is at or below it (NULL keys,
+                # which come first, are not read again by >); without one, only a read
                 # that yielded nothing can start again.
                 resumable = rows == 0 or (order_by is not None and resume is not None)
                 if not resumable:
@@ -337,7 +349,7 @@ class PostgresReader(ArrowReader):
                     exc,
                     lost,
                     self._reconnects,
-                    f"at {order_by} >= {resume!r}" if resume is not None else "from the start",
+                    f"after {order_by} = {resume!r}" if resume is not None else "from the start",
                     rows,
                 )
 
