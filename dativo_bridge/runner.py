@@ -1,13 +1,15 @@
-"""The runner: a source and a destination in one process, joined by a bounded queue.
+"""The runner: a source and a destination in one process.
 
-Either side may be in process (an ArrowReader / ArrowWriter: Arrow batches, no JSON) or
-a foreign Singer executable (the codecs at the boundary). STATE is recorded in the state
-store only once the destination has made every row before it durable.
+Every run is "events -> sink" (dativo_bridge.events). The source is an in-process reader
+(its events come from dativo_bridge.sources on a reader thread, through a bounded queue)
+or a foreign Singer tap (its messages decoded by the codecs); the sink is the run's
+writers (StreamWriters) or a foreign target's standard input (SingerOutput). STATE is
+recorded in the state store only once the destination has made every row before it
+durable. A reader is opened, read and closed on one thread (the reader thread).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import subprocess
@@ -17,13 +19,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import orjson
-
 from dativo_bridge.codecs.decode import loads
-from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.codecs.messages import SingerInput, iter_lines
+from dativo_bridge.codecs.output import SingerOutput
 from dativo_bridge.delivery import StreamStats, StreamWriters
 from dativo_bridge.errors import ConfigError, DativoError, PluginFailedError
+from dativo_bridge.events import (
+    Progress,
+    ProgressCallback,
+    Sink,
+    deliver,
+)
 from dativo_bridge.foreign import (
     ForeignTap,
     ForeignTarget,
@@ -34,18 +40,18 @@ from dativo_bridge.foreign import (
     write_private_json,
 )
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
-from dativo_bridge.reading import checked_batches
 from dativo_bridge.redact import Redactor
-from dativo_bridge.schema import arrow_to_jsonschema
-from dativo_bridge.sdk import jsonable
-from dativo_bridge.selection import apply_metadata, select_columns
-from dativo_bridge.state import RUN_KEY, StateStore
+from dativo_bridge.selection import select_columns
+from dativo_bridge.sources import bookmark_state, reader_events, starting_bookmark
+from dativo_bridge.state import StateStore
 
 logger = logging.getLogger("dativo.run")
 
 Source = ArrowReader | type[ArrowReader] | ForeignTap
 Destination = ArrowWriter | type[ArrowWriter] | Callable[[], ArrowWriter] | ForeignTarget
-ProgressCallback = Callable[[Mapping[str, StreamStats], float], None]
+
+#: Settings a Singer tap applies to its own output; an in-process reader cannot.
+_SINGER_OUTPUT_SETTINGS = ("stream_maps", "flattening_enabled")
 
 
 @dataclass
@@ -94,26 +100,33 @@ class RunResult:
         }
 
 
-def bookmark_state(state: dict[str, Any], stream: str, key: str, value: Any) -> None:
-    """Record a bookmark in singer-sdk's STATE format."""
-    bookmarks = state.setdefault("bookmarks", {})
-    bookmarks[stream] = {"replication_key": key, "replication_key_value": jsonable(value)}
+@dataclass
+class RunContext:
+    """What every path of one run shares.
 
+    Attributes:
+        source_config: Settings of an in-process reader.
+        select: Meltano-style selection patterns.
+        metadata: Catalog metadata overrides per stream pattern.
+        start_state: The STATE the run starts from (None: read everything).
+        redactor: Masks secrets in what foreign plugins print.
+        progress: Reports per-stream counters now and then.
+        result: What the run did so far.
+        queue_size: Batches in flight between the reader thread and the sink.
+    """
 
-def starting_bookmark(state: Mapping[str, Any] | None, stream: StreamInfo) -> Any:
-    """The bookmark to resume ``stream`` from, or None for a full read."""
-    if not state or stream.replication_method != "INCREMENTAL" or not stream.replication_key:
-        return None
-    entry = state.get("bookmarks", {}).get(stream.name) or {}
-    if entry.get("replication_key") not in (None, stream.replication_key):
-        logger.warning(
-            "stream '%s': replication key changed from %s to %s; reading in full",
-            stream.name,
-            entry.get("replication_key"),
-            stream.replication_key,
-        )
-        return None
-    return entry.get("replication_key_value")
+    source_config: Mapping[str, Any]
+    select: Sequence[str] | None
+    metadata: Mapping[str, Mapping[str, Any]] | None
+    start_state: Mapping[str, Any] | None
+    redactor: Redactor
+    progress: Progress
+    result: RunResult
+    queue_size: int = 2
+
+    def events(self, reader: ArrowReader) -> Iterator[Any]:
+        """The events of an opened in-process reader."""
+        return reader_events(reader, self.select, self.metadata, self.start_state)
 
 
 _END = object()
@@ -147,67 +160,6 @@ class _Pipe:
 
 class _Cancelled(Exception):
     pass
-
-
-def _reader_events(
-    reader: ArrowReader,
-    select: Sequence[str] | None,
-    metadata: Mapping[str, Mapping[str, Any]] | None,
-    start_state: Mapping[str, Any] | None,
-) -> Iterator[tuple[str, Any, Any]]:
-    """('schema', info, None) / ('batch', name, batch) / ('state', state, None) events.
-
-    While a run is under way its STATE lists the streams it has finished
-    (``dativo_run: {streams, completed}``). A run that starts from a STATE whose run did
-    not finish every stream is that run resumed: the streams it finished are not read
-    again (a FULL_TABLE stream would otherwise be appended a second time). The last STATE
-    of a run that reads every stream has no ``dativo_run``.
-    """
-    state: dict[str, Any] = copy.deepcopy(dict(start_state or {}))
-    state.pop("currently_syncing", None)
-    previous = state.pop(RUN_KEY, None)
-    selected: list[StreamInfo] = []
-    for discovered in reader.discover():
-        info = apply_metadata(discovered, metadata)
-        columns = select_columns(info, select)
-        if columns is None:
-            logger.info("stream '%s' not selected", info.name)
-            continue
-        selected.append(info.with_columns(columns))
-    names = [info.name for info in selected]
-    done: list[str] = []
-    if isinstance(previous, dict):
-        earlier = [str(n) for n in previous.get("completed") or []]
-        if set(earlier) < set(previous.get("streams") or []):
-            done = [n for n in earlier if n in names]
-    progress = {"streams": names, "completed": list(done)}
-    ended = False  # the last STATE yielded has no dativo_run
-    for info in selected:
-        if info.name in done:
-            logger.info(
-                "stream '%s': finished by the interrupted run this run resumes; not read again",
-                info.name,
-            )
-            continue
-        yield ("schema", info, None)
-        bookmark = starting_bookmark(state, info)
-        if bookmark is not None:
-            logger.info(
-                "stream '%s': resuming from %s >= %s", info.name, info.replication_key, bookmark
-            )
-        for batch, released in checked_batches(reader, info, bookmark):
-            if batch.num_rows:
-                yield ("batch", info.name, batch)
-            if released is not None:
-                assert info.replication_key is not None
-                bookmark_state(state, info.name, info.replication_key, released)
-                yield ("state", {**copy.deepcopy(state), RUN_KEY: copy.deepcopy(progress)}, None)
-        progress["completed"].append(info.name)
-        ended = set(progress["completed"]) >= set(names)
-        extra = {} if ended else {RUN_KEY: copy.deepcopy(progress)}
-        yield ("state", {**copy.deepcopy(state), **extra}, None)
-    if not ended:
-        yield ("state", copy.deepcopy(state), None)
 
 
 def run(
@@ -254,7 +206,14 @@ def run(
         DativoError: Configuration, decode, write and plugin failures.
     """
     started = time.monotonic()
-    redactor = redactor or Redactor()
+    if not isinstance(source, ForeignTap):
+        for key in _SINGER_OUTPUT_SETTINGS:
+            if (source_config or {}).get(key):
+                raise ConfigError(
+                    f"'{key}' is applied by a tap to its Singer output, which an in-process "
+                    "run does not produce: remove it, or run the tap as a Singer process "
+                    "(meltano run, or a shell pipe)"
+                )
     recovered = None
     if (
         not full_refresh
@@ -283,6 +242,16 @@ def run(
         logger.info("load_method overwrite: every stream is read from its start")
         start_state = None
     result = RunResult(state_id=state_id if state_store else None, state=start_state)
+    ctx = RunContext(
+        source_config=dict(source_config or {}),
+        select=select,
+        metadata=metadata,
+        start_state=start_state,
+        redactor=redactor or Redactor(),
+        progress=Progress(progress, started),
+        result=result,
+        queue_size=queue_size,
+    )
 
     def record_state(value: Any) -> None:
         result.state = value
@@ -290,23 +259,10 @@ def run(
             state_store.put(state_id, value)
 
     if isinstance(destination, ForeignTarget):
-        _run_to_foreign(
-            source,
-            destination,
-            source_config,
-            start_state,
-            select,
-            metadata,
-            record_state,
-            result,
-            redactor,
-            progress,
-            started,
-        )
+        _run_to_foreign(source, destination, ctx, record_state)
     else:
-        make_writer = _writer_factory(destination)
         writers = StreamWriters(
-            make_writer,
+            _writer_factory(destination),
             dict(destination_config or {}),
             record_state,
             checkpoint_rows=checkpoint_rows,
@@ -316,27 +272,15 @@ def run(
         result.streams = writers.stats
         try:
             if isinstance(source, ForeignTap):
-                _run_foreign_tap(
-                    source, writers, start_state, select, metadata, redactor, progress, started
-                )
+                _run_foreign_tap(source, writers, ctx)
             else:
-                _run_in_process(
-                    _open_reader(source, source_config),
-                    writers,
-                    start_state,
-                    select,
-                    metadata,
-                    queue_size,
-                    progress,
-                    started,
-                )
+                _run_in_process(source, writers, ctx)
             writers.finish()
         except BaseException:
             writers.close()
             raise
     result.elapsed = time.monotonic() - started
-    if progress is not None:
-        progress(result.streams, result.elapsed)
+    ctx.progress.final(result.streams, result.elapsed)
     return result
 
 
@@ -388,22 +332,16 @@ def _open_reader(source: Source, config: Mapping[str, Any] | None) -> ArrowReade
     return reader
 
 
-def _run_in_process(
-    reader: ArrowReader,
-    writers: StreamWriters,
-    start_state: Any,
-    select: Sequence[str] | None,
-    metadata: Any,
-    queue_size: int,
-    progress: ProgressCallback | None,
-    started: float,
-) -> None:
-    pipe = _Pipe(queue_size)
+def _run_in_process(source: Source, sink: StreamWriters, ctx: RunContext) -> None:
+    """The reader on its own thread (opened, read and closed there), the sink on this one."""
+    if not isinstance(source, ArrowReader | type):
+        raise ConfigError(f"not a source: {source!r}")
+    pipe = _Pipe(ctx.queue_size)
 
     def produce() -> None:
         try:
-            with reader:
-                for event in _reader_events(reader, select, metadata, start_state):
+            with _open_reader(source, ctx.source_config) as reader:
+                for event in ctx.events(reader):
                     pipe.put(event)
             pipe.put(_END)
         except _Cancelled:
@@ -416,37 +354,22 @@ def _run_in_process(
 
     thread = threading.Thread(target=produce, name="dativo-reader", daemon=True)
     thread.start()
-    last = 0.0
     try:
-        for kind, a, b in pipe.items():
-            if kind == "schema":
-                writers.schema(a)
-            elif kind == "batch":
-                writers.write(a, b)
-            else:
-                writers.state(a)
-            if progress is not None and time.monotonic() - last > 0.5:
-                last = time.monotonic()
-                progress(writers.stats, last - started)
+        for event in pipe.items():
+            deliver(event, sink)
+            ctx.progress.tick(sink.stats)
     finally:
         pipe.cancelled.set()
         thread.join(timeout=10)
 
 
-def _plugin_files(
-    tap: ForeignTap,
-    workdir: str,
-    start_state: Any,
-    select: Sequence[str] | None,
-    metadata: Any,
-    redactor: Redactor,
-) -> list[str]:
+def _plugin_files(tap: ForeignTap, workdir: str, ctx: RunContext) -> list[str]:
     config_path = write_private_json(workdir, "config.json", dict(tap.config))
     args = ["--config", config_path]
-    patterns = list(select or tap.select or [])
-    meta = dict(metadata or tap.metadata or {})
+    patterns = list(ctx.select or tap.select or [])
+    meta = dict(ctx.metadata or tap.metadata or {})
     if patterns or meta:
-        catalog = discover_catalog(tap, config_path, redactor)
+        catalog = discover_catalog(tap, config_path, ctx.redactor)
         if catalog is not None:
 
             def chooser(
@@ -461,36 +384,20 @@ def _plugin_files(
 
             catalog = select_in_catalog(catalog, patterns, meta, chooser)
             args += ["--catalog", write_private_json(workdir, "catalog.json", catalog)]
-    if start_state:
-        args += ["--state", write_private_json(workdir, "state.json", start_state)]
+    if ctx.start_state:
+        args += ["--state", write_private_json(workdir, "state.json", ctx.start_state)]
     return args
 
 
-def _run_foreign_tap(
-    tap: ForeignTap,
-    writers: StreamWriters,
-    start_state: Any,
-    select: Sequence[str] | None,
-    metadata: Any,
-    redactor: Redactor,
-    progress: ProgressCallback | None,
-    started: float,
-) -> None:
+def _run_foreign_tap(tap: ForeignTap, writers: StreamWriters, ctx: RunContext) -> None:
+    """A Singer tap's messages decoded straight into the run's writers."""
     with private_dir() as workdir:
-        args = _plugin_files(tap, workdir, start_state, select, metadata, redactor)
-        proc = RunningPlugin(tap, args, redactor)
+        args = _plugin_files(tap, workdir, ctx)
+        proc = RunningPlugin(tap, args, ctx.redactor)
         singer_input = SingerInput(writers)
         assert proc.proc.stdout is not None
-        last = 0.0
-
-        def tick() -> None:
-            nonlocal last
-            if progress is not None and time.monotonic() - last > 0.5:
-                last = time.monotonic()
-                progress(writers.stats, last - started)
-
         try:
-            singer_input.consume(proc.proc.stdout, tick)
+            singer_input.consume(proc.proc.stdout, lambda: ctx.progress.tick(writers.stats))
         except DativoError:
             # A decode error at the end of the output is usually the tap dying mid-line:
             # report the crash, with its stderr, rather than the symptom.
@@ -509,30 +416,44 @@ def _run_foreign_tap(
         singer_input.flush()
 
 
+class _Counted:
+    """A sink that counts what passes into the run's result, then forwards it."""
+
+    def __init__(self, sink: Sink, result: RunResult) -> None:
+        self.sink = sink
+        self.result = result
+
+    def schema(self, stream: StreamInfo) -> None:
+        self.result.streams.setdefault(stream.name, StreamStats())
+        self.sink.schema(stream)
+
+    def write(self, stream: str, batch: Any) -> None:
+        stats = self.result.streams[stream]
+        stats.rows += batch.num_rows
+        stats.bytes += batch.nbytes
+        stats.batches += 1
+        self.sink.write(stream, batch)
+
+    def state(self, value: Any) -> None:
+        self.sink.state(value)
+
+
 def _run_to_foreign(
-    source: Source,
-    target: ForeignTarget,
-    source_config: Any,
-    start_state: Any,
-    select: Sequence[str] | None,
-    metadata: Any,
-    record_state: Callable[[Any], None],
-    result: RunResult,
-    redactor: Redactor,
-    progress: ProgressCallback | None,
-    started: float,
+    source: Source, target: ForeignTarget, ctx: RunContext, record_state: Callable[[Any], None]
 ) -> None:
+    """Into a Singer target's standard input: an in-process reader's events as Singer
+    messages, or a foreign tap's output as it is. The STATE lines the target prints are
+    what is recorded."""
     with private_dir() as workdir:
         config_path = write_private_json(workdir, "target-config.json", dict(target.config))
         if isinstance(source, ForeignTap):
-            args = _plugin_files(source, workdir, start_state, select, metadata, redactor)
-            tap_proc = RunningPlugin(source, args, redactor)
+            args = _plugin_files(source, workdir, ctx)
+            tap_proc = RunningPlugin(source, args, ctx.redactor)
             stdin: Any = tap_proc.proc.stdout
         else:
             tap_proc = None
             stdin = subprocess.PIPE
-        target_proc = RunningPlugin(target, ["--config", config_path], redactor, stdin=stdin)
-        states: list[Any] = []
+        target_proc = RunningPlugin(target, ["--config", config_path], ctx.redactor, stdin=stdin)
 
         def read_states() -> None:
             assert target_proc.proc.stdout is not None
@@ -546,7 +467,6 @@ def _run_to_foreign(
                 # Targets print bare state values; tolerate ones wrapped as STATE messages.
                 if message.get("type") == "STATE" and "value" in message:
                     message = message["value"]
-                states.append(message)
                 record_state(message)
 
         state_thread = threading.Thread(target=read_states, daemon=True)
@@ -554,16 +474,13 @@ def _run_to_foreign(
         try:
             if tap_proc is None:
                 assert target_proc.proc.stdin is not None
-                _feed_target(
-                    _open_reader(source, source_config),
-                    target_proc.proc.stdin,
-                    select,
-                    metadata,
-                    start_state,
-                    result,
-                    progress,
-                    started,
-                )
+                output = SingerOutput(target_proc.proc.stdin)
+                sink = _Counted(output, ctx.result)
+                with _open_reader(source, ctx.source_config) as reader:
+                    for event in ctx.events(reader):
+                        deliver(event, sink)
+                        ctx.progress.tick(ctx.result.streams)
+                output.flush()
                 target_proc.proc.stdin.close()
             else:
                 tap_proc.check()
@@ -578,50 +495,11 @@ def _run_to_foreign(
                     p.kill()
 
 
-def _feed_target(
-    reader: ArrowReader,
-    sink: Any,
-    select: Sequence[str] | None,
-    metadata: Any,
-    start_state: Any,
-    result: RunResult,
-    progress: ProgressCallback | None,
-    started: float,
-) -> None:
-    last = 0.0
-    with reader:
-        for kind, a, b in _reader_events(reader, select, metadata, start_state):
-            if kind == "schema":
-                info: StreamInfo = a
-                result.streams.setdefault(info.name, StreamStats())
-                sink.write(
-                    orjson.dumps(
-                        {
-                            "type": "SCHEMA",
-                            "stream": info.name,
-                            "schema": arrow_to_jsonschema(info.schema),
-                            "key_properties": list(info.key_properties),
-                            **(
-                                {"bookmark_properties": [info.replication_key]}
-                                if info.replication_key
-                                else {}
-                            ),
-                        }
-                    )
-                    + b"\n"
-                )
-            elif kind == "batch":
-                sink.write(encode_records(b, a))
-                stats = result.streams[a]
-                stats.rows += b.num_rows
-                stats.bytes += b.nbytes
-                stats.batches += 1
-            else:
-                sink.write(orjson.dumps({"type": "STATE", "value": a}) + b"\n")
-            if progress is not None and time.monotonic() - last > 0.5:
-                last = time.monotonic()
-                progress(result.streams, last - started)
-    sink.flush()
-
-
-__all__ = ["DativoError", "RunResult", "run"]
+__all__ = [
+    "DativoError",
+    "RunContext",
+    "RunResult",
+    "bookmark_state",
+    "run",
+    "starting_bookmark",
+]

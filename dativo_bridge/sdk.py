@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import base64
 import dataclasses
-import datetime as dt
 import decimal
 import json
 import logging
@@ -43,6 +42,7 @@ from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.reading import checked_batches
 from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
 from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
+from dativo_bridge.state import jsonable
 
 #: Settings every Dativo target understands, on top of its writer's own.
 TARGET_COMMON_SETTINGS: dict[str, Any] = {
@@ -76,21 +76,6 @@ def write_bytes(data: bytes) -> None:
     else:
         out.write(data.decode("utf-8"))
         out.flush()
-
-
-def jsonable(value: Any) -> Any:
-    """A bookmark value as the JSON value singer-sdk stores in STATE."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            return value.isoformat()
-        return value.astimezone(dt.UTC).isoformat()
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
 
 
 class ArrowStream(Stream):

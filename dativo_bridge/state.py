@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import datetime as dt
+import decimal
 import json
 import os
 import re
@@ -67,3 +69,18 @@ class LocalStateStore(StateStore):
 
     def clear(self, state_id: str) -> None:
         self.path(state_id).unlink(missing_ok=True)
+
+
+def jsonable(value: Any) -> Any:
+    """A bookmark value as the JSON value singer-sdk stores in STATE."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            return value.isoformat()
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
