@@ -154,7 +154,12 @@ def test_json_sql_nulls_are_left_out_identically(data: st.DataObject) -> None:
             columns[name] = _json(data.draw(texts))
         elif name == "c":
             columns[name] = pa.array(
-                data.draw(st.lists(st.none() | st.integers(), min_size=rows, max_size=rows))
+                data.draw(
+                    st.lists(
+                        st.none() | st.integers(-(2**63), 2**63 - 1), min_size=rows, max_size=rows
+                    )
+                ),
+                pa.int64(),
             )
         elif name == "s":
             mask = pa.array(data.draw(st.lists(st.booleans(), min_size=rows, max_size=rows)))
