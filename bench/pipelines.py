@@ -358,7 +358,7 @@ def parquet_rows(folder: Path) -> tuple[int, int]:
 def iceberg_facts(warehouse: Path) -> tuple[int, int, int, list[int]]:
     """(rows, data files, snapshots, records added per snapshot) over the tables of the
     embedded catalog in ``warehouse`` (opened as the target opens it)."""
-    from targets.iceberg.writer import open_catalog
+    from target_dativo_iceberg.writer import open_catalog
 
     catalog = open_catalog({"warehouse": str(warehouse)})
     rows = files = snapshots = 0

@@ -88,7 +88,7 @@ READ_SCRIPT = """\
 import json
 import sys
 
-from taps.postgres.reader import PostgresReader
+from tap_dativo_postgres.reader import PostgresReader
 
 with open(sys.argv[1], encoding="utf-8") as fh:
     cfg = json.load(fh)
@@ -105,8 +105,8 @@ import json
 import sys
 
 from dativo_bridge import run
-from taps.postgres.reader import PostgresReader
-from targets.parquet.writer import ParquetWriter
+from tap_dativo_postgres.reader import PostgresReader
+from target_dativo_parquet.writer import ParquetWriter
 
 with open(sys.argv[1], encoding="utf-8") as fh:
     cfg = json.load(fh)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from dativo_bridge import ArrowReader, StreamInfo, make_tap
-from targets.parquet.target import TargetDativoParquet
+from target_dativo_parquet.target import TargetDativoParquet
 from tests.integration.test_writer_behaviour import ALL_TYPES
 
 from .helpers import REPO, pipe, read_parquet_dir, script, states_in

@@ -24,7 +24,10 @@ def test_user_reader_on_a_shell_pipe_and_in_process(tmp_path: Path) -> None:
     (tmp_path / "tap.json").write_text(json.dumps(reader))
     (tmp_path / "target.json").write_text(
         json.dumps(
-            {"writer_class": "targets.parquet.writer:ParquetWriter", "path": str(tmp_path / "pipe")}
+            {
+                "writer_class": "target_dativo_parquet.writer:ParquetWriter",
+                "path": str(tmp_path / "pipe"),
+            }
         )
     )
     command = (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.iceberg.writer import open_catalog
+from target_dativo_iceberg.writer import open_catalog
 
 from .helpers import REPO, dativo_run, read_parquet_dir, write_project
 

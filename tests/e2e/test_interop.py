@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from targets.iceberg.writer import open_catalog
+from target_dativo_iceberg.writer import open_catalog
 from tests.integration.postgres.server import fresh_schema, pg_dsn
 
 from .helpers import REPO, env, peer_venv, pipe, read_parquet_dir, script

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from targets.iceberg.writer import open_catalog
+from target_dativo_iceberg.writer import open_catalog
 from tests.integration.postgres.server import fresh_schema, pg_dsn
 
 from .helpers import env, read_parquet_dir, script, write_project

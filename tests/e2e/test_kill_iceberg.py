@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dativo_bridge.state import LocalStateStore
-from targets.iceberg.writer import open_catalog
+from target_dativo_iceberg.writer import open_catalog
 
 from .helpers import dativo_run, env, script, write_project
 

@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from targets.iceberg.writer import open_catalog
+from target_dativo_iceberg.writer import open_catalog
 from tests.integration.postgres.server import fresh_schema, pg_dsn
 
 from .helpers import REPO, peer_venv

@@ -14,8 +14,8 @@ import pytest
 
 from dativo_bridge import run
 from dativo_bridge.state import LocalStateStore
-from taps.csv.reader import CsvReader
-from targets.parquet.writer import ParquetWriter
+from tap_dativo_csv.reader import CsvReader
+from target_dativo_parquet.writer import ParquetWriter
 
 from .helpers import dativo_run, env, read_parquet_dir, script, states_in, write_project
 

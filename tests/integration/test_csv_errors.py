@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from dativo_bridge.errors import DativoError
-from taps.csv.reader import CsvReader
+from tap_dativo_csv.reader import CsvReader
 
 HEADER = "id,name,amount\n"
 

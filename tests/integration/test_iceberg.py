@@ -21,8 +21,8 @@ from singer_sdk.testing import get_target_test_class
 
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import StreamInfo
-from targets.iceberg.target import TargetDativoIceberg
-from targets.iceberg.writer import STATE_PROPERTY, IcebergWriter, open_catalog
+from target_dativo_iceberg.target import TargetDativoIceberg
+from target_dativo_iceberg.writer import STATE_PROPERTY, IcebergWriter, open_catalog
 from tests.e2e.helpers import env, script, write_project
 
 from .postgres.server import fresh_schema, pg_dsn

@@ -22,8 +22,8 @@ import pytest
 from dativo_bridge import run
 from dativo_bridge.errors import ConfigError, DecodeError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
-from targets.iceberg.target import TargetDativoIceberg
-from targets.iceberg.writer import (
+from target_dativo_iceberg.target import TargetDativoIceberg
+from target_dativo_iceberg.writer import (
     STATE_ID_PROPERTY,
     STATE_PROPERTY,
     STREAM_PROPERTY,
@@ -257,7 +257,7 @@ def _die_after_writing(config: dict[str, Any], commit_first: bool) -> None:
     code = textwrap.dedent(f"""
         import os, signal, pyarrow as pa
         from dativo_bridge.interfaces import StreamInfo
-        from targets.iceberg.writer import IcebergWriter
+        from target_dativo_iceberg.writer import IcebergWriter
         schema = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string())])
         def batch(ids):
             return pa.record_batch([pa.array(ids, pa.int64()), pa.array(["x"] * len(ids))], schema)

@@ -16,7 +16,7 @@ import pytest
 from dativo_bridge import ArrowReader, StreamInfo, make_tap, run
 from dativo_bridge.errors import ConfigError, ReaderContractError
 from dativo_bridge.runner import RunContext
-from targets.parquet.writer import ParquetWriter
+from target_dativo_parquet.writer import ParquetWriter
 from tests.e2e.helpers import read_parquet_dir
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string())])

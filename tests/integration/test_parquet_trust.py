@@ -24,9 +24,9 @@ import pytest
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.errors import ConfigError
 from dativo_bridge.interfaces import StreamInfo
-from targets.parquet import leftovers, swap
-from targets.parquet.target import TargetDativoParquet
-from targets.parquet.writer import ParquetWriter
+from target_dativo_parquet import leftovers, swap
+from target_dativo_parquet.target import TargetDativoParquet
+from target_dativo_parquet.writer import ParquetWriter
 
 from .s3server import CREDENTIALS, new_bucket, s3_endpoint
 
@@ -151,8 +151,8 @@ import os, sys
 import pyarrow as pa
 sys.path.insert(0, {repo!r})
 from dativo_bridge.interfaces import StreamInfo
-from targets.parquet import swap, writer as writer_module
-from targets.parquet.writer import ParquetWriter
+from target_dativo_parquet import swap, writer as writer_module
+from target_dativo_parquet.writer import ParquetWriter
 
 def die(*args, **kwargs):
     os._exit(9)
@@ -295,7 +295,7 @@ import os, sys
 import pyarrow as pa
 sys.path.insert(0, {str(REPO)!r})
 from dativo_bridge.interfaces import StreamInfo
-from targets.parquet.writer import ParquetWriter
+from target_dativo_parquet.writer import ParquetWriter
 schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("p", pa.string())])
 writer = ParquetWriter()
 writer.open({_s3_config(bucket, partition_by=["p"])!r}, StreamInfo("s", schema))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from dativo_bridge.interfaces import StreamInfo
 from dativo_bridge.schema import JSON_TYPE
-from targets.parquet.writer import HIVE_NULL, ParquetWriter
+from target_dativo_parquet.writer import HIVE_NULL, ParquetWriter
 
 
 def _visible(root: Path) -> list[Path]:

@@ -19,8 +19,8 @@ from dativo_bridge import ArrowReader, ArrowWriter, StreamInfo, make_tap, run
 from dativo_bridge.errors import DativoError, ReaderContractError
 from dativo_bridge.schema import JSON_TYPE
 from dativo_bridge.state import LocalStateStore
-from targets.iceberg.writer import IcebergWriter, open_catalog
-from targets.parquet.writer import ParquetWriter
+from target_dativo_iceberg.writer import IcebergWriter, open_catalog
+from target_dativo_parquet.writer import ParquetWriter
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("v", pa.string())])
 

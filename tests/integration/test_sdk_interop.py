@@ -15,7 +15,7 @@ from singer_sdk import Target
 from singer_sdk.sinks import BatchSink
 
 from dativo_bridge import arrow_to_jsonschema, encode_records
-from targets.parquet.target import TargetDativoParquet
+from target_dativo_parquet.target import TargetDativoParquet
 
 
 class CollectingSink(BatchSink):

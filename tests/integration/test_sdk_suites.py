@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 from singer_sdk.testing import SuiteConfig, get_tap_test_class, get_target_test_class
 
 from dativo_bridge import ArrowReader, ArrowWriter, CommitResult, StreamInfo, make_tap, make_target
-from taps.csv.tap import TapDativoCsv
-from targets.parquet.target import TargetDativoParquet
+from tap_dativo_csv.tap import TapDativoCsv
+from target_dativo_parquet.target import TargetDativoParquet
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "orders.csv"
 

@@ -23,9 +23,9 @@ from dativo_bridge.codecs.messages import SingerInput
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.interfaces import ArrowWriter, StreamInfo
 from dativo_bridge.schema import JSON_TYPE
-from targets.iceberg.types import iceberg_schema
-from targets.iceberg.writer import IcebergWriter, open_catalog, table_name
-from targets.parquet.writer import ParquetWriter, stream_dir_name
+from target_dativo_iceberg.types import iceberg_schema
+from target_dativo_iceberg.writer import IcebergWriter, open_catalog, table_name
+from target_dativo_parquet.writer import ParquetWriter, stream_dir_name
 
 from .s3server import CREDENTIALS, new_bucket, s3_endpoint
 

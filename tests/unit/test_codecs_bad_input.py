@@ -24,7 +24,7 @@ from dativo_bridge.codecs.messages import DEFAULT_MAX_LINE_BYTES, SingerInput
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.errors import DecodeError, MissingKeyPropertyError, RecordBeforeSchemaError
 from dativo_bridge.schema import jsonschema_to_arrow
-from targets.parquet.writer import ParquetWriter
+from target_dativo_parquet.writer import ParquetWriter
 
 ORDERS = {
     "type": "object",

@@ -7,8 +7,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from dativo_bridge.errors import ConfigError
-from taps.postgres.dsn import parse_dsn
-from taps.postgres.reader import connect, connection_kwargs
+from tap_dativo_postgres.dsn import parse_dsn
+from tap_dativo_postgres.reader import connect, connection_kwargs
 
 VALID = [
     "host=db.internal port=5433 dbname=app user=alice password=s3cr3t",

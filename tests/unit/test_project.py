@@ -139,7 +139,7 @@ def test_load_class_refuses_bad_references_and_cwd(
     with pytest.raises(PluginLoadError, match="outside the project"):
         load_class("sneaky_mod:R", ArrowReader, allowed_dirs=["../"], project_dir=tmp_path)
     with pytest.raises(PluginLoadError, match="not a subclass of ArrowReader"):
-        load_class("targets.parquet.writer:ParquetWriter", ArrowReader)
+        load_class("target_dativo_parquet.writer:ParquetWriter", ArrowReader)
 
 
 def test_load_class_from_allowed_dir_logs_sha256(

@@ -17,7 +17,7 @@ import pytest
 
 from dativo_bridge.errors import DativoError
 from dativo_bridge.interfaces import StreamInfo
-from taps.postgres.reader import PostgresReader
+from tap_dativo_postgres.reader import PostgresReader
 
 from .server import fresh_schema, pg_dsn
 

@@ -20,8 +20,8 @@ from dativo_bridge import run
 from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.errors import WriteError
 from dativo_bridge.state import LocalStateStore
-from taps.postgres.reader import PostgresReader
-from targets.parquet.writer import ParquetWriter
+from tap_dativo_postgres.reader import PostgresReader
+from target_dativo_parquet.writer import ParquetWriter
 
 from .server import fresh_schema, pg_dsn
 from .test_replication import FailingParquetWriter

@@ -18,8 +18,8 @@ from dativo_bridge import run
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import StreamInfo
 from dativo_bridge.state import LocalStateStore
-from taps.postgres.reader import PostgresReader
-from targets.parquet.writer import ParquetWriter
+from tap_dativo_postgres.reader import PostgresReader
+from target_dativo_parquet.writer import ParquetWriter
 
 from .server import fresh_schema, pg_dsn
 

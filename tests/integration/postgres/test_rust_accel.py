@@ -1,4 +1,4 @@
-"""The Rust binary-COPY path (taps/postgres/accel.py + the dativo_accel extension) reads
+"""The Rust binary-COPY path (taps/tap_dativo_postgres/accel.py + the dativo_accel extension) reads
 exactly what the pure-Python CSV path reads: same schema, nullability, JSON extension
 type and values, for the whole type corpus of test_types.py and the types read as text."""
 
@@ -15,10 +15,10 @@ from psycopg import sql
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import StreamInfo
-from taps.postgres import accel
-from taps.postgres import copy as pgcopy
-from taps.postgres.catalog import ColumnPlan, TableInfo
-from taps.postgres.reader import PostgresReader
+from tap_dativo_postgres import accel
+from tap_dativo_postgres import copy as pgcopy
+from tap_dativo_postgres.catalog import ColumnPlan, TableInfo
+from tap_dativo_postgres.reader import PostgresReader
 
 from . import test_types
 from .server import fresh_schema, pg_dsn

@@ -11,8 +11,8 @@ import pytest
 from singer_sdk.testing import get_tap_test_class
 
 from dativo_bridge.errors import ConfigError
-from taps.postgres.reader import PostgresReader, connect
-from taps.postgres.tap import TapDativoPostgres
+from tap_dativo_postgres.reader import PostgresReader, connect
+from tap_dativo_postgres.tap import TapDativoPostgres
 from tests.e2e.helpers import dativo_run, pipe, read_parquet_dir, script, write_project
 
 from .server import fresh_schema, pg_dsn

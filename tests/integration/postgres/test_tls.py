@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from dativo_bridge.errors import ConfigError
-from taps.postgres import accel
-from taps.postgres.catalog import ColumnPlan
-from taps.postgres.reader import PostgresReader
+from tap_dativo_postgres import accel
+from tap_dativo_postgres.catalog import ColumnPlan
+from tap_dativo_postgres.reader import PostgresReader
 
 from . import tls_server
 

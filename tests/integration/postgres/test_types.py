@@ -17,8 +17,8 @@ import pytest
 
 from dativo_bridge.errors import DativoError
 from dativo_bridge.schema import JSON_TYPE
-from taps.postgres.catalog import INTERVAL_TYPE
-from taps.postgres.reader import PostgresReader
+from tap_dativo_postgres.catalog import INTERVAL_TYPE
+from tap_dativo_postgres.reader import PostgresReader
 
 from .server import fresh_schema, pg_dsn
 

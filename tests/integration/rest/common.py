@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from dativo_bridge.interfaces import StreamInfo
-from taps.rest.reader import RestReader
+from tap_dativo_rest.reader import RestReader
 
 from .server import ORDERS_SCHEMA, shared_server
 

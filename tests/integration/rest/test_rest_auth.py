@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from taps.rest.auth import OAuth2ClientCredentials
-from taps.rest.http import HttpError
-from taps.rest.reader import RestReader
+from tap_dativo_rest.auth import OAuth2ClientCredentials
+from tap_dativo_rest.http import HttpError
+from tap_dativo_rest.reader import RestReader
 
 from .common import SERVER, config, read_all, stream
 from .server import (

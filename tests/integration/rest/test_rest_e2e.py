@@ -26,7 +26,7 @@ def test_dativo_run_lands_parquet_and_resumes_from_state(tmp_path: Path) -> None
     out = tmp_path / "lake"
     tap_config = {
         # The entry point is not registered yet, so the runner loads the class by name.
-        "reader_class": "taps.rest.reader:RestReader",
+        "reader_class": "tap_dativo_rest.reader:RestReader",
         "api_url": SERVER.url,
         "auth": {"type": "bearer", "token": BEARER_TOKEN},
         "requests_per_second": 50,
@@ -96,7 +96,9 @@ def test_tap_cli_pipes_into_the_parquet_target(tmp_path: Path) -> None:
     }
     (tmp_path / "tap.json").write_text(json.dumps(tap_config))
     (tmp_path / "target.json").write_text(json.dumps({"path": str(tmp_path / "out")}))
-    tap = f"{sys.executable} -c 'from taps.rest.tap import TapDativoRest; TapDativoRest.cli()'"
+    tap = (
+        f"{sys.executable} -c 'from tap_dativo_rest.tap import TapDativoRest; TapDativoRest.cli()'"
+    )
     command = (
         f"{tap} --config {tmp_path / 'tap.json'} | "
         f"{script('target-dativo-parquet')} --config {tmp_path / 'target.json'}"

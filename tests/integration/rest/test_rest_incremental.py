@@ -11,8 +11,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from dativo_bridge import run
-from taps.rest.reader import RestReader
-from targets.parquet.writer import ParquetWriter
+from tap_dativo_rest.reader import RestReader
+from target_dativo_parquet.writer import ParquetWriter
 
 from .common import SERVER, config, read_all, stream
 from .server import make_order

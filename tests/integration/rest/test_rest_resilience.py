@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from taps.rest.http import HttpError, RetryPolicy, mask_url, parse_retry_after
+from tap_dativo_rest.http import HttpError, RetryPolicy, mask_url, parse_retry_after
 
 from .common import SERVER, config, read_all, stream
 from .server import API_KEY

@@ -13,7 +13,7 @@ import pytest
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.schema import JSON_TYPE
-from taps.rest.records import infer_property
+from tap_dativo_rest.records import infer_property
 
 from .common import SERVER, config, read_all, stream
 from .server import make_order

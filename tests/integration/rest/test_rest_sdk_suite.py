@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from singer_sdk.testing import get_tap_test_class
 
-from taps.rest.tap import TapDativoRest
+from tap_dativo_rest.tap import TapDativoRest
 
 from .server import BEARER_TOKEN, ORDERS_SCHEMA, shared_server
 

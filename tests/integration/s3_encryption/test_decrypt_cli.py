@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from dativo_bridge.decrypt_cli import decrypt
 from dativo_bridge.interfaces import StreamInfo
-from targets.s3.writer import EncryptedS3Writer
+from target_dativo_s3.writer import EncryptedS3Writer
 
 from ..s3server import CREDENTIALS
 from .test_target import SCHEMA, TYPES, assert_same_rows, object_key

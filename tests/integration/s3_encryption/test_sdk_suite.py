@@ -7,7 +7,7 @@ from pathlib import Path
 
 from singer_sdk.testing import get_target_test_class
 
-from targets.s3.target import TargetDativoS3
+from target_dativo_s3.target import TargetDativoS3
 
 from ..s3server import new_bucket
 from .support import aws_settings, write_key

@@ -26,7 +26,7 @@ from dativo_bridge.crypto import (
 )
 from dativo_bridge.errors import ConfigError
 from dativo_bridge.interfaces import StreamInfo
-from targets.s3.writer import EncryptedS3Writer
+from target_dativo_s3.writer import EncryptedS3Writer
 
 from ..test_writer_behaviour import ALL_TYPES, _same
 from .layout import collect, parse
@@ -162,7 +162,7 @@ def test_large_objects_stream_in_constant_memory(
     aws: dict[str, Any], bucket: str, key_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """12 MiB of incompressible rows: three 5 MiB multipart parts, one part buffered."""
-    from targets.s3 import writer as writer_module
+    from target_dativo_s3 import writer as writer_module
 
     uploads: list[Any] = []
     original = writer_module.MultipartUpload

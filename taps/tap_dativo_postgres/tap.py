@@ -1,7 +1,7 @@
 """tap-dativo-postgres: the singer-sdk tap around PostgresReader."""
 
 from dativo_bridge import make_tap
-from taps.postgres.reader import PostgresReader
+from tap_dativo_postgres.reader import PostgresReader
 
 TapDativoPostgres = make_tap(PostgresReader)
 

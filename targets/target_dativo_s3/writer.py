@@ -32,10 +32,10 @@ from dativo_bridge.crypto.reading import (
 )
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from targets.parquet.storage import s3_session
-from targets.parquet.writer import stream_dir_name
-from targets.s3.settings import CONFIG_JSONSCHEMA, EXTENSION, OBJECT_METADATA
-from targets.s3.upload import MIN_PART_SIZE, MultipartUpload
+from target_dativo_parquet.storage import s3_session
+from target_dativo_parquet.writer import stream_dir_name
+from target_dativo_s3.settings import CONFIG_JSONSCHEMA, EXTENSION, OBJECT_METADATA
+from target_dativo_s3.upload import MIN_PART_SIZE, MultipartUpload
 
 logger = logging.getLogger("dativo.s3")
 

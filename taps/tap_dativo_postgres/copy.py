@@ -22,7 +22,7 @@ from psycopg import sql
 
 from dativo_bridge.errors import DativoError
 from dativo_bridge.schema import JSON_TYPE
-from taps.postgres.catalog import INTERVAL_TYPE, ColumnPlan
+from tap_dativo_postgres.catalog import INTERVAL_TYPE, ColumnPlan
 
 
 class ConnectionLost(DativoError):

@@ -5,7 +5,7 @@ or the complete new one. Linux swaps the two with ``renameat2(RENAME_EXCHANGE)``
 system call; where that is unavailable (another OS, a filesystem without it) the fallback
 is two renames, live -> ``.<name>.replaced-<run>`` then staged -> live, during which the
 folder name is briefly absent; a kill between them is rolled back by the next open
-(:func:`targets.parquet.leftovers.recover_folders`).
+(:func:`target_dativo_parquet.leftovers.recover_folders`).
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def staged_name(folder: str, run: str) -> str:
 
 
 def replaced_name(folder: str, run: str) -> str:
-    """Where the two-rename fallback parks the old folder (targets.parquet.swap)."""
+    """Where the two-rename fallback parks the old folder (target_dativo_parquet.swap)."""
     return f".{folder}.replaced-{run}"
 
 

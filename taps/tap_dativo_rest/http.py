@@ -22,7 +22,7 @@ from dativo_bridge.errors import DativoError
 from dativo_bridge.redact import MASK, SECRET_NAME, Redactor
 
 if TYPE_CHECKING:
-    from taps.rest.auth import Auth
+    from tap_dativo_rest.auth import Auth
 
 logger = logging.getLogger("dativo.rest")
 

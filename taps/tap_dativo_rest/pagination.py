@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 
 from dativo_bridge.errors import ConfigError, DativoError
-from taps.rest.http import Response
+from tap_dativo_rest.http import Response
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from targets.parquet.leftovers import (
+from target_dativo_parquet.leftovers import (
     abandoned_upload,
     new_run_id,
     recover_folders,
@@ -28,8 +28,8 @@ from targets.parquet.leftovers import (
     replaced_name,
     staged_name,
 )
-from targets.parquet.storage import S3_SETTINGS, HashingSink, Storage
-from targets.parquet.swap import replace_dir
+from target_dativo_parquet.storage import S3_SETTINGS, HashingSink, Storage
+from target_dativo_parquet.swap import replace_dir
 
 logger = logging.getLogger("dativo.parquet")
 
@@ -127,9 +127,9 @@ class ParquetWriter(ArrowWriter):
 
     ``load_method: overwrite`` (local disk) builds the stream's new folder as a hidden
     sibling and swaps it with the live one at the (single, end-of-run) commit: a reader
-    lists either the old files or the new ones (targets.parquet.swap). What killed runs
+    lists either the old files or the new ones (target_dativo_parquet.swap). What killed runs
     leave is removed by the next open once its writer is provably gone
-    (targets.parquet.leftovers).
+    (target_dativo_parquet.leftovers).
     """
 
     name = "target-dativo-parquet"

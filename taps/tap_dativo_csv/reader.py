@@ -1,7 +1,7 @@
 """CsvReader: CSV files (plain or gzip) streamed into Arrow by pyarrow's C++ CSV reader.
 
 Every error names the stream, the file and, where it can, the line and the column
-(taps.csv.diagnose finds them after pyarrow failed). A file is checked against the stream's
+(tap_dativo_csv.diagnose finds them after pyarrow failed). A file is checked against the stream's
 columns by its header line before it is read: with an inferred schema, a column the schema
 lacks is an error (types were inferred from the first file only); with a declared schema it
 is ignored with a warning. A column missing from a file reads as null.
@@ -24,7 +24,7 @@ import pyarrow.csv as pcsv
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.schema import JSON_TYPE, jsonschema_to_arrow
-from taps.csv.diagnose import explain, header, line_of_row
+from tap_dativo_csv.diagnose import explain, header, line_of_row
 
 logger = logging.getLogger("dativo.csv")
 

@@ -29,9 +29,9 @@ from psycopg import sql
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
-from taps.postgres import accel
-from taps.postgres import copy as pgcopy
-from taps.postgres.catalog import (
+from tap_dativo_postgres import accel
+from tap_dativo_postgres import copy as pgcopy
+from tap_dativo_postgres.catalog import (
     INT32_MAX,
     INT32_MIN,
     INT64_MAX,
@@ -40,7 +40,7 @@ from taps.postgres.catalog import (
     TableInfo,
     discover,
 )
-from taps.postgres.dsn import parse_dsn
+from tap_dativo_postgres.dsn import parse_dsn
 
 logger = logging.getLogger("dativo.postgres")
 

@@ -1,7 +1,7 @@
 """tap-dativo-rest: the singer-sdk tap around RestReader."""
 
 from dativo_bridge import make_tap
-from taps.rest.reader import RestReader
+from tap_dativo_rest.reader import RestReader
 
 TapDativoRest = make_tap(RestReader)
 

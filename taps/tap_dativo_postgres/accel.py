@@ -1,6 +1,6 @@
 """The Rust path: ``COPY ... TO STDOUT (FORMAT binary)`` decoded by the ``dativo_accel``
 extension straight into Arrow, producing the same batches (schema, nullability, JSON
-extension type, values) as :func:`taps.postgres.copy.read_copy`.
+extension type, values) as :func:`tap_dativo_postgres.copy.read_copy`.
 
 Most columns are selected as they are and decoded from PostgreSQL's binary form. Types the
 pure-Python reader reads as text are selected as that same text: the output function
@@ -26,10 +26,10 @@ from psycopg.conninfo import make_conninfo
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.schema import JSON_TYPE
-from taps.postgres import copy as pgcopy
-from taps.postgres.catalog import ColumnPlan
+from tap_dativo_postgres import copy as pgcopy
+from tap_dativo_postgres.catalog import ColumnPlan
 
-#: Session settings the text forms depend on, as taps.postgres.reader.connect sets them.
+#: Session settings the text forms depend on, as tap_dativo_postgres.reader.connect sets them.
 SESSION_SETUP = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3"
 
 #: PostgreSQL base type -> the extension's binary decoder.
@@ -293,7 +293,7 @@ def _errors(where: str, plans: Sequence[ColumnPlan]) -> Iterator[None]:
 
 
 def _raise_lost(where: str, exc: BaseException) -> None:
-    """A lost connection as the Python path reports it (taps.postgres.copy.ConnectionLost)."""
+    """A lost connection as the Python path reports it (tap_dativo_postgres.copy.ConnectionLost)."""
     if pgcopy.is_connection_lost(exc):
         message = _ARROW_PREFIX.sub("", pgcopy.first_line(exc))
         raise pgcopy.ConnectionLost(

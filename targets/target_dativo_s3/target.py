@@ -1,7 +1,7 @@
 """target-dativo-s3: the singer-sdk target around EncryptedS3Writer."""
 
 from dativo_bridge import make_target
-from targets.s3.writer import EncryptedS3Writer
+from target_dativo_s3.writer import EncryptedS3Writer
 
 TargetDativoS3 = make_target(EncryptedS3Writer)
 

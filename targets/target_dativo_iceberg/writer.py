@@ -5,7 +5,7 @@ Invariants: a snapshot's state is keyed by the pipeline's state id and read back
 that pipeline; an ``overwrite`` run publishes once, at its end, in one snapshot that
 replaces every row; rows re-read at the committed bookmark whose key the table already
 holds are not appended again; data files are named so that a later run can prove a dead
-writer left them (see targets/iceberg/orphans.py).
+writer left them (see targets/target_dativo_iceberg/orphans.py).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from pyiceberg.table import Table, TableProperties
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.state import RUN_KEY
-from targets.iceberg.orphans import DataFileNames, remove_orphans
-from targets.iceberg.tables import (
+from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
+from target_dativo_iceberg.tables import (
     STATE_ID_PROPERTY,
     STATE_PROPERTY,
     STREAM_PROPERTY,
@@ -51,7 +51,7 @@ from targets.iceberg.tables import (
     refuse_other_stream,
     table_stream,
 )
-from targets.iceberg.types import iceberg_schema, to_iceberg
+from target_dativo_iceberg.types import iceberg_schema, to_iceberg
 
 logger = logging.getLogger("dativo.iceberg")
 

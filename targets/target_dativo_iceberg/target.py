@@ -1,7 +1,7 @@
 """target-dativo-iceberg: the singer-sdk target around IcebergWriter."""
 
 from dativo_bridge import make_target
-from targets.iceberg.writer import IcebergWriter
+from target_dativo_iceberg.writer import IcebergWriter
 
 TargetDativoIceberg = make_target(IcebergWriter)
 

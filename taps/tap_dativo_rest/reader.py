@@ -15,11 +15,11 @@ from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.redact import Redactor, secret_values
 from dativo_bridge.schema import jsonschema_to_arrow
-from taps.rest.auth import make_auth
-from taps.rest.config import CONFIG_JSONSCHEMA, StreamSpec, parse_streams
-from taps.rest.http import HttpClient, RateLimiter, RetryPolicy
-from taps.rest.pagination import PageRequest, make_paginator
-from taps.rest.records import BatchBuilder, DeadLetters, infer_jsonschema
+from tap_dativo_rest.auth import make_auth
+from tap_dativo_rest.config import CONFIG_JSONSCHEMA, StreamSpec, parse_streams
+from tap_dativo_rest.http import HttpClient, RateLimiter, RetryPolicy
+from tap_dativo_rest.pagination import PageRequest, make_paginator
+from tap_dativo_rest.records import BatchBuilder, DeadLetters, infer_jsonschema
 
 logger = logging.getLogger("dativo.rest")
 

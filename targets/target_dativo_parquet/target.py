@@ -1,7 +1,7 @@
 """target-dativo-parquet: the singer-sdk target around ParquetWriter."""
 
 from dativo_bridge import make_target
-from targets.parquet.writer import ParquetWriter
+from target_dativo_parquet.writer import ParquetWriter
 
 TargetDativoParquet = make_target(ParquetWriter)
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dativo_bridge.errors import ConfigError, DativoError
-from taps.rest.http import HttpError
+from tap_dativo_rest.http import HttpError
 
 if TYPE_CHECKING:
-    from taps.rest.http import HttpClient
+    from tap_dativo_rest.http import HttpClient
 
 logger = logging.getLogger("dativo.rest")
 
