@@ -149,6 +149,12 @@ def _branches(schema: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], bool]
     return branches, nullable
 
 
+def branches_of(schema: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], bool]:
+    """A property schema's non-null alternatives (``type`` lists, ``anyOf``, ``oneOf``,
+    each with the schema's other keywords) and whether it admits null."""
+    return _branches(schema)
+
+
 def _integer_type(schema: Mapping[str, Any]) -> pa.DataType:
     lo = schema.get("minimum")
     hi = schema.get("maximum")

@@ -62,6 +62,16 @@ TARGET_COMMON_SETTINGS: dict[str, Any] = {
         "description": "RECORD lines decoded into Arrow per batch.",
     },
     "batch_cleanup": BATCH_CLEANUP_SETTING,
+    "validate_records": {
+        "type": "boolean",
+        "default": True,
+        "title": "Validate Records",
+        "description": "Whether to validate the schema of the incoming streams: check each "
+        "record against the JSON Schema constraints of its SCHEMA (enum, const, "
+        "minLength/maxLength, pattern, minimum/maximum and exclusive bounds, required, "
+        "additionalProperties false). False skips these checks for speed; types are "
+        "always checked.",
+    },
 }
 
 
@@ -390,7 +400,9 @@ class ArrowTarget(Target):
             checkpoint_seconds=float(config.get("checkpoint_seconds") or 300),
         )
         self.singer_input = SingerInput(
-            self.writers, batch_rows=int(config.get("batch_rows") or 100_000)
+            self.writers,
+            batch_rows=int(config.get("batch_rows") or 100_000),
+            validate_records=config.get("validate_records", True) is not False,
         )
 
     @classmethod

@@ -14,16 +14,18 @@ the first bad value, or produces the batch when the values are valid after all.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import decimal
 import importlib
 import io
+import itertools
 import json
 import logging
 import math
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -32,13 +34,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from dativo_bridge.codecs.encode import first_unwritable, may_be_unwritable
-from dativo_bridge.errors import DecodeError, MissingKeyPropertyError
+from dativo_bridge.errors import DecodeError, MissingKeyPropertyError, SchemaMappingError
 from dativo_bridge.schema import (
     JSON_TYPE,
     SQL_NULL_KEY,
     relax_nullability,
     sql_null_omitted,
 )
+from dativo_bridge.validation import RecordChecks
 
 logger = logging.getLogger("dativo.decode")
 
@@ -161,26 +164,37 @@ class _ListPlan:
         self.item = item
 
 
-def _raw_plan(dtype: pa.DataType) -> Any:
-    """Where ``dtype`` holds JSON text: ``JSON_TYPE``, a dict of struct children, a
-    ``_ListPlan``, or None (no JSON text inside)."""
+class _DuplicateKey(ValueError):
+    """A key given twice in one object of a message: its dotted path in the record, or
+    the message's own key (``in_record`` False)."""
+
+    def __init__(self, path: str, in_record: bool = True) -> None:
+        super().__init__(path)
+        self.path = path
+        self.in_record = in_record
+
+
+def _scan_plan(dtype: pa.DataType) -> Any:
+    """How the exact path scans a value of ``dtype``: ``JSON_TYPE`` (kept as raw text), a
+    dict of struct children (an object whose keys are checked for duplicates), a
+    ``_ListPlan``, or None (parsed whole by the C scanner)."""
     if dtype == JSON_TYPE:
         return JSON_TYPE
     if pa.types.is_struct(dtype):
-        children = {
+        return {
             dtype.field(i).name: plan
             for i in range(dtype.num_fields)
-            if (plan := _raw_plan(dtype.field(i).type)) is not None
+            if (plan := _scan_plan(dtype.field(i).type)) is not None
         }
-        return children or None
     if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        item = _raw_plan(dtype.value_type)
+        item = _scan_plan(dtype.value_type)
         return None if item is None else _ListPlan(item)
     return None
 
 
-def _scan(s: str, i: int, plan: Any) -> tuple[Any, int]:
-    """The value at ``s[i:]`` (after whitespace), JSON text kept raw where ``plan`` says."""
+def _scan(s: str, i: int, plan: Any, path: str) -> tuple[Any, int]:
+    """The value at ``s[i:]`` (after whitespace), JSON text kept raw where ``plan`` says;
+    ``path`` (``a.b.``) names the value in a duplicate-key error."""
     i = _WS.match(s, i).end()  # type: ignore[union-attr]
     if plan is None:
         return _LENIENT_SCAN(s, i)
@@ -195,13 +209,13 @@ def _scan(s: str, i: int, plan: Any) -> tuple[Any, int]:
         return _Raw(s[i:end]), end
     if isinstance(plan, dict):
         if s.startswith("{", i):
-            return _scan_object(s, i, plan)
+            return _scan_object(s, i, plan, path)
     elif s.startswith("[", i):
-        return _scan_array(s, i, plan.item)
+        return _scan_array(s, i, plan.item, path)
     return _LENIENT_SCAN(s, i)
 
 
-def _scan_object(s: str, i: int, plan: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def _scan_object(s: str, i: int, plan: dict[str, Any], path: str) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
     if s.startswith("}", i):
@@ -210,10 +224,13 @@ def _scan_object(s: str, i: int, plan: dict[str, Any]) -> tuple[dict[str, Any], 
         if not s.startswith('"', i):
             raise ValueError("expected a property name")
         key, i = _SCAN_STRING(s, i + 1)
+        if key in out:
+            raise _DuplicateKey(path + key)
         i = _WS.match(s, i).end()  # type: ignore[union-attr]
         if not s.startswith(":", i):
             raise ValueError("expected ':'")
-        out[key], i = _scan(s, i + 1, plan.get(key))
+        child = plan.get(key)
+        out[key], i = _scan(s, i + 1, child, "" if child is None else f"{path}{key}.")
         i = _WS.match(s, i).end()  # type: ignore[union-attr]
         if s.startswith("}", i):
             return out, i + 1
@@ -222,13 +239,14 @@ def _scan_object(s: str, i: int, plan: dict[str, Any]) -> tuple[dict[str, Any], 
         i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
 
 
-def _scan_array(s: str, i: int, item: Any) -> tuple[list[Any], int]:
+def _scan_array(s: str, i: int, item: Any, path: str) -> tuple[list[Any], int]:
     out: list[Any] = []
     i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
     if s.startswith("]", i):
         return out, i + 1
+    inner = path[:-1] + "[]." if path else path
     while True:
-        value, i = _scan(s, i, item)
+        value, i = _scan(s, i, item, inner)
         out.append(value)
         i = _WS.match(s, i).end()  # type: ignore[union-attr]
         if s.startswith("]", i):
@@ -238,28 +256,67 @@ def _scan_array(s: str, i: int, item: Any) -> tuple[list[Any], int]:
         i += 1
 
 
-def _record_keeping_json_text(line: bytes, plan: dict[str, Any]) -> Any:
-    """The ``record`` of a message (already parsed once, so known to be valid) with the
-    value of every JSON-text column as its raw text (``_Raw``) instead of parsed."""
+def _scan_record(line: bytes, plan: dict[str, Any]) -> Any:
+    """The ``record`` of a message (already parsed once, so known to be valid), with the
+    value of every JSON-text column as its raw text (``_Raw``) instead of parsed.
+
+    Raises:
+        _DuplicateKey: A key given twice at the message's top level, in the record, or in
+            an object the schema maps to a struct (docs/singer-codecs.md#duplicate-keys).
+    """
     # As json.loads decodes bytes (a BOM is skipped, surrogates pass to the later check).
     s = line.decode("utf-8-sig", "surrogatepass")
     i = _WS.match(s).end()  # type: ignore[union-attr]
     if not s.startswith("{", i):
         raise ValueError("expected an object")
     record: Any = None
+    seen: set[str] = set()
     i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
     while s.startswith('"', i):
         key, i = _SCAN_STRING(s, i + 1)
+        if key in seen:
+            raise _DuplicateKey(key, in_record=False)
+        seen.add(key)
         i = _WS.match(s, i).end()  # type: ignore[union-attr]
         if not s.startswith(":", i):
             raise ValueError("expected ':'")
-        value, i = _scan(s, i + 1, plan if key == "record" else None)
         if key == "record":
-            record = value  # the last one wins, as in json.loads
+            record, i = _scan(s, i + 1, plan, "")
+        else:
+            i = _scan(s, i + 1, None, "")[1]
         i = _WS.match(s, i).end()  # type: ignore[union-attr]
         if s.startswith(",", i):
             i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
     return record
+
+
+#: Deepest nesting of arrays and objects in a message (the message itself is level 1);
+#: deeper is refused (Arrow's JSON reader would overflow its stack, Python recurse).
+MAX_NESTING = 512
+_OPENERS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def nesting_depth(line: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (strings skipped)."""
+    brackets = _STRINGS.sub(b"", line).translate(_OPENERS, _NOT_BRACKETS)
+    return max(itertools.accumulate(b - 1 for b in brackets), default=0)
+
+
+def too_deep(lines: Sequence[bytes]) -> int | None:
+    """The index of the first line nested deeper than :data:`MAX_NESTING`, or None.
+
+    Vectorised: only lines holding more than MAX_NESTING brackets are measured.
+    """
+    array = pa.array(lines, pa.binary())
+    counts = pc.add(pc.count_substring(array, "["), pc.count_substring(array, "{"))
+    if pc.max(counts).as_py() <= MAX_NESTING:
+        return None
+    for index in pc.indices_nonzero(pc.greater(counts, MAX_NESTING)).to_pylist():
+        if nesting_depth(lines[index]) > MAX_NESTING:
+            return index
+    return None
 
 
 def _has_lone_surrogate(message: Any) -> bool:
@@ -313,11 +370,30 @@ class _Bad(Exception):
 _PACK = {16: struct.Struct("<e"), 32: struct.Struct("<f")}
 
 
-def _converter(dtype: pa.DataType, path: str, omitted_null: bool = False) -> Callable[[Any], Any]:
+class _Undeclared(Exception):
+    """A property not in the schema, in an object that takes none (additionalProperties)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+@dataclasses.dataclass
+class _Extras:
+    """Undeclared properties of nested objects: the struct paths that refuse them, and
+    those found (dotted names, for the warning)."""
+
+    closed: set[str] = dataclasses.field(default_factory=set)
+    found: set[str] = dataclasses.field(default_factory=set)
+
+
+def _converter(
+    dtype: pa.DataType, path: str, omitted_null: bool = False, extras: _Extras | None = None
+) -> Callable[[Any], Any]:
     """A function validating one JSON value against ``dtype`` and returning what pa.array takes.
 
     ``omitted_null``: a JSON-text object member whose SQL NULL is an omitted property
     (``x-sql-null``): a ``null`` present is then the JSON text ``null``.
+    ``extras``: where undeclared properties of nested objects are refused or noted.
     """
 
     def bad(value: Any, reason: str | None = None) -> Any:
@@ -471,22 +547,30 @@ def _converter(dtype: pa.DataType, path: str, omitted_null: bool = False) -> Cal
         fields = [
             (
                 f.name,
-                _converter(f.type, f"{path}.{f.name}", sql_null_omitted(f)),
+                _converter(f.type, f"{path}.{f.name}", sql_null_omitted(f), extras),
                 _ABSENT if sql_null_omitted(f) else None,
             )
             for f in (dtype.field(i) for i in range(dtype.num_fields))
         ]
+        names = {name for name, _, _ in fields}
+        plain = path.replace("[]", "")
+        closed = extras is not None and plain in extras.closed
 
         def conv_struct(v: Any) -> Any:
             if v is None:
                 return None
             if not isinstance(v, dict):
                 return bad(v)
+            if extras is not None and not names.issuperset(v):
+                unknown = [k for k in v if k not in names]
+                if closed:
+                    raise _Undeclared(f"{path}.{unknown[0]}")
+                extras.found.update(f"{plain}.{k}" for k in unknown)
             return {name: conv(v.get(name, absent)) for name, conv, absent in fields}
 
         return conv_struct
     if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        item = _converter(dtype.value_type, f"{path}[]")
+        item = _converter(dtype.value_type, f"{path}[]", False, extras)
 
         def conv_list(v: Any) -> Any:
             if v is None:
@@ -588,6 +672,53 @@ def _inf_rows(arr: pa.Array) -> set[int]:
     return set()
 
 
+class _Lines:
+    """The input lines and line numbers of a batch's rows; lines given as segments are
+    split only when an error needs them."""
+
+    def __init__(
+        self,
+        lines: Sequence[bytes] | None = None,
+        numbers: Sequence[int] | None = None,
+        segments: Sequence[tuple[bytes, int, int]] | None = None,
+        first_numbers: Sequence[int] | None = None,
+    ) -> None:
+        self._lines = lines
+        self._numbers = numbers
+        self._segments = segments
+        self._first_numbers = first_numbers
+
+    def split(self) -> tuple[Sequence[bytes], Sequence[int]]:
+        if self._lines is None or self._numbers is None:
+            assert self._segments is not None and self._first_numbers is not None
+            self._lines, self._numbers = split_segments(self._segments, self._first_numbers)
+        return self._lines, self._numbers
+
+    def number(self, row: int) -> int:
+        return self.split()[1][row]
+
+    def line(self, row: int) -> bytes:
+        return bytes(self.split()[0][row])
+
+
+def _nested_extra(actual: pa.DataType, declared: pa.DataType, path: str) -> list[str]:
+    """Dotted names of the struct children in ``actual`` (as Arrow's reader inferred
+    them) that ``declared`` lacks, at every depth."""
+    if pa.types.is_struct(actual) and pa.types.is_struct(declared):
+        names = {declared.field(i).name: declared.field(i).type for i in range(declared.num_fields)}
+        out = []
+        for i in range(actual.num_fields):
+            child = actual.field(i)
+            if child.name not in names:
+                out.append(f"{path}.{child.name}")
+            else:
+                out.extend(_nested_extra(child.type, names[child.name], f"{path}.{child.name}"))
+        return out
+    if pa.types.is_list(actual) and pa.types.is_list(declared):
+        return _nested_extra(actual.value_type, declared.value_type, path)
+    return []
+
+
 class RecordDecoder:
     """Decodes the RECORD lines of one stream into Arrow batches of its schema.
 
@@ -595,8 +726,16 @@ class RecordDecoder:
         stream: Stream name, for error messages.
         schema: The stream's Arrow schema (from its SCHEMA message).
         key_properties: Properties that must be present in every record.
+        json_schema: The stream's JSON Schema, whose constraints (enum, bounds,
+            required, additionalProperties ...) are checked on every batch
+            (:mod:`dativo_bridge.validation`); None: types only.
+        validate: False skips the constraints of ``json_schema`` (``validate_records``).
         accelerate: Use the Rust decoder of ``dativo_accel`` when it is installed and
             supports the schema (False: the Python paths only, e.g. as a reference).
+
+    Raises:
+        SchemaMappingError: A key property not in the schema, or a constraint that
+            cannot be checked (a pattern RE2 cannot compile).
     """
 
     def __init__(
@@ -605,15 +744,28 @@ class RecordDecoder:
         schema: pa.Schema,
         key_properties: Sequence[str] = (),
         *,
+        json_schema: Mapping[str, Any] | None = None,
+        validate: bool = True,
         accelerate: bool = True,
     ) -> None:
         self.stream = stream
-        self.key_properties = [k for k in key_properties if k in schema.names]
+        for key in key_properties:
+            if key not in schema.names:
+                raise SchemaMappingError(f"key property '{key}' is not in the schema's properties")
+        self.key_properties = list(key_properties)
         annotated = relax_nullability(schema, keep=self.key_properties)
         self.schema = pa.schema(
             [_without_annotation(f) for f in annotated], metadata=annotated.metadata
         )
+        checks = None
+        if validate and json_schema is not None:
+            checks = RecordChecks(stream, json_schema, self.schema)
+        self._checks = checks if checks else None
+        #: Records may carry no undeclared top-level property (additionalProperties).
+        self._closed = checks is not None and checks.closed
+        self._extras = _Extras(closed=set(checks.closed_paths) if checks is not None else set())
         self._warned_extra = False
+        self._warned_nested = False
         fast_fields: list[pa.Field] | None = []
         for f in self.schema:
             ftype = _fast_type(f.type, True)
@@ -634,14 +786,15 @@ class RecordDecoder:
         self._converters = [
             (
                 f.name,
-                _converter(f.type, f.name, sql_null_omitted(f)),
+                _converter(f.type, f.name, sql_null_omitted(f), self._extras),
                 _ABSENT if sql_null_omitted(f) else None,
             )
             for f in annotated
         ]
-        # Where JSON text is kept raw (None: no JSON-text column, records parsed whole).
-        plan = {f.name: p for f in self.schema if (p := _raw_plan(f.type)) is not None}
-        self._raw_plan: dict[str, Any] | None = plan or None
+        # How the exact path scans a record: JSON text kept raw, keys of objects checked.
+        self._plan: dict[str, Any] = {
+            f.name: p for f in self.schema if (p := _scan_plan(f.type)) is not None
+        }
         self._rust: Any | None = None
         if accelerate and _RUST_DECODER is not None:
             try:
@@ -673,19 +826,21 @@ class RecordDecoder:
             A batch with the decoder's schema.
 
         Raises:
-            DecodeError: Naming the stream, line, property and expected type.
+            DecodeError: Naming the stream, line, property and expected type (or the
+                constraint broken).
         """
         if not lines:
             return pa.RecordBatch.from_pylist([], schema=self.schema)
+        rows = _Lines(lines, line_numbers)
         if self._rust is not None:
             try:
                 result = self._rust.decode(lines)
             except TypeError:  # lines that are not bytes objects: the Python paths take them
                 result = None, [], "not bytes"
-            batch = self._from_rust(*result)
+            batch = self._from_rust(*result, rows=rows)
             if batch is not None:
-                return batch
-        return self._decode_python(lines, line_numbers)
+                return self._checked(batch, rows)
+        return self._checked(self._decode_python(lines, line_numbers), rows)
 
     def decode_segments(
         self, segments: Sequence[tuple[bytes, int, int]], first_numbers: Sequence[int]
@@ -700,31 +855,69 @@ class RecordDecoder:
             first_numbers: The 1-based input line number of each segment's first line;
                 its other lines follow it.
         """
+        rows = _Lines(segments=segments, first_numbers=first_numbers)
         if self._rust is not None:
-            batch = self._from_rust(*self._rust.decode_segments(segments))
+            batch = self._from_rust(*self._rust.decode_segments(segments), rows=rows)
             if batch is not None:
-                return batch
-        lines, numbers = split_segments(segments, first_numbers)
+                return self._checked(batch, rows)
+        lines, numbers = rows.split()
         if not lines:
             return pa.RecordBatch.from_pylist([], schema=self.schema)
-        return self._decode_python(lines, numbers)
+        return self._checked(self._decode_python(lines, numbers), rows)
+
+    def _checked(self, batch: pa.RecordBatch, rows: _Lines) -> pa.RecordBatch:
+        if self._checks is not None and batch.num_rows:
+            self._checks.check(batch, rows)
+        return batch
 
     def _from_rust(
-        self, decoded: Any | None, extra: Sequence[str], reason: str | None
+        self, decoded: Any | None, extra: Sequence[str], reason: str | None, *, rows: _Lines
     ) -> pa.RecordBatch | None:
         if decoded is None:
             logger.debug("stream '%s': Rust decoder declined a batch: %s", self.stream, reason)
             return None
         if extra:
-            self._warn_extra(extra)
+            self._extra(extra, rows)
         columns = pa.record_batch(decoded).columns
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
+    def _extra(self, names: Sequence[str], rows: _Lines) -> None:
+        """Undeclared top-level properties: an error naming the first line carrying one
+        when the schema closes the record (additionalProperties false), else a warning."""
+        if not self._closed:
+            self._warn_extra(names)
+            return
+        declared = set(self.schema.names)
+        lines, numbers = rows.split()
+        for line, number in zip(lines, numbers, strict=True):
+            record = _loads_record(line).get("record")
+            if isinstance(record, dict) and not declared.issuperset(record):
+                self._raise_undeclared(next(k for k in record if k not in declared), number)
+        self._warn_extra(names)  # not expected: the names came from these lines
+
+    def _raise_undeclared(self, name: str, number: int) -> None:
+        raise DecodeError(
+            "property not in the schema, which does not allow others "
+            "(additionalProperties is false)",
+            stream=self.stream,
+            line_number=number,
+            field=name,
+            expected="only the properties the SCHEMA declares",
+        )
+
     def _decode_python(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.RecordBatch:
+        try:
+            deep = too_deep(lines)
+        except (TypeError, pa.ArrowInvalid, pa.ArrowTypeError):  # not bytes: one by one
+            deep = too_deep([bytes(line) for line in lines])
+        if deep is not None:
+            raise _too_deep(self.stream, line_numbers[deep])
         if self._parse_schema is not None:
             try:
-                batch = self._decode_fast(lines)
+                batch = self._decode_fast(lines, _Lines(lines, line_numbers))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                batch = None
+            except UnicodeDecodeError:  # a property name that is not UTF-8: named below
                 batch = None
             if batch is not None:
                 self._check_keys(batch, line_numbers)
@@ -747,8 +940,12 @@ class RecordDecoder:
             ordered = sorted(rows)
             self._decode_exact([lines[r] for r in ordered], [line_numbers[r] for r in ordered])
 
-    def _decode_fast(self, lines: Sequence[bytes]) -> pa.RecordBatch | None:
+    def _decode_fast(
+        self, lines: Sequence[bytes], rows: _Lines | None = None
+    ) -> pa.RecordBatch | None:
         assert self._parse_schema is not None
+        if rows is None:
+            rows = _Lines(lines, range(1, len(lines) + 1))
         data = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
         table = pj.read_json(
             io.BytesIO(data),
@@ -762,14 +959,24 @@ class RecordDecoder:
         records = table.column("record").combine_chunks()
         if records.null_count:
             return None  # some line has no record object: let the exact path name it
-        declared = set(self.schema.names)
+        declared = {f.name: f for f in self._parse_schema.field("record").type}
         extra = [
             records.type.field(i).name
             for i in range(records.type.num_fields)
             if records.type.field(i).name not in declared
         ]
         if extra:
-            self._warn_extra(extra)
+            self._extra(extra, rows)
+        nested = [
+            name
+            for i in range(records.type.num_fields)
+            if (child := records.type.field(i)).name in declared
+            for name in _nested_extra(child.type, declared[child.name].type, child.name)
+        ]
+        if nested:
+            if any(name.rpartition(".")[0] in self._extras.closed for name in nested):
+                return None  # the exact path names the line
+            self._warn_nested(nested)
         columns = []
         for f in self.schema:
             col = records.field(f.name)
@@ -801,6 +1008,16 @@ class RecordDecoder:
                 ", ".join(sorted(names)),
             )
 
+    def _warn_nested(self, names: Sequence[str] | set[str]) -> None:
+        if not self._warned_nested:
+            self._warned_nested = True
+            logger.warning(
+                "stream '%s': nested objects carry properties not in its SCHEMA, which are "
+                "dropped: %s",
+                self.stream,
+                ", ".join(sorted(names)),
+            )
+
     def _check_keys(self, batch: pa.RecordBatch, line_numbers: Sequence[int]) -> None:
         for key in self.key_properties:
             col = batch.column(key)
@@ -814,30 +1031,53 @@ class RecordDecoder:
                     expected=_expected(col.type),
                 )
 
+    def _message(self, line: bytes, number: int) -> Any:
+        """The ``record`` of one RECORD line, JSON text kept raw (see :func:`_scan_record`)."""
+        try:
+            message = _loads_record(line)
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(exc, self.stream, number) from None
+        except ValueError as exc:
+            raise DecodeError(
+                f"malformed JSON: {exc}", stream=self.stream, line_number=number
+            ) from None
+        except RecursionError:
+            raise _too_deep(self.stream, number) from None
+        if b"\\u" in line and _has_lone_surrogate(message):
+            raise DecodeError(
+                "malformed JSON: a \\uD800-\\uDFFF escape without its pair is not Unicode",
+                stream=self.stream,
+                line_number=number,
+            )
+        if not isinstance(message, dict) or not isinstance(message.get("record"), dict):
+            raise DecodeError(
+                "RECORD message has no 'record' object",
+                stream=self.stream,
+                line_number=number,
+                expected="object",
+            )
+        try:
+            return _scan_record(line, self._plan)
+        except _DuplicateKey as dup:
+            raise DecodeError(
+                f"key '{dup.path}' given twice" if not dup.in_record else "property given twice",
+                stream=self.stream,
+                line_number=number,
+                field=dup.path if dup.in_record else None,
+                expected="each key once in an object",
+            ) from None
+        except (ValueError, StopIteration) as exc:  # not expected: parsed above
+            raise DecodeError(
+                f"malformed JSON: {exc}", stream=self.stream, line_number=number
+            ) from None
+        except RecursionError:
+            raise _too_deep(self.stream, number) from None
+
     def _decode_exact(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.RecordBatch:
         columns: list[list[Any]] = [[] for _ in self._converters]
         declared = set(self.schema.names)
         for line, number in zip(lines, line_numbers, strict=True):
-            try:
-                message = _loads_record(line)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise DecodeError(
-                    f"malformed JSON: {exc}", stream=self.stream, line_number=number
-                ) from None
-            if b"\\u" in line and _has_lone_surrogate(message):
-                raise DecodeError(
-                    "malformed JSON: a \\uD800-\\uDFFF escape without its pair is not Unicode",
-                    stream=self.stream,
-                    line_number=number,
-                )
-            record = message.get("record") if isinstance(message, dict) else None
-            if not isinstance(record, dict):
-                raise DecodeError(
-                    "RECORD message has no 'record' object",
-                    stream=self.stream,
-                    line_number=number,
-                    expected="object",
-                )
+            record = self._message(line, number)
             for key in self.key_properties:
                 if record.get(key) is None:
                     raise MissingKeyPropertyError(
@@ -847,18 +1087,17 @@ class RecordDecoder:
                         field=key,
                         expected=_expected(self.schema.field(key).type),
                     )
-            if not self._warned_extra and not declared.issuperset(record):
-                self._warn_extra([k for k in record if k not in declared])
-            if self._raw_plan is not None:
-                try:
-                    record = _record_keeping_json_text(line, self._raw_plan)
-                except (ValueError, StopIteration) as exc:  # not expected: parsed above
-                    raise DecodeError(
-                        f"malformed JSON: {exc}", stream=self.stream, line_number=number
-                    ) from None
+            if not declared.issuperset(record):
+                unknown = [k for k in record if k not in declared]
+                if self._closed:
+                    self._raise_undeclared(unknown[0], number)
+                if not self._warned_extra:
+                    self._warn_extra(unknown)
             try:
                 for values, (name, conv, absent) in zip(columns, self._converters, strict=True):
                     values.append(conv(record.get(name, absent)))
+            except _Undeclared as undeclared:
+                self._raise_undeclared(undeclared.path, number)
             except _Bad as bad:
                 if isinstance(bad.value, str | _OutOfRange) and type(bad.value) is not str:
                     # The text as written: raw JSON text, or a number such as 1e400.
@@ -875,9 +1114,29 @@ class RecordDecoder:
                     field=bad.path,
                     expected=_expected(bad.dtype),
                 ) from None
+        if self._extras.found:
+            self._warn_nested(self._extras.found)
         arrays = []
         for f, values in zip(self.schema, columns, strict=True):
             storage = _storage_type(f.type)
             array = pa.array(values, storage)
             arrays.append(array if storage == f.type else array.cast(f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def _too_deep(stream: str | None, number: int) -> DecodeError:
+    return DecodeError(
+        f"arrays and objects nested deeper than {MAX_NESTING} levels",
+        stream=stream,
+        line_number=number,
+        expected=f"at most {MAX_NESTING} levels of nesting",
+    )
+
+
+def _not_utf8(exc: UnicodeDecodeError, stream: str | None, number: int) -> DecodeError:
+    return DecodeError(
+        f"malformed JSON: invalid UTF-8 at byte {exc.start} of the line ({exc.reason})",
+        stream=stream,
+        line_number=number,
+        expected="UTF-8 text (property names and string values)",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import queue
 import re
@@ -15,7 +16,7 @@ import orjson
 import pyarrow as pa
 
 from dativo_bridge.batch_files import FORMATS, check_manifest
-from dativo_bridge.codecs.decode import RecordDecoder, loads
+from dativo_bridge.codecs.decode import RecordDecoder, loads, nesting_depth, too_deep
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.errors import DecodeError, RecordBeforeSchemaError, SchemaMappingError
 from dativo_bridge.interfaces import StreamInfo
@@ -146,6 +147,9 @@ class SingerInput:
         writers: Where decoded batches, schemas and states go.
         batch_rows: Decode a stream's pending RECORD lines once this many have arrived.
         batch_bytes: ... or once they hold this many bytes.
+        max_line_bytes: Refuse longer lines.
+        validate_records: Check the JSON Schema constraints of each stream's SCHEMA
+            (enum, bounds, required, ...) on its records; False: types only (faster).
     """
 
     def __init__(
@@ -155,8 +159,10 @@ class SingerInput:
         batch_rows: int = 100_000,
         batch_bytes: int = 32 * 1024 * 1024,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        validate_records: bool = True,
     ) -> None:
         self.writers = writers
+        self.validate_records = validate_records
         self.batch_rows = batch_rows
         self.batch_bytes = batch_bytes
         self.max_line_bytes = max_line_bytes
@@ -295,18 +301,7 @@ class SingerInput:
         stripped = line.strip()
         if not stripped:
             return
-        try:
-            message = loads(stripped)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DecodeError(
-                f"malformed JSON: {exc}",
-                line_number=number,
-                expected="a Singer message (a JSON object)",
-            ) from None
-        if not isinstance(message, dict) or "type" not in message:
-            raise DecodeError(
-                "not a Singer message", line_number=number, expected="a JSON object with a 'type'"
-            )
+        message = _parse_message(stripped, number)
         kind = message["type"]
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if kind == "RECORD":
@@ -319,8 +314,17 @@ class SingerInput:
         elif kind == "SCHEMA":
             self._schema(message, number)
         elif kind == "STATE":
+            if not isinstance(message.get("value"), dict):
+                what = "has no 'value'"
+                if "value" in message:
+                    what = "has a 'value' that is not an object"
+                raise DecodeError(
+                    f"STATE message {what}",
+                    line_number=number,
+                    expected='a STATE message {"type": "STATE", "value": {...}}',
+                )
             self.flush()
-            self._call(self.writers.state, message.get("value"))
+            self._call(self.writers.state, message["value"])
         elif kind == "ACTIVATE_VERSION":
             logger.debug("ACTIVATE_VERSION for '%s' noted", message.get("stream"))
         elif kind == "BATCH":
@@ -359,8 +363,21 @@ class SingerInput:
                 line_number=number,
                 expected="a Singer SCHEMA message",
             )
+        keys = _names(message, "key_properties", stream, number)
+        bookmark_keys = _names(message, "bookmark_properties", stream, number)
+        for key in keys:
+            if key not in schema.get("properties", {}):
+                raise DecodeError(
+                    f"key property '{key}' is not in the schema's properties",
+                    stream=stream,
+                    line_number=number,
+                    expected="key_properties naming declared properties",
+                )
         try:
             arrow = jsonschema_to_arrow(schema)
+            decoder = RecordDecoder(
+                stream, arrow, keys, json_schema=schema, validate=self.validate_records
+            )
         except SchemaMappingError as exc:
             raise DecodeError(
                 str(exc),
@@ -368,13 +385,10 @@ class SingerInput:
                 line_number=number,
                 expected="a JSON Schema object with properties",
             ) from None
-        keys = message.get("key_properties") or []
         pending = self._pending.get(stream)
         if pending is not None:
             self._flush_stream(stream, pending)
-        decoder = RecordDecoder(stream, arrow, keys)
         self._pending[stream] = _Pending(decoder)
-        bookmark_keys = message.get("bookmark_properties") or []
         self._call(
             self.writers.schema,
             StreamInfo(
@@ -461,3 +475,82 @@ class SingerInput:
     def schemas(self) -> dict[str, pa.Schema]:
         """The Arrow schema of every stream seen so far."""
         return {name: p.decoder.schema for name, p in self._pending.items()}
+
+
+def _names(message: dict[str, Any], key: str, stream: str, number: int) -> list[str]:
+    """A SCHEMA message's ``key_properties`` or ``bookmark_properties``: a list of
+    property names (absent or null: none)."""
+    value = message.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DecodeError(
+            f"'{key}' is {orjson.dumps(value).decode()[:80]}",
+            stream=stream,
+            line_number=number,
+            expected=f"'{key}' as a list of property names (strings)",
+        )
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Duplicate(name)
+            seen.add(name)
+    return out
+
+
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _parse_message(line: bytes, number: int) -> dict[str, Any]:
+    """One message line other than a RECORD routed whole to its decoder.
+
+    A key given twice in any object of a SCHEMA, STATE, ACTIVATE_VERSION or BATCH message
+    is refused (a RECORD's duplicates are its decoder's: docs/singer-codecs.md).
+    """
+    try:
+        message = loads(line)
+    except UnicodeDecodeError as exc:
+        raise DecodeError(
+            f"malformed JSON: invalid UTF-8 at byte {exc.start} of the line ({exc.reason})",
+            line_number=number,
+            expected="UTF-8 text (property names and string values)",
+        ) from None
+    except ValueError as exc:
+        raise DecodeError(
+            f"malformed JSON: {exc}",
+            line_number=number,
+            expected="a Singer message (a JSON object)",
+        ) from None
+    except RecursionError:
+        message = None
+    if message is None or (too_deep([line]) is not None and nesting_depth(line) > 0):
+        from dativo_bridge.codecs.decode import MAX_NESTING
+
+        raise DecodeError(
+            f"arrays and objects nested deeper than {MAX_NESTING} levels",
+            line_number=number,
+            expected=f"at most {MAX_NESTING} levels of nesting",
+        )
+    if not isinstance(message, dict) or "type" not in message:
+        raise DecodeError(
+            "not a Singer message", line_number=number, expected="a JSON object with a 'type'"
+        )
+    if message["type"] != "RECORD":
+        try:
+            json.loads(line, object_pairs_hook=_unique_keys)
+        except _Duplicate as dup:
+            raise DecodeError(
+                f"key '{dup.key}' given twice in a {message['type']} message",
+                line_number=number,
+                expected="each key once in an object",
+            ) from None
+    return message

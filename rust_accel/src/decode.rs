@@ -721,6 +721,22 @@ struct ListCol {
 struct Scratch {
     text: Vec<u8>,
     out: Vec<u8>,
+    /// `(start, end)` in the line of the keys met so far in the message's top level
+    /// (a key given twice declines).
+    keys: Vec<(usize, usize)>,
+    /// The same for the undeclared properties of the record being parsed.
+    row_keys: Vec<(usize, usize)>,
+}
+
+/// Where `raw` (a slice of `p.buf`) lies in the line; declines when the same key was
+/// already recorded in `keys`, else records it.
+fn note_key(p: &Parser<'_>, keys: &mut Vec<(usize, usize)>, raw: &[u8]) -> Res<()> {
+    let start = raw.as_ptr() as usize - p.buf.as_ptr() as usize;
+    if keys.iter().any(|&(a, b)| &p.buf[a..b] == raw) {
+        return Err(Decline("key given twice"));
+    }
+    keys.push((start, start + raw.len()));
+    Ok(())
 }
 
 fn is_json_extension(field: &arrow_schema::Field) -> bool {
@@ -1174,14 +1190,15 @@ impl StructCol {
         }
         let stamp = self.stamp;
         let mut filled = 0;
+        let mut filled_extra = 0;
         let mut next = 0;
         if p.peek()? == b'}' {
             p.pos += 1;
         } else {
             loop {
-                let key = match p.string(&mut sc.text)? {
-                    Some(raw) => raw,
-                    None => &sc.text[..],
+                let (key, raw_key) = match p.string(&mut sc.text)? {
+                    Some(raw) => (raw, true),
+                    None => (&sc.text[..], false),
                 };
                 let found =
                     if next < self.fields.len() && self.fields[next].name().as_bytes() == key {
@@ -1201,12 +1218,23 @@ impl StructCol {
                         self.children[i].value(p, sc, depth)?;
                     }
                     None => {
-                        if let Some(names) = extra.as_deref_mut() {
-                            // SAFETY: `Parser::string` returns valid UTF-8 only.
-                            let name = unsafe { std::str::from_utf8_unchecked(key) };
-                            if !names.iter().any(|n| n == name) {
-                                names.push(name.to_owned());
-                            }
+                        // Undeclared nested properties (maybe refused by the schema's
+                        // additionalProperties) and escaped undeclared names: Python.
+                        let Some(names) = extra.as_deref_mut() else {
+                            return Err(Decline("nested property not in the schema"));
+                        };
+                        if !raw_key {
+                            return Err(Decline("escaped property not in the schema"));
+                        }
+                        if filled_extra == 0 {
+                            sc.row_keys.clear();
+                        }
+                        filled_extra += 1;
+                        note_key(p, &mut sc.row_keys, key)?;
+                        // SAFETY: `Parser::string` returns valid UTF-8 only.
+                        let name = unsafe { std::str::from_utf8_unchecked(key) };
+                        if !names.iter().any(|n| n == name) {
+                            names.push(name.to_owned());
                         }
                         p.expect(b':')?;
                         p.skip(&mut sc.text, depth, true)?;
@@ -1284,6 +1312,8 @@ impl RecordDecoder {
         let mut sc = Scratch {
             text: Vec::new(),
             out: Vec::new(),
+            keys: Vec::new(),
+            row_keys: Vec::new(),
         };
         let mut extra = Vec::new();
         for line in lines {
@@ -1327,11 +1357,19 @@ fn message(
     if p.peek()? == b'}' {
         return Err(Decline("message has no record"));
     }
+    let mut keys = std::mem::take(&mut sc.keys);
+    keys.clear();
     loop {
-        // An escaped key whose text is `record` (`"rec\u006frd"`) is the record too.
+        // An escaped key whose text is `record` (`"rec\u006frd"`) is the record too; other
+        // escaped keys decline (a duplicate among them is Python's to name).
         let is_record = match p.string(&mut sc.text)? {
-            Some(raw) => raw == b"record",
-            None => sc.text == b"record",
+            Some(raw) if raw == b"record" => true,
+            Some(raw) => {
+                note_key(p, &mut keys, raw)?;
+                false
+            }
+            None if sc.text == b"record" => true,
+            None => return Err(Decline("escaped key in the message")),
         };
         p.expect(b':')?;
         if is_record {
@@ -1350,6 +1388,7 @@ fn message(
             break;
         }
     }
+    sc.keys = keys; // keeps its memory for the next line
     if !record {
         return Err(Decline("message has no record"));
     }
@@ -1409,6 +1448,41 @@ mod tests {
                 .value(0),
             (1_577_836_800 + 1 - 3600) * 1_000_000 + 500_000
         );
+    }
+
+    #[test]
+    fn declines_duplicate_keys_and_undeclared_nested_properties() {
+        let d = decoder(
+            vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new(
+                    "o",
+                    DataType::Struct(vec![Field::new("c", DataType::Int64, true)].into()),
+                    true,
+                ),
+            ],
+            &["id"],
+        );
+        for bad in [
+            r#"{"type":"RECORD","stream":"s","stream":"t","record":{"id":1}}"#,
+            r#"{"stream":"s","record":{"id":1},"stream":"t"}"#,
+            r#"{"record":{"id":1,"z":1,"z":2}}"#,
+            r#"{"record":{"id":1,"o":{"c":1,"c":2}}}"#,
+            r#"{"record":{"id":1,"o":{"c":1,"d":2}}}"#,
+            r#"{"str\u0065am":"s","record":{"id":1}}"#,
+        ] {
+            assert!(decode(&d, &[bad]).is_err(), "{bad}");
+        }
+        // The same undeclared name in two records is no duplicate.
+        let out = decode(
+            &d,
+            &[
+                r#"{"stream":"s","record":{"id":1,"z":1,"y":2}}"#,
+                r#"{"stream":"s","record":{"id":2,"z":1}}"#,
+            ],
+        )
+        .unwrap();
+        assert_eq!(out.extra, vec!["z".to_string(), "y".to_string()]);
     }
 
     #[test]
