@@ -139,7 +139,7 @@ def test_blocks_give_what_lines_give(
 
 
 def test_runs_are_taken_whole_and_batches_cut_at_batch_rows() -> None:
-    lines = [schema("a"), *(record("a", i) for i in range(10)), b'{"type":"STATE","value":1}']
+    lines = [schema("a"), *(record("a", i) for i in range(10)), b'{"type":"STATE","value":{"n":1}}']
     data = b"\n".join(lines) + b"\n"
     calls, counts = by_blocks(data, [len(data)], batch_rows=4)
     assert [c[0] for c in calls] == ["schema", "write", "write", "write", "state"]
