@@ -23,7 +23,7 @@ from dativo_bridge.codecs.decode import RecordDecoder
 from dativo_bridge.codecs.encode import encode_records_python
 from dativo_bridge.errors import DecodeError
 from dativo_bridge.schema import JSON_TYPE
-from tests.integration.test_writer_behaviour import ALL_TYPES
+from tests.cases import ALL_TYPES
 from tests.unit.test_codecs import SETTINGS, batches
 
 accel = pytest.importorskip("dativo_accel")
