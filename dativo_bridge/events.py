@@ -10,7 +10,7 @@ decoded into the same calls on the same sinks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 from dativo_bridge.interfaces import StreamInfo
 
 if TYPE_CHECKING:
+    from dativo_bridge.batch_files import BatchFile
     from dativo_bridge.delivery import StreamStats
 
 
@@ -58,6 +59,14 @@ class Sink(Protocol):
 
     def state(self, value: Any) -> None:
         """A STATE covering everything written before it."""
+
+
+class BatchFileSink(Sink, Protocol):
+    """A sink fed by Singer input, which may carry BATCH messages: it also takes the BATCH
+    files whose rows it was given, to delete them once those rows are committed."""
+
+    def discard_after_commit(self, files: Sequence[BatchFile]) -> None:
+        """The files of rows written before this call: delete them after the next commit."""
 
 
 def deliver(event: Event, sink: Sink) -> None:

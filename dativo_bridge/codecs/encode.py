@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import importlib
 import os
 import re
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dativo_bridge import accel
 from dativo_bridge.errors import EncodeError
 from dativo_bridge.schema import JSON_TYPE
 
@@ -42,17 +42,8 @@ _NULL = pa.scalar("null", pa.string())
 _RustEncoder = Callable[[pa.RecordBatch, str, int | None], bytes | None]
 
 
-def _rust_encoder() -> _RustEncoder | None:
-    """The optional Rust extension's encoder (same output, faster), if installed."""
-    try:
-        module = importlib.import_module("dativo_accel")
-    except ImportError:
-        return None
-    encoder: _RustEncoder | None = getattr(module, "encode_records", None)
-    return encoder
-
-
-_rust_encode_records = _rust_encoder()
+#: The optional Rust extension's encoder (same output, faster), if installed.
+_rust_encode_records: _RustEncoder | None = accel.function("encode_records")
 _MIN_SLICE_ROWS = 8_192
 _POOL: ThreadPoolExecutor | None = None
 

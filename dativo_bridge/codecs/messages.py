@@ -15,10 +15,11 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 
+from dativo_bridge import accel, errors
 from dativo_bridge.batch_files import FORMATS, check_manifest
 from dativo_bridge.codecs.decode import RecordDecoder, loads, nesting_depth, too_deep
-from dativo_bridge.delivery import StreamWriters
-from dativo_bridge.errors import DecodeError, RecordBeforeSchemaError, SchemaMappingError
+from dativo_bridge.errors import DecodeError, SchemaMappingError
+from dativo_bridge.events import BatchFileSink
 from dativo_bridge.interfaces import StreamInfo
 from dativo_bridge.schema import jsonschema_to_arrow
 
@@ -61,16 +62,8 @@ def _is_real_stdin(source: Any) -> bool:
     return source is sys.stdin or source is sys.__stdin__
 
 
-def _record_run_function() -> Any | None:
-    """``dativo_accel.record_run`` (runs of RECORD lines found in Rust), if installed."""
-    try:
-        import dativo_accel
-    except ImportError:
-        return None
-    return getattr(dativo_accel, "record_run", None)
-
-
-_record_run = _record_run_function()
+#: ``dativo_accel.record_run`` (runs of RECORD lines found in Rust), if installed.
+_record_run: Any | None = accel.function("record_run")
 
 #: Bytes asked of the input per read when it is taken in blocks (a pipe gives less).
 BLOCK_BYTES = 1 << 20
@@ -141,10 +134,12 @@ class _Pending:
 
 
 class SingerInput:
-    """Feeds a Singer message stream into a :class:`StreamWriters`.
+    """Feeds a Singer message stream into a sink (the run's
+    :class:`~dativo_bridge.delivery.StreamWriters`, or any :class:`BatchFileSink`).
 
     Args:
-        writers: Where decoded batches, schemas and states go.
+        sink: Where decoded batches, schemas and states go, and the BATCH files whose
+            rows were handed to it (deleted once those rows are committed).
         batch_rows: Decode a stream's pending RECORD lines once this many have arrived.
         batch_bytes: ... or once they hold this many bytes.
         max_line_bytes: Refuse longer lines.
@@ -154,14 +149,14 @@ class SingerInput:
 
     def __init__(
         self,
-        writers: StreamWriters,
+        sink: BatchFileSink,
         *,
         batch_rows: int = 100_000,
         batch_bytes: int = 32 * 1024 * 1024,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         validate_records: bool = True,
     ) -> None:
-        self.writers = writers
+        self.sink = sink
         self.validate_records = validate_records
         self.batch_rows = batch_rows
         self.batch_bytes = batch_bytes
@@ -324,7 +319,7 @@ class SingerInput:
                     expected='a STATE message {"type": "STATE", "value": {...}}',
                 )
             self.flush()
-            self._call(self.writers.state, message["value"])
+            self._call(self.sink.state, message["value"])
         elif kind == "ACTIVATE_VERSION":
             logger.debug("ACTIVATE_VERSION for '%s' noted", message.get("stream"))
         elif kind == "BATCH":
@@ -341,7 +336,7 @@ class SingerInput:
             self.counts["RECORD"] = self.counts.get("RECORD", 0) + 1
         pending = self._pending.get(stream)
         if pending is None:
-            raise RecordBeforeSchemaError(
+            raise errors.RecordBeforeSchemaError(
                 "RECORD arrived before the stream's SCHEMA",
                 stream=stream,
                 line_number=number,
@@ -390,7 +385,7 @@ class SingerInput:
             self._flush_stream(stream, pending)
         self._pending[stream] = _Pending(decoder)
         self._call(
-            self.writers.schema,
+            self.sink.schema,
             StreamInfo(
                 stream,
                 decoder.schema,
@@ -409,7 +404,7 @@ class SingerInput:
         stream = message.get("stream")
         pending = self._pending.get(stream) if isinstance(stream, str) else None
         if pending is None or not isinstance(stream, str):
-            raise RecordBeforeSchemaError(
+            raise errors.RecordBeforeSchemaError(
                 "BATCH arrived before the stream's SCHEMA", stream=stream, line_number=number
             )
         self._flush_stream(stream, pending)
@@ -436,7 +431,7 @@ class SingerInput:
                     for line in file.lines()
                 ]
                 batch = pending.decoder.decode(wrapped, [number] * len(wrapped))
-                self._call(self.writers.write, stream, batch)
+                self._call(self.sink.write, stream, batch)
                 continue
             for batch in file.batches():
                 try:
@@ -445,7 +440,7 @@ class SingerInput:
                     )
                 except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                     raise file.error(f"does not match the SCHEMA: {exc}") from None
-                self._call(self.writers.write, stream, batch)
+                self._call(self.sink.write, stream, batch)
         kept = [file.uri for file in files if not file.owned]
         if kept and stream not in self._kept_noted:
             self._kept_noted.add(stream)
@@ -455,7 +450,7 @@ class SingerInput:
                 kept[0],
             )
         # The owned files are deleted once their rows are committed.
-        self._call(self.writers.discard_after_commit, [file for file in files if file.owned])
+        self._call(self.sink.discard_after_commit, [file for file in files if file.owned])
 
     def _flush_stream(self, stream: str, pending: _Pending) -> None:
         if not pending.lines:
@@ -465,7 +460,7 @@ class SingerInput:
         pending.first_numbers = []
         pending.lines = 0
         pending.size = 0
-        self._call(self.writers.write, stream, batch)
+        self._call(self.sink.write, stream, batch)
 
     def flush(self) -> None:
         """Decode and write every stream's pending lines."""

@@ -14,7 +14,12 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 
-from dativo_bridge.codecs.decode import _Bad, _converter, _expected, _storage_type
+from dativo_bridge.codecs.values import (
+    BadValue,
+    batch_from_columns,
+    expected_type,
+    value_converter,
+)
 from dativo_bridge.errors import DativoError
 from dativo_bridge.schema import ANY_JSON_TYPES
 
@@ -24,8 +29,8 @@ _DATE_TIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TIMESTAMP_CHECK = _converter(pa.timestamp("us", tz="UTC"), "sample")
-_DATE_CHECK = _converter(pa.date32(), "sample")
+_TIMESTAMP_CHECK = value_converter(pa.timestamp("us", tz="UTC"), "sample")
+_DATE_CHECK = value_converter(pa.date32(), "sample")
 
 
 def _kind(value: Any) -> str:
@@ -47,7 +52,7 @@ def _kind(value: Any) -> str:
 def _all_parse(values: Iterable[str], pattern: re.Pattern[str], check: Any) -> bool:
     try:
         return all(pattern.match(v) and check(v) is not None for v in values)
-    except _Bad:
+    except BadValue:
         return False
 
 
@@ -174,7 +179,7 @@ class BatchBuilder:
         self.required = [f.name for f in schema if not f.nullable and f.name not in self.keys]
         self.dead_letters = dead_letters
         self.rejected = 0
-        self._converters = [(f.name, _converter(f.type, f.name)) for f in schema]
+        self._converters = [(f.name, value_converter(f.type, f.name)) for f in schema]
         self._declared = set(schema.names)
         self._warned = False
 
@@ -191,10 +196,10 @@ class BatchBuilder:
         try:
             for name, conv in self._converters:
                 row.append(conv(record.get(name)))
-        except _Bad as bad:
+        except BadValue as bad:
             return (
                 f"property '{bad.path}': value {_shown(bad.value)} does not fit type "
-                f"{bad.dtype} (expected {_expected(bad.dtype)})",
+                f"{bad.dtype} (expected {expected_type(bad.dtype)})",
                 [],
             )
         if not self._warned and not self._declared.issuperset(record):
@@ -236,9 +241,4 @@ class BatchBuilder:
                 continue
             for values, value in zip(columns, row, strict=True):
                 values.append(value)
-        arrays = []
-        for f, values in zip(self.schema, columns, strict=True):
-            storage = _storage_type(f.type)
-            array = pa.array(values, storage)
-            arrays.append(array if storage == f.type else array.cast(f.type))
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return batch_from_columns(self.schema, columns)
