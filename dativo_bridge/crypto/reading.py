@@ -11,7 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dativo_bridge.crypto.aws import decryption_providers, parse_s3_uri, s3_client
+from dativo_bridge.aws import parse_s3_uri, s3_client
+from dativo_bridge.crypto.aws import decryption_providers
 from dativo_bridge.crypto.decrypt import BinarySource, Decryptor
 from dativo_bridge.crypto.errors import CryptoError, DecryptionError, EncryptionContextError
 from dativo_bridge.crypto.keys import KeyProvider

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dativo_bridge.aws import S3_SETTINGS
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from target_dativo_parquet.leftovers import (
@@ -28,7 +29,7 @@ from target_dativo_parquet.leftovers import (
     replaced_name,
     staged_name,
 )
-from target_dativo_parquet.storage import S3_SETTINGS, HashingSink, Storage
+from target_dativo_parquet.storage import HashingSink, Storage
 from target_dativo_parquet.swap import replace_dir
 
 logger = logging.getLogger("dativo.parquet")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dativo_bridge.aws import S3_SETTINGS
 from dativo_bridge.crypto.format import DEFAULT_FRAME_LENGTH
-from target_dativo_parquet.storage import S3_SETTINGS
 
 #: Object key suffix of encrypted objects: ``part-....parquet.dtve``.
 EXTENSION = ".dtve"

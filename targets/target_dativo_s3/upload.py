@@ -7,8 +7,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from dativo_bridge.aws import describe_s3_error
 from dativo_bridge.errors import WriteError
-from target_dativo_parquet.storage import describe_s3_error
 
 logger = logging.getLogger("dativo.s3")
 
@@ -81,7 +81,7 @@ class MultipartUpload:
         try:
             return getattr(self._client, what)(**kwargs)
         except Exception as exc:
-            # The client's timeouts bound each call (target_dativo_parquet.storage.S3Timeouts).
+            # The client's timeouts bound each call (dativo_bridge.aws.S3Timeouts).
             message = describe_s3_error(exc, self._client, what)
             raise WriteError(f"{self.uri}: {message}") from exc
 

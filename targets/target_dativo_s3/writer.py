@@ -19,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dativo_bridge.aws import s3_client, s3_session
 from dativo_bridge.codecs.encode import encode_rows
-from dativo_bridge.crypto.aws import encryption_providers, s3_client
+from dativo_bridge.crypto.aws import encryption_providers
 from dativo_bridge.crypto.encrypt import Encryptor
 from dativo_bridge.crypto.keys import KeyProvider
 from dativo_bridge.crypto.reading import (
@@ -32,7 +33,6 @@ from dativo_bridge.crypto.reading import (
 )
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from target_dativo_parquet.storage import s3_session
 from target_dativo_parquet.writer import stream_dir_name
 from target_dativo_s3.settings import CONFIG_JSONSCHEMA, EXTENSION, OBJECT_METADATA
 from target_dativo_s3.upload import MIN_PART_SIZE, MultipartUpload
