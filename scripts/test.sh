@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs everything the tests need from this repository's own files, then runs
-# linters, type checks and the whole test suite. Usage: bash scripts/test.sh [pytest args]
+# The README's second command. Installs everything the tests need from this repository's
+# own files into the project's virtual environment (.venv: dativo with its dev extras and
+# meltano from PyPI; on Debian/Ubuntu as root, PostgreSQL from apt for the TLS tests),
+# builds the Rust extension once, then runs ruff, mypy, rustfmt, clippy, the Rust tests
+# and the whole pytest suite. About 10 minutes on 2 cores the first time (most of it
+# compiling the Rust crate), about 6 after. Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/venv.sh
+phase() { echo "== $1 (at ${SECONDS}s)"; }
 
-PY=${PYTHON:-python3}
-echo "== installing dativo with its dev extras"
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+phase "installing dativo with its dev extras, and meltano"
+"${PIP[@]}" -e ".[dev,bench]" "meltano>=4,<5" uv
 
 # The TLS tests need a PostgreSQL built with OpenSSL (pgserver's is not): Debian's package.
 if [ -z "${DATIVO_TEST_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
@@ -19,21 +24,23 @@ if [ -z "${DATIVO_TEST_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >
   fi
 fi
 
-echo "== ruff"
+phase "ruff"
 dirs=$(ls -d dativo_bridge taps targets tests bench 2>/dev/null || true)
 "$PY" -m ruff check $dirs
 "$PY" -m ruff format --check $dirs
 
-echo "== mypy"
+phase "mypy"
 "$PY" -m mypy
 
-echo "== rust_accel: rustfmt, clippy, cargo test"
-export PYO3_PYTHON="$(command -v "$PY")"
+# The crate is compiled once in the release profile: `cargo test --release` and maturin's
+# release build share every dependency's build (clippy only type-checks).
+phase "rust_accel: rustfmt, clippy, cargo test"
+export PYO3_PYTHON="$PY"
 (cd rust_accel && cargo fmt --check && cargo clippy --all-targets -j 2 -- -D warnings \
-  && cargo test -j 2)
-echo "== rust_accel: install dativo-accel (optional extension), check its stub"
-"$PY" -m pip install --quiet --disable-pip-version-check ./rust_accel
+  && cargo test --release -j 2)
+phase "rust_accel: install dativo-accel (optional extension), check its stub"
+"${PIP[@]}" ./rust_accel
 "$PY" -m mypy.stubtest dativo_accel
 
-echo "== pytest"
+phase "pytest"
 "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -17,7 +17,7 @@ import yaml
 from target_dativo_iceberg.writer import open_catalog
 from tests.integration.postgres.server import fresh_schema, pg_dsn
 
-from .helpers import REPO, peer_venv
+from .helpers import BIN, REPO, peer_venv
 
 COPY = [
     "pyproject.toml",
@@ -33,7 +33,11 @@ COPY = [
 
 @pytest.fixture(scope="session")
 def meltano() -> Path:
-    """Meltano (with uv for fast plugin installs) in its own venv, cached."""
+    """The Meltano the set-up installed next to dativo (scripts/test.sh), else Meltano
+    (with uv for fast plugin installs) in its own venv, cached."""
+    beside = BIN / "meltano"
+    if beside.exists() and (BIN / "uv").exists():
+        return beside
     return peer_venv("meltano>=4,<5", "meltano", "uv")
 
 
