@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dativo_bridge.errors import ReaderContractError
+from dativo_bridge.errors import ConfigError, ReaderContractError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 
 
@@ -183,12 +183,31 @@ class BookmarkTracker:
         return self.value
 
 
+#: The replication methods readers implement today (LOG_BASED has its own issue).
+REPLICATION_METHODS = ("FULL_TABLE", "INCREMENTAL")
+
+
+def check_replication_method(stream: StreamInfo) -> None:
+    """Refuse a replication method no reader implements, instead of reading in full and
+    pretending (the catalog's ``replication-method``).
+
+    Raises:
+        ConfigError: The method is not FULL_TABLE or INCREMENTAL.
+    """
+    if stream.replication_method not in REPLICATION_METHODS:
+        raise ConfigError(
+            f"stream '{stream.name}': replication-method {stream.replication_method} is not "
+            "supported (yet): use INCREMENTAL with a replication-key, or FULL_TABLE"
+        )
+
+
 def checked_batches(
     reader: ArrowReader, stream: StreamInfo, start: Any
 ) -> Iterator[tuple[pa.RecordBatch, Any | None]]:
     """``(batch, bookmark_or_None)`` for every batch the reader yields for ``stream``, each
     checked against the declaration; a last ``(empty batch, bookmark)`` when the end of
     the stream releases a bookmark (an unsorted stream's only one)."""
+    check_replication_method(stream)
     tracker = BookmarkTracker(reader, stream, start)
     for batch in reader.read(stream, start):
         batch = check_batch(stream, batch)

@@ -17,7 +17,7 @@ from typing import Any
 
 from dativo_bridge.events import BatchEvent, Event, SchemaEvent, StateEvent
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
-from dativo_bridge.reading import checked_batches
+from dativo_bridge.reading import check_replication_method, checked_batches
 from dativo_bridge.selection import apply_metadata, select_columns
 from dativo_bridge.state import RUN_KEY, jsonable
 
@@ -59,6 +59,7 @@ def selected_streams(
         if columns is None:
             logger.info("stream '%s' not selected", info.name)
             continue
+        check_replication_method(info)
         selected.append(info.with_columns(columns))
     return selected
 

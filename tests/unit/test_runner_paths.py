@@ -110,3 +110,21 @@ def test_in_process_run_commits_before_each_state() -> None:
     assert result.state["bookmarks"]["b"]["replication_key_value"] == 6
     assert Memory.calls[0] == "open a"
     assert seen, "progress is reported at least at the end"
+
+
+def test_log_based_is_refused_at_start_not_read_in_full() -> None:
+    import dataclasses
+
+    import pytest
+
+    from dativo_bridge.errors import ConfigError
+    from dativo_bridge.reading import checked_batches
+
+    Memory.calls, Memory.committed = [], {}
+    metadata = {"b": {"replication-method": "LOG_BASED"}}
+    with pytest.raises(ConfigError, match="stream 'b': replication-method LOG_BASED"):
+        run(Counter, Memory, metadata=metadata)
+    assert Memory.calls == [], "nothing is read or written before the refusal"
+    stream = dataclasses.replace(Counter().discover()[1], replication_method="LOG_BASED")
+    with pytest.raises(ConfigError, match="LOG_BASED"):  # the Singer tap's paths too
+        next(checked_batches(Counter(), stream, None))
