@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dativo_bridge.batch_files import BatchFile, cleanup_mode, delete_batch_files
+from dativo_bridge.conform import Mismatch, NullValue, conform
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.schema import relax_nullability
@@ -106,8 +106,7 @@ class StreamWriters:
         info = self.streams.get(stream)
         if info is None:
             raise WriteError(f"stream '{stream}': a batch arrived before its schema")
-        if batch.schema != info.schema:
-            batch = self._conform(info, batch)
+        batch = self._conform(info, batch)
         self._writer(stream).write(batch)
         stats = self.stats[stream]
         stats.rows += batch.num_rows
@@ -117,19 +116,18 @@ class StreamWriters:
 
     @staticmethod
     def _conform(info: StreamInfo, batch: pa.RecordBatch) -> pa.RecordBatch:
-        for key in info.key_properties:
-            column = batch.column(key)
-            if column.null_count:
-                row = pc.index(column.is_null(), True).as_py()
-                raise WriteError(
-                    f"stream '{info.name}': row {row} of a batch has no value for "
-                    f"key property '{key}'"
-                )
+        """The one conformance of a write: the writer gets a batch of exactly the
+        stream's schema (so its own :meth:`ArrowWriter.conformed` has nothing to do)."""
+        if batch.schema == info.schema and not info.key_properties:
+            return batch
         try:
-            return pa.RecordBatch.from_arrays(
-                [batch.column(f.name).cast(f.type) for f in info.schema], schema=info.schema
-            )
-        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            return conform(batch, info.schema, not_null=info.key_properties)
+        except NullValue as exc:
+            raise WriteError(
+                f"stream '{info.name}': row {exc.row} of a batch has no value for "
+                f"key property '{exc.name}'"
+            ) from None
+        except Mismatch as exc:
             raise WriteError(
                 f"stream '{info.name}': batch does not match its schema: {exc}"
             ) from exc

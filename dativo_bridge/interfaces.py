@@ -180,12 +180,15 @@ class ArrowWriter(abc.ABC):
 
     def conformed(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         """``batch`` with the columns and types of ``schema``, or a WriteError naming the
-        stream (for writers used directly; StreamWriters already conforms batches)."""
+        stream (for writers used directly; StreamWriters already conforms batches, which
+        then come with exactly ``schema`` and are passed through)."""
         if batch.schema == schema:
             return batch
+        from dativo_bridge.conform import Mismatch, conform
+
         try:
-            return batch.select(schema.names).cast(schema)
-        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+            return conform(batch, schema)
+        except Mismatch as exc:
             from dativo_bridge.errors import WriteError
 
             name = self.stream.name if self.stream else "?"

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dativo_bridge.conform import MissingColumns, NullValue, TypeMismatch, conform
 from dativo_bridge.errors import ConfigError, ReaderContractError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 
@@ -66,41 +67,25 @@ def check_batch(stream: StreamInfo, batch: pa.RecordBatch) -> pa.RecordBatch:
     naive timestamp in a zoned column, a string in an integer column and the like are
     refused. Key properties and columns declared non-nullable must have no nulls.
     """
-    schema = stream.schema
-    same = batch.schema.names == schema.names and batch.schema.types == schema.types
-    if same:
-        columns = batch.columns
-    else:
-        names = set(batch.schema.names)
-        missing = [n for n in schema.names if n not in names]
-        if missing:
-            raise ReaderContractError(
-                f"stream '{stream.name}': a batch lacks declared column(s) {missing}"
-            )
-        columns = []
-        for want in schema:
-            column = batch.column(want.name)
-            if column.type != want.type:
-                if not _is_safe_cast(column.type, want.type):
-                    raise ReaderContractError(
-                        f"stream '{stream.name}', column '{want.name}': a batch has type "
-                        f"{column.type}, but the stream declares {want.type} (readers must "
-                        "yield the declared types; see docs/writing-plugins.md)"
-                    )
-                column = column.cast(want.type)
-            columns.append(column)
     keys = set(stream.key_properties)
-    for want, column in zip(schema, columns, strict=True):
-        if column.null_count and (want.name in keys or not want.nullable):
-            row = pc.index(column.is_null(), True).as_py()
-            what = "key property" if want.name in keys else "non-nullable column"
-            raise ReaderContractError(
-                f"stream '{stream.name}': row {row} of a batch has no value for {what} "
-                f"'{want.name}'"
-            )
-    if same and batch.schema == schema:
-        return batch
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+    required = [f.name for f in stream.schema if f.name in keys or not f.nullable]
+    try:
+        return conform(batch, stream.schema, allowed=_is_safe_cast, not_null=required)
+    except MissingColumns as exc:
+        raise ReaderContractError(
+            f"stream '{stream.name}': a batch lacks declared column(s) {exc.names}"
+        ) from None
+    except TypeMismatch as exc:
+        raise ReaderContractError(
+            f"stream '{stream.name}', column '{exc.field.name}': a batch has type "
+            f"{exc.got}, but the stream declares {exc.field.type} (readers must "
+            "yield the declared types; see docs/writing-plugins.md)"
+        ) from None
+    except NullValue as exc:
+        what = "key property" if exc.name in keys else "non-nullable column"
+        raise ReaderContractError(
+            f"stream '{stream.name}': row {exc.row} of a batch has no value for {what} '{exc.name}'"
+        ) from None
 
 
 def comparable_bookmark(value: Any, type_: pa.DataType) -> pa.Scalar | None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from dativo_bridge import accel, errors
 from dativo_bridge.batch_files import FORMATS, check_manifest
 from dativo_bridge.codecs.decode import RecordDecoder, loads, nesting_depth, too_deep
+from dativo_bridge.conform import Mismatch, conform
 from dativo_bridge.errors import DecodeError, SchemaMappingError
 from dativo_bridge.events import BatchFileSink
 from dativo_bridge.interfaces import StreamInfo
@@ -435,10 +436,8 @@ class SingerInput:
                 continue
             for batch in file.batches():
                 try:
-                    batch = pa.RecordBatch.from_arrays(
-                        [batch.column(f.name).cast(f.type) for f in schema], schema=schema
-                    )
-                except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    batch = conform(batch, schema)
+                except Mismatch as exc:
                     raise file.error(f"does not match the SCHEMA: {exc}") from None
                 self._call(self.sink.write, stream, batch)
         kept = [file.uri for file in files if not file.owned]

@@ -35,6 +35,7 @@ from pyiceberg.io.pyarrow import parquet_file_to_data_file
 from pyiceberg.manifest import DataFileContent
 from pyiceberg.table import Table, TableProperties
 
+from dativo_bridge.conform import conform
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.state import RUN_KEY
@@ -385,7 +386,8 @@ class IcebergWriter(ArrowWriter):
         """A new SCHEMA: finish the open file, evolve the table (union by name)."""
         self._finish_file()
         self._schema = iceberg_schema(schema)
-        self._buffer = [_conform(b, self._schema) for b in self._buffer]
+        # Buffered batches: new columns null, types widened.
+        self._buffer = [conform(b, self._schema, fill_missing=True) for b in self._buffer]
         self._evolve(self._table, self._schema)
         self._table = self._catalog.load_table(self._identifier)
         self.adopt_schema(schema)
@@ -557,17 +559,6 @@ class IcebergWriter(ArrowWriter):
                 if state.get(RUN_KEY) is not None:
                     merged[RUN_KEY] = state[RUN_KEY]
         return merged if found else None
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """A buffered batch brought to a newer schema: new columns null, types widened."""
-    arrays = [
-        batch.column(f.name).cast(f.type)
-        if f.name in batch.schema.names
-        else pa.nulls(batch.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _replace(table: Table, files: Sequence[str], props: dict[str, str]) -> None:
