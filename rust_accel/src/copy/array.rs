@@ -3,8 +3,8 @@
 //! and bytes. Only one-dimensional arrays map to Arrow lists; lower bounds are dropped
 //! (as `array_to_json` does for the pure-Python reader).
 
-use crate::errors::DecodeError;
-use crate::wire::be_i32;
+use super::errors::DecodeError;
+use super::wire::be_i32;
 
 /// A parsed array header with its elements still encoded.
 #[derive(Debug)]

@@ -4,9 +4,9 @@
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
-use crate::columns::{arrow_name, parse_decoder, Column};
-use crate::errors::Error;
-use crate::wire::{parse_header, scan_tuple, FieldRef, Scan};
+use super::columns::{arrow_name, parse_decoder, Column};
+use super::errors::Error;
+use super::wire::{parse_header, scan_tuple, FieldRef, Scan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -140,7 +140,7 @@ impl BatchDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tests::copy_bytes;
+    use crate::copy::wire::tests::copy_bytes;
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int32Type;
     use arrow_schema::{DataType, Field, Schema};

@@ -12,10 +12,10 @@ use arrow_array::{ArrayRef, ListArray, StructArray};
 use arrow_buffer::{i256, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, FieldRef, Fields, TimeUnit};
 
-use crate::array::{ArrayError, ArrayValue};
-use crate::errors::DecodeError;
-use crate::numeric::{DecimalInt, NotDecimal, Numeric};
-use crate::{temporal, text, wire};
+use super::array::{ArrayError, ArrayValue};
+use super::errors::DecodeError;
+use super::numeric::{DecimalInt, NotDecimal, Numeric};
+use super::{temporal, text, wire};
 
 /// The binary wire format of a column (or of an array's elements).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -432,8 +432,8 @@ impl ListColumn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::array::tests::encode as encode_array;
-    use crate::numeric::tests::encode as encode_numeric;
+    use crate::copy::array::tests::encode as encode_array;
+    use crate::copy::numeric::tests::encode as encode_numeric;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Date32Type, Decimal128Type, Int32Type};
     use arrow_array::Array;

@@ -1,6 +1,6 @@
 //! Errors: [`DecodeError`] for a value that does not fit its column, [`Error`] for
 //! everything a read can end with. Python sees them as `dativo_accel.CopyError` and its
-//! subclass `ConnectError` (see `py_copy.rs`).
+//! subclass `ConnectError` (see `py/copy.rs`).
 
 use std::fmt;
 

@@ -5,8 +5,8 @@
 
 use arrow_buffer::i256;
 
-use crate::errors::DecodeError;
-use crate::wire::be_i16;
+use super::errors::DecodeError;
+use super::wire::be_i16;
 
 const SIGN_POS: u16 = 0x0000;
 const SIGN_NEG: u16 = 0x4000;
@@ -132,7 +132,7 @@ impl<'a> Numeric<'a> {
     }
 
     /// The value times 10^scale as an exact integer, `|result| < limit` (10^precision).
-    pub fn to_scaled<T: DecimalInt>(&self, scale: i8, limit: T) -> Result<T, NotDecimal> {
+    pub fn to_scaled<T: DecimalInt>(self, scale: i8, limit: T) -> Result<T, NotDecimal> {
         match self.sign {
             SIGN_NAN => return Err(NotDecimal::NaN),
             SIGN_PINF | SIGN_NINF => return Err(NotDecimal::Infinite),

@@ -13,12 +13,10 @@ use std::thread;
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
-use rustls::ClientConfig;
 
-use crate::batch::BatchDecoder;
-use crate::errors::Error;
-use crate::source::Source;
-use crate::stream::CopyStream;
+use super::errors::Error;
+use super::request::Request;
+use super::stream::CopyStream;
 
 enum Msg {
     Batch(RecordBatch),
@@ -28,13 +26,8 @@ enum Msg {
 
 /// What every worker needs to open and decode a query.
 struct Plan {
-    dsn: String,
-    setup: Vec<String>,
+    request: Request,
     queries: Vec<String>,
-    schema: SchemaRef,
-    decoders: Vec<String>,
-    batch_bytes: usize,
-    tls: Option<Arc<ClientConfig>>,
     next: AtomicUsize,
     /// Set when the consumer is gone or a read failed: waiting workers give up.
     stop: Arc<AtomicBool>,
@@ -42,15 +35,8 @@ struct Plan {
 
 impl Plan {
     fn open(&self, index: usize) -> Result<CopyStream, Error> {
-        let decoder = BatchDecoder::new(self.schema.clone(), &self.decoders, self.batch_bytes)?;
-        let source = Source::open(
-            &self.dsn,
-            self.setup.clone(),
-            self.queries[index].clone(),
-            Some(self.stop.clone()),
-            self.tls.clone(),
-        )?;
-        Ok(CopyStream::new(decoder, source))
+        self.request
+            .open(self.queries[index].clone(), Some(self.stop.clone()))
     }
 }
 
@@ -65,31 +51,21 @@ pub struct ParallelStream {
 impl ParallelStream {
     /// Start `workers` threads over `queries`. The first query of each worker is opened
     /// here, so connection and SQL errors are returned before any batch is read.
-    #[allow(clippy::too_many_arguments)]
     pub fn start(
-        dsn: String,
-        setup: Vec<String>,
+        request: Request,
         queries: Vec<String>,
-        schema: SchemaRef,
-        decoders: Vec<String>,
-        batch_bytes: usize,
         workers: usize,
-        tls: Option<Arc<ClientConfig>>,
     ) -> Result<ParallelStream, Error> {
         if queries.is_empty() {
             return Err(Error::Usage("no queries to read".into()));
         }
         // Checks the decoders against the schema once, before connecting.
-        BatchDecoder::new(schema.clone(), &decoders, batch_bytes)?;
+        request.decoder()?;
         let workers = workers.clamp(1, queries.len());
+        let schema = request.schema.clone();
         let plan = Arc::new(Plan {
-            dsn,
-            setup,
+            request,
             queries,
-            schema: schema.clone(),
-            decoders,
-            batch_bytes,
-            tls,
             next: AtomicUsize::new(workers),
             stop: Arc::new(AtomicBool::new(false)),
         });

@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::errors::Error;
+use super::errors::Error;
 
 /// Bytes gathered before a buffer is handed to the decoder.
 const CHUNK_BYTES: usize = 1 << 20;

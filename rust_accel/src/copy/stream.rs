@@ -7,9 +7,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
-use crate::batch::BatchDecoder;
-use crate::errors::Error;
-use crate::source::{Chunk, Source};
+use super::batch::BatchDecoder;
+use super::errors::Error;
+use super::source::{Chunk, Source};
 
 pub struct CopyStream {
     decoder: BatchDecoder,

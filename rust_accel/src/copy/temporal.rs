@@ -2,8 +2,8 @@
 //! Arrow's 1970-01-01. PostgreSQL's +/-infinity (the extreme integers) stay the extreme
 //! integers, as the pure-Python reader does.
 
-use crate::errors::DecodeError;
-use crate::wire::{be_i32, be_i64, exact, int4, int8};
+use super::errors::DecodeError;
+use super::wire::{be_i32, be_i64, exact, int4, int8};
 
 /// Days from 1970-01-01 to 2000-01-01.
 pub const EPOCH_DAYS: i32 = 10_957;

@@ -1,7 +1,7 @@
 //! Text-like values: UTF-8 checked once (a SQL_ASCII database can hold any bytes), jsonb
 //! without its version byte, uuid as PostgreSQL prints it.
 
-use crate::errors::DecodeError;
+use super::errors::DecodeError;
 
 /// The bytes as `&str`, or an error saying the data is not UTF-8.
 #[inline]

@@ -17,7 +17,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use crate::errors::Error;
+use super::errors::Error;
 
 /// libpq's TLS modes that encrypt (the caller handles `disable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! field count and per field an int32 length (-1 = NULL) and that many bytes, then an
 //! int16 -1 trailer. Everything is big-endian.
 
-use crate::errors::DecodeError;
+use super::errors::DecodeError;
 
 /// `PGCOPY\n\377\r\n\0`
 pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";

@@ -1,23 +1,18 @@
 //! The Python face of the COPY reader: `read_copy(...)` returns a `CopyReader`, which
 //! any Arrow PyCapsule consumer reads (`pyarrow.RecordBatchReader.from_stream`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arrow_array::ffi::FFI_ArrowSchema;
-use arrow_array::ffi_stream::FFI_ArrowArrayStream;
 use arrow_array::RecordBatchReader;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::SchemaRef;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
-use crate::batch::BatchDecoder;
-use crate::errors::Error;
-use crate::parallel::ParallelStream;
-use crate::source::Source;
-use crate::stream::CopyStream;
-use crate::tls;
+use super::capsule::{export_schema, export_stream, import_schema};
+use crate::copy::{client_config, Error, ParallelStream, Request, TlsMode, TlsSettings};
 
 create_exception!(
     dativo_accel,
@@ -43,33 +38,16 @@ fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// The schema behind any object with `__arrow_c_schema__` (a pyarrow.Schema, ...).
-pub fn import_schema(obj: &Bound<'_, PyAny>) -> PyResult<SchemaRef> {
-    let capsule = obj
-        .call_method0("__arrow_c_schema__")?
-        .cast_into::<PyCapsule>()?;
-    let pointer = capsule
-        .pointer_checked(Some(c"arrow_schema"))?
-        .cast::<FFI_ArrowSchema>();
-    // SAFETY: a capsule named "arrow_schema" holds a valid ArrowSchema (the PyCapsule
-    // interface's contract); it is only borrowed while `capsule` is alive.
-    let ffi = unsafe { pointer.as_ref() };
-    let schema = Schema::try_from(ffi).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(Arc::new(schema))
-}
-
 /// The rustls configuration for a `tls` argument (`None`: no TLS), built once per read.
-fn tls_config(
-    tls: Option<std::collections::HashMap<String, String>>,
-) -> PyResult<Option<Arc<rustls::ClientConfig>>> {
+fn tls_config(tls: Option<HashMap<String, String>>) -> PyResult<Option<Arc<rustls::ClientConfig>>> {
     let Some(mut tls) = tls else {
         return Ok(None);
     };
     let mode = tls
         .remove("mode")
         .ok_or_else(|| PyValueError::new_err("tls needs a 'mode'"))?;
-    let settings = tls::Settings {
-        mode: tls::Mode::parse(&mode).map_err(to_py)?,
+    let settings = TlsSettings {
+        mode: TlsMode::parse(&mode).map_err(to_py)?,
         root_cert: tls.remove("root_cert"),
         cert: tls.remove("cert"),
         key: tls.remove("key"),
@@ -79,9 +57,26 @@ fn tls_config(
             "unknown tls setting {unknown:?}"
         )));
     }
-    Ok(Some(Arc::new(
-        tls::client_config(&settings).map_err(to_py)?,
-    )))
+    Ok(Some(Arc::new(client_config(&settings).map_err(to_py)?)))
+}
+
+/// The arguments both readers share, checked and converted.
+fn request(
+    dsn: String,
+    schema: &Bound<'_, PyAny>,
+    decoders: Vec<String>,
+    batch_bytes: usize,
+    setup: Vec<String>,
+    tls: Option<HashMap<String, String>>,
+) -> PyResult<Request> {
+    Ok(Request {
+        schema: import_schema(schema)?,
+        tls: tls_config(tls)?,
+        batch_bytes: batch_bytes.clamp(1, MAX_BATCH_BYTES),
+        dsn,
+        setup,
+        decoders,
+    })
 }
 
 /// A running binary COPY, readable once as an Arrow stream of record batches.
@@ -89,6 +84,15 @@ fn tls_config(
 pub struct CopyReader {
     stream: Mutex<Option<Box<dyn RecordBatchReader + Send>>>,
     schema: SchemaRef,
+}
+
+impl CopyReader {
+    fn new(stream: Box<dyn RecordBatchReader + Send>, schema: SchemaRef) -> Self {
+        CopyReader {
+            stream: Mutex::new(Some(stream)),
+            schema,
+        }
+    }
 }
 
 #[pymethods]
@@ -107,15 +111,12 @@ impl CopyReader {
             .map_err(|_| CopyError::new_err("the COPY stream is unusable after a panic"))?
             .take()
             .ok_or_else(|| CopyError::new_err("the COPY stream was already read"))?;
-        let ffi = FFI_ArrowArrayStream::new(stream);
-        PyCapsule::new_with_value(py, ffi, c"arrow_array_stream")
+        export_stream(py, stream)
     }
 
     /// Export the schema of the batches as an Arrow C schema.
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
-        let ffi = FFI_ArrowSchema::try_from(self.schema.as_ref())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        PyCapsule::new_with_value(py, ffi, c"arrow_schema")
+        export_schema(py, &self.schema)
     }
 }
 
@@ -132,19 +133,14 @@ pub fn read_copy(
     decoders: Vec<String>,
     batch_bytes: usize,
     setup: Vec<String>,
-    tls: Option<std::collections::HashMap<String, String>>,
+    tls: Option<HashMap<String, String>>,
 ) -> PyResult<CopyReader> {
-    let schema = import_schema(schema)?;
-    let tls = tls_config(tls)?;
-    let budget = batch_bytes.clamp(1, MAX_BATCH_BYTES);
-    let decoder = BatchDecoder::new(schema.clone(), &decoders, budget).map_err(to_py)?;
-    let source = py
-        .detach(move || Source::open(&dsn, setup, query, None, tls))
+    let request = request(dsn, schema, decoders, batch_bytes, setup, tls)?;
+    let schema = request.schema.clone();
+    let stream = py
+        .detach(move || request.open(query, None))
         .map_err(to_py)?;
-    Ok(CopyReader {
-        stream: Mutex::new(Some(Box::new(CopyStream::new(decoder, source)))),
-        schema,
-    })
+    Ok(CopyReader::new(Box::new(stream), schema))
 }
 
 /// Run several COPY queries at once on `workers` Rust threads (one connection per query,
@@ -162,21 +158,12 @@ pub fn read_copy_parallel(
     batch_bytes: usize,
     workers: usize,
     setup: Vec<String>,
-    tls: Option<std::collections::HashMap<String, String>>,
+    tls: Option<HashMap<String, String>>,
 ) -> PyResult<CopyReader> {
-    let schema = import_schema(schema)?;
-    let tls = tls_config(tls)?;
-    let budget = batch_bytes.clamp(1, MAX_BATCH_BYTES);
-    let for_stream = schema.clone();
+    let request = request(dsn, schema, decoders, batch_bytes, setup, tls)?;
+    let schema = request.schema.clone();
     let stream = py
-        .detach(move || {
-            ParallelStream::start(
-                dsn, setup, queries, for_stream, decoders, budget, workers, tls,
-            )
-        })
+        .detach(move || ParallelStream::start(request, queries, workers))
         .map_err(to_py)?;
-    Ok(CopyReader {
-        stream: Mutex::new(Some(Box::new(stream))),
-        schema,
-    })
+    Ok(CopyReader::new(Box::new(stream), schema))
 }

@@ -1,17 +1,15 @@
-//! The Python face of the Singer RECORD decoder (`decode::RecordDecoder`).
+//! The Python face of the Singer RECORD decoder (`singer::RecordDecoder`) and of
+//! `singer::record_run`.
 
 use std::sync::Mutex;
 
-use arrow_array::ffi::{to_ffi, FFI_ArrowSchema};
-use arrow_array::{Array, RecordBatch, StructArray};
-use arrow_schema::DataType;
+use arrow_array::RecordBatch;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule};
 
-use crate::decode::RecordDecoder as Decoder;
-use crate::lines::{self, split_lines};
-use crate::py_copy::import_schema;
+use super::capsule::{export_batch, import_schema};
+use crate::singer::{self, split_lines, RecordDecoder as Decoder};
 
 /// Decodes the RECORD lines of one stream into Arrow batches of its schema, giving the
 /// values `dativo_bridge.codecs.decode.RecordDecoder` gives, or declining a batch.
@@ -88,7 +86,7 @@ impl RecordDecoder {
     }
 }
 
-/// The run of RECORD lines of one stream at `start` in `data` (see `lines::record_run`):
+/// The run of RECORD lines of one stream at `start` in `data` (see `singer::record_run`):
 /// `(stream named by the first line's head or None, end of the run, lines in it)`.
 #[pyfunction]
 #[pyo3(signature = (data, start, stream, max_lines, max_bytes))]
@@ -100,7 +98,7 @@ pub fn record_run<'py>(
     max_lines: usize,
     max_bytes: usize,
 ) -> (Option<Bound<'py, PyBytes>>, usize, usize) {
-    let run = lines::record_run(data.as_bytes(), start, stream, max_lines, max_bytes);
+    let run = singer::record_run(data.as_bytes(), start, stream, max_lines, max_bytes);
     (run.head.map(|h| PyBytes::new(py, h)), run.end, run.count)
 }
 
@@ -126,21 +124,6 @@ impl DecodedBatch {
             .map_err(|_| PyRuntimeError::new_err("the batch is unusable after a panic"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("the batch was already exported"))?;
-        let schema = batch.schema();
-        let array = StructArray::from(batch);
-        let data = array.to_data();
-        let (ffi_array, _) = to_ffi(&data).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let struct_type = DataType::Struct(schema.fields().clone());
-        let mut ffi_schema = FFI_ArrowSchema::try_from(&struct_type)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        if !schema.metadata().is_empty() {
-            ffi_schema = ffi_schema
-                .with_metadata(schema.metadata())
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        }
-        Ok((
-            PyCapsule::new_with_value(py, ffi_schema, c"arrow_schema")?,
-            PyCapsule::new_with_value(py, ffi_array, c"arrow_array")?,
-        ))
+        export_batch(py, batch)
     }
 }

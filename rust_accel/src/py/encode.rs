@@ -1,16 +1,15 @@
-//! The Python face of the Singer RECORD encoder (`encode::encode_batch`).
+//! The Python face of the Singer RECORD encoder (`singer::encode_batch`), and the
+//! `bytes` object its lines are copied into.
 
 use std::sync::Mutex;
 
-use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
-use arrow_array::StructArray;
-use arrow_data::ArrayData;
 use arrow_schema::{DataType, Field};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCapsule, PyTuple};
+use pyo3::types::PyBytes;
 
-use crate::encode::{encode_batch, recycle, write_json_string};
+use super::capsule::{import_array, struct_rows};
+use crate::singer::{encode_batch, recycle, write_json_string};
 
 /// Encode a record batch (anything with `__arrow_c_array__`) as Singer RECORD lines,
 /// exactly as `dativo_bridge.codecs.encode.encode_records` does; `None` when the batch
@@ -41,29 +40,7 @@ pub fn encode_records<'py>(
             }
         }
     }
-    let pair = batch
-        .call_method0("__arrow_c_array__")?
-        .cast_into::<PyTuple>()?;
-    let schema_capsule = pair.get_item(0)?.cast_into::<PyCapsule>()?;
-    let array_capsule = pair.get_item(1)?.cast_into::<PyCapsule>()?;
-    let schema_ptr = schema_capsule
-        .pointer_checked(Some(c"arrow_schema"))?
-        .cast::<FFI_ArrowSchema>();
-    let array_ptr = array_capsule
-        .pointer_checked(Some(c"arrow_array"))?
-        .cast::<FFI_ArrowArray>();
-    // SAFETY: capsules named "arrow_schema"/"arrow_array" hold valid C structs (the
-    // PyCapsule interface's contract). The schema is only borrowed; the array is moved
-    // out (its release callback now belongs to us) and an empty one left behind, which
-    // the capsule's destructor sees as already released.
-    let (field, array) = unsafe {
-        let field = Field::try_from(schema_ptr.as_ref())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let array = std::ptr::replace(array_ptr.as_ptr(), FFI_ArrowArray::empty());
-        let data = from_ffi(array, schema_ptr.as_ref())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        (field, data)
-    };
+    let (field, array) = import_array(batch)?;
     let DataType::Struct(fields) = field.data_type() else {
         return Err(PyValueError::new_err(
             "expected a record batch (a struct array)",
@@ -73,9 +50,7 @@ pub fn encode_records<'py>(
         return Ok(Some(PyBytes::new(py, b"")));
     }
     let fields: Vec<Field> = fields.iter().map(|f| f.as_ref().clone()).collect();
-    let batch = StructArray::from(
-        window(&array, 0, array.len()).map_err(|e| PyValueError::new_err(e.to_string()))?,
-    );
+    let batch = struct_rows(&array)?;
     let encoded = py.detach(move || encode_batch(&fields, &batch, &head, &tail));
     let Ok(parts) = encoded else {
         return Ok(None);
@@ -167,43 +142,4 @@ fn concat_bytes<'py>(py: Python<'py>, parts: &[Vec<u8>]) -> PyResult<Bound<'py, 
         }
     }
     Ok(object)
-}
-
-/// Rows `start..start + len` of `data`, with every struct node at offset 0.
-///
-/// arrow-rs slices struct children both in `ArrayData::slice` and again in
-/// `StructArray::from`, so a struct nested in a sliced struct (as pyarrow exports a
-/// sliced batch) would be read at twice its offset; here struct offsets are pushed down
-/// into their children once.
-fn window(
-    data: &ArrayData,
-    start: usize,
-    len: usize,
-) -> Result<ArrayData, arrow_schema::ArrowError> {
-    if let DataType::Struct(_) = data.data_type() {
-        let children = data
-            .child_data()
-            .iter()
-            .map(|c| window(c, data.offset() + start, len))
-            .collect::<Result<Vec<_>, _>>()?;
-        return ArrayData::builder(data.data_type().clone())
-            .len(len)
-            .nulls(data.nulls().map(|n| n.slice(start, len)))
-            .child_data(children)
-            .build();
-    }
-    let sliced = if start == 0 && len == data.len() {
-        data.clone()
-    } else {
-        data.slice(start, len)
-    };
-    if sliced.child_data().is_empty() {
-        return Ok(sliced);
-    }
-    let children = sliced
-        .child_data()
-        .iter()
-        .map(|c| window(c, 0, c.len()))
-        .collect::<Result<Vec<_>, _>>()?;
-    sliced.into_builder().child_data(children).build()
 }
