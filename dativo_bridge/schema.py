@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from dativo_bridge.arrow_types import map_children
 from dativo_bridge.errors import SchemaMappingError
 
 #: The canonical Arrow JSON extension type: free-form objects and mixed unions.
@@ -401,18 +402,9 @@ def arrow_to_jsonschema(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
-def _relaxed(dtype: pa.DataType) -> pa.DataType:
-    if pa.types.is_struct(dtype):
-        return pa.struct([_relaxed_field(dtype.field(i)) for i in range(dtype.num_fields)])
-    if pa.types.is_list(dtype):
-        return pa.list_(_relaxed_field(dtype.value_field))
-    if pa.types.is_large_list(dtype):
-        return pa.large_list(_relaxed_field(dtype.value_field))
-    return dtype
-
-
 def _relaxed_field(field: pa.Field) -> pa.Field:
-    return pa.field(field.name, _relaxed(field.type), nullable=True, metadata=field.metadata)
+    dtype = map_children(field.type, _relaxed_field)
+    return pa.field(field.name, dtype, nullable=True, metadata=field.metadata)
 
 
 def relax_nullability(schema: pa.Schema, keep: Iterable[str] = ()) -> pa.Schema:

@@ -197,19 +197,7 @@ class RecordChecks:
         self, dtype: pa.DataType, schema: Mapping[str, Any], steps: tuple[_Step, ...], path: str
     ) -> None:
         add = self._adder(path, steps)
-        lo, hi = schema.get("minItems"), schema.get("maxItems")
-        if _is_number(lo):
-            add(
-                "minItems",
-                f"at least {lo} items",
-                lambda a, n=lo: pc.less(pc.list_value_length(a), n),
-            )
-        if _is_number(hi):
-            add(
-                "maxItems",
-                f"at most {hi} items",
-                lambda a, n=hi: pc.greater(pc.list_value_length(a), n),
-            )
+        _length_bounds(schema, add, "Items", "items", pc.list_value_length)
         items = schema.get("items")
         if isinstance(items, Mapping):
             self._property(dtype.value_type, items, (*steps, None), path + "[]")
@@ -221,19 +209,7 @@ class RecordChecks:
         return add
 
     def _string(self, schema: Mapping[str, Any], add: Callable[..., None], path: str) -> None:
-        lo, hi = schema.get("minLength"), schema.get("maxLength")
-        if _is_number(lo):
-            add(
-                "minLength",
-                f"at least {lo} characters",
-                lambda a, n=lo: pc.less(pc.utf8_length(a), n),
-            )
-        if _is_number(hi):
-            add(
-                "maxLength",
-                f"at most {hi} characters",
-                lambda a, n=hi: pc.greater(pc.utf8_length(a), n),
-            )
+        _length_bounds(schema, add, "Length", "characters", pc.utf8_length)
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
             re2 = _re2_pattern(pattern, path)
@@ -299,6 +275,21 @@ class RecordChecks:
 
 
 # ---------------------------------------------------------------------------
+
+
+def _length_bounds(
+    schema: Mapping[str, Any],
+    add: Callable[..., None],
+    keyword: str,
+    unit: str,
+    length: Callable[[pa.Array], pa.Array],
+) -> None:
+    """The ``min<keyword>``/``max<keyword>`` checks (Length: characters, Items: items)."""
+    lo, hi = schema.get(f"min{keyword}"), schema.get(f"max{keyword}")
+    if _is_number(lo):
+        add(f"min{keyword}", f"at least {lo} {unit}", lambda a, n=lo: pc.less(length(a), n))
+    if _is_number(hi):
+        add(f"max{keyword}", f"at most {hi} {unit}", lambda a, n=hi: pc.greater(length(a), n))
 
 
 def _is_number(value: Any) -> bool:

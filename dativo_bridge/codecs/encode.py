@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dativo_bridge import accel
+from dativo_bridge.arrow_types import any_nested
 from dativo_bridge.errors import EncodeError
 from dativo_bridge.schema import JSON_TYPE
 
@@ -515,17 +516,9 @@ def _check_writable(batch: pa.RecordBatch, stream: str | None) -> None:
 
 
 def may_be_unwritable(dtype: pa.DataType) -> bool:
-    if pa.types.is_dictionary(dtype):
-        return may_be_unwritable(dtype.value_type)
-    if pa.types.is_struct(dtype):
-        return any(may_be_unwritable(dtype.field(i).type) for i in range(dtype.num_fields))
-    if (
-        pa.types.is_list(dtype)
-        or pa.types.is_large_list(dtype)
-        or pa.types.is_fixed_size_list(dtype)
-    ):
-        return may_be_unwritable(dtype.value_type)
-    return _bounds(dtype) is not None
+    """Whether ``dtype`` holds (at any depth) a temporal type with values beyond what its
+    Singer text can hold (see :func:`first_unwritable`)."""
+    return any_nested(dtype, lambda t: _bounds(t) is not None)
 
 
 def _value_bytes(arr: pa.StringArray) -> memoryview:
