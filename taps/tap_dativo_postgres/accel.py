@@ -24,13 +24,14 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from dativo_bridge import accel
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.schema import JSON_TYPE
 from tap_dativo_postgres import copy as pgcopy
 from tap_dativo_postgres.catalog import ColumnPlan
 
-#: Session settings the text forms depend on, as tap_dativo_postgres.reader.connect sets them.
-SESSION_SETUP = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3"
+#: Session settings the text forms depend on, the same as the Python path's connection.
+SESSION_SETUP = "; ".join(pgcopy.SESSION_SETUP)
 
 #: PostgreSQL base type -> the extension's binary decoder.
 _DECODERS = {
@@ -111,14 +112,8 @@ def copy_query(
     order_by: str | None,
 ) -> sql.Composed:
     """The binary COPY statement for a (partial) read of a table (cf. copy.copy_query)."""
-    query = sql.SQL("SELECT {cols} FROM {table}").format(
-        cols=sql.SQL(", ").join(_column(p).select for p in plans), table=table
-    )
-    if where is not None:
-        query = sql.SQL("{q} WHERE {w}").format(q=query, w=where)
-    if order_by:
-        query = sql.SQL("{q} ORDER BY {o} NULLS FIRST").format(q=query, o=sql.Identifier(order_by))
-    return sql.SQL("COPY ({q}) TO STDOUT (FORMAT binary)").format(q=query)
+    columns = (_column(p).select for p in plans)
+    return pgcopy.copy_statement(table, columns, where, order_by, "binary")
 
 
 def rust_dsn(conn: psycopg.Connection) -> str | None:
@@ -216,7 +211,7 @@ def read_copy(
         DativoError: The query failed, a value does not fit its column, or a plan has
             no binary decoder.
     """
-    import dativo_accel
+    dativo_accel = accel.required()
 
     text = query if isinstance(query, str) else query.as_string(None)
     columns, schema = _columns(plans)
@@ -255,7 +250,7 @@ def read_copy_parallel(
         ConfigError: The server could not be reached (no password in the message).
         DativoError: A query failed or a value does not fit its column.
     """
-    import dativo_accel
+    dativo_accel = accel.required()
 
     texts = [q if isinstance(q, str) else q.as_string(None) for q in queries]
     columns, schema = _columns(plans)
@@ -281,7 +276,7 @@ def _columns(plans: Sequence[ColumnPlan]) -> tuple[list[_Column], pa.Schema]:
 @contextlib.contextmanager
 def _errors(where: str, plans: Sequence[ColumnPlan]) -> Iterator[None]:
     """The extension's errors when a read starts, as the tap's error classes."""
-    import dativo_accel
+    dativo_accel = accel.required()
 
     try:
         yield

@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -23,6 +23,15 @@ from psycopg import sql
 from dativo_bridge.errors import DativoError
 from dativo_bridge.schema import JSON_TYPE
 from tap_dativo_postgres.catalog import INTERVAL_TYPE, ColumnPlan
+
+#: The session settings both paths read with (the Python connection and every connection
+#: of the Rust extension): text forms as the converters expect them (UTC, ISO dates,
+#: floats that round-trip).
+SESSION_SETUP = (
+    "SET TimeZone = 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET extra_float_digits = 3",
+)
 
 
 class ConnectionLost(DativoError):
@@ -185,6 +194,26 @@ def rebuild(plans: Sequence[ColumnPlan], batch: pa.RecordBatch) -> pa.RecordBatc
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def copy_statement(
+    table: sql.Composable,
+    columns: Iterable[sql.Composable],
+    where: sql.Composable | None,
+    order_by: str | None,
+    fmt: str,
+) -> sql.Composed:
+    """``COPY (SELECT <columns> FROM <table> [WHERE ...] [ORDER BY <key> NULLS FIRST]) TO
+    STDOUT (FORMAT <fmt>)``: the statement of every read, on either path (``csv`` here,
+    ``binary`` for the Rust path). NULL keys come first (see the reader's docstring)."""
+    query = sql.SQL("SELECT {cols} FROM {table}").format(
+        cols=sql.SQL(", ").join(columns), table=table
+    )
+    if where is not None:
+        query = sql.SQL("{q} WHERE {w}").format(q=query, w=where)
+    if order_by:
+        query = sql.SQL("{q} ORDER BY {o} NULLS FIRST").format(q=query, o=sql.Identifier(order_by))
+    return sql.SQL("COPY ({q}) TO STDOUT (FORMAT {f})").format(q=query, f=sql.SQL(fmt))
+
+
 def copy_query(
     table: sql.Composable,
     plans: Sequence[ColumnPlan],
@@ -192,14 +221,7 @@ def copy_query(
     order_by: str | None,
 ) -> sql.Composed:
     """The COPY statement for a (partial) read of a table."""
-    query = sql.SQL("SELECT {cols} FROM {table}").format(
-        cols=sql.SQL(", ").join(p.select() for p in plans), table=table
-    )
-    if where is not None:
-        query = sql.SQL("{q} WHERE {w}").format(q=query, w=where)
-    if order_by:
-        query = sql.SQL("{q} ORDER BY {o} NULLS FIRST").format(q=query, o=sql.Identifier(order_by))
-    return sql.SQL("COPY ({q}) TO STDOUT (FORMAT csv)").format(q=query)
+    return copy_statement(table, (p.select() for p in plans), where, order_by, "csv")
 
 
 def read_copy(
