@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         DecodeError,
         PluginFailedError,
         PluginLoadError,
+        ReadError,
         SchemaMappingError,
         WriteError,
     )
@@ -32,6 +33,7 @@ _EXPORTS = {
     "DecodeError": "dativo_bridge.errors",
     "PluginFailedError": "dativo_bridge.errors",
     "PluginLoadError": "dativo_bridge.errors",
+    "ReadError": "dativo_bridge.errors",
     "SchemaMappingError": "dativo_bridge.errors",
     "WriteError": "dativo_bridge.errors",
     "ArrowReader": "dativo_bridge.interfaces",
@@ -69,6 +71,7 @@ __all__ = [
     "DecodeError",
     "PluginFailedError",
     "PluginLoadError",
+    "ReadError",
     "RecordDecoder",
     "RunResult",
     "SchemaMappingError",

@@ -13,17 +13,19 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from dativo_bridge.decrypt_cli import decrypt
 from dativo_bridge.delivery import StreamStats
-from dativo_bridge.errors import DativoError
+from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.foreign import ForeignTap, ForeignTarget, remove_stale_private_dirs
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class, registered_plugin
 from dativo_bridge.project import PluginDef, Project
 from dativo_bridge.redact import Redactor, secret_values
 from dativo_bridge.runner import RunResult, run
+from dativo_bridge.settings import target_schema, validated
 from dativo_bridge.state import LocalStateStore
 
 logger = logging.getLogger("dativo")
@@ -59,7 +61,12 @@ def stats_table(streams: Mapping[str, StreamStats], elapsed: float, title: str) 
 
 
 def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], list[str]]:
-    """(class or Foreign plugin, config, schema-declared secrets) for a plugin definition."""
+    """(class or Foreign plugin, config, schema-declared secrets) for a plugin definition.
+
+    The config of a Dativo plugin or user class is validated against its settings and
+    defaulted (a ConfigError names the plugin as meltano.yml does); a foreign plugin's is
+    passed on as it is, for the plugin to check.
+    """
     config = dict(plugin.config)
     setting = CLASS_SETTINGS[plugin.kind]
     base: type[ArrowReader] | type[ArrowWriter] = (
@@ -70,14 +77,10 @@ def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], l
         cls: type[ArrowReader] | type[ArrowWriter] = load_class(
             str(config.pop(setting)), base, allowed_dirs=dirs, project_dir=project.dir
         )
-        return cls, config, secret_values(config, cls.config_jsonschema, plugin.sensitive)
+        return cls, *_checked(plugin, cls, config)
     registered = registered_plugin(plugin.executable) or registered_plugin(plugin.name)
     if registered is not None and issubclass(registered, base):
-        return (
-            registered,
-            config,
-            secret_values(config, registered.config_jsonschema, plugin.sensitive),
-        )
+        return registered, *_checked(plugin, registered, config)
     command = plugin.command(project.dir)
     foreign_cls = ForeignTap if plugin.kind == "extractors" else ForeignTarget
     foreign = foreign_cls(
@@ -89,6 +92,21 @@ def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], l
         cwd=str(project.dir),
     )
     return foreign, config, secret_values(config, None, plugin.sensitive)
+
+
+def _checked(
+    plugin: PluginDef, cls: type[ArrowReader] | type[ArrowWriter], config: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """(validated config, its secrets); the secrets are found before validating, so that
+    they are masked even in a validation error."""
+    schema = cls.config_jsonschema
+    if issubclass(cls, ArrowWriter):
+        schema = target_schema(schema)
+    secrets = secret_values(config, schema, plugin.sensitive)
+    try:
+        return validated(schema, config, plugin=plugin.name), secrets
+    except ConfigError as exc:
+        raise ConfigError(Redactor(secrets).redact(str(exc))) from None
 
 
 @click.group()
@@ -120,9 +138,10 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option(
     "--checkpoint-rows",
-    default=1_000_000,
-    show_default=True,
-    help="Commit the destination after this many rows.",
+    type=int,
+    default=None,
+    help="Commit the destination after this many rows "
+    "[default: the target's checkpoint_rows setting, else 1,000,000].",
 )
 @click.option("--log-level", default="INFO", show_default=True)
 def run_command(
@@ -134,7 +153,7 @@ def run_command(
     state_dir: str | None,
     state_id: str | None,
     as_json: bool,
-    checkpoint_rows: int,
+    checkpoint_rows: int | None,
     log_level: str,
 ) -> None:
     """Run TAP into TARGET as defined in meltano.yml.
@@ -183,8 +202,12 @@ def run_command(
             project=project,
         )
     except DativoError as exc:
+        # One line, however long (a narrow terminal must not wrap it into several).
         console.print(
-            f"[bold red]error:[/] {redactor.redact(str(exc))}", highlight=False, markup=True
+            f"[bold red]error:[/] {escape(redactor.redact(str(exc)))}",
+            highlight=False,
+            markup=True,
+            soft_wrap=True,
         )
         sys.exit(1)
     except Exception:

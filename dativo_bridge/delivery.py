@@ -21,6 +21,7 @@ from dativo_bridge.conform import Mismatch, NullValue, conform
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.schema import relax_nullability
+from dativo_bridge.settings import CHECKPOINT_ROWS, CHECKPOINT_SECONDS
 
 logger = logging.getLogger("dativo.delivery")
 
@@ -53,8 +54,8 @@ class StreamWriters:
         config: Mapping[str, Any],
         on_state: Callable[[Any], None],
         *,
-        checkpoint_rows: int = 1_000_000,
-        checkpoint_seconds: float = 300.0,
+        checkpoint_rows: int = CHECKPOINT_ROWS,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
         state_id: str | None = None,
     ) -> None:
         self._make_writer = make_writer

@@ -112,6 +112,11 @@ class PluginFailedError(DativoError):
         super().__init__(f"plugin '{plugin}' {status}; last stderr lines:\n{tail}")
 
 
+class ReadError(DativoError):
+    """A reader could not read its source: a file, a query, a response or a value in it
+    (a setting problem is a ConfigError instead)."""
+
+
 class WriteError(DativoError):
     """A writer could not write or commit its data."""
 

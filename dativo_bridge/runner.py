@@ -42,6 +42,7 @@ from dativo_bridge.foreign import (
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.redact import Redactor
 from dativo_bridge.selection import select_columns
+from dativo_bridge.settings import target_schema, validated
 from dativo_bridge.sources import bookmark_state, reader_events, starting_bookmark
 from dativo_bridge.state import StateStore
 
@@ -176,8 +177,8 @@ def run(
     full_refresh: bool = False,
     progress: ProgressCallback | None = None,
     queue_size: int = 2,
-    checkpoint_rows: int = 1_000_000,
-    checkpoint_seconds: float = 300.0,
+    checkpoint_rows: int | None = None,
+    checkpoint_seconds: float | None = None,
     redactor: Redactor | None = None,
 ) -> RunResult:
     """Move every selected stream of ``source`` into ``destination``.
@@ -195,8 +196,10 @@ def run(
         full_refresh: Ignore stored state and read everything.
         progress: Called with per-stream stats about twice a second.
         queue_size: Batches in flight between reader and writer.
-        checkpoint_rows: Commit after this many rows (with a STATE pending).
-        checkpoint_seconds: ... or this many seconds.
+        checkpoint_rows: Commit after this many rows (with a STATE pending); None: the
+            destination's ``checkpoint_rows`` setting (default 1,000,000).
+        checkpoint_seconds: ... or this many seconds; None: its ``checkpoint_seconds``
+            setting (default 300).
         redactor: Masks secrets in messages from foreign plugins.
 
     Returns:
@@ -206,6 +209,8 @@ def run(
         DativoError: Configuration, decode, write and plugin failures.
     """
     started = time.monotonic()
+    source_config = _validated_source(source, source_config)
+    destination_config = settings = _validated_destination(destination, destination_config)
     if not isinstance(source, ForeignTap):
         for key in _SINGER_OUTPUT_SETTINGS:
             if (source_config or {}).get(key):
@@ -265,8 +270,12 @@ def run(
             _writer_factory(destination),
             dict(destination_config or {}),
             record_state,
-            checkpoint_rows=checkpoint_rows,
-            checkpoint_seconds=checkpoint_seconds,
+            checkpoint_rows=int(
+                settings["checkpoint_rows"] if checkpoint_rows is None else checkpoint_rows
+            ),
+            checkpoint_seconds=float(
+                settings["checkpoint_seconds"] if checkpoint_seconds is None else checkpoint_seconds
+            ),
             state_id=state_id,
         )
         result.streams = writers.stats
@@ -282,6 +291,33 @@ def run(
     result.elapsed = time.monotonic() - started
     ctx.progress.final(result.streams, result.elapsed)
     return result
+
+
+def _validated_source(source: Source, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An in-process reader's settings, validated and defaulted before it is opened (a
+    foreign tap validates its own)."""
+    if isinstance(source, ForeignTap):
+        return dict(config or {})
+    reader_type = source if isinstance(source, type) else type(source)
+    schema = getattr(reader_type, "config_jsonschema", None) or {}
+    name = getattr(reader_type, "name", None)
+    return validated(schema, config or {}, plugin=name)
+
+
+def _validated_destination(
+    destination: Destination, config: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """An in-process writer's settings (its own and every target's, such as
+    ``checkpoint_rows``), validated and defaulted before any writer is opened. A factory
+    that is not a writer class is checked against the settings every target has."""
+    if isinstance(destination, ForeignTarget):
+        return dict(config or {})
+    writer_type = destination if isinstance(destination, type) else type(destination)
+    if not issubclass(writer_type, ArrowWriter):
+        writer_type = ArrowWriter
+    schema = target_schema(writer_type.config_jsonschema)
+    name = writer_type.name if writer_type is not ArrowWriter else None
+    return validated(schema, config or {}, plugin=name)
 
 
 def _replacing(

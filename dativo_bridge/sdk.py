@@ -27,12 +27,7 @@ from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.singerlib import SchemaMessage
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
-from dativo_bridge.batch_files import (
-    BATCH_CLEANUP_SETTING,
-    BATCH_CONFIG_SCHEMA,
-    BatchFileWriter,
-    BatchSettings,
-)
+from dativo_bridge.batch_files import BATCH_CONFIG_SCHEMA, BatchFileWriter, BatchSettings
 from dativo_bridge.codecs.decode import loads
 from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.codecs.messages import SingerInput
@@ -42,37 +37,9 @@ from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.reading import checked_batches
 from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
 from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
+from dativo_bridge.settings import TARGET_COMMON_SETTINGS as TARGET_COMMON_SETTINGS
+from dativo_bridge.settings import target_schema, validated, with_settings
 from dativo_bridge.state import jsonable
-
-#: Settings every Dativo target understands, on top of its writer's own.
-TARGET_COMMON_SETTINGS: dict[str, Any] = {
-    "checkpoint_rows": {
-        "type": "integer",
-        "default": 1_000_000,
-        "description": "Commit (and release STATE) after this many rows.",
-    },
-    "checkpoint_seconds": {
-        "type": "number",
-        "default": 300,
-        "description": "... or after this many seconds.",
-    },
-    "batch_rows": {
-        "type": "integer",
-        "default": 100_000,
-        "description": "RECORD lines decoded into Arrow per batch.",
-    },
-    "batch_cleanup": BATCH_CLEANUP_SETTING,
-    "validate_records": {
-        "type": "boolean",
-        "default": True,
-        "title": "Validate Records",
-        "description": "Whether to validate the schema of the incoming streams: check each "
-        "record against the JSON Schema constraints of its SCHEMA (enum, const, "
-        "minLength/maxLength, pattern, minimum/maximum and exclusive bounds, required, "
-        "additionalProperties false). False skips these checks for speed; types are "
-        "always checked.",
-    },
-}
 
 
 def write_bytes(data: bytes) -> None:
@@ -331,7 +298,8 @@ class ArrowTap(Tap):
         """The opened reader (one per tap run)."""
         if self._reader is None:
             reader = self.reader_class()
-            reader.open(dict(self.config))
+            # The SDK validated the settings; the reader gets them with every default.
+            reader.open(validated(self.config_jsonschema, self.config, plugin=self.name))
             self._reader = reader
             # Tap.sync_all is final in singer-sdk: the reader's connections are closed when
             # the process ends (or by close_reader).
@@ -391,18 +359,19 @@ class ArrowTarget(Target):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.message_reader = _ArrowMessageReader(self)
-        config = dict(self.config)
+        # The SDK validated the settings; the writers get them with every default.
+        config = validated(self.config_jsonschema, self.config, plugin=self.name)
         self.writers = StreamWriters(
             self.writer_class,
             config,
             self._emit_state,
-            checkpoint_rows=int(config.get("checkpoint_rows") or 1_000_000),
-            checkpoint_seconds=float(config.get("checkpoint_seconds") or 300),
+            checkpoint_rows=int(config["checkpoint_rows"]),
+            checkpoint_seconds=float(config["checkpoint_seconds"]),
         )
         self.singer_input = SingerInput(
             self.writers,
-            batch_rows=int(config.get("batch_rows") or 100_000),
-            validate_records=config.get("validate_records", True) is not False,
+            batch_rows=int(config["batch_rows"]),
+            validate_records=bool(config["validate_records"]),
         )
 
     @classmethod
@@ -436,15 +405,6 @@ class ArrowTarget(Target):
             )
 
 
-def _with_common(schema: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(schema)
-    props = dict(merged.get("properties") or {})
-    for key, value in extra.items():
-        props.setdefault(key, value)
-    merged["properties"] = props
-    return merged
-
-
 def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> type[ArrowTap]:
     """Build a singer-sdk Tap class around an ArrowReader class.
 
@@ -459,7 +419,7 @@ def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> typ
     attrs = {
         "name": plugin,
         "package_name": "dativo",
-        "config_jsonschema": _with_common(
+        "config_jsonschema": with_settings(
             reader_class.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA}
         ),
         "reader_class": reader_class,
@@ -483,7 +443,7 @@ def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> 
     attrs = {
         "name": plugin,
         "package_name": "dativo",
-        "config_jsonschema": _with_common(writer_class.config_jsonschema, TARGET_COMMON_SETTINGS),
+        "config_jsonschema": target_schema(writer_class.config_jsonschema),
         "writer_class": writer_class,
         "__module__": writer_class.__module__,
         "__doc__": f"Singer target '{plugin}' writing with {writer_class.__name__}.",

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.errors import ConfigError, ReadError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.schema import JSON_TYPE, jsonschema_to_arrow
+from dativo_bridge.settings import with_defaults
 from tap_dativo_csv.diagnose import explain, header, line_of_row
 
 logger = logging.getLogger("dativo.csv")
@@ -83,12 +84,13 @@ class CsvReader(ArrowReader):
     is_sorted = True  # files in modification-time order; the bookmark moves per mtime group
 
     def open(self, config: Mapping[str, Any]) -> None:
+        config = with_defaults(self.config_jsonschema, config)
         super().open(config)
         files = config.get("files")
         if not files:
             raise ConfigError("tap-dativo-csv needs 'files': a list of {stream, path}")
         self._specs = {spec["stream"]: spec for spec in files}
-        self._block = int(float(config.get("block_size_mb") or 16) * 1024 * 1024)
+        self._block = int(float(config["block_size_mb"]) * 1024 * 1024)
 
     def _paths(self, spec: Mapping[str, Any]) -> list[Path]:
         pattern = os.path.expanduser(str(spec["path"]))
@@ -101,16 +103,13 @@ class CsvReader(ArrowReader):
     def _options(self, spec: Mapping[str, Any]) -> tuple[pcsv.ReadOptions, pcsv.ParseOptions]:
         read = pcsv.ReadOptions(
             block_size=self._block,
-            encoding=spec.get("encoding") or self.config.get("encoding") or "utf-8",
+            encoding=spec.get("encoding") or self.config["encoding"],
         )
-        parse = pcsv.ParseOptions(
-            delimiter=spec.get("delimiter") or self.config.get("delimiter") or ","
-        )
+        parse = pcsv.ParseOptions(delimiter=spec.get("delimiter") or self.config["delimiter"])
         return read, parse
 
     def _null_values(self) -> list[str]:
-        values = self.config.get("null_values")
-        return list(values) if values is not None else [""]
+        return list(self.config["null_values"])
 
     def discover(self) -> Sequence[StreamInfo]:
         streams = []
@@ -151,7 +150,7 @@ class CsvReader(ArrowReader):
                 schema: pa.Schema = reader.schema
         except (pa.ArrowInvalid, OSError) as exc:
             where = explain(paths[0], read.encoding, parse.delimiter, exc)
-            raise DativoError(
+            raise ReadError(
                 f"stream '{name}', file {paths[0]}, {where} (while inferring the schema)"
             ) from None
         # Singer date-times carry microseconds: inferred seconds widen to that.
@@ -223,7 +222,7 @@ class CsvReader(ArrowReader):
                     yield self._finish_batch(stream, batch, path, modified)
         except (pa.ArrowInvalid, OSError) as exc:
             where = explain(path, read.encoding, parse.delimiter, exc)
-            raise DativoError(f"stream '{stream.name}', file {path}, {where}") from None
+            raise ReadError(f"stream '{stream.name}', file {path}, {where}") from None
 
     def _check_header(
         self,
@@ -238,15 +237,15 @@ class CsvReader(ArrowReader):
             names = header(path, read.encoding, parse.delimiter)
         except OSError as exc:
             where = explain(path, read.encoding, parse.delimiter, exc)
-            raise DativoError(f"stream '{stream.name}', file {path}, {where}") from None
+            raise ReadError(f"stream '{stream.name}', file {path}, {where}") from None
         if names is None:
-            raise DativoError(
+            raise ReadError(
                 f"stream '{stream.name}', file {path}: the file is empty (no header line); "
                 "a file without rows needs at least its header"
             )
         extra = [n for n in names if n not in parse_types]
         if extra and not self._specs[stream.name].get("schema"):
-            raise DativoError(
+            raise ReadError(
                 f"stream '{stream.name}', file {path}, line 1: column(s) "
                 f"{', '.join(repr(n) for n in extra)} are not in the stream's schema, which "
                 "was inferred from the first file; declare a 'schema' with every column (or "
@@ -263,7 +262,7 @@ class CsvReader(ArrowReader):
         missing = [n for n in parse_types if n not in names]
         not_nullable = [n for n in missing if not stream.schema.field(n).nullable]
         if not_nullable:
-            raise DativoError(
+            raise ReadError(
                 f"stream '{stream.name}', file {path}, line 1: no column "
                 f"{', '.join(repr(n) for n in not_nullable)}, which may not be null"
             )
@@ -294,7 +293,7 @@ class CsvReader(ArrowReader):
             row = rows_before + int(pc.index(column.is_null(), True).as_py())
             line = line_of_row(path, read.encoding, parse.delimiter, row)
             at = f"line {line}, " if line is not None else ""
-            raise DativoError(
+            raise ReadError(
                 f"stream '{stream.name}', file {path}, {at}column '{f.name}': a null value "
                 f"(one of null_values {self._null_values()!r}) in a column that may not be null"
             )

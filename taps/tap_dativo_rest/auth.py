@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.errors import ConfigError, ReadError
+from dativo_bridge.settings import with_defaults
+from tap_dativo_rest.config import AUTH_SCHEMA
 from tap_dativo_rest.http import HttpError
 
 if TYPE_CHECKING:
@@ -158,7 +160,7 @@ class OAuth2ClientCredentials(Auth):
         body = response.body if isinstance(response.body, Mapping) else {}
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
-            raise DativoError(
+            raise ReadError(
                 f"OAuth2 token response from {self._client.mask(self._token_url)} "
                 "has no 'access_token'"
             )
@@ -187,8 +189,8 @@ def make_auth(settings: Mapping[str, Any] | None, client: HttpClient) -> Auth:
     Raises:
         ConfigError: Unknown type or missing credentials.
     """
-    settings = settings or {}
-    kind = settings.get("type") or "none"
+    settings = with_defaults(AUTH_SCHEMA, settings or {})
+    kind = settings["type"]
     if kind == "none":
         return Auth()
     if kind == "bearer":
@@ -196,9 +198,7 @@ def make_auth(settings: Mapping[str, Any] | None, client: HttpClient) -> Auth:
         return BearerAuth(token)
     if kind == "api_key":
         (key,) = _need(settings, kind, "api_key")
-        return ApiKeyAuth(
-            key, settings.get("name"), settings.get("in") or "header", settings.get("prefix") or ""
-        )
+        return ApiKeyAuth(key, settings.get("name"), settings["in"], settings.get("prefix") or "")
     if kind == "basic":
         username = _need(settings, kind, "username")[0]
         return BasicAuth(username, str(settings.get("password") or ""))
@@ -213,6 +213,6 @@ def make_auth(settings: Mapping[str, Any] | None, client: HttpClient) -> Auth:
             secret,
             scope=settings.get("scope"),
             extra=settings.get("token_params"),
-            client_auth=settings.get("client_auth") or "body",
+            client_auth=settings["client_auth"],
         )
     raise ConfigError(f"unknown auth type {kind!r} (one of none, bearer, api_key, basic, oauth2)")

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dativo_bridge.errors import ConfigError
+from dativo_bridge.settings import with_defaults
 
 PAGINATION_TYPES = ("none", "page", "offset", "cursor", "link", "next_url")
 AUTH_TYPES = ("none", "bearer", "api_key", "basic", "oauth2")
 
-_PAGINATION: dict[str, Any] = {
+PAGINATION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "How to get the next page (see docs/rest-tap.md).",
     "properties": {
@@ -42,7 +43,7 @@ _PAGINATION: dict[str, Any] = {
     },
 }
 
-_AUTH: dict[str, Any] = {
+AUTH_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "How requests authenticate (see docs/rest-tap.md).",
     "properties": {
@@ -109,7 +110,7 @@ _STREAM: dict[str, Any] = {
             "default": True,
             "description": "Without 'schema': infer one from the first page (else an error).",
         },
-        "pagination": _PAGINATION,
+        "pagination": PAGINATION_SCHEMA,
     },
     "required": ["name", "path"],
 }
@@ -119,14 +120,14 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
     "properties": {
         "api_url": {"type": "string", "description": "Base URL, e.g. https://api.example.com"},
         "streams": {"type": "array", "items": _STREAM, "description": "One entry per stream."},
-        "auth": _AUTH,
+        "auth": AUTH_SCHEMA,
         "headers": {
             "type": "object",
             "additionalProperties": {"type": "string"},
             "description": "Headers sent with every request (put secrets in 'auth').",
         },
         "params": {"type": "object", "description": "Query parameters sent with every request."},
-        "pagination": {**_PAGINATION, "description": "Default pagination of every stream."},
+        "pagination": {**PAGINATION_SCHEMA, "description": "Default pagination of every stream."},
         "start_date": {
             "type": "string",
             "description": "Bookmark to send on a stream's first incremental run.",
@@ -212,11 +213,13 @@ def join_url(base: str, path: str) -> str:
 
 
 def parse_streams(config: Mapping[str, Any]) -> list[StreamSpec]:
-    """The stream specs of a validated config, with the global defaults applied.
+    """The stream specs of a config, with the schema's defaults and the global settings
+    applied.
 
     Raises:
         ConfigError: If a stream is incomplete, duplicated or contradicts itself.
     """
+    config = with_defaults(CONFIG_JSONSCHEMA, config)
     base = str(config.get("api_url") or "")
     if not base.startswith(("http://", "https://")):
         raise ConfigError(f"'api_url' must be an http(s) URL, got {base!r}")
@@ -235,8 +238,8 @@ def parse_streams(config: Mapping[str, Any]) -> list[StreamSpec]:
         schema = raw.get("schema")
         if not schema and raw.get("infer_schema") is False:
             raise ConfigError(f"stream '{name}': give a 'schema' or set 'infer_schema': true")
-        pagination = dict(raw.get("pagination") or default_pagination)
-        kind = pagination.get("type", "none")
+        pagination = with_defaults(PAGINATION_SCHEMA, raw.get("pagination") or default_pagination)
+        kind = pagination["type"]
         if kind not in PAGINATION_TYPES:
             raise ConfigError(
                 f"stream '{name}': unknown pagination type {kind!r} "
@@ -253,7 +256,7 @@ def parse_streams(config: Mapping[str, Any]) -> list[StreamSpec]:
             StreamSpec(
                 name=str(name),
                 url=join_url(base, str(raw["path"])),
-                records_path=str(raw.get("records_path") or "$[*]"),
+                records_path=str(raw["records_path"]),
                 primary_keys=tuple(raw.get("primary_keys") or ()),
                 replication_key=raw.get("replication_key") or None,
                 bookmark_param=bookmark_param or None,
@@ -262,7 +265,7 @@ def parse_streams(config: Mapping[str, Any]) -> list[StreamSpec]:
                 schema=dict(schema) if schema else None,
                 pagination=pagination,
                 require_records_path=bool(
-                    raw.get("require_records_path", config.get("require_records_path", False))
+                    raw.get("require_records_path", config["require_records_path"])
                 ),
             )
         )

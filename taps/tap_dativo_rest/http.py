@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import requests
 
 from dativo_bridge.codecs.decode import loads
-from dativo_bridge.errors import DativoError
+from dativo_bridge.errors import ReadError
 from dativo_bridge.redact import MASK, SECRET_NAME, Redactor
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ RETRY_STATUSES = frozenset({408, 429})
 _SPACE = re.compile(r"\s+")
 
 
-class HttpError(DativoError):
+class HttpError(ReadError):
     """A request failed for good.
 
     Attributes:

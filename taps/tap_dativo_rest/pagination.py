@@ -11,7 +11,9 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 
-from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.errors import ConfigError, ReadError
+from dativo_bridge.settings import with_defaults
+from tap_dativo_rest.config import PAGINATION_SCHEMA
 from tap_dativo_rest.http import Response
 
 
@@ -124,7 +126,7 @@ class CursorPaginator(Paginator):
         if cursor is None or cursor == "" or cursor is False:
             return None
         if request.params.get(self.param) == cursor:
-            raise DativoError(
+            raise ReadError(
                 f"cursor pagination: the server returned the same cursor {cursor!r} twice "
                 f"(at {self.next_path}); stopping instead of looping"
             )
@@ -150,7 +152,7 @@ class _UrlPaginator(Paginator):
             return None
         url = urljoin(response.url, target)
         if url in self._seen or url == response.url:
-            raise DativoError(
+            raise ReadError(
                 "pagination: the next-page URL was already requested; stopping instead of looping"
             )
         self._seen.add(url)
@@ -192,7 +194,8 @@ def make_paginator(settings: Mapping[str, Any]) -> Paginator:
     Raises:
         ConfigError: Unknown type or missing settings.
     """
-    kind = settings.get("type") or "none"
+    settings = with_defaults(PAGINATION_SCHEMA, settings)
+    kind = settings["type"]
     if kind == "none":
         return NoPagination()
     if kind == "page":
@@ -207,15 +210,15 @@ def make_paginator(settings: Mapping[str, Any]) -> Paginator:
         return OffsetPaginator(
             settings.get("param") or "offset",
             int(settings.get("start", 0)),
-            settings.get("limit_param") or "limit",
-            int(settings.get("limit") or 100),
+            settings["limit_param"],
+            int(settings["limit"]),
             settings.get("total_path"),
         )
     if kind == "cursor":
         return CursorPaginator(str(settings["next_path"]), str(settings["param"]))
-    keep = bool(settings.get("keep_params", False))
+    keep = bool(settings["keep_params"])
     if kind == "link":
-        return LinkHeaderPaginator(settings.get("rel") or "next", keep)
+        return LinkHeaderPaginator(settings["rel"], keep)
     if kind == "next_url":
         return NextUrlPaginator(str(settings["next_path"]), keep)
     raise ConfigError(f"unknown pagination type {kind!r}")

@@ -11,10 +11,11 @@ from typing import Any
 import pyarrow as pa
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 
-from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.errors import ConfigError, ReadError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.redact import Redactor, secret_values
 from dativo_bridge.schema import jsonschema_to_arrow
+from dativo_bridge.settings import with_defaults
 from tap_dativo_rest.auth import make_auth
 from tap_dativo_rest.config import CONFIG_JSONSCHEMA, StreamSpec, parse_streams
 from tap_dativo_rest.http import HttpClient, RateLimiter, RetryPolicy
@@ -56,25 +57,26 @@ class RestReader(ArrowReader):
 
     def open(self, config: Mapping[str, Any]) -> None:
         """Parse the settings and prepare the HTTP client (no request is sent yet)."""
+        config = with_defaults(self.config_jsonschema, config)
         super().open(config)
         self._specs: dict[str, StreamSpec] = {s.name: s for s in parse_streams(config)}
         redactor = Redactor(_secrets(config))
-        headers = {"User-Agent": str(config.get("user_agent") or "tap-dativo-rest")}
+        headers = {"User-Agent": str(config["user_agent"])}
         headers["Accept"] = "application/json"
         headers.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
         self.client = HttpClient(
             headers=headers,
-            connect_timeout=_setting(config, "connect_timeout", 10.0),
-            read_timeout=_setting(config, "timeout", 30.0),
+            connect_timeout=_setting(config, "connect_timeout"),
+            read_timeout=_setting(config, "timeout"),
             retry=RetryPolicy(
-                max_retries=int(_setting(config, "max_retries", 5)),
-                backoff_factor=_setting(config, "backoff_factor", 0.5),
-                max_backoff=_setting(config, "max_backoff", 60.0),
-                max_retry_after=_setting(config, "max_retry_after", 300.0),
+                max_retries=int(_setting(config, "max_retries")),
+                backoff_factor=_setting(config, "backoff_factor"),
+                max_backoff=_setting(config, "max_backoff"),
+                max_retry_after=_setting(config, "max_retry_after"),
             ),
             limiter=RateLimiter(config.get("requests_per_second")),
             redactor=redactor,
-            verify=bool(config.get("verify_ssl", True)),
+            verify=bool(config["verify_ssl"]),
         )
         self.client.auth = make_auth(config.get("auth"), self.client)
         path = config.get("dead_letter_path")
@@ -111,7 +113,7 @@ class RestReader(ArrowReader):
         response = self.client.get_json(request.url, request.params, spec.headers)
         records = [r for r in self._records(spec, response.body) if isinstance(r, dict)]
         if not records:
-            raise DativoError(
+            raise ReadError(
                 f"stream '{spec.name}': cannot infer a schema, the first page of "
                 f"{self.client.mask(spec.url)} has no records at {spec.records_path}; "
                 "declare a 'schema' instead"
@@ -138,7 +140,7 @@ class RestReader(ArrowReader):
         if body is None:
             return []
         if not isinstance(body, dict | list):
-            raise DativoError(
+            raise ReadError(
                 f"stream '{spec.name}': the response body is a JSON {type(body).__name__}, "
                 f"not an object or array to apply {spec.records_path} to"
             )
@@ -194,7 +196,7 @@ class RestReader(ArrowReader):
             "against a response body"
         )
         if spec.require_records_path:
-            raise DativoError(message + " (require_records_path is set)")
+            raise ReadError(message + " (require_records_path is set)")
         if spec.name not in self._unmatched_warned:
             self._unmatched_warned.add(spec.name)
             logger.warning("%s (set require_records_path to fail instead)", message)
@@ -210,11 +212,9 @@ class RestReader(ArrowReader):
             self.dead_letters.close()
 
 
-def _setting(config: Mapping[str, Any], key: str, default: float) -> float:
-    """A numeric setting (missing or null: ``default``), never negative."""
-    value = config.get(key)
-    if value is None:
-        return default
+def _setting(config: Mapping[str, Any], key: str) -> float:
+    """A numeric setting of the defaulted config, never negative."""
+    value = config[key]
     try:
         number = float(value)
     except (TypeError, ValueError):

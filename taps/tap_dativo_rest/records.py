@@ -20,7 +20,7 @@ from dativo_bridge.codecs.values import (
     expected_type,
     value_converter,
 )
-from dativo_bridge.errors import DativoError
+from dativo_bridge.errors import ReadError
 from dativo_bridge.schema import ANY_JSON_TYPES
 
 logger = logging.getLogger("dativo.rest")
@@ -96,14 +96,14 @@ def infer_jsonschema(
     property nullable except the key properties.
 
     Raises:
-        DativoError: If the sample has no records or no properties.
+        ReadError: If the sample has no records or no properties.
     """
     names: dict[str, None] = {}
     for record in records:
         for name in record:
             names.setdefault(name, None)
     if not names:
-        raise DativoError("the sample has no records (or only empty ones) to infer a schema from")
+        raise ReadError("the sample has no records (or only empty ones) to infer a schema from")
     props: dict[str, Any] = {}
     for name in names:
         prop = infer_property([r.get(name) for r in records])
@@ -223,7 +223,7 @@ class BatchBuilder:
             where: Context for messages, e.g. ``page 3 (GET https://...)``.
 
         Raises:
-            DativoError: A record does not fit and there is no dead-letter file.
+            ReadError: A record does not fit and there is no dead-letter file.
         """
         columns: list[list[Any]] = [[] for _ in self._converters]
         for offset, record in enumerate(records):
@@ -232,7 +232,7 @@ class BatchBuilder:
                 index = first_index + offset
                 if self.dead_letters is None:
                     place = f", {where}" if where else ""
-                    raise DativoError(
+                    raise ReadError(
                         f"stream '{self.stream}', record index {index}{place}: {reason} "
                         "(set 'dead_letter_path' to divert such records instead)"
                     )

@@ -38,6 +38,7 @@ from pyiceberg.table import Table, TableProperties
 from dativo_bridge.conform import conform
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.settings import with_defaults
 from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
 from target_dativo_iceberg.tables import (
@@ -117,10 +118,11 @@ def table_name(stream: str, config: Mapping[str, Any]) -> str:
 
 
 def _catalog_props(config: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    config = with_defaults(CONFIG_JSONSCHEMA, config)
     props = {str(k): str(v) for k, v in (config.get("catalog") or {}).items()}
-    name = str(config.get("catalog_name") or "dativo")
+    name = str(config["catalog_name"])
     if not props:
-        warehouse = Path(str(config.get("warehouse") or "output/iceberg")).resolve()
+        warehouse = Path(str(config["warehouse"])).resolve()
         warehouse.mkdir(parents=True, exist_ok=True)
         props = {
             "type": "sql",
@@ -145,7 +147,7 @@ def open_catalog(config: Mapping[str, Any]) -> Catalog:
 
 
 def _namespace(config: Mapping[str, Any]) -> str:
-    return str(config.get("namespace") or "singer")
+    return str(with_defaults(CONFIG_JSONSCHEMA, config)["namespace"])
 
 
 @dataclass(frozen=True)
@@ -210,17 +212,16 @@ class IcebergWriter(ArrowWriter):
     # -- opening --------------------------------------------------------------------
 
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
+        config = with_defaults(self.config_jsonschema, config)
         super().open(config, stream)
-        self._method = str(config.get("load_method") or "append")
-        if self._method not in ("append", "upsert", "overwrite"):
-            raise ConfigError(
-                f"load_method must be append, upsert or overwrite, not {self._method!r}"
-            )
+        self._method = method = str(config["load_method"])
+        if method not in ("append", "upsert", "overwrite"):
+            raise ConfigError(f"load_method must be append, upsert or overwrite, not {method!r}")
         if self._method == "upsert" and not stream.key_properties:
             raise ConfigError(f"stream '{stream.name}': load_method upsert needs key properties")
-        self._target_bytes = int(float(config.get("target_file_size_mb") or 256) * 2**20)
-        self._compression = str(config.get("compression") or "zstd")
-        self._retries = int(config.get("commit_retries") or 5)
+        self._target_bytes = int(float(config["target_file_size_mb"]) * 2**20)
+        self._compression = str(config["compression"])
+        self._retries = int(config["commit_retries"])
         self._catalog = open_catalog(config)
         namespace = _namespace(config)
         with contextlib.suppress(NamespaceAlreadyExistsError):
@@ -533,7 +534,7 @@ class IcebergWriter(ArrowWriter):
         With ``load_method: overwrite`` an empty state: an overwrite run replaces the table
         with the whole source, so it reads from the start, whatever an earlier run stored.
         """
-        if str(config.get("load_method") or "append") == "overwrite":
+        if with_defaults(CONFIG_JSONSCHEMA, config)["load_method"] == "overwrite":
             return {"bookmarks": {}}
         catalog = open_catalog(config)
         namespace = _namespace(config)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from dativo_bridge.aws import S3_SETTINGS
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.settings import with_defaults
 from target_dativo_parquet.leftovers import (
     abandoned_upload,
     new_run_id,
@@ -148,12 +149,13 @@ class ParquetWriter(ArrowWriter):
         self._location: str | None = None
 
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
+        config = with_defaults(self.config_jsonschema, config)
         super().open(config, stream)
         if not config.get("path"):
             raise ConfigError(
                 "target-dativo-parquet needs the setting 'path' (a directory or s3://bucket/prefix)"
             )
-        self._method = str(config.get("load_method") or "append")
+        self._method = str(config["load_method"])
         if self._method not in ("append", "overwrite"):
             raise ConfigError(f"load_method must be append or overwrite, not {self._method!r}")
         self._storage = Storage(str(config["path"]), config)
@@ -166,9 +168,9 @@ class ParquetWriter(ArrowWriter):
                 "both copies or neither): use target-dativo-iceberg, whose overwrite is one "
                 "snapshot, or load_method append into an empty prefix"
             )
-        self._compression = str(config.get("compression") or "zstd")
-        self._target_bytes = int(float(config.get("target_file_size_mb") or 128) * 1024 * 1024)
-        self._row_group_rows = int(config.get("row_group_rows") or 1_000_000)
+        self._compression = str(config["compression"])
+        self._target_bytes = int(float(config["target_file_size_mb"]) * 1024 * 1024)
+        self._row_group_rows = int(config["row_group_rows"])
         self._partition_by: Sequence[str] = list(config.get("partition_by") or [])
         missing = [c for c in self._partition_by if c not in stream.schema.names]
         if missing:

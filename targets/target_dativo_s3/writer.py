@@ -33,6 +33,7 @@ from dativo_bridge.crypto.reading import (
 )
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.settings import with_defaults
 from target_dativo_parquet.writer import stream_dir_name
 from target_dativo_s3.settings import CONFIG_JSONSCHEMA, EXTENSION, OBJECT_METADATA
 from target_dativo_s3.upload import MIN_PART_SIZE, MultipartUpload
@@ -73,26 +74,27 @@ class EncryptedS3Writer(ArrowWriter):
         self._run = f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
 
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
+        config = with_defaults(self.config_jsonschema, config)
         super().open(config, stream)
         bucket = str(config.get("bucket") or "")
         if not bucket:
             raise ConfigError("target-dativo-s3 needs the setting 'bucket'")
-        prefix = str(config.get("prefix") or "").strip("/")
+        prefix = str(config["prefix"]).strip("/")
         if not _SAFE_PREFIX.match(prefix):
             raise ConfigError("the setting 'prefix' contains control characters")
-        self._format = str(config.get("format") or "parquet")
+        self._format = str(config["format"])
         if self._format not in ("parquet", "jsonl"):
             raise ConfigError(f"format must be parquet or jsonl, not {self._format!r}")
         self._user_context = _user_context(config.get("encryption_context"))
-        self._frame_length = int(config.get("frame_size") or 1024 * 1024)
+        self._frame_length = int(config["frame_size"])
         if not 1024 <= self._frame_length <= 64 * 1024 * 1024:
             raise ConfigError("frame_size must be between 1024 and 67108864 bytes")
-        self._part_size = int(float(config.get("upload_part_size_mb") or 8) * 1024 * 1024)
+        self._part_size = int(float(config["upload_part_size_mb"]) * 1024 * 1024)
         if self._part_size < MIN_PART_SIZE:
             raise ConfigError("upload_part_size_mb must be at least 5 (an S3 limit)")
-        self._target_bytes = int(float(config.get("target_file_size_mb") or 128) * 1024 * 1024)
-        self._compression = str(config.get("compression") or "zstd")
-        self._row_group_rows = int(config.get("row_group_rows") or 1_000_000)
+        self._target_bytes = int(float(config["target_file_size_mb"]) * 1024 * 1024)
+        self._compression = str(config["compression"])
+        self._row_group_rows = int(config["row_group_rows"])
         session = s3_session(config)  # every S3 and KMS call bounded by the timeouts
         self._providers: list[KeyProvider] = encryption_providers(config, session)
         self._client = s3_client(config, session)
