@@ -19,24 +19,21 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg import sql
 
+from dativo_bridge import accel as dativo_accel
 from dativo_bridge.errors import ConfigError, DativoError, ReadError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.settings import with_defaults
 from tap_dativo_postgres import accel
 from tap_dativo_postgres import copy as pgcopy
+from tap_dativo_postgres.batches import finite_values, whole_key_groups
 from tap_dativo_postgres.catalog import (
-    INT32_MAX,
-    INT32_MIN,
-    INT64_MAX,
-    INT64_MIN,
     ColumnPlan,
     TableInfo,
     discover,
@@ -167,18 +164,9 @@ def connect(config: Mapping[str, Any]) -> psycopg.Connection:
             f"(database {kwargs.get('dbname') or 'default'}, user "
             f"{kwargs.get('user') or 'default'}): {message}"
         ) from None
-    conn.execute("SET TimeZone = 'UTC'")
-    conn.execute("SET DateStyle = 'ISO, YMD'")
-    conn.execute("SET extra_float_digits = 3")
+    for statement in pgcopy.SESSION_SETUP:
+        conn.execute(statement)
     return conn
-
-
-def _rust_available() -> bool:
-    try:
-        import dativo_accel  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class PostgresReader(ArrowReader):
@@ -197,12 +185,13 @@ class PostgresReader(ArrowReader):
         config = with_defaults(self.config_jsonschema, config)
         super().open(config)
         accelerator = config["accelerator"]
-        if accelerator == "rust" and not _rust_available():
+        if accelerator == "rust" and not dativo_accel.available():
             raise ConfigError(
                 "accelerator is 'rust' but the dativo_accel extension is not "
                 "installed (pip install dativo-accel), use 'auto' or 'python'"
             )
-        self.accelerator = "rust" if accelerator != "python" and _rust_available() else "python"
+        rust = accelerator != "python" and dativo_accel.available()
+        self.accelerator = "rust" if rust else "python"
         self._conn = connect(config)
         self._rust_dsn: str | None = None
         self._rust_tls: dict[str, str] | None = None
@@ -274,7 +263,7 @@ class PostgresReader(ArrowReader):
         return conditions
 
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
-        finite = _finite_values(stream.schema, self._infinity)
+        finite = finite_values(stream.schema, self._infinity)
         for batch in self._read(stream, bookmark):
             yield finite(batch)
 
@@ -312,13 +301,13 @@ class PostgresReader(ArrowReader):
     ) -> Iterator[pa.RecordBatch]:
         """One COPY; after a lost connection, again from where it can resume (see the
         module docstring)."""
-        resume: Any | None = None  # the last key group yielded (whole: see _whole_key_groups)
+        resume: Any | None = None  # the last key group yielded (whole: see whole_key_groups)
         rows, lost = 0, 0
         while True:
             conditions = self._where(stream, bookmark, after=resume)
             batches = self._copy(self._conn, relation, plans, _and(conditions), order_by, where)
             if order_by:
-                batches = _whole_key_groups(batches, order_by)
+                batches = whole_key_groups(batches, order_by)
             try:
                 for batch in batches:
                     if order_by and batch.num_rows:
@@ -571,85 +560,6 @@ def _parallel_error(
             "again from its start by the next run"
         )
     return ReadError(f"{where}: parallel read failed: {pgcopy.first_line(error)}")
-
-
-def _whole_key_groups(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa.RecordBatch]:
-    """Re-cut key-ordered batches (NULL keys first) so that no value of ``key`` spans two
-    batches.
-
-    The rows sharing the last key value of a batch are held back and lead the next one, so
-    a bookmark taken after any batch covers every row at or below it. (A group of equal
-    keys is held in memory whole.) Rows with a NULL key come first and pass straight
-    through: they do not move the bookmark, so no STATE is released while they go by.
-    """
-    carry: pa.RecordBatch | None = None
-    for batch in batches:
-        if carry is not None and carry.num_rows:
-            batch = pa.Table.from_batches([carry, batch]).combine_chunks().to_batches()[0]
-        carry = None
-        if batch.num_rows == 0:
-            continue
-        column = batch.column(key)
-        last = column[batch.num_rows - 1]
-        if not last.is_valid:
-            yield batch  # all NULL keys
-            continue
-        tail = pc.sum(pc.equal(column, last)).as_py() or 0
-        cut = batch.num_rows - tail
-        if cut:
-            yield batch.slice(0, cut)
-        carry = batch.slice(cut)
-    if carry is not None and carry.num_rows:
-        yield carry
-
-
-_CLAMP_TIMESTAMP = 253402300799999999  # 9999-12-31 23:59:59.999999 in microseconds
-_CLAMP_TIMESTAMP_LOW = -62135596800000000  # 0001-01-01 00:00:00
-_CLAMP_DATE = 2932896  # 9999-12-31 in days since the epoch
-_CLAMP_DATE_LOW = -719162  # 0001-01-01
-_DAY_US = 86_400_000_000
-
-
-def _finite_values(schema: pa.Schema, mode: str) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
-    """A function that replaces PostgreSQL's infinities (the extreme integers of date and
-    timestamp columns) and time 24:00:00 by the nearest value engines can read, or by
-    null (``mode``), in the top-level columns of a batch. Batches without them are
-    returned unchanged (one min/max per such column)."""
-    plans: list[tuple[int, int, int, int, int, pa.DataType]] = []
-    for i, f in enumerate(schema):
-        if pa.types.is_timestamp(f.type) and f.type.unit == "us":
-            plans.append(
-                (i, INT64_MIN, INT64_MAX, _CLAMP_TIMESTAMP_LOW, _CLAMP_TIMESTAMP, pa.int64())
-            )
-        elif pa.types.is_date32(f.type):
-            plans.append((i, INT32_MIN, INT32_MAX, _CLAMP_DATE_LOW, _CLAMP_DATE, pa.int32()))
-        elif pa.types.is_time64(f.type) and f.type.unit == "us":
-            plans.append((i, -1, _DAY_US, 0, _DAY_US - 1, pa.int64()))
-
-    def finite(batch: pa.RecordBatch) -> pa.RecordBatch:
-        if not plans or batch.num_rows == 0:
-            return batch
-        columns = list(batch.columns)
-        changed = False
-        for i, low, high, clamp_low, clamp_high, storage in plans:
-            column = columns[i]
-            ticks = column.view(storage)
-            bounds = pc.min_max(ticks)
-            top, bottom = bounds["max"].as_py(), bounds["min"].as_py()
-            if top is None or (top < high and bottom > low):
-                continue
-            is_high = pc.greater_equal(ticks, pa.scalar(high, storage))
-            is_low = pc.less_equal(ticks, pa.scalar(low, storage))
-            if mode == "null":
-                fixed = pc.if_else(pc.or_(is_high, is_low), pa.scalar(None, storage), ticks)
-            else:
-                fixed = pc.if_else(is_high, pa.scalar(clamp_high, storage), ticks)
-                fixed = pc.if_else(is_low, pa.scalar(clamp_low, storage), fixed)
-            columns[i] = fixed.view(column.type)
-            changed = True
-        return pa.RecordBatch.from_arrays(columns, schema=batch.schema) if changed else batch
-
-    return finite
 
 
 def _repeatable_read(conn: psycopg.Connection) -> None:
