@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from dativo_bridge import accel
-from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.errors import ConfigError, ReadError
 from dativo_bridge.schema import JSON_TYPE
 from tap_dativo_postgres import copy as pgcopy
 from tap_dativo_postgres.catalog import ColumnPlan
@@ -208,7 +208,7 @@ def read_copy(
 
     Raises:
         ConfigError: The server could not be reached (no password in the message).
-        DativoError: The query failed, a value does not fit its column, or a plan has
+        ReadError: The query failed, a value does not fit its column, or a plan has
             no binary decoder.
     """
     dativo_accel = accel.required()
@@ -248,7 +248,7 @@ def read_copy_parallel(
 
     Raises:
         ConfigError: The server could not be reached (no password in the message).
-        DativoError: A query failed or a value does not fit its column.
+        ReadError: A query failed or a value does not fit its column.
     """
     dativo_accel = accel.required()
 
@@ -284,7 +284,7 @@ def _errors(where: str, plans: Sequence[ColumnPlan]) -> Iterator[None]:
         raise ConfigError(f"{where}: could not connect to PostgreSQL: {exc}") from None
     except (dativo_accel.CopyError, ValueError) as exc:
         _raise_lost(where, exc)
-        raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
+        raise ReadError(f"{where}: {_explain(str(exc), plans)}") from None
 
 
 def _raise_lost(where: str, exc: BaseException) -> None:
@@ -313,7 +313,7 @@ def _batches(
             yield batch
     except (pa.ArrowException, OSError) as exc:
         _raise_lost(where, exc)
-        raise DativoError(f"{where}: {_explain(str(exc), plans)}") from None
+        raise ReadError(f"{where}: {_explain(str(exc), plans)}") from None
     finally:
         reader.close()  # stops the COPY (every COPY of a parallel read) early
 

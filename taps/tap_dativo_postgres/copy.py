@@ -20,7 +20,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pj
 from psycopg import sql
 
-from dativo_bridge.errors import DativoError
+from dativo_bridge.errors import ReadError
 from dativo_bridge.schema import JSON_TYPE
 from tap_dativo_postgres.catalog import INTERVAL_TYPE, ColumnPlan
 
@@ -34,7 +34,7 @@ SESSION_SETUP = (
 )
 
 
-class ConnectionLost(DativoError):
+class ConnectionLost(ReadError):
     """The connection to PostgreSQL ended during a read; the message names what was read
     and its first error."""
 
@@ -141,7 +141,7 @@ def _json_arrays(plan: ColumnPlan, arr: pa.Array) -> pa.Array:
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise DativoError(
+        raise ReadError(
             f"column '{plan.name}' ({plan.pg_type}): an array value does not fit "
             f"list<{element}> ({exc}). Arrays map to one-dimensional lists; a "
             "multi-dimensional array, or an element such as an infinite date, cannot be "
@@ -283,12 +283,12 @@ def _read_stream(
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             return
-        raise DativoError(f"{where}: {_explain(exc, plans)}") from None
+        raise ReadError(f"{where}: {_explain(exc, plans)}") from None
     try:
         for batch in reader:
             yield rebuild(plans, batch)
     except pa.ArrowInvalid as exc:
-        raise DativoError(f"{where}: {_explain(exc, plans)}") from None
+        raise ReadError(f"{where}: {_explain(exc, plans)}") from None
 
 
 def _explain(exc: Exception, plans: Sequence[ColumnPlan]) -> str:
