@@ -1,4 +1,4 @@
-//! dativo_accel: PostgreSQL binary COPY decoded straight into Arrow record batches, and
+//! `dativo_accel`: PostgreSQL binary COPY decoded straight into Arrow record batches, and
 //! the Singer RECORD codecs (`encode`: Arrow -> lines, `decode`: lines -> Arrow).
 //!
 //! Two subsystems without PyO3, so `cargo test` runs without Python: `copy` (source ->

@@ -120,7 +120,7 @@ pub(crate) mod tests {
     pub(crate) fn encode(elem_oid: u32, dims: &[i32], elements: &[Option<Vec<u8>>]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&(dims.len() as i32).to_be_bytes());
-        out.extend_from_slice(&(elements.iter().any(|e| e.is_none()) as i32).to_be_bytes());
+        out.extend_from_slice(&i32::from(elements.iter().any(Option::is_none)).to_be_bytes());
         out.extend_from_slice(&elem_oid.to_be_bytes());
         for size in dims {
             out.extend_from_slice(&size.to_be_bytes());
@@ -186,7 +186,7 @@ pub(crate) mod tests {
         let errors = ArrayValue::parse(&v)
             .unwrap()
             .elements()
-            .filter(|e| e.is_err())
+            .filter(Result::is_err)
             .count();
         assert_eq!(errors, 1);
         let mut long = encode(23, &[1], &[Some(1i32.to_be_bytes().to_vec())]);

@@ -192,7 +192,7 @@ mod tests {
         // Each tuple: 2 (count) + 4 + 4 (id) + 4 (+3 text or NULL) = 14 or 17 bytes.
         let data = rows(100);
         let batches = decode_all(&data, 155, data.len());
-        let sizes: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+        let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 100);
         assert!(
             sizes[..sizes.len() - 1].iter().all(|&n| n == 10),

@@ -134,7 +134,7 @@ pub struct DecimalColumn<T: DecimalInt> {
 
 impl<T: DecimalInt> DecimalColumn<T> {
     fn new(precision: u8, scale: i8, name: String) -> Result<Self, String> {
-        let limit = T::pow10(precision as u32).ok_or("decimal precision too large")?;
+        let limit = T::pow10(u32::from(precision)).ok_or("decimal precision too large")?;
         Ok(DecimalColumn { limit, scale, name })
     }
 
@@ -283,7 +283,7 @@ impl Column {
             Column::Int16(b) => b.append_value(wire::int2(v, "int2")?),
             Column::Int32(b) => b.append_value(wire::int4(v, "int4")?),
             Column::Int64(b) => b.append_value(wire::int8(v, "int8")?),
-            Column::Oid(b) => b.append_value(wire::int4(v, "oid")? as u32 as i64),
+            Column::Oid(b) => b.append_value(i64::from(wire::int4(v, "oid")? as u32)),
             Column::Float32(b) => {
                 b.append_value(f32::from_bits(wire::int4(v, "float4")? as u32));
             }
@@ -333,7 +333,7 @@ impl Column {
             Column::Float64(b) => b.append_null(),
             Column::Bool(b) => b.append_null(),
             Column::Text(b) | Column::Jsonb(b) | Column::Uuid(b) | Column::NumericText(b, _) => {
-                b.append_null()
+                b.append_null();
             }
             Column::Decimal128(b, _) => b.append_null(),
             Column::Decimal256(b, _) => b.append_null(),

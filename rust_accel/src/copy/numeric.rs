@@ -57,7 +57,7 @@ impl DecimalInt for i128 {
     const ZERO: Self = 0;
     const TEN: Self = 10;
     fn from_u32(v: u32) -> Self {
-        v as i128
+        i128::from(v)
     }
     fn mul_checked(self, other: Self) -> Option<Self> {
         self.checked_mul(other)
@@ -74,7 +74,7 @@ impl DecimalInt for i256 {
     const ZERO: Self = i256::ZERO;
     const TEN: Self = i256::from_parts(10, 0);
     fn from_u32(v: u32) -> Self {
-        i256::from_i128(v as i128)
+        i256::from_i128(i128::from(v))
     }
     fn mul_checked(self, other: Self) -> Option<Self> {
         self.checked_mul(other)
@@ -128,7 +128,10 @@ impl<'a> Numeric<'a> {
 
     #[inline]
     fn digit(&self, i: usize) -> u32 {
-        u16::from_be_bytes([self.digits[2 * i], self.digits[2 * i + 1]]) as u32
+        u32::from(u16::from_be_bytes([
+            self.digits[2 * i],
+            self.digits[2 * i + 1],
+        ]))
     }
 
     /// The value times 10^scale as an exact integer, `|result| < limit` (10^precision).
@@ -138,12 +141,12 @@ impl<'a> Numeric<'a> {
             SIGN_PINF | SIGN_NINF => return Err(NotDecimal::Infinite),
             _ => {}
         }
-        let scale = scale as i32;
+        let scale = i32::from(scale);
         let base = T::from_u32(10000);
         let mut acc = T::ZERO;
         // Horner over the digits; `shift` is the power of ten of digit i's last place
         // once the value is scaled: 4 * (weight - i) + scale.
-        let mut shift = 4 * self.weight as i32 + scale;
+        let mut shift = 4 * i32::from(self.weight) + scale;
         for i in 0..self.ndigits() {
             let d = self.digit(i);
             if shift >= 0 {
@@ -204,7 +207,7 @@ impl<'a> Numeric<'a> {
         if self.weight < 0 {
             out.push('0');
         } else {
-            for d in 0..=self.weight as i32 {
+            for d in 0..=i32::from(self.weight) {
                 let v = digit(d);
                 if d == 0 {
                     out.push_str(buf.unpadded(v));
@@ -216,7 +219,7 @@ impl<'a> Numeric<'a> {
         if self.dscale > 0 {
             out.push('.');
             let end = out.len() + self.dscale as usize;
-            let mut d = self.weight as i32 + 1;
+            let mut d = i32::from(self.weight) + 1;
             let mut written = 0;
             while written < self.dscale as usize {
                 out.push_str(buf.padded(digit(d)));
@@ -262,7 +265,7 @@ mod itoa4 {
 pub(crate) mod tests {
     use super::*;
 
-    /// The binary form of a decimal string, as PostgreSQL's numeric_send writes it.
+    /// The binary form of a decimal string, as PostgreSQL's `numeric_send` writes it.
     pub(crate) fn encode(text: &str) -> Vec<u8> {
         let (sign, body) = match text {
             "NaN" => return header(0, 0, SIGN_NAN, 0),

@@ -96,19 +96,18 @@ impl ParallelStream {
 fn work(plan: &Plan, first: CopyStream, tx: &SyncSender<Msg>) {
     let mut stream = Some(first);
     loop {
-        let current = match stream.take() {
-            Some(s) => s,
-            None => {
-                let index = plan.next.fetch_add(1, Ordering::SeqCst);
-                if index >= plan.queries.len() || plan.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                match plan.open(index) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Msg::Failed(ArrowError::ExternalError(Box::new(e))));
-                        return;
-                    }
+        let current = if let Some(s) = stream.take() {
+            s
+        } else {
+            let index = plan.next.fetch_add(1, Ordering::SeqCst);
+            if index >= plan.queries.len() || plan.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match plan.open(index) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Msg::Failed(ArrowError::ExternalError(Box::new(e))));
+                    return;
                 }
             }
         };

@@ -2,6 +2,7 @@
 //! hands the raw COPY bytes on in large buffers, so the next buffer is read from the
 //! socket while the previous one is decoded.
 
+use std::fmt::Write as _;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -30,7 +31,7 @@ const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// What the reader thread sends.
 pub enum Chunk {
-    /// COPY bytes, ending on a CopyData message boundary.
+    /// COPY bytes, ending on a `CopyData` message boundary.
     Data(Vec<u8>),
     /// The COPY completed.
     End,
@@ -109,7 +110,7 @@ impl Source {
             }
             match self.rx.recv_timeout(CANCEL_POLL) {
                 Ok(chunk) => return chunk,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return stopped(),
             }
         }
@@ -260,10 +261,10 @@ fn describe(e: &tokio_postgres::Error) -> String {
         Some(db) => {
             let mut text = format!("{}: {}", db.severity(), db.message());
             if let Some(detail) = db.detail() {
-                text.push_str(&format!(" (DETAIL: {detail})"));
+                let _ = write!(text, " (DETAIL: {detail})");
             }
             if let Some(hint) = db.hint() {
-                text.push_str(&format!(" (HINT: {hint})"));
+                let _ = write!(text, " (HINT: {hint})");
             }
             text
         }

@@ -1,4 +1,4 @@
-//! Text-like values: UTF-8 checked once (a SQL_ASCII database can hold any bytes), jsonb
+//! Text-like values: UTF-8 checked once (a `SQL_ASCII` database can hold any bytes), jsonb
 //! without its version byte, uuid as PostgreSQL prints it.
 
 use super::errors::DecodeError;

@@ -100,13 +100,13 @@ fn window(data: &ArrayData, start: usize, len: usize) -> Result<ArrayData, Arrow
     sliced.into_builder().child_data(children).build()
 }
 
-/// `schema` as an "arrow_schema" capsule.
+/// `schema` as an `"arrow_schema"` capsule.
 pub fn export_schema<'py>(py: Python<'py>, schema: &Schema) -> PyResult<Bound<'py, PyCapsule>> {
     let ffi = FFI_ArrowSchema::try_from(schema).map_err(|e| value_error(&e))?;
     PyCapsule::new_with_value(py, ffi, c"arrow_schema")
 }
 
-/// `stream` as an "arrow_array_stream" capsule; its consumer calls `next` without the GIL.
+/// `stream` as an `"arrow_array_stream"` capsule; its consumer calls `next` without the GIL.
 pub fn export_stream(
     py: Python<'_>,
     stream: Box<dyn RecordBatchReader + Send>,
@@ -115,7 +115,7 @@ pub fn export_stream(
     PyCapsule::new_with_value(py, ffi, c"arrow_array_stream")
 }
 
-/// `batch` as the ("arrow_schema", "arrow_array") capsules of a struct array, with the
+/// `batch` as the (`"arrow_schema"`, `"arrow_array"`) capsules of a struct array, with the
 /// schema's metadata.
 pub fn export_batch(
     py: Python<'_>,

@@ -20,7 +20,7 @@ pub struct RecordDecoder {
 
 #[pymethods]
 impl RecordDecoder {
-    /// `schema`: anything with `__arrow_c_schema__`; raises ValueError when one of its
+    /// `schema`: anything with `__arrow_c_schema__`; raises `ValueError` when one of its
     /// types is not supported (the caller then decodes in Python).
     #[new]
     #[pyo3(signature = (schema, key_properties = Vec::new(), float32_direct = true))]
@@ -42,7 +42,7 @@ impl RecordDecoder {
         py: Python<'_>,
         lines: Vec<Bound<'_, PyBytes>>,
     ) -> (Option<DecodedBatch>, Vec<String>, Option<&'static str>) {
-        let slices: Vec<&[u8]> = lines.iter().map(|b| b.as_bytes()).collect();
+        let slices: Vec<&[u8]> = lines.iter().map(PyBytesMethods::as_bytes).collect();
         self.decode_slices(py, &slices)
     }
 

@@ -91,8 +91,8 @@ fn blank_bytes(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyBytes>> {
         unsafe {
             if pyo3::ffi::Py_REFCNT(ptr) == 1 && pyo3::ffi::Py_SIZE(ptr) > 0 {
                 let same = pyo3::ffi::Py_SIZE(ptr) == size;
-                if (same && _PyBytes_Resize(&mut ptr, size + 1) != 0)
-                    || _PyBytes_Resize(&mut ptr, size) != 0
+                if (same && _PyBytes_Resize(&raw mut ptr, size + 1) != 0)
+                    || _PyBytes_Resize(&raw mut ptr, size) != 0
                 {
                     return Err(PyErr::fetch(py));
                 }

@@ -4,7 +4,7 @@
 
 use super::decode::{Decline, Res};
 
-/// Nesting deeper than this declines (Python's json stops near 1000 with RecursionError).
+/// Nesting deeper than this declines (Python's json stops near 1000 with `RecursionError`).
 pub const MAX_DEPTH: usize = 256;
 
 pub struct Parser<'a> {

@@ -77,7 +77,7 @@ pub fn record_run<'a>(
     else {
         return empty(None);
     };
-    let head = record_head(&data[start..start + first_len + 1]);
+    let head = record_head(&data[start..=(start + first_len)]);
     let (Some(found), Some(wanted)) = (head, stream) else {
         return empty(head);
     };
@@ -94,7 +94,7 @@ pub fn record_run<'a>(
         let Some(len) = data[pos..].iter().position(|&b| b == b'\n') else {
             break;
         };
-        if record_head(&data[pos..pos + len + 1]) != Some(wanted) {
+        if record_head(&data[pos..=(pos + len)]) != Some(wanted) {
             break;
         }
         line_len = len + 1;

@@ -201,7 +201,7 @@ impl Col {
                 let children = s
                     .children
                     .into_iter()
-                    .map(|c| c.finish())
+                    .map(Col::finish)
                     .collect::<Res<Vec<_>>>()?;
                 let array = if s.fields.is_empty() {
                     StructArray::new_empty_fields(s.len, nulls.finish())

@@ -95,7 +95,7 @@ impl RecordDecoder {
         let columns = top
             .children
             .into_iter()
-            .map(|c| c.finish())
+            .map(columns::Col::finish)
             .collect::<Res<Vec<_>>>()?;
         for &k in &self.keys {
             if columns[k].null_count() > 0 || columns[k].data_type() == &DataType::Null {
@@ -124,7 +124,7 @@ mod tests {
     use std::sync::Arc;
 
     fn decoder(fields: Vec<Field>, keys: &[&str]) -> RecordDecoder {
-        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
         RecordDecoder::new(Arc::new(Schema::new(fields)), &keys, true).unwrap()
     }
 

@@ -298,39 +298,36 @@ impl StructCol {
                     } else {
                         self.index.get(key).copied()
                     };
-                match found {
-                    Some(i) => {
-                        p.expect(b':')?;
-                        if self.seen[i] == stamp {
-                            return Err(Decline("property given twice"));
-                        }
-                        self.seen[i] = stamp;
-                        filled += 1;
-                        next = i + 1;
-                        self.children[i].value(p, sc, depth)?;
+                if let Some(i) = found {
+                    p.expect(b':')?;
+                    if self.seen[i] == stamp {
+                        return Err(Decline("property given twice"));
                     }
-                    None => {
-                        // Undeclared nested properties (maybe refused by the schema's
-                        // additionalProperties) and escaped undeclared names: Python.
-                        let Some(names) = extra.as_deref_mut() else {
-                            return Err(Decline("nested property not in the schema"));
-                        };
-                        if !raw_key {
-                            return Err(Decline("escaped property not in the schema"));
-                        }
-                        if filled_extra == 0 {
-                            sc.row_keys.clear();
-                        }
-                        filled_extra += 1;
-                        note_key(p, &mut sc.row_keys, key)?;
-                        // SAFETY: `Parser::string` returns valid UTF-8 only.
-                        let name = unsafe { std::str::from_utf8_unchecked(key) };
-                        if !names.iter().any(|n| n == name) {
-                            names.push(name.to_owned());
-                        }
-                        p.expect(b':')?;
-                        p.skip(&mut sc.text, depth, true)?;
+                    self.seen[i] = stamp;
+                    filled += 1;
+                    next = i + 1;
+                    self.children[i].value(p, sc, depth)?;
+                } else {
+                    // Undeclared nested properties (maybe refused by the schema's
+                    // additionalProperties) and escaped undeclared names: Python.
+                    let Some(names) = extra.as_deref_mut() else {
+                        return Err(Decline("nested property not in the schema"));
+                    };
+                    if !raw_key {
+                        return Err(Decline("escaped property not in the schema"));
                     }
+                    if filled_extra == 0 {
+                        sc.row_keys.clear();
+                    }
+                    filled_extra += 1;
+                    note_key(p, &mut sc.row_keys, key)?;
+                    // SAFETY: `Parser::string` returns valid UTF-8 only.
+                    let name = unsafe { std::str::from_utf8_unchecked(key) };
+                    if !names.iter().any(|n| n == name) {
+                        names.push(name.to_owned());
+                    }
+                    p.expect(b':')?;
+                    p.skip(&mut sc.text, depth, true)?;
                 }
                 if !p.more(b'}')? {
                     break;

@@ -80,7 +80,7 @@ pub(super) fn finite_or_token(text: &[u8], v: f64) -> Res<f64> {
     Ok(v)
 }
 
-/// Whether the integer token lies in i64::MIN..=u64::MAX (orjson's range; beyond it the
+/// Whether the integer token lies in `i64::MIN..=u64::MAX` (orjson's range; beyond it the
 /// Python decoder re-reads the line with `json`, and this decoder declines).
 pub(super) fn orjson_int(text: &[u8]) -> bool {
     let num = Num {
@@ -203,14 +203,14 @@ pub(super) fn parse_timestamp(s: &[u8]) -> Res<(i64, i64)> {
 }
 
 fn b64_value(c: u8) -> Res<u32> {
-    Ok(match c {
+    Ok(u32::from(match c {
         b'A'..=b'Z' => c - b'A',
         b'a'..=b'z' => c - b'a' + 26,
         b'0'..=b'9' => c - b'0' + 52,
         b'+' => 62,
         b'/' => 63,
         _ => return Err(Decline("not base64")),
-    } as u32)
+    }))
 }
 
 /// Standard, padded base64 with zero trailing bits (anything looser declines).

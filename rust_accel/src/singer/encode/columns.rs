@@ -92,7 +92,7 @@ fn values<T: ArrowPrimitiveType>(array: &ArrayRef) -> &[T::Native] {
     array.as_primitive::<T>().values()
 }
 
-fn ints<'a, T>(array: &'a ArrayRef) -> Enc<'a>
+fn ints<T>(array: &ArrayRef) -> Enc<'_>
 where
     T: ArrowPrimitiveType,
     T::Native: Into<i128>,
@@ -108,12 +108,12 @@ where
     }))
 }
 
-fn strings<'a, O: OffsetSizeTrait>(array: &'a ArrayRef) -> Bytes<'a> {
+fn strings<O: OffsetSizeTrait>(array: &ArrayRef) -> Bytes<'_> {
     let a = array.as_string::<O>();
     Box::new(move |i| a.value(i).as_bytes())
 }
 
-fn binaries<'a, O: OffsetSizeTrait>(array: &'a ArrayRef) -> Bytes<'a> {
+fn binaries<O: OffsetSizeTrait>(array: &ArrayRef) -> Bytes<'_> {
     let a = array.as_binary::<O>();
     Box::new(move |i| a.value(i))
 }

@@ -117,13 +117,12 @@ pub fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
         let entry = c.borrow()[slot];
         (entry.0 == days).then_some(entry.1)
     });
-    let text = match cached {
-        Some(text) => text,
-        None => {
-            let text = format_date(days)?;
-            DATES.with(|c| c.borrow_mut()[slot] = (days, text));
-            text
-        }
+    let text = if let Some(text) = cached {
+        text
+    } else {
+        let text = format_date(days)?;
+        DATES.with(|c| c.borrow_mut()[slot] = (days, text));
+        text
     };
     out.extend_from_slice(&text);
     Ok(())
