@@ -5,6 +5,7 @@ plugins made by make_tap / make_target."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -215,3 +216,20 @@ def test_the_sdk_target_takes_its_settings_as_given_and_defaulted() -> None:
     plain = target_class(config={})
     assert plain.writers.checkpoint_rows == CHECKPOINT_ROWS
     assert plain.writers.checkpoint_seconds == CHECKPOINT_SECONDS
+
+
+# -- errors both ways ------------------------------------------------------------------------
+
+
+def test_a_tap_that_cannot_read_its_source_raises_read_error(tmp_path: Path) -> None:
+    from dativo_bridge import DativoError, ReadError
+    from tap_dativo_csv.reader import CsvReader
+
+    assert issubclass(ReadError, DativoError)
+    (tmp_path / "empty.csv").write_text("")
+    reader = CsvReader()
+    reader.open({"files": [{"stream": "s", "path": str(tmp_path / "empty.csv")}]})
+    with pytest.raises(ReadError, match=r"stream 's', file .*empty.csv, the file is empty"):
+        reader.discover()
+    with pytest.raises(ConfigError, match="needs 'files'"):
+        CsvReader().open({"files": []})
