@@ -40,6 +40,7 @@ from dativo_bridge.codecs.json_text import (
     has_lone_surrogate,
     loads,
     loads_record,
+    loads_unique,
     nesting_depth,
     not_utf8_error,
     scan_plan,
@@ -57,7 +58,7 @@ from dativo_bridge.codecs.values import (
     value_converter,
 )
 from dativo_bridge.errors import DecodeError, SchemaMappingError
-from dativo_bridge.schema import relax_nullability, sql_null_omitted
+from dativo_bridge.schema import JSON_TYPE, relax_nullability, sql_null_omitted
 from dativo_bridge.validation import RecordChecks
 
 __all__ = ["MAX_NESTING", "RecordDecoder", "loads", "nesting_depth", "split_segments", "too_deep"]
@@ -175,6 +176,8 @@ class RecordDecoder:
         self._plan: dict[str, Any] = {
             f.name: p for f in self.schema if (p := scan_plan(f.type)) is not None
         }
+        # No JSON text to keep raw: one C parse that refuses duplicate keys does it all.
+        self._raw_text = _keeps_raw_text(self._plan)
         self._rust: Any | None = None
         if accelerate and _RUST_DECODER is not None:
             try:
@@ -413,7 +416,11 @@ class RecordDecoder:
 
     def _message(self, line: bytes, number: int) -> Any:
         """The ``record`` of one RECORD line, JSON text kept raw (see :func:`scan_record`)."""
+        duplicated = False
         try:
+            message = loads_record(line) if self._raw_text else loads_unique(line)
+        except DuplicateKey:
+            duplicated = True  # scan_record below names it
             message = loads_record(line)
         except UnicodeDecodeError as exc:
             raise not_utf8_error(exc, self.stream, number) from None
@@ -436,6 +443,8 @@ class RecordDecoder:
                 line_number=number,
                 expected="object",
             )
+        if not (self._raw_text or duplicated):
+            return message["record"]
         try:
             return scan_record(line, self._plan)
         except DuplicateKey as dup:
@@ -497,3 +506,13 @@ class RecordDecoder:
         if self._extras.found:
             self._warn_nested(self._extras.found)
         return batch_from_columns(self.schema, columns)
+
+
+def _keeps_raw_text(plan: Any) -> bool:
+    """Whether a scan plan keeps some JSON text raw (else only checks keys)."""
+    if plan is JSON_TYPE:
+        return True
+    if isinstance(plan, dict):
+        return any(_keeps_raw_text(p) for p in plan.values())
+    item = getattr(plan, "item", None)
+    return item is not None and _keeps_raw_text(item)
