@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dativo_bridge.errors import PluginFailedError
+from dativo_bridge.ownership import pid_alive
 from dativo_bridge.redact import Redactor
 
 logger = logging.getLogger("dativo.foreign")
@@ -145,12 +146,8 @@ def _start_time(pid: int) -> int:
 
 
 def _alive(pid: int, started: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     return started == 0 or _start_time(pid) in (0, started)
 
 

@@ -425,3 +425,23 @@ def select_fields(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
     """Return the sub-schema of ``names`` in schema order."""
     wanted = set(names)
     return pa.schema([f for f in schema if f.name in wanted], metadata=schema.metadata)
+
+
+def json_type_of(value: Any) -> str:
+    """The JSON Schema type name of a Python JSON value (``null``, ``boolean``,
+    ``integer``, ``number``, ``string``, ``array``, ``object``; ``any`` for others)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "any"

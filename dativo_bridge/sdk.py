@@ -283,7 +283,22 @@ def _register_secrets(plugin: type[Tap] | type[Target], config: Any) -> None:
     process_redactor().add(found)
 
 
-class ArrowTap(Tap):
+class _MaskedCli:
+    """The CLI of a Dativo plugin: its config's secrets registered for masking as soon as
+    it is read, and a DativoError ended with one masked line."""
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        config = super().cb_config(ctx, param, value)  # type: ignore[misc]
+        _register_secrets(cls, config)  # type: ignore[arg-type]
+        return config
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        return _masked_errors(super().get_singer_command())  # type: ignore[misc]
+
+
+class ArrowTap(_MaskedCli, Tap):
     """Base of every tap made by :func:`make_tap`.
 
     As a Singer tap its secrets are masked in every log line and error, and a DativoError
@@ -316,16 +331,6 @@ class ArrowTap(Tap):
     def discover_streams(self) -> list[Stream]:
         return [ArrowStream(self, info) for info in self.reader.discover()]
 
-    @classmethod
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
-        config = super().cb_config(ctx, param, value)
-        _register_secrets(cls, config)
-        return config
-
-    @classmethod
-    def get_singer_command(cls) -> click.Command:
-        return _masked_errors(super().get_singer_command())
-
 
 class _ArrowMessageReader(GenericSingerReader[str]):
     """Routes the target's input through Dativo's batch decoder instead of per-line callbacks."""
@@ -351,7 +356,7 @@ class _ArrowMessageReader(GenericSingerReader[str]):
         return Counter(target.singer_input.counts)
 
 
-class ArrowTarget(Target):
+class ArrowTarget(_MaskedCli, Target):
     """Base of every target made by :func:`make_target` (secrets and errors as ArrowTap)."""
 
     writer_class: ClassVar[type[ArrowWriter]]
@@ -374,16 +379,6 @@ class ArrowTarget(Target):
             validate_records=bool(config["validate_records"]),
         )
 
-    @classmethod
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
-        config = super().cb_config(ctx, param, value)
-        _register_secrets(cls, config)
-        return config
-
-    @classmethod
-    def get_singer_command(cls) -> click.Command:
-        return _masked_errors(super().get_singer_command())
-
     def _emit_state(self, state: Any) -> None:
         # Singer targets print the bare state value, one JSON object per line; Meltano
         # stores each such line as the pipeline's state.
@@ -405,6 +400,26 @@ class ArrowTarget(Target):
             )
 
 
+def _plugin_class(
+    base: type[Any], part: type[Any], attribute: str, name: str | None, schema: dict[str, Any]
+) -> type[Any]:
+    """A subclass of ``base`` (ArrowTap or ArrowTarget) around ``part`` (the reader or
+    writer class, kept as ``attribute``), named as the plugin."""
+    plugin = name or part.name
+    verb = "reading" if base is ArrowTap else "writing"
+    kind = "tap" if base is ArrowTap else "target"
+    attrs = {
+        "name": plugin,
+        "package_name": "dativo",
+        "config_jsonschema": schema,
+        attribute: part,
+        "__module__": part.__module__,
+        "__doc__": f"Singer {kind} '{plugin}' {verb} with {part.__name__}.",
+    }
+    prefix = "Tap" if base is ArrowTap else "Target"
+    return type(f"{prefix}{part.__name__}", (base,), attrs)
+
+
 def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> type[ArrowTap]:
     """Build a singer-sdk Tap class around an ArrowReader class.
 
@@ -415,18 +430,8 @@ def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> typ
     Returns:
         A Tap subclass with the SDK's CLI (``.cli``) and test-suite support.
     """
-    plugin = name or reader_class.name
-    attrs = {
-        "name": plugin,
-        "package_name": "dativo",
-        "config_jsonschema": with_settings(
-            reader_class.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA}
-        ),
-        "reader_class": reader_class,
-        "__module__": reader_class.__module__,
-        "__doc__": f"Singer tap '{plugin}' reading with {reader_class.__name__}.",
-    }
-    return cast(type[ArrowTap], type(f"Tap{reader_class.__name__}", (ArrowTap,), attrs))
+    schema = with_settings(reader_class.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA})
+    return cast(type[ArrowTap], _plugin_class(ArrowTap, reader_class, "reader_class", name, schema))
 
 
 def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> type[ArrowTarget]:
@@ -439,13 +444,7 @@ def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> 
     Returns:
         A Target subclass with the SDK's CLI (``.cli``) and test-suite support.
     """
-    plugin = name or writer_class.name
-    attrs = {
-        "name": plugin,
-        "package_name": "dativo",
-        "config_jsonschema": target_schema(writer_class.config_jsonschema),
-        "writer_class": writer_class,
-        "__module__": writer_class.__module__,
-        "__doc__": f"Singer target '{plugin}' writing with {writer_class.__name__}.",
-    }
-    return cast(type[ArrowTarget], type(f"Target{writer_class.__name__}", (ArrowTarget,), attrs))
+    schema = target_schema(writer_class.config_jsonschema)
+    return cast(
+        type[ArrowTarget], _plugin_class(ArrowTarget, writer_class, "writer_class", name, schema)
+    )

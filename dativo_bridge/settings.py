@@ -28,6 +28,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from dativo_bridge.batch_files import BATCH_CLEANUP_SETTING
 from dativo_bridge.errors import ConfigError
+from dativo_bridge.schema import json_type_of
 
 #: Commit (and release STATE) after this many rows / seconds, unless a setting says otherwise.
 CHECKPOINT_ROWS = 1_000_000
@@ -140,22 +141,24 @@ _KINDS = {
 }
 
 
+_KIND_WORDS = {
+    "null": "null",
+    "boolean": "true or false",
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "array": "a list",
+    "object": "a mapping",
+}
+
+
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Sequence):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return type(value).__name__
+    kind = json_type_of(value)
+    if kind == "any" and isinstance(value, Sequence):
+        kind = "array"
+    elif kind == "any" and isinstance(value, Mapping):
+        kind = "object"
+    return _KIND_WORDS.get(kind, type(value).__name__)
 
 
 def _path(parts: Sequence[Any]) -> str:

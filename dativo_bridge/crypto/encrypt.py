@@ -23,6 +23,7 @@ from dativo_bridge.crypto.format import (
 )
 from dativo_bridge.crypto.keys import KeyProvider
 from dativo_bridge.crypto.suite import HEADER_IV, derive, frame_aad, frame_iv
+from dativo_bridge.fileio import WriteOnlyStream
 
 _U32 = struct.Struct(">I")
 
@@ -44,7 +45,7 @@ def check_context(context: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-class Encryptor:
+class Encryptor(WriteOnlyStream):
     """Encrypts everything written to it into one message, written to ``sink`` as it goes.
 
     The header is written on creation; a regular frame is written as soon as more than one
@@ -138,18 +139,6 @@ class Encryptor:
     def closed(self) -> bool:
         """Whether the message is finished (or abandoned)."""
         return self._closed
-
-    def writable(self) -> bool:
-        """Always true (file-object protocol)."""
-        return True
-
-    def readable(self) -> bool:
-        """Always false (file-object protocol)."""
-        return False
-
-    def seekable(self) -> bool:
-        """Always false (file-object protocol)."""
-        return False
 
     def flush(self) -> None:
         """Nothing to do: complete frames are already in the sink."""

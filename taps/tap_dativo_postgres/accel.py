@@ -13,6 +13,7 @@ Arrays of elements decoded natively become lists in Rust; other arrays go throug
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -105,15 +106,12 @@ def _column(plan: ColumnPlan) -> _Column:
     )
 
 
-def copy_query(
-    table: sql.Composable,
-    plans: Sequence[ColumnPlan],
-    where: sql.Composable | None,
-    order_by: str | None,
-) -> sql.Composed:
-    """The binary COPY statement for a (partial) read of a table (cf. copy.copy_query)."""
-    columns = (_column(p).select for p in plans)
-    return pgcopy.copy_statement(table, columns, where, order_by, "binary")
+def _binary_select(plan: ColumnPlan) -> sql.Composable:
+    return _column(plan).select
+
+
+#: The binary COPY statement for a (partial) read of a table (copy.copy_query's arguments).
+copy_query = functools.partial(pgcopy.copy_query, select=_binary_select, fmt="binary")
 
 
 def rust_dsn(conn: psycopg.Connection) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -219,9 +219,13 @@ def copy_query(
     plans: Sequence[ColumnPlan],
     where: sql.Composable | None,
     order_by: str | None,
+    *,
+    select: Callable[[ColumnPlan], sql.Composable] = ColumnPlan.select,
+    fmt: str = "csv",
 ) -> sql.Composed:
-    """The COPY statement for a (partial) read of a table."""
-    return copy_statement(table, (p.select() for p in plans), where, order_by, "csv")
+    """The COPY statement for a (partial) read of a table: each column as ``select``
+    gives it, in ``fmt`` (the Rust path: its own select expressions and ``binary``)."""
+    return copy_statement(table, (select(p) for p in plans), where, order_by, fmt)
 
 
 def read_copy(

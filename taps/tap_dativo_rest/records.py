@@ -21,7 +21,7 @@ from dativo_bridge.codecs.values import (
     value_converter,
 )
 from dativo_bridge.errors import ReadError
-from dativo_bridge.schema import ANY_JSON_TYPES
+from dativo_bridge.schema import ANY_JSON_TYPES, json_type_of
 
 logger = logging.getLogger("dativo.rest")
 
@@ -34,19 +34,8 @@ _DATE_CHECK = value_converter(pa.date32(), "sample")
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "any"
+    kind = json_type_of(value)
+    return "any" if kind == "null" else kind
 
 
 def _all_parse(values: Iterable[str], pattern: re.Pattern[str], check: Any) -> bool:

@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 
 from dativo_bridge.aws import S3Timeouts, describe_s3_error, s3_filesystem, s3_session
 from dativo_bridge.errors import ConfigError, WriteError
+from dativo_bridge.fileio import WriteOnlyStream
 
 logger = logging.getLogger("dativo.parquet")
 
@@ -147,7 +148,7 @@ class Storage:
         return path if self.local else f"s3://{path}"
 
 
-class HashingSink:
+class HashingSink(WriteOnlyStream):
     """A file-like wrapper computing the sha256 and size of everything written.
 
     ``failed`` turns an OSError of the raw stream into the error to raise (on S3, one that
@@ -191,12 +192,3 @@ class HashingSink:
     @property
     def closed(self) -> bool:
         return bool(self._raw.closed)
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
