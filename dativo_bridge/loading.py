@@ -67,6 +67,34 @@ def _spec_paths(spec: ModuleSpec) -> list[Path]:
     return paths
 
 
+def _file_in_dirs(name: str, dirs: Sequence[Path]) -> Path | None:
+    """A module file or package directory named ``name`` in an allowed directory."""
+    for d in dirs:
+        for candidate in (d / f"{name}.py", d / name / "__init__.py"):
+            if candidate.is_file():
+                return candidate if candidate.name != "__init__.py" else candidate.parent
+    return None
+
+
+def _check_not_shadowed(name: str, spec: ModuleSpec | None, dirs: Sequence[Path]) -> None:
+    """Refuse a top-level name that resolves outside ``dirs`` while a file of that name is
+    inside them: the standard library (or an installed package, or a module already
+    imported) takes the name first, so the user's file would silently never load."""
+    mine = _file_in_dirs(name, dirs)
+    if mine is None or spec is None:
+        return
+    origin = spec.origin if spec.has_location else None
+    if origin and any(Path(origin).absolute().is_relative_to(d) for d in dirs):
+        return
+    where = origin or f"Python's {spec.origin or 'built-in'} module"
+    stem = f"{name}_plugin"
+    raise PluginLoadError(
+        f"module name '{name}' is taken: it resolves to {where}, not to your {mine} in "
+        f"plugin_dirs (the standard library or an installed package is found first). "
+        f"Rename the file (e.g. to {stem}.py) and the reference to '{stem}:...'"
+    )
+
+
 def _check_before_import(module_name: str, dirs: Sequence[Path]) -> None:
     """Refuse ``module_name`` before any of its code (or a parent package's) runs.
 
@@ -85,6 +113,8 @@ def _check_before_import(module_name: str, dirs: Sequence[Path]) -> None:
             spec = importlib.util.find_spec(name)
         else:
             spec = importlib.machinery.PathFinder.find_spec(name, search)
+        if depth == 1:
+            _check_not_shadowed(name, spec, dirs)
         if spec is None:
             raise PluginLoadError(
                 f"module '{name}' is not installed and not in the "

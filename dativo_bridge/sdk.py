@@ -398,6 +398,17 @@ class ArrowTarget(_MaskedCli, Target):
                 stats.committed_rows,
                 len(stats.files),
             )
+        counts = self.singer_input.counts
+        if not any(counts.get(kind) for kind in ("RECORD", "BATCH", "STATE")):
+            # A target cannot see the tap's exit status; in a shell pipe without pipefail
+            # a failed tap ends in exit 0 and an empty input, so say it here.
+            self.logger.warning(
+                "%s received no records and no STATE (%s): did the tap fail? Check its "
+                "output above; in a shell pipe, `set -o pipefail` makes the pipe fail "
+                "when the tap does",
+                self.name,
+                "empty input" if not counts else "only " + ", ".join(sorted(counts)),
+            )
 
 
 def _plugin_class(

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import logging
 import os
+import shlex
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -60,6 +61,18 @@ class KeyProvider(abc.ABC):
         return self.provider_id
 
 
+def new_key_command(directory: Path) -> str:
+    """A shell command that writes a new 32-byte key to a file that does not exist yet
+    in ``directory`` (and, with noclobber, refuses to write over one that appeared)."""
+    name = "dativo.key"
+    n = 1
+    while (directory / name).exists():
+        n += 1
+        name = f"dativo-{n}.key"
+    path = name if directory == Path() else shlex.quote(str(directory / name))
+    return f"(set -C; umask 077; head -c {DATA_KEY_LEN} /dev/urandom > {path})"
+
+
 class LocalKeyProvider(KeyProvider):
     """A 32-byte key-encryption key held in this process (from a key file or env var).
 
@@ -100,7 +113,9 @@ class LocalKeyProvider(KeyProvider):
         if len(data) != DATA_KEY_LEN:
             raise KeyProviderError(
                 f"key file {file} holds {len(data)} bytes; a local key must be exactly "
-                f"{DATA_KEY_LEN} raw random bytes (e.g. head -c 32 /dev/urandom > {file.name})"
+                f"{DATA_KEY_LEN} raw random bytes. To decrypt, pass the key file the data "
+                "was written with; to make a new key for writing: "
+                f"{new_key_command(file.parent)}"
             )
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             logger.warning("key file %s is readable by other users; chmod 600 it", file)
