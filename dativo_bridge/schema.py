@@ -6,6 +6,7 @@ each choice, is in docs/type-mapping.md; this module is its implementation.
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -169,6 +170,69 @@ def _integer_type(schema: Mapping[str, Any]) -> pa.DataType:
     return pa.int64()
 
 
+#: Widest decimal a ``number`` with a decimal ``multipleOf`` maps to when its bounds do
+#: not say (docs/type-mapping.md#number-with-a-decimal-step).
+_DEFAULT_STEP_PRECISION = 38
+
+
+def _decimal_step(step: Any) -> int | None:
+    """The scale ``s`` of a ``multipleOf`` that is exactly ``10**-s`` (``s >= 0``), else None."""
+    if isinstance(step, bool) or not isinstance(step, int | float | decimal.Decimal):
+        return None
+    try:
+        d = decimal.Decimal(str(step)).normalize()
+    except decimal.InvalidOperation:
+        return None
+    sign, digits, exponent = d.as_tuple()
+    if sign or digits != (1,) or not isinstance(exponent, int) or exponent > 0:
+        return None
+    return -exponent
+
+
+def _integer_digits(schema: Mapping[str, Any]) -> int | None:
+    """Digits before the point that the bounds of a number allow, or None if unbounded.
+
+    Both draft-4 (``exclusiveMaximum: true`` beside ``maximum``) and draft-6 (a number)
+    forms count; a bound on only one side leaves the number unbounded.
+    """
+    widest: decimal.Decimal | None = None
+    for bound_key, flag_key in (("maximum", "exclusiveMaximum"), ("minimum", "exclusiveMinimum")):
+        bound: Any = schema.get(bound_key)
+        flag: Any = schema.get(flag_key)
+        exclusive = flag is True
+        if not _is_number(bound):
+            bound, exclusive = (flag, True) if _is_number(flag) else (None, False)
+        elif _is_number(flag):  # both: the tighter one counts
+            tighter = flag <= bound if bound_key == "maximum" else flag >= bound
+            bound, exclusive = (flag, True) if tighter else (bound, False)
+        if bound is None:
+            return None
+        magnitude = abs(decimal.Decimal(str(bound)))
+        whole = magnitude.to_integral_value(decimal.ROUND_FLOOR)
+        if exclusive and whole == magnitude and whole > 0:
+            whole -= 1  # < 10**k: at most k digits
+        widest = whole if widest is None else max(widest, whole)
+    assert widest is not None
+    return 0 if widest == 0 else len(str(int(widest)))
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float | decimal.Decimal)
+
+
+def _number_type(schema: Mapping[str, Any]) -> pa.DataType:
+    scale = _decimal_step(schema.get("multipleOf"))
+    if scale is None:
+        return pa.float64()
+    digits = _integer_digits(schema)
+    precision = max(_DEFAULT_STEP_PRECISION, scale) if digits is None else max(digits + scale, 1)
+    if precision <= 38:
+        return pa.decimal128(precision, scale)
+    if precision <= 76:
+        return pa.decimal256(precision, scale)
+    return pa.float64()  # no Arrow decimal holds every value the schema allows
+
+
 def _string_type(schema: Mapping[str, Any]) -> pa.DataType:
     fmt = schema.get("format")
     if fmt == "date-time":
@@ -201,7 +265,7 @@ def _branch_type(name: str, schema: Mapping[str, Any]) -> pa.DataType:
     if json_type == "integer":
         return _integer_type(schema)
     if json_type == "number":
-        return pa.float64()
+        return _number_type(schema)
     if json_type == "boolean":
         return pa.bool_()
     if json_type == "string":
@@ -239,6 +303,11 @@ def property_to_field(name: str, schema: Mapping[str, Any]) -> pa.Field:
     """
     if not isinstance(schema, Mapping):
         raise SchemaMappingError(f"property '{name}': schema must be an object, got {schema!r}")
+    if "$ref" in schema:
+        raise SchemaMappingError(
+            f"property '{name}': $ref {schema['$ref']!r} is not resolved here; map the whole "
+            "stream schema (jsonschema_to_arrow), which resolves local references"
+        )
     branches, nullable = _branches(schema)
     if not branches:
         return pa.field(name, pa.null(), nullable=True)
@@ -261,6 +330,87 @@ def property_to_field(name: str, schema: Mapping[str, Any]) -> pa.Field:
     if dtype == JSON_TYPE and schema.get(SQL_NULL_KEY) == SQL_NULL_OMITTED:
         return pa.field(name, dtype, nullable=nullable, metadata=SQL_NULL_METADATA)
     return pa.field(name, dtype, nullable=nullable)
+
+
+_REF_PREFIXES = ("#/definitions/", "#/$defs/")
+
+
+def resolve_refs(schema: Any, root: Mapping[str, Any], path: str = "") -> Any:
+    """``schema`` with every local ``$ref`` (``#/definitions/...``, ``#/$defs/...``) replaced
+    by the schema it names, at every depth; the other keywords beside a ``$ref`` are kept.
+
+    Args:
+        schema: A property schema (or any part of one).
+        root: The stream schema whose ``definitions`` / ``$defs`` the references name.
+        path: The property's dotted name, for errors.
+
+    Raises:
+        SchemaMappingError: A reference that is not local, names nothing, or refers to
+            itself (a recursive schema has no finite Arrow type).
+    """
+    return _resolve(schema, root, path, ())
+
+
+def _resolve(schema: Any, root: Mapping[str, Any], path: str, seen: tuple[str, ...]) -> Any:
+    if isinstance(schema, list):
+        return [_resolve(s, root, path, seen) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    ref = schema.get("$ref")
+    if ref is not None:
+        if ref in seen:
+            chain = " -> ".join([*seen, ref])
+            raise SchemaMappingError(
+                f"property '{path}': recursive $ref ({chain}) has no finite Arrow type"
+            )
+        target = _lookup(ref, root, path)
+        if _nested_array_of_itself(ref, target):
+            # pipelinewise's "T or arrays of T, at any depth" (PostgreSQL arrays): the
+            # element type T; a nested (multi-dimensional) array is a decode error.
+            types = [t for t in _types_of(target) if t != "array"]
+            target = {k: v for k, v in target.items() if k not in ("items", "type")}
+            target["type"] = types[0] if len(types) == 1 else types
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        merged = {**target, **rest} if isinstance(target, Mapping) else target
+        return _resolve(merged, root, path, (*seen, ref))
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("definitions", "$defs", "enum", "const", "default", "examples"):
+            out[key] = value  # values, not schemas
+        elif key == "properties" and isinstance(value, Mapping):
+            out[key] = {
+                k: _resolve(v, root, f"{path}.{k}" if path else k, seen) for k, v in value.items()
+            }
+        else:
+            out[key] = _resolve(value, root, path, seen)
+    return out
+
+
+def _nested_array_of_itself(ref: str, target: Mapping[str, Any]) -> bool:
+    """Whether ``target`` is ``{"type": [..., "array"], "items": {"$ref": ref}}`` with some
+    non-array type besides (the self-recursive array definitions of pipelinewise taps)."""
+    items = target.get("items")
+    types = _types_of(target)
+    return (
+        isinstance(items, Mapping)
+        and items.get("$ref") == ref
+        and len(items) == 1
+        and "array" in types
+        and any(t not in ("array", "null") for t in types)
+    )
+
+
+def _lookup(ref: Any, root: Mapping[str, Any], path: str) -> Any:
+    if not isinstance(ref, str) or not ref.startswith(_REF_PREFIXES):
+        raise SchemaMappingError(
+            f"property '{path}': $ref {ref!r} is not a local reference "
+            "('#/definitions/<name>' or '#/$defs/<name>'); other references are not fetched"
+        )
+    section, _, name = ref[2:].partition("/")
+    target = (root.get(section) or {}).get(name.replace("~1", "/").replace("~0", "~"))
+    if not isinstance(target, Mapping):
+        raise SchemaMappingError(f"property '{path}': $ref {ref!r} names no schema in {section}")
+    return target
 
 
 def sql_null_omitted(field: pa.Field) -> bool:
@@ -291,6 +441,7 @@ def jsonschema_to_arrow(schema: Mapping[str, Any]) -> pa.Schema:
         raise SchemaMappingError(
             "a stream schema must be an object with at least one property in 'properties'"
         )
+    props = {k: resolve_refs(v, schema, k) for k, v in props.items()}
     return pa.schema([property_to_field(k, v) for k, v in props.items()])
 
 

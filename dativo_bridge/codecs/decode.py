@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from dativo_bridge import accel, errors
+from dativo_bridge.arrow_types import any_nested
 from dativo_bridge.codecs.encode import first_unwritable, may_be_unwritable
 from dativo_bridge.codecs.fast_path import (
     fast_type,
@@ -36,7 +37,7 @@ from dativo_bridge.codecs.json_text import (
     ABSENT,
     MAX_NESTING,
     DuplicateKey,
-    OutOfRange,
+    NumberText,
     has_lone_surrogate,
     loads,
     loads_record,
@@ -178,6 +179,8 @@ class RecordDecoder:
         }
         # No JSON text to keep raw: one C parse that refuses duplicate keys does it all.
         self._raw_text = _keeps_raw_text(self._plan)
+        # Decimal columns read a JSON number's digits, not its nearest double.
+        self._exact_numbers = any(any_nested(f.type, pa.types.is_decimal) for f in self.schema)
         self._rust: Any | None = None
         if accelerate and _RUST_DECODER is not None:
             try:
@@ -418,10 +421,11 @@ class RecordDecoder:
         """The ``record`` of one RECORD line, JSON text kept raw (see :func:`scan_record`)."""
         duplicated = False
         try:
-            message = loads_record(line) if self._raw_text else loads_unique(line)
+            exact = self._exact_numbers
+            message = loads_record(line, exact) if self._raw_text else loads_unique(line, exact)
         except DuplicateKey:
             duplicated = True  # scan_record below names it
-            message = loads_record(line)
+            message = loads_record(line, self._exact_numbers)
         except UnicodeDecodeError as exc:
             raise not_utf8_error(exc, self.stream, number) from None
         except ValueError as exc:
@@ -446,7 +450,7 @@ class RecordDecoder:
         if not (self._raw_text or duplicated):
             return message["record"]
         try:
-            return scan_record(line, self._plan)
+            return scan_record(line, self._plan, self._exact_numbers)
         except DuplicateKey as dup:
             raise DecodeError(
                 f"key '{dup.path}' given twice" if not dup.in_record else "property given twice",
@@ -488,7 +492,7 @@ class RecordDecoder:
             except Undeclared as undeclared:
                 self._raise_undeclared(undeclared.path, number)
             except BadValue as bad:
-                if isinstance(bad.value, str | OutOfRange) and type(bad.value) is not str:
+                if isinstance(bad.value, str | NumberText) and type(bad.value) is not str:
                     # The text as written: raw JSON text, or a number such as 1e400.
                     shown = bad.value if isinstance(bad.value, str) else bad.value.text
                 else:

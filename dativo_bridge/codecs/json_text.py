@@ -62,10 +62,15 @@ def loads(line: bytes) -> Any:
     return value
 
 
-class OutOfRange(float):
-    """A JSON number beyond the double range (``1e400``): infinity, with the text it had."""
+class NumberText(float):
+    """A JSON number with a fraction or exponent (its nearest double), with the text it
+    had: a decimal column reads the digits (``99999999999999.9999``), not the double."""
 
     text: str
+
+
+class OutOfRange(NumberText):
+    """A JSON number beyond the double range (``1e400``): infinity, with the text it had."""
 
 
 def _parse_float(text: str) -> float:
@@ -75,6 +80,13 @@ def _parse_float(text: str) -> float:
         out.text = text
         return out
     return value
+
+
+def _parse_number_text(text: str) -> float:
+    value = float(text)
+    out = OutOfRange(value) if math.isinf(value) else NumberText(value)
+    out.text = text
+    return out
 
 
 class _NotJsonConstant(ValueError):
@@ -89,15 +101,20 @@ def _no_constant(name: str) -> Any:
 #: and strict (JSON's grammar only) for the values of JSON-text columns.
 _Scanner = Callable[[str, int], tuple[Any, int]]
 _LENIENT: Any = json.JSONDecoder(parse_float=_parse_float)
+_EXACT: Any = json.JSONDecoder(parse_float=_parse_number_text)
 _STRICT: Any = json.JSONDecoder(parse_constant=_no_constant)
 _LENIENT_SCAN: _Scanner = _LENIENT.scan_once
+_EXACT_SCAN: _Scanner = _EXACT.scan_once
 _STRICT_SCAN: _Scanner = _STRICT.scan_once
 _SCAN_STRING: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _WS = re.compile(r"[ \t\n\r]*")
 
 
-def loads_record(line: bytes) -> Any:
-    """:func:`loads`, with numbers beyond the double range marked (``OutOfRange``)."""
+def loads_record(line: bytes, exact: bool = False) -> Any:
+    """:func:`loads`, with numbers beyond the double range marked (``OutOfRange``);
+    ``exact``: every number with a fraction or exponent is a :class:`NumberText`."""
+    if exact:
+        return json.loads(line, parse_float=_parse_number_text)
     try:
         value = orjson.loads(line)  # orjson refuses 1e400
     except orjson.JSONDecodeError:
@@ -114,11 +131,12 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def loads_unique(line: bytes) -> Any:
+def loads_unique(line: bytes, exact: bool = False) -> Any:
     """:func:`loads_record` in one pass of the C parser, with a key given twice in any
     object raising :class:`DuplicateKey` (without its path: :func:`scan_record` finds it).
     For records that need no JSON text kept raw (a third of the time of that scan)."""
-    return json.loads(line, parse_float=_parse_float, object_pairs_hook=_unique_pairs)
+    parse = _parse_number_text if exact else _parse_float
+    return json.loads(line, parse_float=parse, object_pairs_hook=_unique_pairs)
 
 
 class RawText(str):
@@ -167,12 +185,14 @@ def scan_plan(dtype: pa.DataType) -> Any:
     return None
 
 
-def _scan(s: str, i: int, plan: Any, path: str) -> tuple[Any, int]:
+def _scan(
+    s: str, i: int, plan: Any, path: str, lenient: _Scanner = _LENIENT_SCAN
+) -> tuple[Any, int]:
     """The value at ``s[i:]`` (after whitespace), JSON text kept raw where ``plan`` says;
     ``path`` (``a.b.``) names the value in a duplicate-key error."""
     i = _WS.match(s, i).end()  # type: ignore[union-attr]
     if plan is None:
-        return _LENIENT_SCAN(s, i)
+        return lenient(s, i)
     if plan is JSON_TYPE:
         try:
             end = _STRICT_SCAN(s, i)[1]
@@ -184,13 +204,15 @@ def _scan(s: str, i: int, plan: Any, path: str) -> tuple[Any, int]:
         return RawText(s[i:end]), end
     if isinstance(plan, dict):
         if s.startswith("{", i):
-            return _scan_object(s, i, plan, path)
+            return _scan_object(s, i, plan, path, lenient)
     elif s.startswith("[", i):
-        return _scan_array(s, i, plan.item, path)
-    return _LENIENT_SCAN(s, i)
+        return _scan_array(s, i, plan.item, path, lenient)
+    return lenient(s, i)
 
 
-def _scan_object(s: str, i: int, plan: dict[str, Any], path: str) -> tuple[dict[str, Any], int]:
+def _scan_object(
+    s: str, i: int, plan: dict[str, Any], path: str, lenient: _Scanner
+) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
     if s.startswith("}", i):
@@ -205,7 +227,7 @@ def _scan_object(s: str, i: int, plan: dict[str, Any], path: str) -> tuple[dict[
         if not s.startswith(":", i):
             raise ValueError("expected ':'")
         child = plan.get(key)
-        out[key], i = _scan(s, i + 1, child, "" if child is None else f"{path}{key}.")
+        out[key], i = _scan(s, i + 1, child, "" if child is None else f"{path}{key}.", lenient)
         i = _WS.match(s, i).end()  # type: ignore[union-attr]
         if s.startswith("}", i):
             return out, i + 1
@@ -214,14 +236,14 @@ def _scan_object(s: str, i: int, plan: dict[str, Any], path: str) -> tuple[dict[
         i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
 
 
-def _scan_array(s: str, i: int, item: Any, path: str) -> tuple[list[Any], int]:
+def _scan_array(s: str, i: int, item: Any, path: str, lenient: _Scanner) -> tuple[list[Any], int]:
     out: list[Any] = []
     i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
     if s.startswith("]", i):
         return out, i + 1
     inner = path[:-1] + "[]." if path else path
     while True:
-        value, i = _scan(s, i, item, inner)
+        value, i = _scan(s, i, item, inner, lenient)
         out.append(value)
         i = _WS.match(s, i).end()  # type: ignore[union-attr]
         if s.startswith("]", i):
@@ -231,9 +253,10 @@ def _scan_array(s: str, i: int, item: Any, path: str) -> tuple[list[Any], int]:
         i += 1
 
 
-def scan_record(line: bytes, plan: dict[str, Any]) -> Any:
+def scan_record(line: bytes, plan: dict[str, Any], exact: bool = False) -> Any:
     """The ``record`` of a message (already parsed once, so known to be valid), with the
-    value of every JSON-text column as its raw text (``RawText``) instead of parsed.
+    value of every JSON-text column as its raw text (``RawText``) instead of parsed;
+    ``exact``: numbers with a fraction or exponent as :class:`NumberText`.
 
     Raises:
         DuplicateKey: A key given twice at the message's top level, in the record, or in
@@ -246,6 +269,7 @@ def scan_record(line: bytes, plan: dict[str, Any]) -> Any:
         raise ValueError("expected an object")
     record: Any = None
     seen: set[str] = set()
+    lenient = _EXACT_SCAN if exact else _LENIENT_SCAN
     i = _WS.match(s, i + 1).end()  # type: ignore[union-attr]
     while s.startswith('"', i):
         key, i = _SCAN_STRING(s, i + 1)
@@ -256,7 +280,7 @@ def scan_record(line: bytes, plan: dict[str, Any]) -> Any:
         if not s.startswith(":", i):
             raise ValueError("expected ':'")
         if key == "record":
-            record, i = _scan(s, i + 1, plan, "")
+            record, i = _scan(s, i + 1, plan, "", lenient)
         else:
             i = _scan(s, i + 1, None, "")[1]
         i = _WS.match(s, i).end()  # type: ignore[union-attr]

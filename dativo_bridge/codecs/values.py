@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from dativo_bridge.arrow_types import map_children
-from dativo_bridge.codecs.json_text import ABSENT, NotJson, OutOfRange, RawText
+from dativo_bridge.codecs.json_text import ABSENT, NotJson, NumberText, OutOfRange, RawText
 from dativo_bridge.schema import JSON_TYPE, sql_null_omitted
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -151,7 +151,9 @@ def value_converter(
             if isinstance(v, bool) or not isinstance(v, str | int | float):
                 return bad(v)
             try:
-                d = decimal.Decimal(str(v))
+                # The digits as written (a decoder reading decimals keeps them), not the
+                # nearest double: 99999999999999.9999 must not become 1e14.
+                d = decimal.Decimal(v.text if isinstance(v, NumberText) else str(v))
                 q = d.quantize(quantum, context=context)
             except (decimal.DecimalException, ValueError):
                 return bad(v)
