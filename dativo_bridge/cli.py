@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import re
+import signal
 import sys
 import traceback
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -24,7 +29,7 @@ from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class, registered_plugin
 from dativo_bridge.project import PluginDef, Project
 from dativo_bridge.redact import Redactor, secret_values
-from dativo_bridge.runner import RunResult, run
+from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult, run
 from dativo_bridge.settings import target_schema, validated
 from dativo_bridge.state import LocalStateStore
 
@@ -32,6 +37,14 @@ logger = logging.getLogger("dativo")
 
 #: Settings that name a user class instead of a built-in plugin.
 CLASS_SETTINGS = {"extractors": "reader_class", "loaders": "writer_class"}
+
+
+#: Exit codes of ``dativo run`` (documented in its --help and docs/dativo-run.md).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
 
 def _human_bytes(n: float) -> str:
@@ -42,22 +55,209 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def make_console(*, stderr: bool) -> Console:
+    """A console for stdout or stderr; off a terminal (a file, a pipe, CI) it never wraps
+    lines, so paths and messages are not split mid-word at 80 columns."""
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, width=100_000, soft_wrap=True)
+
+
+def local_path(file: str) -> Path | None:
+    """The local path of a committed file (a plain path or a ``file:`` URI); None for a
+    file in an object store (``s3://...``)."""
+    if file.startswith("file://"):
+        return Path(file[len("file://") :])
+    if file.startswith("file:"):
+        return Path(file[len("file:") :])
+    if "://" in file:
+        return None
+    return Path(file)
+
+
+def landing_folders(files: list[str]) -> list[str]:
+    """The folders the committed files are in: local ones resolved, URIs as they are."""
+    folders = set()
+    for file in files:
+        path = local_path(file)
+        if path is None:
+            folders.add(file.rsplit("/", 1)[0])
+        else:
+            folders.add(str(path.parent.resolve()))
+    return sorted(folders)
+
+
+def _disk_bytes(files: list[str]) -> int | None:
+    """Bytes on disk of the local committed files (None if none can be measured)."""
+    total, seen = 0, False
+    for file in files:
+        path = local_path(file)
+        if path is None:
+            continue
+        try:
+            total += path.stat().st_size
+            seen = True
+        except OSError:
+            continue
+    return total if seen else None
+
+
 def stats_table(streams: Mapping[str, StreamStats], elapsed: float, title: str) -> Table:
-    """Rows, rows/s, bytes and elapsed per stream."""
+    """Rows, rows/s, Arrow memory, committed bytes on disk (where the files are local) and
+    elapsed per stream."""
     table = Table(title=title)
-    for column in ("stream", "rows", "rows/s", "bytes", "files", "elapsed"):
+    on_disk = {name: _disk_bytes(s.files) for name, s in streams.items()}
+    columns = ["stream", "rows", "rows/s", "memory"]
+    if any(v is not None for v in on_disk.values()):
+        columns.append("on disk")
+    columns += ["files", "elapsed"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "stream" else "right")
     for name, s in streams.items():
         rate = s.rows / elapsed if elapsed > 0 else 0.0
-        table.add_row(
-            name,
-            f"{s.rows:,}",
-            f"{rate:,.0f}",
-            _human_bytes(s.bytes),
-            str(len(s.files)),
-            f"{elapsed:.1f}s",
-        )
+        row = [name, f"{s.rows:,}", f"{rate:,.0f}", _human_bytes(s.bytes)]
+        if "on disk" in columns:
+            disk = on_disk[name]
+            row.append("-" if disk is None else _human_bytes(disk))
+        row += [str(len(s.files)), f"{elapsed:.1f}s"]
+        table.add_row(*row)
     return table
+
+
+def progress_line(streams: Mapping[str, StreamStats], elapsed: float) -> str:
+    """One line of progress: rows, rows/s, Arrow memory and elapsed over all streams."""
+    rows = sum(s.rows for s in streams.values())
+    memory = sum(s.bytes for s in streams.values())
+    committed = sum(s.committed_rows for s in streams.values())
+    rate = rows / elapsed if elapsed > 0 else 0.0
+    return (
+        f"progress: {rows:,} rows ({committed:,} committed), {rate:,.0f} rows/s, "
+        f"{_human_bytes(memory)} memory, {elapsed:.1f}s elapsed"
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record: time, level, logger, message (and exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class ConsoleHandler(logging.Handler):
+    """Log records printed through a rich Console, so that on a terminal they appear above
+    the live progress table instead of breaking it."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def setup_logging(level: str, log_format: str, console: Console) -> logging.Handler:
+    """The root logger at ``level``, writing text or JSON lines to stderr (through
+    ``console`` on a terminal)."""
+    handler: logging.Handler
+    if console.is_terminal and log_format == "text":
+        handler = ConsoleHandler(console)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler
+
+
+_ERRNO_HINTS = {
+    errno.EACCES: "give the user running dativo write access there, or point {what} elsewhere",
+    errno.EPERM: "give the user running dativo write access there, or point {what} elsewhere",
+    errno.EROFS: "the file system is read-only: point {what} at a writable place",
+    errno.ENOSPC: "the device is full: free space on it, or point {what} at another device",
+    errno.EDQUOT: "the disk quota is exhausted: free space, or point {what} elsewhere",
+    errno.ENOENT: "create the missing folder, or fix {what}",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: fix {what}",
+    errno.EEXIST: "something is in the way at that path: move it, or fix {what}",
+    errno.EISDIR: "the path is a folder where a file was expected: fix {what}",
+}
+
+
+def _strings(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, str) and value:
+            out.append((name, value))
+        elif isinstance(value, Mapping):
+            out.extend(_strings(value, f"{name}."))
+    return out
+
+
+def _setting_for(filename: str, config: Mapping[str, Any], base: Path) -> str | None:
+    """The setting whose value is ``filename`` or a folder above it."""
+    target = Path(filename)
+    for name, value in _strings(config):
+        candidate = local_path(value)
+        if candidate is None:
+            continue
+        if not candidate.is_absolute():
+            candidate = base / candidate
+        if target == candidate or candidate in target.parents:
+            return name
+    return None
+
+
+def describe_error(
+    exc: BaseException,
+    plugins: Mapping[str, tuple[str, Mapping[str, Any]]],
+    project_dir: Path,
+) -> str:
+    """One line a person can act on: which plugin, which setting or resource, what to do.
+
+    ``plugins`` maps "source"/"destination" to (plugin name, its settings)."""
+    side = getattr(exc, "dativo_side", None)
+    plugin, config = plugins.get(side or "", ("", {}))
+    who = f"plugin '{plugin}'" if plugin else "dativo"
+    if isinstance(exc, DativoError):
+        text = str(exc)
+        return text if not plugin or plugin in text else f"{who}: {text}"
+    if isinstance(exc, OSError):
+        filename = exc.filename if isinstance(exc.filename, str) else None
+        if filename is None:
+            # pyarrow's file system errors name the path only in their message.
+            quoted = re.search(r"'(/[^']*)'", str(exc))
+            filename = quoted.group(1) if quoted else None
+        setting = _setting_for(filename, config, project_dir) if filename else None
+        what = f"setting '{setting}'" if setting else "the plugin's path setting"
+        reason = exc.strerror or str(exc).split(". Detail:")[0]
+        resource = f" at {filename}" if filename else ""
+        setting_part = f" (setting '{setting}')" if setting else ""
+        hint = _ERRNO_HINTS.get(exc.errno or -1, "check the resource and {what}").format(what=what)
+        return f"{who}: {reason}{resource}{setting_part}: {hint}"
+    if plugin:
+        return f"{who} failed: {type(exc).__name__}: {exc} (the traceback: --log-level debug)"
+    return (
+        f"unexpected {type(exc).__name__}: {exc}; this is a bug in dativo: rerun with "
+        "--log-level debug and report the traceback"
+    )
 
 
 def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], list[str]]:
@@ -143,7 +343,26 @@ def main() -> None:
     help="Commit the destination after this many rows "
     "[default: the target's checkpoint_rows setting, else 1,000,000].",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    help="DEBUG also prints the traceback of an error.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line on stderr.",
+)
+@click.option(
+    "--progress-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Off a terminal, seconds between one-line progress reports on stderr (0: none).",
+)
 def run_command(
     tap: str,
     target: str,
@@ -155,26 +374,77 @@ def run_command(
     as_json: bool,
     checkpoint_rows: int | None,
     log_level: str,
+    log_format: str,
+    progress_interval: float,
 ) -> None:
     """Run TAP into TARGET as defined in meltano.yml.
 
     Dativo plugins and ArrowReader/ArrowWriter classes run in this process with Arrow
     batches between them; any other Singer executable runs as a subprocess.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run within seconds: what is not committed is
+    discarded, and a rerun resumes from the last committed state.
+
+    \b
+    Exit codes:
+      0    the run completed
+      1    an error (one line names the plugin, the setting and what to do)
+      2    usage: a bad option, or a plugin not defined in meltano.yml
+      130  interrupted by SIGINT (Ctrl-C)
+      143  terminated by SIGTERM
     """
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    console = make_console(stderr=True)
+    setup_logging(log_level, log_format, console)
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
     redactor = Redactor()
     redactor.install()
-    console = Console(stderr=True)
+    cancel = Cancellation()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # A second signal stops at once, the way it would without this handler.
+        signal.signal(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        cancel.request(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def fail(message: str, code: int) -> NoReturn:
+        message = redactor.redact(message)
+        if log_format == "json":
+            logger.error("%s", message)
+        else:
+            # One line, however long (a narrow terminal must not wrap it into several).
+            console.print(
+                f"[bold red]error:[/] {escape(message)}",
+                highlight=False,
+                markup=True,
+                soft_wrap=True,
+            )
+        sys.exit(code)
+
     remove_stale_private_dirs()
+    plugins: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    project: Project | None = None
+    store: LocalStateStore | None = None
+    sid = ""
     try:
-        project = Project(project_file, environment)
-        tap_def, target_def = project.plugin(tap), project.plugin(target)
-        if tap_def.kind != "extractors" or target_def.kind != "loaders":
-            raise DativoError(f"'{tap}' must be an extractor and '{target}' a loader")
+        try:
+            project = Project(project_file, environment)
+            tap_def, target_def = project.plugin(tap), project.plugin(target)
+            if tap_def.kind != "extractors" or target_def.kind != "loaders":
+                names = project.plugin_names()
+                raise ConfigError(
+                    f"'{tap}' must be an extractor and '{target}' a loader "
+                    f"(extractors: {', '.join(names['extractors']) or '(none)'}; "
+                    f"loaders: {', '.join(names['loaders']) or '(none)'})"
+                )
+        except ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
+        for plugin_def in (tap_def, target_def):
+            for warning in plugin_def.check_env():
+                logger.warning("%s", warning)
+        plugins = {"source": (tap, tap_def.config), "destination": (target, target_def.config)}
         source, source_config, tap_secrets = resolve(tap_def, project)
         destination, dest_config, target_secrets = resolve(target_def, project)
         redactor.add(tap_secrets + target_secrets)
@@ -200,25 +470,43 @@ def run_command(
             checkpoint_rows=checkpoint_rows,
             redactor=redactor,
             project=project,
+            cancel=cancel,
+            progress_interval=progress_interval,
         )
-    except DativoError as exc:
-        # One line, however long (a narrow terminal must not wrap it into several).
-        console.print(
-            f"[bold red]error:[/] {escape(redactor.redact(str(exc)))}",
-            highlight=False,
-            markup=True,
-            soft_wrap=True,
-        )
-        sys.exit(1)
-    except Exception:
-        console.print(redactor.redact(traceback.format_exc()), highlight=False, markup=False)
-        sys.exit(2)
+    except RunInterrupted as exc:
+        _report_interrupt(console, exc, store, sid, redactor, log_format)
+        sys.exit(EXIT_SIGTERM if exc.signum == signal.SIGTERM else EXIT_SIGINT)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if cancel.is_set() and isinstance(exc, Exception | KeyboardInterrupt):
+            signum = cancel.signum or signal.SIGINT
+            interrupted = RunInterrupted(signum, RunResult(state_id=sid, state=None))
+            _report_interrupt(console, interrupted, store, sid, redactor, log_format)
+            sys.exit(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
+        if not isinstance(exc, Exception):
+            raise
+        if debug:
+            logger.debug("%s", redactor.redact(traceback.format_exc()))
+        base = project.dir if project is not None else Path.cwd()
+        fail(describe_error(exc, plugins, base), EXIT_ERROR)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if as_json:
         click.echo(redactor.redact(json.dumps(result.to_dict(), default=str)))
         return
-    out = Console()
-    out.print(stats_table(result.streams, result.elapsed, f"{tap} -> {target}"))
-    folders = sorted({str(Path(f).parent.resolve()) for f in result.files})
+    out = make_console(stderr=False)
+    if result.streams:
+        out.print(stats_table(result.streams, result.elapsed, f"{tap} -> {target}"))
+    else:
+        out.print(
+            f"{tap} -> {target}: both ran as subprocesses, their Singer messages passed "
+            f"straight through, so there are no per-stream counts; finished in "
+            f"{result.elapsed:.1f}s" + ("" if result.state else "; the target reported no state"),
+            highlight=False,
+        )
+    folders = landing_folders(result.files)
     if folders:
         out.print("Data landed in:", highlight=False)
         for folder in folders:
@@ -226,11 +514,54 @@ def run_command(
     out.print(f"State saved under id '{sid}' in {store.path(sid)}", highlight=False)
 
 
+def _report_interrupt(
+    console: Console,
+    exc: RunInterrupted,
+    store: LocalStateStore | None,
+    sid: str,
+    redactor: Redactor,
+    log_format: str,
+) -> None:
+    """What an interrupted run committed (its last durable state) and that a rerun resumes."""
+    name = signal.Signals(exc.signum).name
+    committed = {n: s.committed_rows for n, s in exc.result.streams.items()}
+    if exc.result.state:
+        rows = ", ".join(f"{n} {r:,} rows" for n, r in committed.items()) if committed else ""
+        where = f" in {store.path(sid)}" if store is not None and sid else ""
+        what = (
+            f"committed before it: {rows}; " if rows else "committed before it: "
+        ) + f"state saved under id '{sid}'{where}"
+        resume = "rerun the same command to resume from there"
+    else:
+        what = "nothing was committed"
+        resume = "a rerun starts from the beginning"
+    message = (
+        f"interrupted by {name}: stopped, what was not committed is discarded; {what}; {resume}"
+    )
+    message = redactor.redact(message)
+    if log_format == "json":
+        logger.error("%s", message)
+    else:
+        console.print(f"[bold yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
+
+
 def _run_with_display(
-    console: Console, source: Any, destination: Any, *, project: Project, **kwargs: Any
+    console: Console,
+    source: Any,
+    destination: Any,
+    *,
+    project: Project,
+    progress_interval: float,
+    **kwargs: Any,
 ) -> RunResult:
     if not console.is_terminal:
-        return run(source, destination, **kwargs)
+
+        def line(streams: Mapping[str, StreamStats], elapsed: float) -> None:
+            logger.info("%s", progress_line(streams, elapsed))
+
+        return run(
+            source, destination, progress=line, progress_interval=progress_interval, **kwargs
+        )
     with Live(console=console, refresh_per_second=4, transient=True) as live:
 
         def progress(streams: Mapping[str, StreamStats], elapsed: float) -> None:

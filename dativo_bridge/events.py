@@ -83,16 +83,17 @@ ProgressCallback = Callable[[Mapping[str, "StreamStats"], float], None]
 
 
 class Progress:
-    """Calls ``callback(stats, elapsed)`` at most every ``interval`` seconds (and once more
-    with :meth:`final`); no-op without a callback."""
+    """Calls ``callback(stats, elapsed)`` at most every ``interval`` seconds, the first time
+    ``interval`` seconds after ``started`` (and once more with :meth:`final`); no-op
+    without a callback or with an interval of 0 or less."""
 
     def __init__(
         self, callback: ProgressCallback | None, started: float, interval: float = 0.5
     ) -> None:
-        self.callback = callback
+        self.callback = callback if interval > 0 else None
         self.started = started
         self.interval = interval
-        self._last = 0.0
+        self._last = started
 
     def tick(self, stats: Mapping[str, StreamStats]) -> None:
         """Report ``stats`` if the last report is older than the interval."""

@@ -121,6 +121,13 @@ class RunningPlugin:
         if code != 0:
             raise PluginFailedError(self.plugin.name, code, self.stderr.text())
 
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM) if it still runs, without waiting: safe in
+        a signal handler. ``kill`` afterwards makes sure it is gone."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.terminate()
+
     def kill(self) -> None:
         """Stop the process if it still runs."""
         if self.proc.poll() is None:

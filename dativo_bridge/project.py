@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 import shutil
@@ -19,15 +20,56 @@ from dativo_bridge.errors import ConfigError
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def expand_env(value: Any, env: Mapping[str, str]) -> Any:
-    """Expand ``$VAR`` and ``${VAR}`` in every string of ``value`` (unset -> empty)."""
+def expand_env(
+    value: Any,
+    env: Mapping[str, str],
+    unset: dict[str, UnsetVar] | None = None,
+    path: str = "",
+) -> Any:
+    """Expand ``$VAR`` and ``${VAR}`` in every string of ``value`` (unset -> empty).
+
+    With ``unset``, every setting (dotted ``path``) that used a variable which is unset
+    or empty is recorded there, so that the user can be told which one and where.
+    """
     if isinstance(value, str):
-        return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), value)
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(2)
+            got = env.get(name, "")
+            if not got and unset is not None:
+                whole = m.group(0) == value.strip()
+                unset[path] = UnsetVar(name, name in env, whole)
+            return got
+
+        return _VAR.sub(sub, value)
     if isinstance(value, list):
-        return [expand_env(v, env) for v in value]
+        return [expand_env(v, env, unset, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: expand_env(v, env) for k, v in value.items()}
+        return {
+            k: expand_env(v, env, unset, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
     return value
+
+
+@dataclass(frozen=True)
+class UnsetVar:
+    """A variable a setting's value refers to that is unset (or set to the empty string).
+
+    Attributes:
+        var: The variable's name.
+        empty: True if it is set, to the empty string; False if it is not set at all.
+        whole: True if the setting's whole value is the variable (so it is now empty).
+    """
+
+    var: str
+    empty: bool
+    whole: bool
+
+
+#: Settings that are useless, or worse, misleading, when empty: a DSN or URL that is the
+#: empty string makes a client connect to its defaults (``role "root"`` on localhost).
+_MUST_NOT_BE_EMPTY = re.compile(r"(^|_)(dsn|url|uri|connection_string|host|path)$")
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,6 +94,31 @@ class PluginDef:
     select: list[str] = field(default_factory=list)
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     sensitive: list[str] = field(default_factory=list)
+    #: Settings whose value used an unset or empty environment variable.
+    unset_env: dict[str, UnsetVar] = field(default_factory=dict)
+    #: Where the plugin's settings came from (meltano.yml, its .env).
+    source_file: Path | None = None
+
+    def check_env(self) -> list[str]:
+        """Raise ConfigError for a connection or path setting that is empty because its
+        environment variable is unset or empty; return a warning for each other setting
+        that used one."""
+        warnings = []
+        for setting, unset in self.unset_env.items():
+            where = self.source_file or Path("meltano.yml")
+            how = "is set to the empty string" if unset.empty else "is not set"
+            message = (
+                f"plugin '{self.name}': setting '{setting}' uses ${unset.var} ({where}), "
+                f"which {how} in the environment or in {where.parent / '.env'}"
+            )
+            leaf = setting.rsplit(".", 1)[-1]
+            if unset.whole and _MUST_NOT_BE_EMPTY.search(leaf):
+                raise ConfigError(
+                    f"{message}, so '{setting}' is empty: export {unset.var}=... or add "
+                    f"it to {where.parent / '.env'}"
+                )
+            warnings.append(message)
+        return warnings
 
     def command(self, project_dir: Path) -> list[str]:
         """argv to run the plugin as a subprocess (PATH, then Meltano's plugin venvs)."""
@@ -116,7 +183,8 @@ class Project:
                 for over in env_plugins:
                     if over.get("name") == name:
                         merged = _merge(merged, over)
-                config = expand_env(merged.get("config") or {}, self.env)
+                unset: dict[str, UnsetVar] = {}
+                config = expand_env(merged.get("config") or {}, self.env, unset)
                 sensitive = [
                     s["name"]
                     for s in merged.get("settings") or []
@@ -131,8 +199,24 @@ class Project:
                     select=list(merged.get("select") or []),
                     metadata=dict(merged.get("metadata") or {}),
                     sensitive=sensitive,
+                    unset_env=unset,
+                    source_file=self.file,
                 )
-        raise ConfigError(f"no extractor or loader named '{name}' in {self.file}")
+        names = self.plugin_names()
+        defined = "; ".join(f"{kind}: {', '.join(n) or '(none)'}" for kind, n in names.items())
+        close = difflib.get_close_matches(name, [n for ns in names.values() for n in ns], 1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(
+            f"no extractor or loader named '{name}' in {self.file}; {hint}defined: {defined}"
+        )
+
+    def plugin_names(self) -> dict[str, list[str]]:
+        """The names of the extractors and of the loaders meltano.yml defines."""
+        plugins = self.data.get("plugins") or {}
+        return {
+            kind: [str(p.get("name")) for p in plugins.get(kind) or [] if p.get("name")]
+            for kind in ("extractors", "loaders")
+        }
 
     def _with_inheritance(self, kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         parent = raw.get("inherit_from")

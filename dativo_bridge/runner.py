@@ -10,8 +10,10 @@ durable. A reader is opened, read and closed on one thread (the reader thread).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -101,6 +103,57 @@ class RunResult:
         }
 
 
+class RunInterrupted(DativoError):
+    """A run stopped by a signal (SIGINT, SIGTERM) before its end.
+
+    Attributes:
+        signum: The signal number.
+        result: What the run made durable before it stopped.
+    """
+
+    def __init__(self, signum: int, result: RunResult) -> None:
+        self.signum = signum
+        self.result = result
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class Cancellation:
+    """A request to stop a run, safe to make from a signal handler: the run checks it
+    between batches, and foreign plugin processes are asked to terminate at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._plugins: list[RunningPlugin] = []
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        """Stop the run: set the flag and terminate the running plugin processes."""
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+        for plugin in list(self._plugins):
+            plugin.terminate()
+
+    def is_set(self) -> bool:
+        """True once a stop was requested."""
+        return self.event.is_set()
+
+    def adopt(self, plugin: RunningPlugin) -> RunningPlugin:
+        """Terminate ``plugin`` when the run is cancelled (at once if it already is)."""
+        self._plugins.append(plugin)
+        if self.is_set():
+            plugin.terminate()
+        return plugin
+
+
+def _blame(exc: BaseException, side: str) -> None:
+    """Record on ``exc`` whether the source or the destination raised it (the first
+    side to touch it wins), for the error message that names the plugin."""
+    if getattr(exc, "dativo_side", None) is None:
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.dativo_side = side  # type: ignore[attr-defined]
+
+
 @dataclass
 class RunContext:
     """What every path of one run shares.
@@ -114,6 +167,7 @@ class RunContext:
         progress: Reports per-stream counters now and then.
         result: What the run did so far.
         queue_size: Batches in flight between the reader thread and the sink.
+        cancel: Set to stop the run between batches.
     """
 
     source_config: Mapping[str, Any]
@@ -124,6 +178,12 @@ class RunContext:
     progress: Progress
     result: RunResult
     queue_size: int = 2
+    cancel: Cancellation = field(default_factory=Cancellation)
+
+    def check_cancelled(self) -> None:
+        """Raise RunInterrupted if the run was asked to stop."""
+        if self.cancel.is_set():
+            raise RunInterrupted(self.cancel.signum or signal.SIGINT, self.result)
 
     def events(self, reader: ArrowReader) -> Iterator[Any]:
         """The events of an opened in-process reader."""
@@ -136,9 +196,10 @@ _END = object()
 class _Pipe:
     """A bounded queue with error propagation and cancellation between two threads."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, stop: Cancellation | None = None) -> None:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=size)
         self.cancelled = threading.Event()
+        self.stop = stop or Cancellation()
 
     def put(self, item: Any) -> None:
         while not self.cancelled.is_set():
@@ -150,8 +211,14 @@ class _Pipe:
         raise _Cancelled
 
     def items(self) -> Iterator[Any]:
+        """The items put, until the end; stops (returns) once the run is cancelled."""
         while True:
-            item = self.queue.get()
+            if self.stop.is_set():
+                return
+            try:
+                item = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -180,6 +247,8 @@ def run(
     checkpoint_rows: int | None = None,
     checkpoint_seconds: float | None = None,
     redactor: Redactor | None = None,
+    cancel: Cancellation | None = None,
+    progress_interval: float = 0.5,
 ) -> RunResult:
     """Move every selected stream of ``source`` into ``destination``.
 
@@ -201,11 +270,15 @@ def run(
         checkpoint_seconds: ... or this many seconds; None: its ``checkpoint_seconds``
             setting (default 300).
         redactor: Masks secrets in messages from foreign plugins.
+        cancel: Request on it (e.g. from a signal handler) to stop the run: it stops
+            between batches, terminates foreign plugins and discards what is not committed.
+        progress_interval: Seconds between two calls of ``progress``.
 
     Returns:
         A RunResult with the final durable state and per-stream counts.
 
     Raises:
+        RunInterrupted: ``cancel`` was requested; its result holds the durable state.
         DativoError: Configuration, decode, write and plugin failures.
     """
     started = time.monotonic()
@@ -253,9 +326,10 @@ def run(
         metadata=metadata,
         start_state=start_state,
         redactor=redactor or Redactor(),
-        progress=Progress(progress, started),
+        progress=Progress(progress, started, progress_interval),
         result=result,
         queue_size=queue_size,
+        cancel=cancel or Cancellation(),
     )
 
     def record_state(value: Any) -> None:
@@ -264,7 +338,14 @@ def run(
             state_store.put(state_id, value)
 
     if isinstance(destination, ForeignTarget):
-        _run_to_foreign(source, destination, ctx, record_state)
+        try:
+            _run_to_foreign(source, destination, ctx, record_state)
+        except BaseException as exc:
+            # A plugin that failed because it was terminated is the interrupt, not an error.
+            ctx.check_cancelled()
+            _blame(exc, "destination")
+            raise
+        ctx.check_cancelled()
     else:
         writers = StreamWriters(
             _writer_factory(destination),
@@ -284,9 +365,17 @@ def run(
                 _run_foreign_tap(source, writers, ctx)
             else:
                 _run_in_process(source, writers, ctx)
-            writers.finish()
-        except BaseException:
+            # Interrupted: what is not committed is discarded (close), not committed.
+            ctx.check_cancelled()
+            try:
+                writers.finish()
+            except BaseException as exc:
+                _blame(exc, "destination")
+                raise
+        except BaseException as exc:
             writers.close()
+            if not isinstance(exc, RunInterrupted) and ctx.cancel.is_set():
+                raise RunInterrupted(ctx.cancel.signum or signal.SIGINT, result) from exc
             raise
     result.elapsed = time.monotonic() - started
     ctx.progress.final(result.streams, result.elapsed)
@@ -372,17 +461,20 @@ def _run_in_process(source: Source, sink: StreamWriters, ctx: RunContext) -> Non
     """The reader on its own thread (opened, read and closed there), the sink on this one."""
     if not isinstance(source, ArrowReader | type):
         raise ConfigError(f"not a source: {source!r}")
-    pipe = _Pipe(ctx.queue_size)
+    pipe = _Pipe(ctx.queue_size, ctx.cancel)
 
     def produce() -> None:
         try:
             with _open_reader(source, ctx.source_config) as reader:
                 for event in ctx.events(reader):
+                    if ctx.cancel.is_set():
+                        raise _Cancelled
                     pipe.put(event)
             pipe.put(_END)
         except _Cancelled:
             return
         except BaseException as exc:
+            _blame(exc, "source")
             try:
                 pipe.put(exc)
             except _Cancelled:
@@ -392,11 +484,16 @@ def _run_in_process(source: Source, sink: StreamWriters, ctx: RunContext) -> Non
     thread.start()
     try:
         for event in pipe.items():
-            deliver(event, sink)
+            try:
+                deliver(event, sink)
+            except BaseException as exc:
+                _blame(exc, "destination")
+                raise
             ctx.progress.tick(sink.stats)
     finally:
         pipe.cancelled.set()
-        thread.join(timeout=10)
+        # A reader asked to stop gets a moment to close; a stuck one is a daemon thread.
+        thread.join(timeout=2 if ctx.cancel.is_set() else 10)
 
 
 def _plugin_files(tap: ForeignTap, workdir: str, ctx: RunContext) -> list[str]:
@@ -429,11 +526,15 @@ def _run_foreign_tap(tap: ForeignTap, writers: StreamWriters, ctx: RunContext) -
     """A Singer tap's messages decoded straight into the run's writers."""
     with private_dir() as workdir:
         args = _plugin_files(tap, workdir, ctx)
-        proc = RunningPlugin(tap, args, ctx.redactor)
+        proc = ctx.cancel.adopt(RunningPlugin(tap, args, ctx.redactor))
         singer_input = SingerInput(writers)
         assert proc.proc.stdout is not None
         try:
             singer_input.consume(proc.proc.stdout, lambda: ctx.progress.tick(writers.stats))
+            ctx.check_cancelled()
+        except RunInterrupted:
+            proc.kill()
+            raise
         except DativoError:
             # A decode error at the end of the output is usually the tap dying mid-line:
             # report the crash, with its stderr, rather than the symptom.
@@ -484,12 +585,14 @@ def _run_to_foreign(
         config_path = write_private_json(workdir, "target-config.json", dict(target.config))
         if isinstance(source, ForeignTap):
             args = _plugin_files(source, workdir, ctx)
-            tap_proc = RunningPlugin(source, args, ctx.redactor)
+            tap_proc = ctx.cancel.adopt(RunningPlugin(source, args, ctx.redactor))
             stdin: Any = tap_proc.proc.stdout
         else:
             tap_proc = None
             stdin = subprocess.PIPE
-        target_proc = RunningPlugin(target, ["--config", config_path], ctx.redactor, stdin=stdin)
+        target_proc = ctx.cancel.adopt(
+            RunningPlugin(target, ["--config", config_path], ctx.redactor, stdin=stdin)
+        )
 
         def read_states() -> None:
             assert target_proc.proc.stdout is not None
@@ -514,6 +617,7 @@ def _run_to_foreign(
                 sink = _Counted(output, ctx.result)
                 with _open_reader(source, ctx.source_config) as reader:
                     for event in ctx.events(reader):
+                        ctx.check_cancelled()
                         deliver(event, sink)
                         ctx.progress.tick(ctx.result.streams)
                 output.flush()
@@ -532,8 +636,10 @@ def _run_to_foreign(
 
 
 __all__ = [
+    "Cancellation",
     "DativoError",
     "RunContext",
+    "RunInterrupted",
     "RunResult",
     "bookmark_state",
     "run",
