@@ -21,10 +21,22 @@ from dativo_bridge.errors import ConfigError
 
 S3_SETTINGS: dict[str, Any] = {
     "endpoint_url": {"type": "string", "description": "S3-compatible endpoint (MinIO, ...)."},
-    "region": {"type": "string"},
-    "aws_access_key_id": {"type": "string", "secret": True},
-    "aws_secret_access_key": {"type": "string", "secret": True},
-    "aws_session_token": {"type": "string", "secret": True},
+    "region": {"type": "string", "description": "AWS region (else the environment's)."},
+    "aws_access_key_id": {
+        "type": "string",
+        "secret": True,
+        "description": "Access key id (else the AWS credential chain).",
+    },
+    "aws_secret_access_key": {
+        "type": "string",
+        "secret": True,
+        "description": "Secret access key, with aws_access_key_id.",
+    },
+    "aws_session_token": {
+        "type": "string",
+        "secret": True,
+        "description": "Session token of temporary credentials.",
+    },
     "aws_profile": {"type": "string", "description": "Named profile for credentials."},
     "connect_timeout": {
         "type": "number",

@@ -66,16 +66,27 @@ BATCH_CONFIG_SCHEMA: dict[str, Any] = {
     "properties": {
         "encoding": {
             "type": "object",
+            "description": "How the files are written.",
             "properties": {
-                "format": {"type": "string", "enum": list(FORMATS)},
-                "compression": {"type": "string", "enum": ["none", "gzip", "zstd"]},
+                "format": {
+                    "type": "string",
+                    "enum": list(FORMATS),
+                    "description": "File format (default arrow: Arrow IPC).",
+                },
+                "compression": {
+                    "type": "string",
+                    "enum": ["none", "gzip", "zstd"],
+                    "description": "Compression of the files (which ones a format supports: "
+                    "docs/batch-files.md).",
+                },
             },
         },
         "storage": {
             "type": "object",
+            "description": "Where the files are written.",
             "properties": {
                 "root": {"type": "string", "description": "Directory or file:// URL."},
-                "prefix": {"type": "string"},
+                "prefix": {"type": "string", "description": "File name prefix (default batch-)."},
             },
         },
         "batch_size": {"type": "integer", "description": "Rows per file (default 1,000,000)."},

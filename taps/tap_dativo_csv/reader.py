@@ -42,22 +42,48 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "stream": {"type": "string"},
+                    "stream": {
+                        "type": "string",
+                        "description": "Stream name (the table a target writes).",
+                    },
                     "path": {"type": "string", "description": "File path or glob."},
-                    "key_properties": {"type": "array", "items": {"type": "string"}},
+                    "key_properties": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Primary-key columns of the stream.",
+                    },
                     "schema": {
                         "type": "object",
                         "description": "JSON Schema of the columns (else inferred).",
                     },
-                    "delimiter": {"type": "string"},
-                    "encoding": {"type": "string"},
+                    "delimiter": {
+                        "type": "string",
+                        "description": "This stream's delimiter (else the top-level one).",
+                    },
+                    "encoding": {
+                        "type": "string",
+                        "description": "This stream's encoding (else the top-level one).",
+                    },
                 },
                 "required": ["stream", "path"],
             },
         },
-        "delimiter": {"type": "string", "default": ","},
-        "encoding": {"type": "string", "default": "utf-8"},
-        "null_values": {"type": "array", "items": {"type": "string"}, "default": [""]},
+        "delimiter": {
+            "type": "string",
+            "default": ",",
+            "description": "Field delimiter (one character).",
+        },
+        "encoding": {
+            "type": "string",
+            "default": "utf-8",
+            "description": "Text encoding of the files.",
+        },
+        "null_values": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [""],
+            "description": "Field texts read as null.",
+        },
         "block_size_mb": {
             "type": "number",
             "default": 16,

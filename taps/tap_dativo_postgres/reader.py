@@ -47,9 +47,9 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
     "properties": {
         "host": {"type": "string", "description": "Server host name or socket directory."},
         "port": {"type": "integer", "description": "Server port (libpq's default: 5432)."},
-        "user": {"type": "string"},
-        "password": {"type": "string", "secret": True},
-        "database": {"type": "string"},
+        "user": {"type": "string", "description": "Role to connect as."},
+        "password": {"type": "string", "secret": True, "description": "Password of the role."},
+        "database": {"type": "string", "description": "Database to read."},
         "dsn": {
             "type": "string",
             "secret": True,
@@ -58,12 +58,24 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         "ssl_mode": {
             "type": "string",
             "enum": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
+            "description": "TLS mode, as libpq's sslmode.",
         },
-        "ssl_root_cert": {"type": "string"},
-        "ssl_cert": {"type": "string"},
-        "ssl_key": {"type": "string"},
-        "connect_timeout": {"type": "integer", "default": 10},
-        "application_name": {"type": "string", "default": "dativo"},
+        "ssl_root_cert": {
+            "type": "string",
+            "description": "CA certificate file (verify-ca, verify-full).",
+        },
+        "ssl_cert": {"type": "string", "description": "Client certificate file."},
+        "ssl_key": {"type": "string", "description": "Client private key file."},
+        "connect_timeout": {
+            "type": "integer",
+            "default": 10,
+            "description": "Seconds to wait for a connection.",
+        },
+        "application_name": {
+            "type": "string",
+            "default": "dativo",
+            "description": "Shown in pg_stat_activity.",
+        },
         "filter_schemas": {
             "type": "array",
             "items": {"type": "string"},
@@ -86,8 +98,17 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "type": "integer",
             "description": "Connections per table read (default: cores).",
         },
-        "pages_per_partition": {"type": "integer", "default": 20_000},
-        "accelerator": {"type": "string", "enum": ["auto", "python", "rust"], "default": "auto"},
+        "pages_per_partition": {
+            "type": "integer",
+            "default": 20_000,
+            "description": "Table pages per parallel ctid range.",
+        },
+        "accelerator": {
+            "type": "string",
+            "enum": ["auto", "python", "rust"],
+            "default": "auto",
+            "description": "COPY decoder: rust (dativo_accel), python, or auto (rust if built).",
+        },
         "max_reconnects": {
             "type": "integer",
             "default": 2,

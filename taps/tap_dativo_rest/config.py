@@ -16,7 +16,12 @@ PAGINATION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "How to get the next page (see docs/rest-tap.md).",
     "properties": {
-        "type": {"type": "string", "enum": list(PAGINATION_TYPES), "default": "none"},
+        "type": {
+            "type": "string",
+            "enum": list(PAGINATION_TYPES),
+            "default": "none",
+            "description": "Pagination style (docs/rest-tap.md).",
+        },
         "param": {
             "type": "string",
             "description": "Query parameter carrying the page number, offset or cursor.",
@@ -24,7 +29,11 @@ PAGINATION_SCHEMA: dict[str, Any] = {
         "start": {"type": "integer", "description": "First page number (1) or offset (0)."},
         "size_param": {"type": "string", "description": "page: parameter for the page size."},
         "size": {"type": "integer", "description": "page: page size sent in size_param."},
-        "limit_param": {"type": "string", "default": "limit"},
+        "limit_param": {
+            "type": "string",
+            "default": "limit",
+            "description": "Query parameter of the page size.",
+        },
         "limit": {"type": "integer", "default": 100, "description": "offset: page size."},
         "total_path": {
             "type": "string",
@@ -47,14 +56,24 @@ AUTH_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "How requests authenticate (see docs/rest-tap.md).",
     "properties": {
-        "type": {"type": "string", "enum": list(AUTH_TYPES), "default": "none"},
+        "type": {
+            "type": "string",
+            "enum": list(AUTH_TYPES),
+            "default": "none",
+            "description": "Authentication scheme.",
+        },
         "token": {"type": "string", "secret": True, "description": "bearer: the token."},
         "api_key": {"type": "string", "secret": True, "description": "api_key: the key."},
         "name": {
             "type": "string",
             "description": "api_key: header or query parameter name (X-API-Key / api_key).",
         },
-        "in": {"type": "string", "enum": ["header", "query"], "default": "header"},
+        "in": {
+            "type": "string",
+            "enum": ["header", "query"],
+            "default": "header",
+            "description": "Where api_key goes: a header or a query parameter.",
+        },
         "prefix": {
             "type": "string",
             "description": "api_key: text before the key in the header (e.g. 'Token ').",
@@ -88,7 +107,11 @@ _STREAM: dict[str, Any] = {
             "default": "$[*]",
             "description": "JSONPath of the records in a response body.",
         },
-        "primary_keys": {"type": "array", "items": {"type": "string"}},
+        "primary_keys": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Key properties of the stream.",
+        },
         "replication_key": {
             "type": "string",
             "description": "Property whose maximum is the bookmark (makes the stream incremental).",
@@ -98,7 +121,11 @@ _STREAM: dict[str, Any] = {
             "description": "Query parameter receiving the bookmark (e.g. updated_since).",
         },
         "params": {"type": "object", "description": "Query parameters of the first request."},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Extra HTTP headers of this stream.",
+        },
         "require_records_path": {
             "type": "boolean",
             "description": "Fail (instead of warning) when records_path matches nothing on "
@@ -133,7 +160,11 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "description": "Bookmark to send on a stream's first incremental run.",
         },
         "timeout": {"type": "number", "default": 30, "description": "Read timeout (seconds)."},
-        "connect_timeout": {"type": "number", "default": 10},
+        "connect_timeout": {
+            "type": "number",
+            "default": 10,
+            "description": "Seconds to wait for a connection.",
+        },
         "max_retries": {
             "type": "integer",
             "default": 5,
@@ -144,7 +175,11 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "default": 0.5,
             "description": "Retry n waits backoff_factor * 2**n seconds (jittered, capped).",
         },
-        "max_backoff": {"type": "number", "default": 60},
+        "max_backoff": {
+            "type": "number",
+            "default": 60,
+            "description": "Longest wait between retries, in seconds.",
+        },
         "max_retry_after": {
             "type": "number",
             "default": 300,
@@ -165,8 +200,16 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "description": "Fail a stream whose records_path matches nothing on every page "
             "(else a warning); an empty array at the path is not a failure.",
         },
-        "user_agent": {"type": "string", "default": "tap-dativo-rest"},
-        "verify_ssl": {"type": "boolean", "default": True},
+        "user_agent": {
+            "type": "string",
+            "default": "tap-dativo-rest",
+            "description": "User-Agent header of every request.",
+        },
+        "verify_ssl": {
+            "type": "boolean",
+            "default": True,
+            "description": "Verify the server's TLS certificate.",
+        },
     },
     "required": ["api_url", "streams"],
 }
