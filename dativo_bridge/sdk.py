@@ -22,6 +22,11 @@ import click
 import orjson
 import pyarrow as pa
 from singer_sdk import Stream, Tap, Target
+from singer_sdk.helpers.capabilities import (
+    CapabilitiesEnum,
+    PluginCapabilities,
+    TargetCapabilities,
+)
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.singerlib import SchemaMessage
@@ -38,7 +43,13 @@ from dativo_bridge.reading import checked_batches
 from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
 from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
 from dativo_bridge.settings import TARGET_COMMON_SETTINGS as TARGET_COMMON_SETTINGS
-from dativo_bridge.settings import target_schema, validated, with_settings
+from dativo_bridge.settings import (
+    check_target_settings,
+    target_batch_rows,
+    target_schema,
+    validated,
+    with_settings,
+)
 from dativo_bridge.state import jsonable
 
 
@@ -357,9 +368,34 @@ class _ArrowMessageReader(GenericSingerReader[str]):
 
 
 class ArrowTarget(_MaskedCli, Target):
-    """Base of every target made by :func:`make_target` (secrets and errors as ArrowTap)."""
+    """Base of every target made by :func:`make_target` (secrets and errors as ArrowTap).
+
+    It advertises only what its batch path honours: not singer-sdk's stream maps,
+    flattening or ``add_record_metadata`` (refused at start when given, with
+    ``hard_delete``: :data:`~dativo_bridge.settings.REFUSED_TARGET_SETTINGS`).
+    """
 
     writer_class: ClassVar[type[ArrowWriter]]
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STRUCTURED_LOGGING,
+        TargetCapabilities.VALIDATE_RECORDS,
+    ]
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
+        # singer-sdk adds add_record_metadata and load_method to every target; keep only
+        # the settings the writer or TARGET_COMMON_SETTINGS define (the ones honoured).
+        own = set(config_jsonschema.get("properties") or {})
+        super().append_builtin_config(config_jsonschema)
+        props = config_jsonschema.get("properties") or {}
+        for key in [k for k in props if k not in own]:
+            del props[key]
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        # Before the SDK's schema check, so that an unsupported value gets its own reason.
+        check_target_settings(self.config, self.config_jsonschema, self.name)
+        return super()._validate_config(raise_errors=raise_errors)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -375,7 +411,7 @@ class ArrowTarget(_MaskedCli, Target):
         )
         self.singer_input = SingerInput(
             self.writers,
-            batch_rows=int(config["batch_rows"]),
+            batch_rows=target_batch_rows(config),
             validate_records=bool(config["validate_records"]),
         )
 

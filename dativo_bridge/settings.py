@@ -51,6 +51,13 @@ TARGET_COMMON_SETTINGS: dict[str, Any] = {
         "default": 100_000,
         "description": "RECORD lines decoded into Arrow per batch.",
     },
+    "batch_size_rows": {
+        "type": "integer",
+        "minimum": 1,
+        "title": "Batch Size Rows",
+        "description": "singer-sdk's name for batch_rows: when set, RECORD lines decoded "
+        "into Arrow per batch (giving both with different values is refused at start).",
+    },
     "batch_cleanup": BATCH_CLEANUP_SETTING,
     "validate_records": {
         "type": "boolean",
@@ -63,6 +70,73 @@ TARGET_COMMON_SETTINGS: dict[str, Any] = {
         "always checked.",
     },
 }
+
+
+#: Load methods by singer-sdk's names, with Dativo's older ``append`` as an alias.
+_LOAD_METHOD_ALIASES = {"append-only": "append"}
+
+#: singer-sdk target settings no Dativo target implements: a true value (or a non-empty
+#: map) refuses the run at start, never ignored (issue 16).
+REFUSED_TARGET_SETTINGS: dict[str, str] = {
+    "add_record_metadata": "the _sdc_* metadata columns are not written by Dativo targets",
+    "hard_delete": "Dativo targets do not delete rows marked with _sdc_deleted_at",
+    "stream_maps": "Dativo targets do not apply stream maps: apply them in the tap",
+    "flattening_enabled": "Dativo targets do not flatten records: flatten in the tap",
+}
+
+
+def load_method(config: Mapping[str, Any], supported: Sequence[str], plugin: str) -> str:
+    """The ``load_method`` setting in Dativo's words (``append-only`` is ``append``).
+
+    Raises:
+        ConfigError: A method the writer does not support.
+    """
+    given = str(config.get("load_method", "append-only"))
+    method = _LOAD_METHOD_ALIASES.get(given, given)
+    if method not in supported:
+        names = ", ".join("append-only" if m == "append" else m for m in supported)
+        hint = " (upsert replaces rows by key: target-dativo-iceberg does it)"
+        raise ConfigError(
+            f"{plugin}: load_method {given!r} is not supported; use one of {names}"
+            + (hint if given == "upsert" else "")
+        )
+    return method
+
+
+def check_target_settings(
+    config: Mapping[str, Any], schema: Mapping[str, Any], plugin: str
+) -> None:
+    """Refuse, before anything runs, the singer-sdk settings a target does not honour:
+    those of :data:`REFUSED_TARGET_SETTINGS`, a ``load_method`` its schema does not list,
+    and ``batch_size_rows`` contradicting ``batch_rows``.
+
+    Raises:
+        ConfigError: Naming the setting and why.
+    """
+    for key, reason in REFUSED_TARGET_SETTINGS.items():
+        if config.get(key):
+            raise ConfigError(f"{plugin}: setting '{key}' is not supported ({reason})")
+    method = config.get("load_method")
+    props = schema.get("properties") or {}
+    if method is not None:
+        allowed = (props.get("load_method") or {}).get("enum")
+        if allowed is None:
+            raise ConfigError(f"{plugin}: setting 'load_method' is not supported")
+        supported = [_LOAD_METHOD_ALIASES.get(m, m) for m in allowed]
+        load_method(config, list(dict.fromkeys(supported)), plugin)
+    size, rows = config.get("batch_size_rows"), config.get("batch_rows")
+    if size is not None and rows is not None and size != rows:
+        raise ConfigError(
+            f"{plugin}: batch_size_rows ({size}) and batch_rows ({rows}) disagree; "
+            "they are one setting: give one"
+        )
+
+
+def target_batch_rows(config: Mapping[str, Any]) -> int:
+    """RECORD lines decoded per batch: ``batch_size_rows`` (singer-sdk's name) if given,
+    else ``batch_rows``."""
+    size = config.get("batch_size_rows")
+    return int(size if size is not None else config["batch_rows"])
 
 
 def with_settings(schema: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

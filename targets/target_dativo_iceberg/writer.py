@@ -38,7 +38,7 @@ from pyiceberg.table import Table, TableProperties
 from dativo_bridge.conform import conform
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from dativo_bridge.settings import with_defaults
+from dativo_bridge.settings import load_method, with_defaults
 from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
 from target_dativo_iceberg.tables import (
@@ -101,8 +101,13 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         },
         "load_method": {
             "type": "string",
-            "enum": ["append", "upsert", "overwrite"],
-            "default": "append",
+            "enum": ["append-only", "append", "upsert", "overwrite"],
+            "default": "append-only",
+            "description": (
+                "singer-sdk's load methods: append-only (alias append) adds rows; upsert "
+                "replaces rows by the stream's key properties; overwrite replaces the table "
+                "once, at the end of a run that read the stream to its end."
+            ),
         },
         "target_file_size_mb": {"type": "number", "default": 256},
         "compression": {"type": "string", "default": "zstd"},
@@ -214,9 +219,7 @@ class IcebergWriter(ArrowWriter):
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
         config = with_defaults(self.config_jsonschema, config)
         super().open(config, stream)
-        self._method = method = str(config["load_method"])
-        if method not in ("append", "upsert", "overwrite"):
-            raise ConfigError(f"load_method must be append, upsert or overwrite, not {method!r}")
+        self._method = load_method(config, ("append", "upsert", "overwrite"), self.name)
         if self._method == "upsert" and not stream.key_properties:
             raise ConfigError(f"stream '{stream.name}': load_method upsert needs key properties")
         self._target_bytes = int(float(config["target_file_size_mb"]) * 2**20)
@@ -534,7 +537,7 @@ class IcebergWriter(ArrowWriter):
         With ``load_method: overwrite`` an empty state: an overwrite run replaces the table
         with the whole source, so it reads from the start, whatever an earlier run stored.
         """
-        if with_defaults(CONFIG_JSONSCHEMA, config)["load_method"] == "overwrite":
+        if with_defaults(CONFIG_JSONSCHEMA, config)["load_method"] == "overwrite":  # no alias
             return {"bookmarks": {}}
         catalog = open_catalog(config)
         namespace = _namespace(config)

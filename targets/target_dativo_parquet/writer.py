@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from dativo_bridge.aws import S3_SETTINGS
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from dativo_bridge.settings import with_defaults
+from dativo_bridge.settings import load_method, with_defaults
 from target_dativo_parquet.leftovers import (
     abandoned_upload,
     new_run_id,
@@ -60,11 +60,13 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         "row_group_rows": {"type": "integer", "default": 1_000_000},
         "load_method": {
             "type": "string",
-            "enum": ["append", "overwrite"],
-            "default": "append",
+            "enum": ["append-only", "append", "overwrite"],
+            "default": "append-only",
             "description": (
-                "append adds the run's files; overwrite replaces the stream's folder with "
-                "the run's files in one step when the run ends (local disk only: on S3 use "
+                "singer-sdk's load methods: append-only (alias append) adds the run's "
+                "files; overwrite replaces the stream's folder with the run's files in one "
+                "step when the run ends (local disk only: on S3 use target-dativo-iceberg). "
+                "upsert is refused at start: Parquet files have no keys to update (use "
                 "target-dativo-iceberg)."
             ),
         },
@@ -155,9 +157,7 @@ class ParquetWriter(ArrowWriter):
             raise ConfigError(
                 "target-dativo-parquet needs the setting 'path' (a directory or s3://bucket/prefix)"
             )
-        self._method = str(config["load_method"])
-        if self._method not in ("append", "overwrite"):
-            raise ConfigError(f"load_method must be append or overwrite, not {self._method!r}")
+        self._method = load_method(config, ("append", "overwrite"), self.name)
         self._storage = Storage(str(config["path"]), config)
         folder = stream_dir_name(stream.name)
         self._live = self._storage.join(folder)

@@ -14,6 +14,16 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "bucket": {"type": "string", "description": "The bucket the objects go in."},
+        "load_method": {
+            "type": "string",
+            "enum": ["append-only", "append"],
+            "default": "append-only",
+            "description": (
+                "singer-sdk's load method: append-only (alias append) adds the run's "
+                "objects. upsert and overwrite are refused at start: encrypted objects are "
+                "never read back or replaced (use target-dativo-iceberg)."
+            ),
+        },
         "prefix": {
             "type": "string",
             "default": "",
