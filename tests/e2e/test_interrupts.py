@@ -77,3 +77,39 @@ def test_signal_stops_quickly_and_a_rerun_delivers_every_row(
     # delivered twice (at-least-once), nothing more.
     assert sorted(set(ids)) == list(range(1, TOTAL + 1))
     assert len(ids) <= TOTAL + 1
+
+
+SLOW_SHELL_TAP = r"""#!/bin/sh
+echo '{"type": "SCHEMA", "stream": "s", "key_properties": ["id"], "schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}'
+echo '{"type": "RECORD", "stream": "s", "record": {"id": 1}}'
+echo '{"type": "STATE", "value": {"bookmarks": {"s": {"replication_key_value": 1}}}}'
+exec sleep 120
+"""
+
+
+def test_sigterm_terminates_a_foreign_tap(tmp_path: Path) -> None:
+    tap = tmp_path / "tap-slow-sh.sh"
+    tap.write_text(SLOW_SHELL_TAP)
+    tap.chmod(0o755)
+    project = write_project(
+        tmp_path,
+        [{"name": "tap-slow-sh", "executable": str(tap)}],
+        [{"name": "target-dativo-parquet", "config": {"path": str(tmp_path / "out")}}],
+    )
+    argv = [script("dativo"), "run", "tap-slow-sh", "target-dativo-parquet", "--project"]
+    proc = subprocess.Popen(
+        [*argv, str(project)],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # started, and blocked reading the tap's output
+    assert proc.poll() is None
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr
+    assert time.monotonic() - sent < 5
+    assert "interrupted by SIGTERM" in stderr

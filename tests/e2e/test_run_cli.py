@@ -138,3 +138,25 @@ def test_log_lines_on_a_terminal_go_through_the_live_console() -> None:
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
+
+
+def test_foreign_to_foreign_summary_says_what_is_known(tmp_path: Path) -> None:
+    tap = tmp_path / "tap-one.sh"
+    tap.write_text(
+        "#!/bin/sh\n"
+        """echo '{"type": "SCHEMA", "stream": "s", "key_properties": [], """
+        """"schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}'\n"""
+        """echo '{"type": "RECORD", "stream": "s", "record": {"id": 1}}'\n"""
+    )
+    target = tmp_path / "target-null.sh"
+    target.write_text("#!/bin/sh\ncat > /dev/null\n")
+    for path in (tap, target):
+        path.chmod(0o755)
+    project = write_project(
+        tmp_path,
+        [{"name": "tap-one", "executable": str(tap)}],
+        [{"name": "target-null", "executable": str(target)}],
+    )
+    done = dativo_run(project, "tap-one", "target-null")
+    assert "no per-stream counts" in done.stdout, done.stdout
+    assert "rows/s" not in done.stdout  # no empty table
