@@ -22,6 +22,7 @@ import click
 import orjson
 import pyarrow as pa
 from singer_sdk import Stream, Tap, Target
+from singer_sdk.about import AboutInfo, TextFormatter
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
     PluginCapabilities,
@@ -278,6 +279,24 @@ class _MaskedErrorsCommand(SingerCommand):
             end_with_error(self.logger, exc)
 
 
+def about_text(info: AboutInfo) -> str:
+    """singer-sdk's plain ``--about`` text, with each setting's default and description."""
+    text: str = TextFormatter().format_about(info)
+    head, sep, _ = text.partition("\nSettings:\n")
+    lines = [head + sep.rstrip("\n")]
+    for setting, schema in info.settings.get("properties", {}).items():
+        env_var = info.env_var_prefix + setting.upper().replace("-", "_")
+        default = schema.get("default")
+        lines += [
+            f"  - Name: {setting}",
+            f"    Type: {schema.get('type')}",
+            f"    Default: {'(none)' if default is None else json.dumps(default)}",
+            f"    Description: {schema.get('description') or '(none)'}",
+            f"    Environment Variable: {env_var}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def _masked_errors(command: click.Command) -> click.Command:
     if isinstance(command, SingerCommand):
         command.__class__ = _MaskedErrorsCommand  # same fields; only ``main`` differs
@@ -296,7 +315,16 @@ def _register_secrets(plugin: type[Tap] | type[Target], config: Any) -> None:
 
 class _MaskedCli:
     """The CLI of a Dativo plugin: its config's secrets registered for masking as soon as
-    it is read, and a DativoError ended with one masked line."""
+    it is read, a DativoError ended with one masked line, and a plain ``--about`` that
+    shows each setting's default and description (as the markdown one does)."""
+
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if (output_format or "text") != "text":
+            super().print_about(output_format)  # type: ignore[misc]
+            return
+        info = cls._get_about_info()  # type: ignore[attr-defined]
+        print(about_text(info))
 
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:

@@ -86,7 +86,12 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "description": "Per stream id: {custom_where: SQL condition}.",
             "additionalProperties": {
                 "type": "object",
-                "properties": {"custom_where": {"type": "string"}},
+                "properties": {
+                    "custom_where": {
+                        "type": "string",
+                        "description": "SQL condition added to the stream's WHERE.",
+                    }
+                },
             },
         },
         "batch_size_bytes": {

@@ -74,13 +74,21 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
                 "s3.endpoint, ...). Default: an embedded SQL catalog on SQLite in `warehouse`."
             ),
         },
-        "catalog_name": {"type": "string", "default": "dativo"},
+        "catalog_name": {
+            "type": "string",
+            "default": "dativo",
+            "description": "Name pyiceberg gives the catalog (the embedded one's SQLite rows).",
+        },
         "warehouse": {
             "type": "string",
             "default": "output/iceberg",
             "description": "Directory of the embedded catalog and its tables.",
         },
-        "namespace": {"type": "string", "default": "singer"},
+        "namespace": {
+            "type": "string",
+            "default": "singer",
+            "description": "Iceberg namespace the tables go in (created if missing).",
+        },
         "table_names": {
             "type": "object",
             "additionalProperties": {"type": "string"},
@@ -88,10 +96,14 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         },
         "partition_by": {
             "type": "array",
+            "description": (
+                "Partition spec of new tables: a list of {column, transform}; an existing "
+                "table keeps its spec."
+            ),
             "items": {
                 "type": "object",
                 "properties": {
-                    "column": {"type": "string"},
+                    "column": {"type": "string", "description": "Source column."},
                     "transform": {
                         "type": "string",
                         "description": "identity, year, month, day, hour, bucket[N], truncate[N]",
@@ -109,9 +121,23 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
                 "once, at the end of a run that read the stream to its end."
             ),
         },
-        "target_file_size_mb": {"type": "number", "default": 256},
-        "compression": {"type": "string", "default": "zstd"},
-        "commit_retries": {"type": "integer", "default": 5},
+        "target_file_size_mb": {
+            "type": "number",
+            "default": 256,
+            "description": "Start a new Parquet data file past this size.",
+        },
+        "compression": {
+            "type": "string",
+            "default": "zstd",
+            "description": "Parquet codec of the data files (the table's "
+            "write.parquet.compression-codec).",
+        },
+        "commit_retries": {
+            "type": "integer",
+            "default": 5,
+            "description": "Retries of a commit the catalog refuses as stale (another "
+            "writer committed first); the table's commit.retry.num-retries.",
+        },
     },
 }
 

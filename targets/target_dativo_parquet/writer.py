@@ -46,6 +46,7 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "type": "string",
             "default": "zstd",
             "enum": ["zstd", "snappy", "gzip", "lz4", "brotli", "none"],
+            "description": "Parquet codec of the files.",
         },
         "target_file_size_mb": {
             "type": "number",
@@ -57,7 +58,11 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "items": {"type": "string"},
             "description": "Columns for hive-style folders col=value/.",
         },
-        "row_group_rows": {"type": "integer", "default": 1_000_000},
+        "row_group_rows": {
+            "type": "integer",
+            "default": 1_000_000,
+            "description": "Rows per Parquet row group.",
+        },
         "load_method": {
             "type": "string",
             "enum": ["append-only", "append", "overwrite"],

@@ -41,7 +41,11 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "enum": ["zstd", "snappy", "gzip", "lz4", "brotli", "none"],
             "description": "Parquet compression (applied before encryption).",
         },
-        "row_group_rows": {"type": "integer", "default": 1_000_000},
+        "row_group_rows": {
+            "type": "integer",
+            "default": 1_000_000,
+            "description": "Rows per Parquet row group (format parquet).",
+        },
         "target_file_size_mb": {
             "type": "number",
             "default": 128,
