@@ -424,8 +424,8 @@ def _replacing(
                 destination.name,
             )
         return config
-    method = (config or {}).get("load_method") or "append"
-    if method != "append":
+    method = (config or {}).get("load_method") or "append-only"
+    if method not in ("append-only", "append"):  # singer-sdk's name, and Dativo's alias
         return config
     logger.info("full refresh: the destination's streams are replaced (load_method overwrite)")
     return {**(config or {}), "load_method": "overwrite"}
