@@ -27,11 +27,12 @@ from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.foreign import ForeignTap, ForeignTarget, remove_stale_private_dirs
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class, registered_plugin
+from dativo_bridge.meltano_state import MODES, MeltanoStateStore, choose_state_store
 from dativo_bridge.project import PluginDef, Project
 from dativo_bridge.redact import Redactor, secret_values
 from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult, run
 from dativo_bridge.settings import target_schema, validated
-from dativo_bridge.state import LocalStateStore
+from dativo_bridge.state import StateStore
 
 logger = logging.getLogger("dativo")
 
@@ -332,7 +333,18 @@ def main() -> None:
     "--state-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Directory of the local state store [default: <project>/.dativo/state].",
+    help="Directory of the local state store [default: <project>/.dativo/state]; "
+    "implies --state-store local.",
+)
+@click.option(
+    "--state-store",
+    type=click.Choice(MODES),
+    default="auto",
+    show_default=True,
+    envvar="DATIVO_STATE_STORE",
+    help="Where state is kept: meltano = Meltano's state backend for the project (what "
+    "`meltano run` uses), local = .dativo/state, auto = Meltano's if the project uses "
+    "Meltano (.meltano, state_backend or database_uri set), else local.",
 )
 @click.option("--state-id", default=None, help="Override the state id.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
@@ -370,6 +382,7 @@ def run_command(
     environment: str | None,
     full_refresh: bool,
     state_dir: str | None,
+    state_store: str,
     state_id: str | None,
     as_json: bool,
     checkpoint_rows: int | None,
@@ -426,7 +439,7 @@ def run_command(
     remove_stale_private_dirs()
     plugins: dict[str, tuple[str, Mapping[str, Any]]] = {}
     project: Project | None = None
-    store: LocalStateStore | None = None
+    store: StateStore | None = None
     sid = ""
     try:
         try:
@@ -448,7 +461,10 @@ def run_command(
         source, source_config, tap_secrets = resolve(tap_def, project)
         destination, dest_config, target_secrets = resolve(target_def, project)
         redactor.add(tap_secrets + target_secrets)
-        store = LocalStateStore(state_dir or project.dir / ".dativo" / "state")
+        try:
+            store = choose_state_store(project, mode=state_store, state_dir=state_dir)
+        except ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
         sid = state_id or project.state_id(tap, target)
         mode = (
             "in process"
@@ -456,6 +472,7 @@ def run_command(
             else "with subprocess plugins"
         )
         logger.info("running %s -> %s %s (state id %s)", tap, target, mode, sid)
+        logger.info("state store: %s", store.describe(sid))
         result = _run_with_display(
             console,
             source,
@@ -494,7 +511,13 @@ def run_command(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if as_json:
-        click.echo(redactor.redact(json.dumps(result.to_dict(), default=str)))
+        summary = {
+            **result.to_dict(),
+            "state_store": {"kind": store.kind, "location": store.location(sid)},
+        }
+        if isinstance(store, MeltanoStateStore):
+            summary["state_store"]["backend"] = store.backend
+        click.echo(redactor.redact(json.dumps(summary, default=str)))
         return
     out = make_console(stderr=False)
     if result.streams:
@@ -511,13 +534,15 @@ def run_command(
         out.print("Data landed in:", highlight=False)
         for folder in folders:
             out.print(f"  {redactor.redact(folder)}", highlight=False)
-    out.print(f"State saved under id '{sid}' in {store.path(sid)}", highlight=False)
+    out.print(
+        redactor.redact(f"State saved under id '{sid}' in {store.describe(sid)}"), highlight=False
+    )
 
 
 def _report_interrupt(
     console: Console,
     exc: RunInterrupted,
-    store: LocalStateStore | None,
+    store: StateStore | None,
     sid: str,
     redactor: Redactor,
     log_format: str,
@@ -527,7 +552,7 @@ def _report_interrupt(
     committed = {n: s.committed_rows for n, s in exc.result.streams.items()}
     if exc.result.state:
         rows = ", ".join(f"{n} {r:,} rows" for n, r in committed.items()) if committed else ""
-        where = f" in {store.path(sid)}" if store is not None and sid else ""
+        where = f" in {store.describe(sid)}" if store is not None and sid else ""
         what = (
             f"committed before it: {rows}; " if rows else "committed before it: "
         ) + f"state saved under id '{sid}'{where}"

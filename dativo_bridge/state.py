@@ -1,4 +1,5 @@
-"""Where a run's STATE is kept between runs: local JSON files by default."""
+"""Where a run's STATE is kept between runs: local JSON files by default, Meltano's
+state store in a Meltano project (:mod:`dativo_bridge.meltano_state`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ RUN_KEY = "dativo_run"
 class StateStore(abc.ABC):
     """Keeps the latest durable STATE value per state id."""
 
+    #: What kind of store this is, as the ``--json`` summary names it.
+    kind = "custom"
+
+    def location(self, state_id: str) -> str:
+        """Where ``state_id`` is kept (a path or URI, without credentials)."""
+        return f"{type(self).__name__}[{state_id}]"
+
+    def describe(self, state_id: str) -> str:
+        """The store and the place of ``state_id`` in it, for a person to read."""
+        return self.location(state_id)
+
     @abc.abstractmethod
     def get(self, state_id: str) -> dict[str, Any] | None:
         """The last value saved under ``state_id``, or None."""
@@ -38,12 +50,20 @@ class StateStore(abc.ABC):
 class LocalStateStore(StateStore):
     """One JSON file per state id in a directory (default ``.dativo/state``)."""
 
+    kind = "local"
+
     def __init__(self, directory: str | os.PathLike[str] = ".dativo/state") -> None:
         self.directory = Path(directory)
 
     def path(self, state_id: str) -> Path:
         """The file holding ``state_id``."""
         return self.directory / (_UNSAFE.sub("_", state_id) + ".json")
+
+    def location(self, state_id: str) -> str:
+        return str(self.path(state_id))
+
+    def describe(self, state_id: str) -> str:
+        return f"dativo's local state store, {self.path(state_id)}"
 
     def get(self, state_id: str) -> dict[str, Any] | None:
         path = self.path(state_id)
