@@ -75,11 +75,13 @@ TARGET_COMMON_SETTINGS: dict[str, Any] = {
 #: Load methods by singer-sdk's names, with Dativo's older ``append`` as an alias.
 _LOAD_METHOD_ALIASES = {"append-only": "append"}
 
-#: singer-sdk target settings no Dativo target implements: a true value (or a non-empty
-#: map) refuses the run at start, never ignored (issue 16).
+#: singer-sdk target settings a Dativo target does not implement unless its own
+#: ``config_jsonschema`` lists them (target-dativo-iceberg lists ``hard_delete``): a true
+#: value (or a non-empty map) refuses the run at start, never ignored (issue 16).
 REFUSED_TARGET_SETTINGS: dict[str, str] = {
     "add_record_metadata": "the _sdc_* metadata columns are not written by Dativo targets",
-    "hard_delete": "Dativo targets do not delete rows marked with _sdc_deleted_at",
+    "hard_delete": "this target does not delete rows marked with _sdc_deleted_at; "
+    "target-dativo-iceberg does, with load_method upsert",
     "stream_maps": "Dativo targets do not apply stream maps: apply them in the tap",
     "flattening_enabled": "Dativo targets do not flatten records: flatten in the tap",
 }
@@ -103,21 +105,32 @@ def load_method(config: Mapping[str, Any], supported: Sequence[str], plugin: str
     return method
 
 
+def hard_delete_refusal(plugin: str, method: str) -> str:
+    """The refusal of ``hard_delete: true`` under a load method other than upsert."""
+    return (
+        f"{plugin}: setting 'hard_delete' is not supported with load_method {method!r}: "
+        "rows are deleted by key, so it needs load_method upsert"
+    )
+
+
 def check_target_settings(
     config: Mapping[str, Any], schema: Mapping[str, Any], plugin: str
 ) -> None:
     """Refuse, before anything runs, the singer-sdk settings a target does not honour:
-    those of :data:`REFUSED_TARGET_SETTINGS`, a ``load_method`` its schema does not list,
-    and ``batch_size_rows`` contradicting ``batch_rows``.
+    those of :data:`REFUSED_TARGET_SETTINGS` its schema does not list, ``hard_delete``
+    without ``load_method: upsert``, a ``load_method`` its schema does not list, and
+    ``batch_size_rows`` contradicting ``batch_rows``.
 
     Raises:
         ConfigError: Naming the setting and why.
     """
-    for key, reason in REFUSED_TARGET_SETTINGS.items():
-        if config.get(key):
-            raise ConfigError(f"{plugin}: setting '{key}' is not supported ({reason})")
     method = config.get("load_method")
     props = schema.get("properties") or {}
+    for key, reason in REFUSED_TARGET_SETTINGS.items():
+        if config.get(key) and key not in props:
+            raise ConfigError(f"{plugin}: setting '{key}' is not supported ({reason})")
+    if config.get("hard_delete") and method != "upsert":
+        raise ConfigError(hard_delete_refusal(plugin, str(method or "append-only")))
     if method is not None:
         allowed = (props.get("load_method") or {}).get("enum")
         if allowed is None:

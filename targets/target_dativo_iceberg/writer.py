@@ -38,8 +38,11 @@ from pyiceberg.table import Table, TableProperties
 from dativo_bridge.conform import conform
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from dativo_bridge.settings import load_method, with_defaults
+from dativo_bridge.settings import hard_delete_refusal, load_method, with_defaults
 from dativo_bridge.state import RUN_KEY
+from target_dativo_iceberg import cow
+from target_dativo_iceberg.changes import collapse, fill_from, is_deleted, member
+from target_dativo_iceberg.cow import split_partitions
 from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
 from target_dativo_iceberg.tables import (
     STATE_ID_PROPERTY,
@@ -121,6 +124,16 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
                 "once, at the end of a run that read the stream to its end."
             ),
         },
+        "hard_delete": {
+            "type": "boolean",
+            "default": False,
+            "title": "Hard Delete",
+            "description": (
+                "singer-sdk's hard_delete, with load_method upsert: a record whose "
+                "_sdc_deleted_at is set removes its key's row. False keeps the row, with "
+                "_sdc_deleted_at set and its last known values (a soft delete)."
+            ),
+        },
         "target_file_size_mb": {
             "type": "number",
             "default": 256,
@@ -182,6 +195,18 @@ def _namespace(config: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class _Applied:
+    """What one upsert commit did."""
+
+    files: list[str]
+    rows: int
+    deleted: int
+    rewritten: int
+    scanned: int
+    by_bounds: int
+
+
+@dataclass(frozen=True)
 class _Boundary:
     """The rows the table holds at the bookmark it committed: a resumed reader reads
     ``replication_key >= bookmark``, so these come again and must not be appended twice."""
@@ -234,6 +259,7 @@ class IcebergWriter(ArrowWriter):
         self._names = DataFileNames()
         self._boundary: _Boundary | None = None
         self._registered: tuple[str, str] | None = None
+        self._hard_delete = False
 
     @property
     def publishes_at_end(self) -> bool:
@@ -248,6 +274,9 @@ class IcebergWriter(ArrowWriter):
         self._method = load_method(config, ("append", "upsert", "overwrite"), self.name)
         if self._method == "upsert" and not stream.key_properties:
             raise ConfigError(f"stream '{stream.name}': load_method upsert needs key properties")
+        self._hard_delete = bool(config["hard_delete"])
+        if self._hard_delete and self._method != "upsert":
+            raise ConfigError(hard_delete_refusal(self.name, str(config["load_method"])))
         self._target_bytes = int(float(config["target_file_size_mb"]) * 2**20)
         self._compression = str(config["compression"])
         self._retries = int(config["commit_retries"])
@@ -367,30 +396,10 @@ class IcebergWriter(ArrowWriter):
 
     def _partitions(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         """Split a batch so that each data file holds a single partition value."""
-        spec = self._table.spec()
-        if not spec.fields:
+        if not self._table.spec().fields:
             return [batch]
-        table = pa.Table.from_batches([batch])
-        schema = self._table.schema()
-        keys = []
-        for field in spec.fields:
-            source = schema.find_field(field.source_id)
-            values = field.transform.pyarrow_transform(source.field_type)(table[source.name])
-            keys.append(values)
-        keyed = table.append_column(
-            "__part",
-            pc.cast(
-                pc.binary_join_element_wise(
-                    *[pc.fill_null(pc.cast(k, pa.string()), "\x00") for k in keys], "\x01"
-                ),
-                pa.string(),
-            ),
-        )
-        parts = []
-        for value in pc.unique(keyed["__part"]).to_pylist():
-            chosen = keyed.filter(pc.equal(keyed["__part"], value)).drop(["__part"])
-            parts.extend(chosen.combine_chunks().to_batches())
-        return parts
+        parts = split_partitions(self._table, pa.Table.from_batches([batch]))
+        return [b for part in parts for b in part.combine_chunks().to_batches()]
 
     def _write_part(self, batch: pa.RecordBatch) -> None:
         if self._table.spec().fields:
@@ -472,24 +481,79 @@ class IcebergWriter(ArrowWriter):
         return CommitResult(paths=files, rows=rows)
 
     def _commit_upsert(self) -> CommitResult:
+        """Apply the checkpoint's changes by copy-on-write (targets/.../cow.py): the last
+        change per key (targets/.../changes.py) replaces the key's row, or removes it
+        (``hard_delete``), in one snapshot that rewrites only the files holding those keys."""
         batches, self._buffer = self._buffer, []
         if not batches and not self._has_state:
             return CommitResult()
         keys = list(self.stream.key_properties) if self.stream else []
         data = pa.Table.from_batches(batches, schema=self._schema)
-        data = _last_per_key(data, keys)
-        if not data.num_rows:
+        changes = collapse(data, keys, soft=not self._hard_delete)
+        if not changes.num_rows:
             self._commit_run_end()
             return CommitResult()
         props = self._properties()
         self._committed_run = self._staged_run()
+        applied: list[_Applied] = []
 
-        def upsert(table: Table) -> None:
-            table.upsert(data, join_cols=keys, snapshot_properties=props)
+        def apply(table: Table) -> None:
+            applied.append(self._apply_changes(table, changes, keys, props))
 
-        self._retrying(upsert, [])
+        self._retrying(apply, [])
         self._has_state = False
-        return CommitResult(rows=data.num_rows)
+        done = applied[-1]
+        logger.info(
+            "applied %d change(s) to %s: %d of %d data file(s) rewritten (%d by bounds), "
+            "%d row(s) written in %d file(s), %d deleted",
+            changes.num_rows,
+            self._identifier,
+            done.rewritten,
+            done.scanned,
+            done.by_bounds,
+            done.rows,
+            len(done.files),
+            done.deleted,
+        )
+        return CommitResult(paths=done.files, rows=changes.num_rows)
+
+    def _apply_changes(
+        self, table: Table, changes: pa.Table, keys: list[str], props: dict[str, str]
+    ) -> _Applied:
+        """One attempt: plan, rewrite, commit; its own files deleted if it fails."""
+        found = cow.plan(table, keys, changes.select(keys))
+        old = cow.read(table, found.tasks)
+        hit = member(old, changes, keys)
+        deleted = is_deleted(changes)
+        if self._hard_delete:
+            new = changes.filter(pc.invert(deleted))
+        else:
+            new = fill_from(changes, old.filter(hit), keys)
+        schema = cow.write_schema(table)
+        rows = pa.concat_tables([old.filter(pc.invert(hit)), cow.shaped(new, schema)])
+        if rows.num_rows > 1:
+            rows = rows.take(pc.sort_indices(rows.select(keys), [(k, "ascending") for k in keys]))
+        files: list[str] = []
+        try:
+            files = cow.write(
+                table,
+                cow.split_partitions(table, rows),
+                lambda: self._names.next(table),
+                compression=self._compression,
+                target_bytes=self._target_bytes,
+            )
+            cow.commit(table, [task.file for task in found.tasks], files, props)
+        except BaseException:
+            self._delete(files)
+            raise
+        return _Applied(
+            files=files,
+            rows=rows.num_rows,
+            deleted=int(pc.sum(deleted).as_py() or 0) if self._hard_delete else 0,
+            rewritten=len(found.tasks),
+            scanned=found.scanned,
+            by_bounds=found.by_bounds,
+        )
 
     def _staged_run(self) -> Any:
         return (
@@ -608,13 +672,3 @@ def _replace(table: Table, files: Sequence[str], props: dict[str, str]) -> None:
                 overwrite.append_data_file(
                     parquet_file_to_data_file(table.io, tx.table_metadata, location)
                 )
-
-
-def _last_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
-    """Keep the last row of each key (upsert takes one row per key)."""
-    if table.num_rows < 2:
-        return table
-    indexed = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
-    last = indexed.group_by(keys, use_threads=False).aggregate([("__row", "max")])
-    rows = last["__row_max"]
-    return table.take(pc.take(rows, pc.sort_indices(rows)))

@@ -1,0 +1,211 @@
+"""Copy-on-write of the data files a commit's changes touch, in one Iceberg snapshot.
+
+pyiceberg cannot read equality deletes (and some engines refuse tables with them), and its
+``Table.upsert`` scans the table with a filter of every changed key and then deletes by
+that filter, file by file. Here the files that may hold a changed key are found from the
+manifests' column bounds of the key columns (metadata only), then confirmed by reading
+only their key columns; only the files that do hold one are read whole and rewritten
+without the changed keys' rows, and the new rows are added, all in one snapshot.
+
+Invariants: a data file none of whose rows has a changed key is never rewritten; the
+snapshot that removes a file adds every row of it whose key did not change; the files
+are named by :class:`~target_dativo_iceberg.orphans.DataFileNames`, so a writer killed
+before its commit leaves files the next run can prove orphaned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyiceberg.conversions import from_bytes
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, parquet_file_to_data_file, schema_to_pyarrow
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import FileScanTask, Table, TableProperties
+from pyiceberg.types import DateType, PrimitiveType, TimestampType, TimestamptzType
+
+from target_dativo_iceberg.changes import member
+from target_dativo_iceberg.types import iceberg_schema
+
+logger = logging.getLogger("dativo.iceberg")
+
+#: Rows per ``write_table`` call: the file size is checked between slices.
+_SLICE_ROWS = 131_072
+
+
+@dataclass
+class Plan:
+    """The data files a commit rewrites, found among ``scanned`` live data files."""
+
+    tasks: list[FileScanTask] = field(default_factory=list)
+    scanned: int = 0
+    by_bounds: int = 0
+
+
+def _bound_values(column: pa.ChunkedArray | pa.Array, kind: PrimitiveType) -> pa.Array:
+    """A key column as the values Iceberg's bounds decode to (ints for dates/timestamps)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(kind, TimestampType | TimestamptzType):
+        return array.cast(pa.timestamp("us", tz=array.type.tz)).cast(pa.int64())
+    if isinstance(kind, DateType):
+        return array.cast(pa.int32())
+    return array
+
+
+def _may_hold(task: FileScanTask, keys: list[tuple[int, PrimitiveType, pa.Array]]) -> bool:
+    """Whether a data file's bounds admit one of the changed keys (True when unsure)."""
+    data = task.file
+    lower, upper = data.lower_bounds or {}, data.upper_bounds or {}
+    mask: Any = None
+    try:
+        for field_id, kind, values in keys:
+            low, high = lower.get(field_id), upper.get(field_id)
+            if low is None or high is None:
+                continue
+            lo = pa.scalar(from_bytes(kind, low), values.type)
+            hi = pa.scalar(from_bytes(kind, high), values.type)
+            inside = pc.and_(pc.greater_equal(values, lo), pc.less_equal(values, hi))
+            mask = inside if mask is None else pc.and_(mask, inside)
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        logger.debug("bounds of %s not comparable (%s): file kept a candidate", data.file_path, exc)
+        return True
+    return mask is None or bool(pc.any(mask).as_py())
+
+
+def plan(table: Table, keys: Sequence[str], changed: pa.Table) -> Plan:
+    """The live data files of ``table`` holding a row whose key is in ``changed``."""
+    result = Plan()
+    if table.current_snapshot() is None or changed.num_rows == 0:
+        return result
+    schema = table.schema()
+    bounds = []
+    for key in keys:
+        column = schema.find_field(key)
+        kind = column.field_type
+        if isinstance(kind, PrimitiveType):
+            bounds.append((column.field_id, kind, _bound_values(changed[key], kind)))
+    candidates = []
+    for task in table.scan().plan_files():
+        result.scanned += 1
+        if _may_hold(task, bounds):
+            candidates.append(task)
+    result.by_bounds = len(candidates)
+    probe = ArrowScan(table.metadata, table.io, schema.select(*keys), AlwaysTrue())
+    for task in candidates:
+        rows = probe.to_table([task])
+        if pc.any(member(rows, changed, keys)).as_py():
+            result.tasks.append(task)
+    return result
+
+
+def write_schema(table: Table) -> pa.Schema:
+    """The Arrow schema rewritten files have: every column of the table's current schema."""
+    return iceberg_schema(schema_to_pyarrow(table.schema(), include_field_ids=False))
+
+
+def read(table: Table, tasks: Sequence[FileScanTask]) -> pa.Table:
+    """Every row of ``tasks``' files in the table's current schema (deletes applied)."""
+    scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+    return shaped(scan.to_table(tasks), write_schema(table))
+
+
+def shaped(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` with exactly ``schema``'s columns: taken by name and cast, missing ones null."""
+    columns = []
+    for target in schema:
+        if target.name in rows.column_names:
+            column = rows[target.name]
+            columns.append(column if column.type == target.type else column.cast(target.type))
+        else:
+            columns.append(pa.nulls(rows.num_rows, target.type))
+    return pa.table(columns, schema=schema)
+
+
+def split_partitions(table: Table, rows: pa.Table) -> list[pa.Table]:
+    """``rows`` split so that each part holds a single partition value of ``table``'s spec."""
+    spec = table.spec()
+    if not spec.fields or rows.num_rows == 0:
+        return [rows]
+    schema = table.schema()
+    values = []
+    for part_field in spec.fields:
+        source = schema.find_field(part_field.source_id)
+        transform = part_field.transform.pyarrow_transform(source.field_type)
+        values.append(pc.fill_null(pc.cast(transform(rows[source.name]), pa.string()), "\x00"))
+    keyed = pc.cast(pc.binary_join_element_wise(*values, "\x01"), pa.string())
+    return [rows.filter(pc.equal(keyed, value)) for value in pc.unique(keyed).to_pylist()]
+
+
+def write(
+    table: Table,
+    parts: Sequence[pa.Table],
+    new_location: Callable[[], str],
+    *,
+    compression: str,
+    target_bytes: int,
+) -> list[str]:
+    """Write ``parts`` (each one partition value) as Parquet data files of ``table``.
+
+    Returns:
+        The files' locations, also when writing fails part-way (the caller deletes them):
+        the list is filled as files are opened.
+    """
+    return _Files(table, new_location, compression, target_bytes).write(parts)
+
+
+class _Files:
+    def __init__(
+        self, table: Table, new_location: Callable[[], str], compression: str, target: int
+    ) -> None:
+        self.table, self.new_location = table, new_location
+        self.compression, self.target = compression, target
+        self.locations: list[str] = []
+
+    def write(self, parts: Sequence[pa.Table]) -> list[str]:
+        for part in parts:
+            if part.num_rows == 0:
+                continue
+            writer: pq.ParquetWriter | None = None
+            sink: Any = None
+            try:
+                for offset in range(0, part.num_rows, _SLICE_ROWS):
+                    if writer is None:
+                        location = self.new_location()
+                        self.locations.append(location)
+                        sink = self.table.io.new_output(location).create(overwrite=False)
+                        writer = pq.ParquetWriter(sink, part.schema, compression=self.compression)
+                    writer.write_table(part.slice(offset, _SLICE_ROWS))
+                    if sink.tell() >= self.target:
+                        writer.close()
+                        sink.close()
+                        writer = None
+            finally:
+                if writer is not None:
+                    writer.close()
+                    sink.close()
+        return self.locations
+
+
+def commit(
+    table: Table, removed: Sequence[DataFile], added: Sequence[str], props: dict[str, str]
+) -> None:
+    """One snapshot: ``removed`` out and ``added`` in (OVERWRITE; APPEND when nothing goes
+    out), ``props`` in its summary."""
+    with table.transaction() as tx:
+        if tx.table_metadata.name_mapping() is None:
+            mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
+            tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
+        update = tx.update_snapshot(snapshot_properties=props)
+        with update.overwrite() if removed else update.fast_append() as snapshot:
+            for data_file in removed:
+                snapshot.delete_data_file(data_file)
+            for location in added:
+                snapshot.append_data_file(
+                    parquet_file_to_data_file(table.io, tx.table_metadata, location)
+                )
