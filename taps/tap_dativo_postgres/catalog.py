@@ -17,13 +17,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from dativo_bridge.interfaces import StreamInfo
+from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.schema import JSON_TYPE
+
+if TYPE_CHECKING:
+    from dativo_bridge.discovery import SqlDetails
 
 logger = logging.getLogger("dativo.postgres")
 
@@ -111,6 +115,8 @@ class ColumnPlan:
             ``bytea``, ``array``, ``json``, ``cast`` (text cast in Arrow), ``text``
             (unknown type sent as text).
         nullable: False for NOT NULL columns.
+        declared: The column's type as declared (``format_type``: ``numeric(12,2)``, a
+            domain's name), the catalog's ``sql-datatype``.
     """
 
     name: str
@@ -118,6 +124,7 @@ class ColumnPlan:
     arrow: pa.DataType
     transport: str
     nullable: bool = True
+    declared: str = ""
 
     def csv_columns(self) -> list[tuple[str, pa.DataType]]:
         """(name, type) of the CSV column(s) this column is sent as."""
@@ -186,12 +193,47 @@ class TableInfo:
         schema = pa.schema([pa.field(c.name, c.arrow, nullable=c.nullable) for c in self.columns])
         return StreamInfo(self.stream_id, schema, tuple(self.primary_key))
 
+    def sql_details(self) -> SqlDetails:
+        """The catalog metadata of the table beyond its Arrow schema."""
+        # Imported here: discovery needs singer-sdk, which an in-process read does not load.
+        from dativo_bridge.discovery import SqlDetails
+
+        return SqlDetails(
+            schema_name=self.schema,
+            table_name=self.table,
+            is_view=self.kind in ("v", "m"),
+            sql_datatypes={c.name: c.declared for c in self.columns if c.declared},
+            valid_replication_keys=[c.name for c in self.columns if is_replication_key(c)],
+        )
+
     def column(self, name: str) -> ColumnPlan:
         """The plan of column ``name``."""
         for plan in self.columns:
             if plan.name == name:
                 return plan
         raise KeyError(name)
+
+
+#: Types whose PostgreSQL order is the order of their Arrow values, so that an incremental
+#: read (ORDER BY the key, bookmark = the largest value read) never sees a key go back.
+#: Text is not among them: a collation orders it differently from its bytes. Floats are
+#: not either (NaN sorts above every number in PostgreSQL).
+_KEY_TYPES = {"int2", "int4", "int8", "oid", "date", "timestamp", "timestamptz", "uuid"}
+
+
+def is_replication_key(plan: ColumnPlan) -> bool:
+    """True if an incremental read can use the column as its replication key."""
+    if plan.transport == "array":
+        return False
+    if plan.pg_type == "numeric":
+        return pa.types.is_decimal(plan.arrow)
+    return plan.pg_type in _KEY_TYPES
+
+
+def sql_details(reader: ArrowReader, info: StreamInfo) -> SqlDetails | None:
+    """The catalog metadata of a PostgresReader's stream (see dativo_bridge.discovery)."""
+    table = getattr(reader, "_tables", {}).get(info.name)
+    return table.sql_details() if isinstance(table, TableInfo) else None
 
 
 def _numeric_type(typmod: int) -> pa.DataType:
@@ -263,15 +305,15 @@ def plan_column(
         elem_typmod = typmod
         if elemname in ("bytea", "json", "jsonb", "interval") or elemname.startswith("_"):
             logger.warning("%s: column %s (%s) is read as JSON text", where, name, declared)
-            return ColumnPlan(name, typname, JSON_TYPE, "array", not notnull)
+            return ColumnPlan(name, typname, JSON_TYPE, "array", not notnull, declared)
         element, _ = _scalar_plan(
             name, elemname, elemcategory or "", elemtype or "", elem_typmod, declared, where
         )
         if elemname == "date":
             element = pa.date32()
-        return ColumnPlan(name, typname, pa.list_(element), "array", not notnull)
+        return ColumnPlan(name, typname, pa.list_(element), "array", not notnull, declared)
     arrow, transport = _scalar_plan(name, typname, category, typtype, typmod, declared, where)
-    return ColumnPlan(name, typname, arrow, transport, not notnull)
+    return ColumnPlan(name, typname, arrow, transport, not notnull, declared)
 
 
 def discover(conn: psycopg.Connection, schemas: Sequence[str] | None = None) -> list[TableInfo]:

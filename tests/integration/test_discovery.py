@@ -1,0 +1,86 @@
+"""tap-dativo-csv and tap-dativo-rest --discover: the catalog's schema is the SCHEMA
+message's schema (decimal precision/scale and x-arrow-type kept), and a stream the reader
+declares incremental keeps its replication key and method in the catalog."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.helpers import env, script
+from tests.integration.rest.server import shared_server
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "amount": {
+            "type": ["string", "null"],
+            "format": "x-singer.decimal",
+            "precision": 10,
+            "scale": 2,
+        },
+        "updated_at": {"type": "string", "format": "date-time", "x-arrow-type": "timestamp[us]"},
+    },
+}
+
+
+def _tap(name: str, config: dict[str, Any], directory: Path, *args: str) -> str:
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [script(name), "--config", str(path), *args],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=directory,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _check(name: str, config: dict[str, Any], directory: Path) -> dict[str, Any]:
+    (entry,) = json.loads(_tap(name, config, directory, "--discover"))["streams"]
+    messages = [json.loads(line) for line in _tap(name, config, directory).splitlines()]
+    (schema,) = [m for m in messages if m.get("type") == "SCHEMA"]
+    assert entry["schema"] == schema["schema"]
+    props = entry["schema"]["properties"]
+    assert props["amount"]["precision"] == 10 and props["amount"]["scale"] == 2
+    assert props["updated_at"]["x-arrow-type"] == "timestamp[us]"
+    return entry
+
+
+def test_csv_catalog_schema_is_the_schema_message_schema(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_text(
+        "id,amount,updated_at\n1,12.50,2026-01-02T03:04:05\n2,0.01,2026-01-03T00:00:00\n"
+    )
+    config = {
+        "files": [
+            {"stream": "orders", "path": "orders.csv", "key_properties": ["id"], "schema": SCHEMA}
+        ],
+        "base_dir": str(tmp_path),
+    }
+    entry = _check("tap-dativo-csv", config, tmp_path)
+    assert entry["key_properties"] == ["id"]
+    # The CSV reader is incremental on the files' modification time: kept in the catalog.
+    assert entry["replication_method"] == "INCREMENTAL"
+    assert entry["replication_key"] == "_sdc_modified_at"
+    root = next(m["metadata"] for m in entry["metadata"] if m["breadcrumb"] == [])
+    assert root["replication-key"] == "_sdc_modified_at"
+
+
+def test_rest_catalog_schema_is_the_schema_message_schema(tmp_path: Path) -> None:
+    server = shared_server()
+    stream = {
+        "name": "orders",
+        "path": "/all",
+        "records_path": "$.data[*]",
+        "primary_keys": ["id"],
+        "schema": SCHEMA,
+    }
+    entry = _check("tap-dativo-rest", {"api_url": server.url, "streams": [stream]}, tmp_path)
+    assert "replication_method" not in entry  # FULL_TABLE unless a key is set
