@@ -1,0 +1,531 @@
+"""Stream-map expressions compiled to Arrow compute, with singer-sdk's (Python's) meaning.
+
+singer-sdk evaluates a map expression per record with simpleeval; here the same
+expression, parsed with :mod:`ast` (never evaluated), becomes a function from a record
+batch to an Arrow array. Python's semantics are kept where they differ from Arrow's:
+``/`` is true division, ``==`` treats two nulls as equal, ``and``/``or`` return one of their
+operands and evaluate the right one only where Python would, ``int()``/``str()``/``md5()``
+run Python's own functions on the column's values. Where Python would raise (``None + 1``,
+``None < 1``, ``md5(None)``), the compiled expression raises :class:`MapEvaluationError`
+for that row, as singer-sdk's row path fails the sync.
+
+Anything else the syntax allows raises :class:`Unsupported` at compile time: that stream
+then takes singer-sdk's row path (see dativo_bridge.maps).
+"""
+
+from __future__ import annotations
+
+import ast
+import decimal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from singer_sdk.mapper import md5, sha256
+
+from dativo_bridge.errors import DativoError
+
+Value: TypeAlias = Any  # a pa.Array, or a pa.Scalar for an expression without columns
+Evaluate = Callable[[pa.RecordBatch], Value]
+
+
+class Unsupported(Exception):
+    """An expression (or part of one) with no Arrow compilation."""
+
+
+class MapEvaluationError(DativoError):
+    """A stream-map expression failed on a row, where singer-sdk's evaluation fails too."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled expression.
+
+    Attributes:
+        evaluate: Batch -> array (or a scalar, for an expression without columns).
+        dtype: The Arrow type of the result.
+        column: The input column, when the expression is just a reference to it.
+    """
+
+    evaluate: Evaluate
+    dtype: pa.DataType
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The names an expression sees (singer-sdk's ``names`` for ``_eval``)."""
+
+    schema: pa.Schema
+    map_config: Mapping[str, Any]
+    stream_alias: str
+    stream_name: str
+    property_name: str | None = None
+    expression: str = ""
+
+
+_CONTEXT_NAMES = ("_", "record", "config", "__stream_name__", "__original_stream_name__", "fake")
+_ARITHMETIC: dict[type[ast.operator], str] = {
+    ast.Add: "add_checked",
+    ast.Sub: "subtract_checked",
+    ast.Mult: "multiply_checked",
+    ast.Div: "divide_checked",
+}
+_ORDERING: dict[type[ast.cmpop], str] = {
+    ast.Lt: "less",
+    ast.LtE: "less_equal",
+    ast.Gt: "greater",
+    ast.GtE: "greater_equal",
+}
+#: Functions run on each value with Python (same values as singer-sdk's records have).
+_PYTHON_FUNCTIONS: dict[str, tuple[Callable[[Any], Any], pa.DataType]] = {
+    "str": (str, pa.string()),
+    "int": (int, pa.int64()),
+    "float": (float, pa.float64()),
+    "bool": (bool, pa.bool_()),
+    "md5": (md5, pa.string()),
+    "sha256": (sha256, pa.string()),
+}
+_STRING_METHODS: dict[str, pa.DataType] = {
+    "upper": pa.string(),
+    "lower": pa.string(),
+    "strip": pa.string(),
+    "lstrip": pa.string(),
+    "rstrip": pa.string(),
+    "title": pa.string(),
+    "capitalize": pa.string(),
+    "replace": pa.string(),
+    "startswith": pa.bool_(),
+    "endswith": pa.bool_(),
+}
+
+
+def _is_python_exact(dtype: pa.DataType) -> bool:
+    """Types whose Python values are the ones singer-sdk's mapper sees in its records."""
+    return (
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_integer(dtype)
+        or pa.types.is_boolean(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_decimal(dtype)
+        or pa.types.is_null(dtype)
+    )
+
+
+def _is_number(dtype: pa.DataType) -> bool:
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+def literal_type(value: Any) -> pa.DataType:
+    """The Arrow type of a Python literal (Unsupported for others)."""
+    if value is None:
+        return pa.null()
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return pa.int64()
+        raise Unsupported(f"integer literal {value} is beyond 64 bits")
+    if isinstance(value, float):
+        return pa.float64()
+    if isinstance(value, str):
+        return pa.string()
+    raise Unsupported(f"a literal of type {type(value).__name__}")
+
+
+def _literal(value: Any) -> Compiled:
+    dtype = literal_type(value)
+    scalar = pa.scalar(value, type=dtype)
+    return Compiled(lambda batch: scalar, dtype)
+
+
+def broadcast(value: Value, rows: int) -> pa.Array:
+    """An expression result as an array of ``rows`` values."""
+    if isinstance(value, pa.Scalar):
+        if pa.types.is_null(value.type):
+            return pa.nulls(rows)
+        return pa.repeat(value, rows)
+    if isinstance(value, pa.ChunkedArray):
+        return value.combine_chunks()
+    return value
+
+
+class Compiler:
+    """Compiles one expression of one stream (singer-sdk's ``CustomStreamMap._eval``)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self._empty = pa.RecordBatch.from_pylist([], schema=scope.schema)
+
+    # -- entry points --------------------------------------------------------------
+
+    def compile(self, source: str) -> Compiled:
+        """Compile ``source`` (Unsupported if it has no Arrow form)."""
+        try:
+            body = ast.parse(source).body
+        except SyntaxError as exc:
+            raise Unsupported(f"not a Python expression ({exc.msg})") from None
+        if len(body) != 1 or not isinstance(body[0], ast.Expr):
+            raise Unsupported("not a single expression")
+        compiled = self._node(body[0].value)
+        return self._typed(compiled)
+
+    def truth(self, compiled: Compiled) -> Compiled:
+        """Python's truthiness of a value, as a non-null boolean array."""
+        dtype = compiled.dtype
+        evaluate = compiled.evaluate
+        if pa.types.is_boolean(dtype):
+            return Compiled(lambda b: pc.fill_null(evaluate(b), False), pa.bool_())
+        if _is_number(dtype):
+            zero = pa.scalar(0, type=pa.int64())
+            if pa.types.is_decimal(dtype):
+                zero = pa.scalar(decimal.Decimal(0), type=dtype)
+
+            def number(b: pa.RecordBatch) -> Value:
+                return pc.fill_null(pc.not_equal(evaluate(b), zero), False)
+
+            return Compiled(number, pa.bool_())
+        if _is_text(dtype):
+            return Compiled(
+                lambda b: pc.fill_null(pc.greater(pc.utf8_length(evaluate(b)), 0), False),
+                pa.bool_(),
+            )
+        if pa.types.is_null(dtype):
+            return Compiled(lambda b: pa.scalar(False), pa.bool_())
+        raise Unsupported(f"the truth value of a {dtype} value")
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _typed(self, compiled: Compiled) -> Compiled:
+        """Check the compiled expression on an empty batch, which also gives its type."""
+        try:
+            value = compiled.evaluate(self._empty)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise Unsupported(str(exc).splitlines()[0]) from None
+        if value.type != compiled.dtype:
+            return Compiled(compiled.evaluate, value.type, compiled.column)
+        return compiled
+
+    def _fail(self, message: str) -> MapEvaluationError:
+        scope = self.scope
+        where = f" (property '{scope.property_name}')" if scope.property_name else ""
+        return MapEvaluationError(
+            f"stream '{scope.stream_name}': stream map expression {scope.expression!r}{where}: "
+            f"{message}, as singer-sdk's evaluation fails there"
+        )
+
+    def _no_nulls(self, value: Value, what: str) -> None:
+        if isinstance(value, pa.Scalar):
+            if not value.is_valid:
+                raise self._fail(f"{what} is None")
+            return
+        if value.null_count:
+            row = pc.index(pc.is_null(value), True).as_py()
+            raise self._fail(f"{what} is None in row {row} of the batch")
+
+    def _column(self, name: str) -> Compiled:
+        index = self.scope.schema.get_field_index(name)
+        if index < 0:
+            raise Unsupported(f"name '{name}' is not a property of the stream")
+        field = self.scope.schema.field(index)
+        return Compiled(lambda b: b.column(index), field.type, name)
+
+    # -- nodes ---------------------------------------------------------------------
+
+    def _node(self, node: ast.AST) -> Compiled:
+        if isinstance(node, ast.Constant):
+            return _literal(node.value)
+        if isinstance(node, ast.Name):
+            return self._name(node.id)
+        if isinstance(node, ast.Subscript):
+            return self._subscript(node)
+        if isinstance(node, ast.BinOp):
+            return self._binop(node)
+        if isinstance(node, ast.UnaryOp):
+            return self._unary(node)
+        if isinstance(node, ast.BoolOp):
+            return self._boolop(node)
+        if isinstance(node, ast.Compare):
+            return self._compare(node)
+        if isinstance(node, ast.IfExp):
+            return self._ifexp(node)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        raise Unsupported(f"{type(node).__name__} expressions")
+
+    def _name(self, name: str) -> Compiled:
+        scope = self.scope
+        if name == "self":
+            if scope.property_name is not None and scope.property_name in scope.schema.names:
+                return self._column(scope.property_name)
+            raise Unsupported("'self' of a property that is not in the record")
+        if name == "__stream_name__":
+            return _literal(scope.stream_alias)
+        if name == "__original_stream_name__":
+            return _literal(scope.stream_name)
+        if name in _CONTEXT_NAMES:
+            raise Unsupported(f"'{name}' as a value")
+        return self._column(name)
+
+    def _subscript(self, node: ast.Subscript) -> Compiled:
+        key = node.slice
+        if not isinstance(key, ast.Constant) or not isinstance(key.value, str | int):
+            raise Unsupported("a subscript that is not a constant key")
+        path: list[Any] = [key.value]
+        base = node.value
+        while isinstance(base, ast.Subscript):
+            inner = base.slice
+            if not isinstance(inner, ast.Constant):
+                raise Unsupported("a subscript that is not a constant key")
+            path.insert(0, inner.value)
+            base = base.value
+        if isinstance(base, ast.Name) and base.id == "config":
+            value: Any = self.scope.map_config
+            for part in path:
+                try:
+                    value = value[part]
+                except (KeyError, IndexError, TypeError):
+                    raise Unsupported(f"config{path!r} is not in stream_map_config") from None
+            return _literal(value)
+        if isinstance(base, ast.Name) and base.id in ("_", "record") and len(path) == 1:
+            if not isinstance(path[0], str):
+                raise Unsupported("a record subscript that is not a property name")
+            return self._column(path[0])
+        raise Unsupported("this subscript")
+
+    def _binop(self, node: ast.BinOp) -> Compiled:
+        left = self._node(node.left)
+        right = self._node(node.right)
+        op = type(node.op)
+        if op is ast.Add and _is_text(left.dtype) and _is_text(right.dtype):
+
+            def concat(b: pa.RecordBatch) -> Value:
+                lv, rv = left.evaluate(b), right.evaluate(b)
+                self._no_nulls(lv, "an operand of +")
+                self._no_nulls(rv, "an operand of +")
+                return pc.binary_join_element_wise(lv, rv, "")
+
+            return self._typed(Compiled(concat, pa.string()))
+        if op not in _ARITHMETIC:
+            raise Unsupported(f"the operator {type(node.op).__name__}")
+        for side in (left, right):
+            if not _is_number(side.dtype):
+                raise Unsupported(f"arithmetic on {side.dtype}")
+        decimals = pa.types.is_decimal(left.dtype) or pa.types.is_decimal(right.dtype)
+        floats = pa.types.is_floating(left.dtype) or pa.types.is_floating(right.dtype)
+        if decimals and (floats or op is ast.Div):
+            raise Unsupported("Decimal division, or Decimal with float (Python's rules differ)")
+        function = _ARITHMETIC[op]
+
+        def arithmetic(b: pa.RecordBatch) -> Value:
+            lv, rv = left.evaluate(b), right.evaluate(b)
+            self._no_nulls(lv, "an operand")
+            self._no_nulls(rv, "an operand")
+            if op is ast.Div:  # Python's true division
+                lv, rv = pc.cast(lv, pa.float64()), pc.cast(rv, pa.float64())
+            try:
+                return pc.call_function(function, [lv, rv])
+            except pa.ArrowInvalid as exc:
+                raise self._fail(str(exc).splitlines()[0]) from None
+
+        compiled = self._typed(Compiled(arithmetic, pa.float64()))
+        if pa.types.is_decimal(compiled.dtype):
+            precision = decimal.getcontext().prec
+            if compiled.dtype.precision > precision:  # Python rounds to its context
+                raise Unsupported(f"a Decimal result beyond {precision} digits")
+        return compiled
+
+    def _unary(self, node: ast.UnaryOp) -> Compiled:
+        operand = self._node(node.operand)
+        if isinstance(node.op, ast.Not):
+            truth = self.truth(operand)
+            return Compiled(lambda b: pc.invert(truth.evaluate(b)), pa.bool_())
+        if isinstance(node.op, ast.USub) and _is_number(operand.dtype):
+
+            def negate(b: pa.RecordBatch) -> Value:
+                value = operand.evaluate(b)
+                self._no_nulls(value, "the operand of -")
+                return pc.negate_checked(value)
+
+            return self._typed(Compiled(negate, operand.dtype))
+        if isinstance(node.op, ast.UAdd) and _is_number(operand.dtype):
+            return operand
+        raise Unsupported(f"the operator {type(node.op).__name__}")
+
+    def _same_type(self, a: Compiled, b: Compiled) -> pa.DataType:
+        if a.dtype == b.dtype or pa.types.is_null(b.dtype):
+            return a.dtype
+        if pa.types.is_null(a.dtype):
+            return b.dtype
+        if pa.types.is_integer(a.dtype) and pa.types.is_integer(b.dtype):
+            return pa.int64()  # Python's int either way
+        raise Unsupported(f"operands of different types ({a.dtype}, {b.dtype})")
+
+    def _choose(self, where: Compiled, then: Compiled, other: Compiled) -> Compiled:
+        """``then`` where ``where`` is true, ``other`` elsewhere; each evaluated only on the
+        rows that take it (as Python evaluates only the branch it takes)."""
+        dtype = self._same_type(then, other)
+
+        def choose(b: pa.RecordBatch) -> Value:
+            mask = pc.fill_null(broadcast(where.evaluate(b), b.num_rows), False)
+            unmask = pc.invert(mask)
+            taken, others = b.filter(mask), b.filter(unmask)
+            picked = broadcast(then.evaluate(taken), taken.num_rows).cast(dtype)
+            rest = broadcast(other.evaluate(others), others.num_rows).cast(dtype)
+            out = pc.replace_with_mask(pa.nulls(b.num_rows, dtype), mask, picked)
+            return pc.replace_with_mask(out, unmask, rest)
+
+        return Compiled(choose, dtype)
+
+    def _boolop(self, node: ast.BoolOp) -> Compiled:
+        values = [self._node(v) for v in node.values]
+        result = values[0]
+        for value in values[1:]:
+            truth = self.truth(result)
+            if isinstance(node.op, ast.And):  # x and y: y where x is true, else x
+                result = self._choose(truth, value, result)
+            else:  # x or y: x where x is true, else y
+                result = self._choose(truth, result, value)
+        return self._typed(result)
+
+    def _ifexp(self, node: ast.IfExp) -> Compiled:
+        test = self.truth(self._node(node.test))
+        return self._typed(self._choose(test, self._node(node.body), self._node(node.orelse)))
+
+    def _comparable(self, a: Compiled, b: Compiled) -> None:
+        if pa.types.is_null(a.dtype) or pa.types.is_null(b.dtype):
+            return
+        if _is_number(a.dtype) and _is_number(b.dtype):
+            if pa.types.is_boolean(a.dtype) != pa.types.is_boolean(b.dtype):
+                raise Unsupported("comparing booleans with numbers")
+            mixed = {pa.types.is_decimal(a.dtype), pa.types.is_floating(b.dtype)}
+            mixed_r = {pa.types.is_decimal(b.dtype), pa.types.is_floating(a.dtype)}
+            if mixed == {True} or mixed_r == {True}:
+                raise Unsupported("comparing Decimal with float (Python compares exactly)")
+            return
+        if _is_text(a.dtype) and _is_text(b.dtype):
+            return
+        if pa.types.is_boolean(a.dtype) and pa.types.is_boolean(b.dtype):
+            return
+        raise Unsupported(f"comparing {a.dtype} with {b.dtype}")
+
+    def _compare_pair(self, op: ast.cmpop, left: Compiled, right: Compiled) -> Compiled:
+        if isinstance(op, ast.Is | ast.IsNot):
+            if not (isinstance(right, Compiled) and pa.types.is_null(right.dtype)):
+                raise Unsupported("'is' with anything but None")
+            test = pc.is_null if isinstance(op, ast.Is) else pc.is_valid
+            return Compiled(lambda b: test(broadcast(left.evaluate(b), b.num_rows)), pa.bool_())
+        self._comparable(left, right)
+        if isinstance(op, ast.Eq | ast.NotEq):
+            negate = isinstance(op, ast.NotEq)
+
+            def equal(b: pa.RecordBatch) -> Value:
+                lv = broadcast(left.evaluate(b), b.num_rows)
+                rv = broadcast(right.evaluate(b), b.num_rows)
+                if pa.types.is_null(lv.type) or pa.types.is_null(rv.type):
+                    same = pc.and_(pc.is_null(lv), pc.is_null(rv))
+                else:  # None == None is True; None == x is False
+                    same = pc.if_else(
+                        pc.and_(pc.is_valid(lv), pc.is_valid(rv)),
+                        pc.equal(lv, rv),
+                        pc.and_(pc.is_null(lv), pc.is_null(rv)),
+                    )
+                return pc.invert(same) if negate else same
+
+            return self._typed(Compiled(equal, pa.bool_()))
+        if type(op) in _ORDERING:
+            if pa.types.is_null(left.dtype) or pa.types.is_null(right.dtype):
+                raise Unsupported("ordering against None")
+            function = _ORDERING[type(op)]
+
+            def order(b: pa.RecordBatch) -> Value:
+                lv, rv = left.evaluate(b), right.evaluate(b)
+                self._no_nulls(lv, "an operand of a comparison")
+                self._no_nulls(rv, "an operand of a comparison")
+                return pc.call_function(function, [lv, rv])
+
+            return self._typed(Compiled(order, pa.bool_()))
+        raise Unsupported(f"the comparison {type(op).__name__}")
+
+    def _compare(self, node: ast.Compare) -> Compiled:
+        operands = [self._node(node.left)] + [self._node(c) for c in node.comparators]
+        parts = [
+            self._compare_pair(op, operands[i], operands[i + 1]) for i, op in enumerate(node.ops)
+        ]
+        result = parts[0]
+        for part in parts[1:]:  # a < b < c is (a < b) and (b < c), lazily
+            result = self._choose(result, part, result)
+        return result
+
+    def _call(self, node: ast.Call) -> Compiled:
+        if node.keywords:
+            raise Unsupported("keyword arguments")
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in _PYTHON_FUNCTIONS:
+            if func.id in self.scope.schema.names:  # a property shadows the function
+                raise Unsupported(f"{func.id}() where '{func.id}' is a property")
+            if len(node.args) != 1:
+                raise Unsupported(f"{func.id}() with {len(node.args)} arguments")
+            function, dtype = _PYTHON_FUNCTIONS[func.id]
+            return self._per_value(node.args[0], function, dtype, f"{func.id}()")
+        if isinstance(func, ast.Attribute) and func.attr in _STRING_METHODS:
+            args = []
+            for arg in node.args:
+                if not isinstance(arg, ast.Constant) or not isinstance(arg.value, str):
+                    raise Unsupported(f".{func.attr}() with arguments that are not strings")
+                args.append(arg.value)
+            name = func.attr
+            subject = self._node(func.value)
+            if not _is_text(subject.dtype):
+                raise Unsupported(f".{name}() of a {subject.dtype} value")
+            return self._per_value(
+                func.value,
+                lambda v: getattr(v, name)(*args),
+                _STRING_METHODS[name],
+                f".{name}()",
+            )
+        raise Unsupported("this function call")
+
+    def _per_value(
+        self, arg: ast.AST, function: Callable[[Any], Any], dtype: pa.DataType, what: str
+    ) -> Compiled:
+        """Python's ``function`` on each value of ``arg`` (only for types whose Python
+        values are those singer-sdk's records carry)."""
+        inner = self._node(arg)
+        if not _is_python_exact(inner.dtype):
+            raise Unsupported(f"{what} of a {inner.dtype} value")
+
+        def per_value(b: pa.RecordBatch) -> Value:
+            value = inner.evaluate(b)
+            values = [value.as_py()] if isinstance(value, pa.Scalar) else value.to_pylist()
+            out = []
+            for i, v in enumerate(values):
+                try:
+                    out.append(function(v))
+                except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+                    raise self._fail(f"{what} failed in row {i} ({exc})") from None
+            try:
+                result = pa.array(out, type=dtype)
+            except (pa.ArrowInvalid, OverflowError) as exc:
+                raise self._fail(f"{what} gave a value beyond {dtype} ({exc})") from None
+            return result[0] if isinstance(value, pa.Scalar) else result
+
+        return Compiled(per_value, dtype)
+
+
+__all__ = [
+    "Compiled",
+    "Compiler",
+    "MapEvaluationError",
+    "Scope",
+    "Unsupported",
+    "broadcast",
+    "literal_type",
+]
