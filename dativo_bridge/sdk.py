@@ -28,7 +28,6 @@ from singer_sdk.helpers.capabilities import (
     PluginCapabilities,
     TargetCapabilities,
 )
-from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.singerlib import SchemaMessage
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
@@ -40,6 +39,7 @@ from dativo_bridge.codecs.messages import SingerInput
 from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.errors import DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
+from dativo_bridge.maps import MappedStream, StreamMaps, StreamPlan, UnsupportedMap
 from dativo_bridge.reading import checked_batches
 from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
 from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
@@ -81,6 +81,8 @@ class ArrowStream(Stream):
         self.primary_keys = list(info.key_properties)
         self.replication_key = info.replication_key
         self._arrow_tap = tap
+        self._plan: StreamPlan | None = None
+        self._plan_made = False
 
     def _selected_info(self) -> StreamInfo:
         """The stream as the catalog has it: selected columns, replication method and key
@@ -94,30 +96,63 @@ class ArrowStream(Stream):
             key_properties=tuple(self.primary_keys or ()),
         )
 
+    def arrow_plan(self) -> StreamPlan | None:
+        """The stream's stream maps and flattening on Arrow batches, or None when an
+        expression needs singer-sdk's row path (then this stream takes it, with a warning).
+        """
+        if not self._plan_made:
+            self._plan_made = True
+            maps = StreamMaps.from_mapper(self._tap.mapper)
+            try:
+                self._plan = maps.plan(self._selected_info())
+            except UnsupportedMap as exc:
+                self.logger.warning(
+                    "%s: stream '%s' runs on singer-sdk's row path, where exact types are "
+                    "not kept (docs/stream-maps.md)",
+                    exc,
+                    self.name,
+                )
+                self._plan = None
+        return self._plan
+
     def _fast_path(self) -> bool:
-        maps = self.stream_maps
-        return (
-            len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-            and not getattr(maps[0], "flattening_enabled", False)
-        )
+        return self.arrow_plan() is not None
+
+    def _mapped(self, batch: pa.RecordBatch) -> list[tuple[MappedStream, pa.RecordBatch]]:
+        """Each output stream's rows of a source batch (the batch itself without maps)."""
+        plan = self.arrow_plan()
+        assert plan is not None
+        if plan.identity:
+            return [(plan.outputs[0], batch)]
+        return [(out, out.apply(batch)) for out in plan.outputs]
 
     def _generate_schema_messages(self) -> Generator[SchemaMessage, None, None]:
-        if not self._fast_path():
+        plan = self.arrow_plan()
+        if plan is None:
             yield from super()._generate_schema_messages()
             return
         # The SDK's Schema object drops keys it does not know (precision, scale,
         # x-arrow-type); the batch path sends the full mapping instead.
-        yield SchemaMessage(
-            self.name,
-            arrow_to_jsonschema(self._selected_info().schema),
-            list(self.primary_keys),
-            [self.replication_key] if self.replication_key else None,
-        )
+        bookmark_keys = [self.replication_key] if self.replication_key else None
+        for out in plan.outputs:
+            yield SchemaMessage(
+                out.name, out.json_schema, list(out.info.key_properties), bookmark_keys
+            )
 
     def get_batch_config(self, config: Mapping[str, Any]) -> Any:
-        """Dativo's own BATCH settings (arrow, parquet or jsonl files)."""
+        """Dativo's own BATCH settings (arrow, parquet or jsonl files).
+
+        A stream whose maps need singer-sdk's row path sends RECORD messages instead: the
+        SDK's BATCH messages would carry its rows unmapped.
+        """
         raw = config.get("batch_config")
+        if raw and self.arrow_plan() is None:
+            self.logger.warning(
+                "stream '%s': its stream maps run on singer-sdk's row path, so it is sent as "
+                "RECORD messages, not BATCH files",
+                self.name,
+            )
+            return None
         return BatchSettings.parse(raw) if raw else None
 
     def _sync_batches(self, batch_config: Any, context: Mapping[str, Any] | None = None) -> None:
@@ -126,10 +161,13 @@ class ArrowStream(Stream):
         info = self._selected_info()
         reader = self._arrow_tap.reader
         incremental = self.replication_method == "INCREMENTAL" and bool(self.replication_key)
+        plan = self.arrow_plan()
+        assert plan is not None  # the SDK's own BATCH path would not map the rows
+        writer_names = [out.name for out in plan.outputs]
         self._write_starting_replication_value(context)
         bookmark = self._start_bookmark(context)
         covered = bookmark
-        writer: BatchFileWriter | None = None
+        writers: dict[int, BatchFileWriter] = {}
 
         def advance(value: Any) -> None:
             if incremental and self.replication_key and value is not None:
@@ -138,11 +176,11 @@ class ArrowStream(Stream):
                 )
                 self.state_manager.is_flushed = False
 
-        def emit(file: BatchFileWriter) -> None:
+        def emit(name: str, file: BatchFileWriter) -> None:
             uri = file.close()
             message = {
                 "type": "BATCH",
-                "stream": self.name,
+                "stream": name,
                 "encoding": settings.encoding(),
                 "manifest": [uri],
             }
@@ -154,24 +192,29 @@ class ArrowStream(Stream):
             try:
                 for batch, released in checked_batches(reader, info, bookmark):
                     if batch.num_rows:
-                        if writer is None:
-                            writer = BatchFileWriter(settings, self.name, info.schema)
-                        writer.write(batch)
+                        for index, (out, mapped) in enumerate(self._mapped(batch)):
+                            if not mapped.num_rows:
+                                continue
+                            if index not in writers:
+                                writers[index] = BatchFileWriter(
+                                    settings, out.name, out.info.schema
+                                )
+                            writers[index].write(mapped)
                     if released is not None:
                         bookmark = released
-                    if writer is not None and writer.rows >= settings.batch_size:
-                        emit(writer)
-                        writer = None
-                    if writer is None and bookmark != covered:
+                    for index, writer in list(writers.items()):
+                        if writer.rows >= settings.batch_size:
+                            emit(writer_names[index], writer)
+                            del writers[index]
+                    if not writers and bookmark != covered:
                         # Every row up to this bookmark is in an emitted file.
                         covered = bookmark
                         advance(bookmark)
                         self._write_state_message()
-                if writer is not None:
-                    emit(writer)
-                    writer = None
+                for index in sorted(writers):
+                    emit(writer_names[index], writers.pop(index))
             except BaseException:
-                if writer is not None:
+                for writer in writers.values():
                     writer.abort()
                 raise
         if bookmark != covered:
@@ -240,7 +283,9 @@ class ArrowStream(Stream):
                 if over:
                     batch = batch.slice(0, max(0, cast(int, limit) - sent))
                 if batch.num_rows:
-                    write_bytes(encode_records(batch, self.name, version=version))
+                    for out, mapped in self._mapped(batch):
+                        if mapped.num_rows:
+                            write_bytes(encode_records(mapped, out.name, version=version))
                     sent += batch.num_rows
                     record_counter.increment(batch.num_rows)
                     self.state_manager.is_flushed = False

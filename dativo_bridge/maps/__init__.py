@@ -130,10 +130,17 @@ class MappedStream:
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """What a source stream becomes: zero or more output streams."""
+    """What a source stream becomes: zero or more output streams.
+
+    Attributes:
+        source: The source stream.
+        outputs: Its output streams.
+        identity: True when the one output is the source as it is.
+    """
 
     source: StreamInfo
     outputs: list[MappedStream] = field(default_factory=list)
+    identity: bool = False
 
 
 def _flattening_enabled(options: FlatteningOptions) -> bool:
@@ -222,7 +229,7 @@ class StreamMaps:
         definitions = self._definitions(info.name)
         if len(definitions) != len(sdk_maps):  # pragma: no cover - the SDK changed its rules
             raise UnsupportedMap(info.name, "", "this singer-sdk pairs its maps differently")
-        plan = StreamPlan(info)
+        plan = StreamPlan(info, identity=self.is_identity)
         for sdk_map, definition in zip(sdk_maps, definitions, strict=True):
             if isinstance(sdk_map, RemoveRecordTransform):
                 continue
