@@ -505,7 +505,7 @@ class IcebergWriter(ArrowWriter):
         done = applied[-1]
         logger.info(
             "applied %d change(s) to %s: %d of %d data file(s) rewritten (%d by bounds), "
-            "%d row(s) written in %d file(s), %d deleted",
+            "%d row(s) written in %d file(s), %d key(s) deleted",
             changes.num_rows,
             self._identifier,
             done.rewritten,
