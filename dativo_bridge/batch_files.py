@@ -2,6 +2,13 @@
 targets, deleted once the target committed their rows, and only when they are provably a
 Dativo tap's files for that stream (docs/batch-files.md).
 
+The ``arrow`` format is singer-sdk's (meltano/sdk#3696, singer-sdk 0.55): one Arrow IPC
+*file* per manifest entry, a ``.arrow`` name, a ``file:///`` URI, no compression of the
+file as a whole (IPC buffer codecs are inside the format), the encoding object
+``{"format": "arrow"}``. Files written by other plugins carry the types their writer
+inferred, so a target reads every arrow or parquet file against the stream's SCHEMA with
+the meaning a RECORD message would have (:func:`as_stream_schema`).
+
 Invariants: every entry of a BATCH manifest is checked (a string naming an existing,
 non-empty regular file in the declared format) before any file is read; a target deletes
 only files it owns (:attr:`BatchFile.owned`), only after a successful commit, and only the
@@ -10,11 +17,15 @@ very file (device and inode) it read.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
+import decimal
 import gzip
 import io
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -25,11 +36,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dativo_bridge.codecs.encode import encode_rows
+from dativo_bridge.conform import Mismatch, TypeMismatch
 from dativo_bridge.errors import ConfigError, DecodeError
 
 logger = logging.getLogger("dativo.batch")
@@ -39,6 +53,16 @@ FORMATS = ("arrow", "parquet", "jsonl")
 #: Schema metadata key of the marker BatchFileWriter puts in arrow and parquet files:
 #: JSON ``{"stream": <stream>, "file": <file name>}``.
 MARKER_KEY = b"dativo.batch_file"
+
+#: The compressions each format accepts; the first is the default. ``arrow``: Arrow IPC
+#: buffer codecs inside the file (singer-sdk writes none, and readers without the codecs,
+#: such as some nanoarrow or arrow-rs builds, cannot read compressed buffers); ``parquet``:
+#: the column chunks' codec; ``jsonl``: the whole file is gzip.
+COMPRESSIONS: dict[str, tuple[str, ...]] = {
+    "arrow": ("none", "zstd", "lz4"),
+    "parquet": ("zstd", "none"),
+    "jsonl": ("gzip", "none"),
+}
 
 #: Values of the target setting ``batch_cleanup``.
 CLEANUP_MODES = ("dativo", "off")
@@ -58,6 +82,7 @@ BATCH_CLEANUP_SETTING: dict[str, Any] = {
 _ARROW_MAGIC = b"ARROW1"
 _PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"
+_IPC_CONTINUATION = b"\xff\xff\xff\xff"  # an IPC stream (not file) starts with it
 
 #: The `batch_config` setting of Dativo taps (singer-sdk's, with `arrow` and `batch_size`).
 BATCH_CONFIG_SCHEMA: dict[str, Any] = {
@@ -75,9 +100,10 @@ BATCH_CONFIG_SCHEMA: dict[str, Any] = {
                 },
                 "compression": {
                     "type": "string",
-                    "enum": ["none", "gzip", "zstd"],
-                    "description": "Compression of the files (which ones a format supports: "
-                    "docs/batch-files.md).",
+                    "enum": ["none", "gzip", "zstd", "lz4"],
+                    "description": "Compression (arrow: none (default, as singer-sdk), "
+                    "zstd or lz4 buffers; parquet: zstd (default) or none; jsonl: gzip "
+                    "(default) or none; docs/batch-files.md).",
                 },
             },
         },
@@ -115,11 +141,12 @@ class BatchSettings:
         fmt = str(encoding.get("format") or "arrow")
         if fmt not in FORMATS:
             raise ConfigError(f"batch_config.encoding.format must be one of {FORMATS}, not {fmt!r}")
-        default = "gzip" if fmt == "jsonl" else "zstd"
-        compression = str(encoding.get("compression") or default)
-        allowed = ("none", "gzip") if fmt == "jsonl" else ("none", "zstd")
+        allowed = COMPRESSIONS[fmt]
+        compression = str(encoding.get("compression") or allowed[0])
         if compression not in allowed:
-            raise ConfigError(f"batch_config: {fmt} files support compression {allowed}")
+            raise ConfigError(
+                f"batch_config: {fmt} files support compression {allowed}, not {compression!r}"
+            )
         storage = raw.get("storage") or {}
         root = str(storage.get("root") or "output/batches")
         return cls(
@@ -131,7 +158,10 @@ class BatchSettings:
         )
 
     def encoding(self) -> dict[str, str]:
-        """The ``encoding`` object of BATCH messages."""
+        """The ``encoding`` object of BATCH messages, as singer-sdk writes it: ``compression``
+        only when there is one (an SDK target builds its encoding class from these keys)."""
+        if self.compression == "none":
+            return {"format": self.format}
         return {"format": self.format, "compression": self.compression}
 
 
@@ -168,6 +198,20 @@ def local_path(uri: str) -> Path:
     if parsed.scheme and len(parsed.scheme) > 1:
         raise ConfigError(f"batch files must be local (a path or file:// URL), not {uri!r}")
     return Path(uri)
+
+
+def file_uri(path: Path) -> str:
+    """``file://`` and the absolute path as it is, escaping only ``%``, ``#`` and ``?``.
+
+    singer-sdk's reader (``StorageTarget.split_url``) takes what follows ``file://`` as a
+    path without percent-decoding it, while readers that decode (``urlparse`` and
+    ``unquote``) read the same text correctly as long as it has no ``%``, ``#`` or ``?``:
+    so a space or a non-ASCII letter in the root stays as it is, for both.
+    """
+    text = str(path)
+    for char, escaped in (("%", "%25"), ("#", "%23"), ("?", "%3F")):
+        text = text.replace(char, escaped)
+    return "file://" + text
 
 
 class BatchFileWriter:
@@ -224,7 +268,7 @@ class BatchFileWriter:
             if self._sink is not self._raw:
                 self._raw.close()
         os.replace(self._temp, self.path)
-        return self.path.resolve().as_uri()
+        return file_uri(self.path.resolve())
 
     def abort(self) -> None:
         """Discard the file."""
@@ -266,8 +310,28 @@ class BatchFile:
         """A DecodeError naming this entry and its stream."""
         return _entry_error(self.uri, self.stream, self.line_number, reason)
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Arrow batches of an arrow or parquet file (jsonl: see :meth:`lines`)."""
+    def batches(self, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+        """Arrow batches of an arrow or parquet file (jsonl: see :meth:`lines`).
+
+        Args:
+            schema: The stream's schema (from its SCHEMA message): each batch is given
+                exactly its columns and types (:func:`as_stream_schema`). None: the
+                file's own batches.
+
+        Raises:
+            DecodeError: The file is unreadable, or its data does not fit ``schema``; the
+                error names the file, the stream and the column.
+        """
+        for batch in self._file_batches():
+            if schema is None:
+                yield batch
+                continue
+            try:
+                yield as_stream_schema(batch, schema)
+            except Mismatch as exc:
+                raise self.error(f"does not match the SCHEMA: {exc}") from None
+
+    def _file_batches(self) -> Iterator[pa.RecordBatch]:
         try:
             if self.format == "arrow":
                 with pa.memory_map(str(self.path)) as source:
@@ -326,7 +390,7 @@ def _check_entry(
     if not isinstance(entry, str):
         raise fail("not a string (expected a file:// URI or a path)")
     try:
-        path = local_path(entry)
+        path = _manifest_path(entry)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     try:
@@ -355,6 +419,19 @@ def _check_entry(
     return BatchFile(
         entry, path, fmt, compression, stream, owned, info.st_dev, info.st_ino, line_number
     )
+
+
+def _manifest_path(entry: str) -> Path:
+    """The local file a manifest entry names: its ``file://`` URI percent-decoded, or, when
+    no such file exists, taken as it is (singer-sdk writes the path of a ``file://`` storage
+    root without encoding it, so ``sdk%20batches`` can be a directory's real name)."""
+    path = local_path(entry)
+    parsed = urlparse(entry)
+    if parsed.scheme == "file" and not path.exists():
+        raw = Path(entry[len("file://") :].removeprefix("localhost"))
+        if raw != path and raw.is_absolute() and raw.exists():
+            return raw
+    return path
 
 
 def _entry_error(entry: Any, stream: str, line_number: int | None, reason: str) -> DecodeError:
@@ -393,7 +470,7 @@ def _read_marker(
     try:
         if fmt == "arrow":
             if not head.startswith(_ARROW_MAGIC) or tail != _ARROW_MAGIC:
-                raise fail("not an Arrow IPC file (wrong magic bytes)")
+                raise fail(_not_arrow_file(head))
             with pa.memory_map(str(path)) as source:
                 schema = ipc.open_file(source).schema
         else:
@@ -409,6 +486,145 @@ def _read_marker(
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def _not_arrow_file(head: bytes) -> str:
+    """Why a file declared ``arrow`` is not an Arrow IPC file, with the likely cause."""
+    if head.startswith(_GZIP_MAGIC):
+        return (
+            "not an Arrow IPC file but a gzip file (arrow BATCH files are never compressed "
+            "as a whole; IPC buffer compression is inside the format)"
+        )
+    if head.startswith(_IPC_CONTINUATION):
+        return (
+            "an Arrow IPC stream, not an Arrow IPC file (arrow BATCH files use the IPC "
+            "file format, with ARROW1 at both ends)"
+        )
+    return "not an Arrow IPC file (wrong magic bytes)"
+
+
+def as_stream_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A batch from an arrow or parquet BATCH file with exactly the stream's columns and
+    types, each value meaning what it would mean in a RECORD message.
+
+    Dativo taps write the stream's own types, so their batches pass unchanged. Files of
+    other writers (singer-sdk infers each file's types from its records) are cast column by
+    column where the JSON kind is the same: any number to any number (exactly: a float
+    that a decimal cannot hold is an error), text to a date, time, timestamp or decimal
+    (the SCHEMA's strings with a format), struct to struct and list to list (by field
+    name), a column of nulls to anything; a JSON column (``arrow.json``) takes any value as
+    its JSON text. A column the file lacks is null, as a property a record omits; a
+    column the SCHEMA lacks is dropped.
+
+    Raises:
+        Mismatch: A column cannot take the file's values; the message names the column,
+            both types and why.
+    """
+    if batch.schema.names == schema.names and batch.schema.types == schema.types:
+        return batch
+    names = batch.schema.names
+    columns = [
+        (
+            _column_as(batch.column(want.name), want)
+            if want.name in names
+            else pa.nulls(batch.num_rows, want.type)
+        )
+        for want in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _kind(dtype: pa.DataType) -> str:
+    """The JSON kind of values of an Arrow type (what a RECORD would carry)."""
+    if isinstance(dtype, pa.JsonType):
+        return "json"
+    if isinstance(dtype, pa.ExtensionType):
+        return _kind(dtype.storage_type)
+    checks: tuple[tuple[Callable[[pa.DataType], bool], str], ...] = (
+        (pa.types.is_null, "null"),
+        (pa.types.is_boolean, "boolean"),
+        (pa.types.is_integer, "number"),
+        (pa.types.is_floating, "number"),
+        (pa.types.is_decimal, "number"),
+        (pa.types.is_string, "string"),
+        (pa.types.is_large_string, "string"),
+        (pa.types.is_string_view, "string"),
+        (pa.types.is_timestamp, "timestamp"),
+        (pa.types.is_date, "date"),
+        (pa.types.is_time, "time"),
+        (pa.types.is_binary, "binary"),
+        (pa.types.is_large_binary, "binary"),
+        (pa.types.is_fixed_size_binary, "binary"),
+        (pa.types.is_struct, "object"),
+        (pa.types.is_map, "map"),
+        (pa.types.is_list, "array"),
+        (pa.types.is_large_list, "array"),
+        (pa.types.is_fixed_size_list, "array"),
+    )
+    return next((kind for check, kind in checks if check(dtype)), str(dtype))
+
+
+def _column_as(column: pa.Array, want: pa.Field) -> pa.Array:
+    got = column.type
+    if got == want.type:
+        return column
+    have, need = _kind(got), _kind(want.type)
+    if have == "null":
+        return pa.nulls(len(column), want.type)
+    if need == "json":
+        if have == "json":
+            storage = column.storage if isinstance(column, pa.ExtensionArray) else column
+        else:
+            values = column.to_pylist()
+            storage = pa.array([None if v is None else _json_text(v) for v in values], pa.string())
+        return pa.ExtensionArray.from_storage(want.type, storage.cast(want.type.storage_type))
+    text_to = need in ("timestamp", "date", "time") or pa.types.is_decimal(want.type)
+    if have != need and not (have == "string" and text_to):
+        raise TypeMismatch(want, got)
+    try:
+        cast = column.cast(want.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise Mismatch(
+            f"column '{want.name}' ({got}) cannot be read as {want.type}: {exc}"
+        ) from None
+    if pa.types.is_floating(got) and pa.types.is_decimal(want.type):
+        # Arrow rounds a float to the decimal's scale; a RECORD's number is exact or refused.
+        inexact = pc.not_equal(cast.cast(got), column)
+        if pc.any(inexact).as_py():
+            row = pc.index(inexact, True).as_py()
+            raise Mismatch(
+                f"column '{want.name}': {column[row].as_py()!r} (row {row}) does not fit "
+                f"{want.type} exactly"
+            )
+    return cast
+
+
+def _json_text(value: Any) -> str:
+    """A Python value from an Arrow column as JSON text (numbers exact, temporal values as
+    ISO 8601 text, bytes as base64), as a RECORD message would carry it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "null"
+    if isinstance(value, decimal.Decimal):
+        return str(value) if value.is_finite() else "null"
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return orjson.dumps(value.isoformat()).decode()
+    if isinstance(value, bytes):
+        return orjson.dumps(base64.b64encode(value).decode()).decode()
+    if isinstance(value, Mapping):
+        items = (orjson.dumps(str(k)).decode() + ":" + _json_text(v) for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        # A map column's rows come as lists of (key, value) pairs: an object.
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return _json_text(dict(value))
+        return "[" + ",".join(_json_text(v) for v in value) + "]"
+    return orjson.dumps(str(value)).decode()
 
 
 def delete_batch_files(files: Sequence[BatchFile]) -> None:

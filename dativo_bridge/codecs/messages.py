@@ -434,7 +434,7 @@ class SingerInput:
                 batch = pending.decoder.decode(wrapped, [number] * len(wrapped))
                 self._call(self.sink.write, stream, batch)
                 continue
-            for batch in file.batches():
+            for batch in file.batches(schema):
                 try:
                     batch = conform(batch, schema)
                 except Mismatch as exc:
