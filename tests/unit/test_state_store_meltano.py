@@ -175,15 +175,18 @@ def test_file_backend_waits_for_a_fresh_lock_and_takes_over_a_stale_one(tmp_path
     started = time.monotonic()
     releaser.start()
     store.put(SID, {"bookmarks": {"a": {"v": 1}}})
+    waited = time.monotonic() - started
     releaser.join()
-    assert time.monotonic() - started >= 0.45, "wrote while another writer held the lock"
+    assert waited >= 0.45, "wrote while another writer held the lock"
     assert store.get(SID) == {"bookmarks": {"a": {"v": 1}}}
     assert not lock.exists()
 
     lock.write_text(str(time.time() - 60))  # left behind by a writer that died
-    started = time.monotonic()
-    store.put(SID, {"bookmarks": {"a": {"v": 2}}})
-    assert time.monotonic() - started < 5
+    writer = threading.Thread(target=store.put, args=(SID, {"bookmarks": {"a": {"v": 2}}}))
+    writer.daemon = True
+    writer.start()
+    writer.join(timeout=5)
+    assert not writer.is_alive(), "waits forever for a stale lock"
     assert store.get(SID) == {"bookmarks": {"a": {"v": 2}}}
     assert not lock.exists()
 

@@ -1,0 +1,202 @@
+"""`dativo run` and `meltano run` of the same pair share one state: whichever runs second
+reads nothing new. With Meltano's default store (the system database: read directly, and
+through `meltano state` when Meltano is on PATH) and with a ``file://`` state backend.
+
+The tests use the installed project copy of test_meltano.py, each in an environment of
+its own (its own state id, CSV folder and Parquet folder), so that they do not meet the
+tests there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.test_meltano import meltano, project  # noqa: F401 - the fixtures
+
+from .helpers import BIN, REPO, read_parquet_dir, script
+
+PAIR = ("tap-dativo-csv", "target-dativo-parquet")
+
+
+def _env(meltano_on_path: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MELTANO_", "VIRTUAL_ENV"))}
+    env.pop("DATIVO_STATE_STORE", None)
+    path = [str(BIN)]
+    if meltano_on_path is not None:
+        path.append(str(meltano_on_path.parent))
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH", "")])
+    return env
+
+
+def _meltano(exe: Path, root: Path, environment: str, *args: str) -> str:
+    done = subprocess.run(
+        [str(exe), "--environment", environment, *args],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, f"meltano {' '.join(args)}:\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def _meltano_state(exe: Path, root: Path, environment: str) -> dict:
+    out = _meltano(exe, root, environment, "state", "get", f"{environment}:{PAIR[0]}-to-{PAIR[1]}")
+    return json.loads(out.strip().splitlines()[-1]).get("singer_state") or {}
+
+
+def _dativo(
+    root: Path, environment: str, *args: str, meltano_on_path: Path | None = None
+) -> tuple[dict, str]:
+    """(the --json summary, stderr) of `dativo run` of the pair."""
+    done = subprocess.run(
+        [
+            script("dativo"),
+            "run",
+            *PAIR,
+            *("--project", str(root / "meltano.yml"), "--environment", environment, "--json"),
+            *args,
+        ],
+        cwd=root,
+        env=_env(meltano_on_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, f"dativo run failed:\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def _ids(root: Path, environment: str) -> list[int]:
+    return sorted(read_parquet_dir(root / environment / "out").column("id").to_pylist())
+
+
+def _new_orders(root: Path, environment: str) -> None:
+    """A second CSV file, newer than the first: an incremental run reads only it."""
+    path = root / environment / "data" / "orders-2.csv"
+    path.write_text(
+        "id,customer,amount,ordered_at,paid\n6,Margaret Hamilton,99.5,2026-02-01T00:00:00Z,true\n"
+    )
+    os.utime(path, (2_000_000_000, 2_000_000_000))
+
+
+@pytest.fixture
+def env_name(project: Path, request: pytest.FixtureRequest) -> Iterator[str]:  # noqa: F811
+    """A Meltano environment of the test's own: the pair reads <env>/data/*.csv (the demo
+    orders, ids 1-5) and writes <env>/out; meltano.yml is restored afterwards."""
+    name = "st-" + request.node.name.removeprefix("test_")[:40].replace("_", "-")
+    folder = project / name
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "orders-1.csv").write_bytes((REPO / "demo" / "orders.csv").read_bytes())
+    original = (project / "meltano.yml").read_text()
+    data = yaml.safe_load(original)
+    data["environments"].append(
+        {
+            "name": name,
+            "config": {
+                "plugins": {
+                    "extractors": [
+                        {
+                            "name": PAIR[0],
+                            "config": {
+                                "files": [
+                                    {
+                                        "stream": "orders",
+                                        "path": f"{name}/data/*.csv",
+                                        "key_properties": ["id"],
+                                    }
+                                ]
+                            },
+                        }
+                    ],
+                    "loaders": [{"name": PAIR[1], "config": {"path": f"{name}/out"}}],
+                }
+            },
+        }
+    )
+    (project / "meltano.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        yield name
+    finally:
+        (project / "meltano.yml").write_text(original)
+
+
+def test_meltano_run_then_dativo_run_reads_nothing_new(
+    meltano: Path,  # noqa: F811
+    project: Path,  # noqa: F811
+    env_name: str,
+) -> None:
+    _meltano(meltano, project, env_name, "run", *PAIR)
+    assert _ids(project, env_name) == [1, 2, 3, 4, 5]
+    # No Meltano on PATH: dativo reads the system database itself.
+    summary, stderr = _dativo(project, env_name)
+    assert summary["rows"] == 0, "dativo run re-read what meltano run loaded"
+    assert summary["state_store"]["kind"] == "meltano"
+    assert summary["state_store"]["backend"] == "systemdb"
+    assert str(project / ".meltano" / "meltano.db") in summary["state_store"]["location"]
+    assert "state store: Meltano's state backend 'systemdb'" in stderr
+    assert _ids(project, env_name) == [1, 2, 3, 4, 5]
+    # It goes on from there, and meltano run goes on from what dativo run saved.
+    _new_orders(project, env_name)
+    summary, _ = _dativo(project, env_name)
+    assert summary["rows"] == 1
+    _meltano(meltano, project, env_name, "run", *PAIR)
+    assert _ids(project, env_name) == [1, 2, 3, 4, 5, 6], "meltano run re-read dativo's rows"
+
+
+def test_dativo_run_then_meltano_run_reads_nothing_new(
+    meltano: Path,  # noqa: F811
+    project: Path,  # noqa: F811
+    env_name: str,
+) -> None:
+    # Meltano on PATH: dativo keeps the state through `meltano state`.
+    summary, _ = _dativo(project, env_name, meltano_on_path=meltano)
+    assert summary["rows"] == 5
+    assert summary["state_store"]["kind"] == "meltano"
+    assert f"through {meltano} state" in summary["state_store"]["location"]
+    state = _meltano_state(meltano, project, env_name)
+    assert state["bookmarks"]["orders"]["replication_key"] == "_sdc_modified_at"
+    assert "dativo_run" not in state, "a finished run leaves no run marker"
+    _meltano(meltano, project, env_name, "run", *PAIR)
+    assert _ids(project, env_name) == [1, 2, 3, 4, 5], "meltano run re-read dativo's rows"
+
+
+def test_a_file_state_backend_is_shared_both_ways(
+    meltano: Path,  # noqa: F811
+    project: Path,  # noqa: F811
+    env_name: str,
+) -> None:
+    data = yaml.safe_load((project / "meltano.yml").read_text())
+    data["state_backend"] = {"uri": f"file://$MELTANO_PROJECT_ROOT/{env_name}/state"}
+    (project / "meltano.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    sid = f"{env_name}:{PAIR[0]}-to-{PAIR[1]}"
+    state_file = project / env_name / "state" / sid / "state.json"
+
+    _meltano(meltano, project, env_name, "run", *PAIR)
+    assert state_file.exists(), "meltano run did not use the file backend"
+    summary, _ = _dativo(project, env_name, meltano_on_path=meltano)
+    assert summary["rows"] == 0, "dativo run re-read what meltano run loaded"
+    assert summary["state_store"]["backend"] == "file"
+    assert summary["state_store"]["location"] == str(state_file)
+
+    _new_orders(project, env_name)
+    summary, _ = _dativo(project, env_name)
+    assert summary["rows"] == 1
+    written = json.loads(state_file.read_text())
+    assert written["partial"] == {} and "bookmarks" in written["completed"]["singer_state"]
+    assert not (state_file.parent / "lock").exists()
+    _meltano(meltano, project, env_name, "run", *PAIR)
+    assert _ids(project, env_name) == [1, 2, 3, 4, 5, 6], "meltano run re-read dativo's rows"
+
+    # --state-store local (or --state-dir) leaves Meltano's store alone.
+    summary, _ = _dativo(project, env_name, "--state-store", "local")
+    assert summary["state_store"]["kind"] == "local" and summary["rows"] == 6
