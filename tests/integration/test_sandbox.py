@@ -1,0 +1,358 @@
+"""`dativo sandbox` against a hostile plugin (tests/integration/sandbox_hostile.py): every
+escape it tries is denied or stopped with the right message, as root and as an unprivileged
+user, and benign plugins (tap-dativo-csv into target-jsonl from PyPI) run normally under
+the same policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import REPO, peer_venv
+
+HOSTILE = str(Path(__file__).with_name("sandbox_hostile.py"))
+SANDBOX = [sys.executable, "-m", "dativo_bridge.sandbox_cli"]
+SECRET_KEY = "wJalrXUtnFEMI-parent-secret"
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def _users() -> list[object]:
+    users: list[object] = [pytest.param([], id="root" if os.getuid() == 0 else "user")]
+    reason = None
+    if os.getuid() != 0:
+        reason = "switching to nobody needs root"
+    elif shutil.which("setpriv") is None:
+        reason = "setpriv (util-linux) is not installed"
+    users.append(
+        pytest.param(
+            NOBODY, id="nobody", marks=pytest.mark.skipif(bool(reason), reason=reason or "")
+        )
+    )
+    return users
+
+
+@pytest.fixture(params=_users())
+def user(request: pytest.FixtureRequest) -> list[str]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def arena() -> Iterator[Path]:
+    """A directory every user can read, with a secret file, a fake home with AWS
+    credentials and a world-writable folder: outside the sandbox, anyone could read and
+    write them, so a denial below is the sandbox's doing."""
+    root = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    root.chmod(0o755)
+    (root / "secret.txt").write_text("top-secret-file\n")
+    aws = root / "home" / ".aws"
+    aws.mkdir(parents=True)
+    (aws / "credentials").write_text("[default]\naws_secret_access_key = from-home\n")
+    (root / "out").mkdir()
+    for path in (root / "home", aws, root / "out"):
+        path.chmod(0o777)
+    for path in (root / "secret.txt", aws / "credentials"):
+        path.chmod(0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def hexpath(path: Path) -> str:
+    return str(path).encode().hex()
+
+
+def sandboxed(
+    user: list[str], arena: Path, options: list[str], command: list[str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HOME": str(arena / "home"),
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    return subprocess.run(
+        [*user, *SANDBOX, *options, "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=arena,
+        check=False,
+    )
+
+
+def hostile(
+    user: list[str], arena: Path, options: list[str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return sandboxed(user, arena, options, [sys.executable, HOSTILE, *args], timeout)
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("sandbox:")]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_check_lists_the_active_layers(user: list[str], arena: Path) -> None:
+    done = subprocess.run(
+        [*user, *SANDBOX, "--check"], capture_output=True, text=True, cwd=arena, check=True
+    )
+    for layer in ("network namespace", "landlock filesystem", "no_new_privs", "process limit"):
+        assert f"active       {layer}" in done.stdout, done.stdout
+
+
+def test_files_outside_the_policy_are_unreadable(user: list[str], arena: Path) -> None:
+    secret = arena / "secret.txt"
+    credentials = arena / "home" / ".aws" / "credentials"
+    for path in (secret, credentials):
+        done = hostile(user, arena, [], "read", hexpath(path))
+        assert done.stdout.startswith("DENIED 13"), (done.stdout, done.stderr)
+    # The same plugin reads them once the policy names them, and without the sandbox.
+    done = hostile(user, arena, ["--readable", str(secret)], "read", hexpath(secret))
+    assert done.stdout.strip() == "OK top-secret-file", done.stderr
+    plain = subprocess.run(
+        [*user, sys.executable, HOSTILE, "read", hexpath(credentials)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert plain.stdout.startswith("OK [default]")
+
+
+def test_the_environment_is_scrubbed(user: list[str], arena: Path) -> None:
+    done = hostile(user, arena, [], "env", "AWS_SECRET_ACCESS_KEY")
+    assert done.stdout.splitlines() == ["DENIED absent", "KEYS HOME,LANG,PATH,TMPDIR"] or (
+        done.stdout.splitlines() == ["DENIED absent", "KEYS HOME,PATH,TMPDIR"]
+    ), done.stdout
+    # Nor through the supervisor's /proc/<pid>/environ.
+    done = hostile(user, arena, [], "parent-environ")
+    assert done.stdout.startswith("DENIED"), done.stdout
+    assert SECRET_KEY not in done.stdout
+    done = hostile(user, arena, ["--env", "AWS_SECRET_ACCESS_KEY"], "env", "AWS_SECRET_ACCESS_KEY")
+    assert done.stdout.splitlines()[0] == f"OK {SECRET_KEY}"
+
+
+class Listener:
+    """A TCP server on the host's loopback that records what it receives."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.received.append(conn.recv(100))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_network_is_off_by_default_and_on_when_asked(user: list[str], arena: Path) -> None:
+    listener = Listener()
+    try:
+        done = hostile(user, arena, [], "connect", str(listener.port))
+        assert done.stdout.startswith("DENIED"), done.stdout
+        assert listener.received == []
+        done = hostile(user, arena, ["--network"], "connect", str(listener.port))
+        assert done.stdout.strip() == "OK connected", done.stderr
+        deadline = time.monotonic() + 5
+        while not listener.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listener.received == [b"hello"]
+    finally:
+        listener.close()
+
+
+def test_landlock_denies_tcp_where_no_network_namespace_can_be_made(arena: Path) -> None:
+    """In a user namespace that may not nest another and holds no capability (so no
+    network namespace either), --no-network falls back to Landlock's TCP rules."""
+    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs unshare and setpriv (util-linux)")
+    listener = Listener()
+    try:
+        inner = " ".join([*SANDBOX, "--", sys.executable, HOSTILE, "connect", str(listener.port)])
+        script = (
+            "echo 0 > /proc/sys/user/max_user_namespaces && "
+            f"exec setpriv --bounding-set=-all {inner}"
+        )
+        done = subprocess.run(
+            ["unshare", "-Ur", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=arena,
+            timeout=60,
+            check=False,
+        )
+        if "max_user_namespaces" in done.stderr:
+            pytest.skip(f"cannot limit nested user namespaces here: {done.stderr}")
+        assert done.stdout.strip() == "DENIED 13 Permission denied", (done.stdout, done.stderr)
+        assert listener.received == []
+        # best-effort warns once about what it could not use
+        assert one_line(done).startswith("sandbox: warning: sandbox_hostile runs without")
+    finally:
+        listener.close()
+
+
+def test_strict_refuses_when_a_layer_is_unavailable(arena: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    inner = " ".join([*SANDBOX, "--level", "strict", "--", sys.executable, HOSTILE, "sleep", "0"])
+    done = subprocess.run(
+        ["unshare", "-Ur", "sh", "-c", f"echo 0 > /proc/sys/user/max_user_namespaces && {inner}"],
+        capture_output=True,
+        text=True,
+        cwd=arena,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 125, done.stderr
+    assert one_line(done).startswith(
+        "sandbox: refusing to run sandbox_hostile at level strict: user namespace is unavailable"
+    )
+    assert "OK slept" not in done.stdout
+
+
+def test_writes_land_only_in_the_scratch_directory(user: list[str], arena: Path) -> None:
+    evil = arena / "out" / "evil.txt"
+    done = hostile(user, arena, [], "write", hexpath(evil))
+    assert done.stdout.startswith("DENIED 13"), done.stdout
+    assert not evil.exists()
+    done = hostile(user, arena, [], "scratch")
+    assert done.stdout.startswith("OK"), done.stdout
+    scratch = done.stdout.split()[1]
+    assert not os.path.exists(scratch), "the run must leave no scratch behind"
+    done = hostile(user, arena, ["--writable", str(arena / "out")], "write", hexpath(evil))
+    assert done.stdout.strip() == "OK wrote"
+    assert evil.read_text() == "pwned\n"
+
+
+def test_signals_stay_inside(user: list[str], arena: Path) -> None:
+    done = hostile(user, arena, [], "kill-parent")
+    assert done.stdout.startswith("DENIED 1"), done.stdout
+
+
+def test_memory_limit_stops_the_plugin(user: list[str], arena: Path) -> None:
+    done = hostile(user, arena, ["--memory-mb", "100", "--name", "tap-foo"], "alloc", "3000")
+    assert done.returncode == 124, done.stderr
+    assert one_line(done) == "sandbox: tap-foo exceeded its memory limit of 100 MB"
+    assert "OK" not in done.stdout
+
+
+def test_cpu_limit_stops_the_plugin(user: list[str], arena: Path) -> None:
+    started = time.monotonic()
+    done = hostile(user, arena, ["--cpu-seconds", "1"], "spin", "30")
+    assert done.returncode == 124, done.stderr
+    assert one_line(done) == "sandbox: sandbox_hostile exceeded its CPU limit of 1 second"
+    assert time.monotonic() - started < 15
+
+
+def test_wall_limit_stops_the_plugin(user: list[str], arena: Path) -> None:
+    started = time.monotonic()
+    done = hostile(user, arena, ["--wall-seconds", "1.5"], "sleep", "30")
+    assert done.returncode == 124, done.stderr
+    assert one_line(done) == "sandbox: sandbox_hostile exceeded its wall-clock limit of 1.5 seconds"
+    assert time.monotonic() - started < 10
+
+
+def _alive_with(token: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if token.encode() in cmdline and state != "Z":
+                found.append(int(entry))
+    return found
+
+
+def test_process_limit_stops_a_fork_bomb_and_all_its_children(user: list[str], arena: Path) -> None:
+    token = f"token-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    done = hostile(user, arena, ["--max-processes", "5"], "fork", "40", token)
+    assert done.returncode == 124, done.stderr
+    assert one_line(done) == "sandbox: sandbox_hostile exceeded its process limit of 5"
+    assert time.monotonic() - started < 15
+    assert _alive_with(token) == []
+
+
+def test_file_size_limit_stops_the_plugin(user: list[str], arena: Path) -> None:
+    done = hostile(user, arena, ["--max-file-mb", "2"], "big-file", "10")
+    assert done.returncode == 124, done.stderr
+    assert one_line(done) == "sandbox: sandbox_hostile exceeded its file size limit of 2 MB"
+
+
+POLICY = [
+    "--memory-mb",
+    "512",
+    "--cpu-seconds",
+    "60",
+    "--wall-seconds",
+    "120",
+    "--max-processes",
+    "64",
+    "--max-file-mb",
+    "100",
+]
+
+
+@pytest.fixture(scope="module")
+def target_jsonl() -> Path:
+    return peer_venv("target-jsonl==0.1.4", "target-jsonl")
+
+
+def test_benign_plugins_run_normally_under_the_same_policy(
+    user: list[str], arena: Path, target_jsonl: Path
+) -> None:
+    csv = arena / "orders.csv"
+    shutil.copy(REPO / "demo" / "orders.csv", csv)
+    csv.chmod(0o644)
+    (arena / "tap.json").write_text(json.dumps({"files": [{"stream": "orders", "path": str(csv)}]}))
+    out = arena / "out"
+    (arena / "target.json").write_text(
+        json.dumps({"destination_path": str(out), "do_timestamp_file": False})
+    )
+    for name in ("tap.json", "target.json"):
+        (arena / name).chmod(0o644)
+    sandbox = " ".join([*user, *SANDBOX, *POLICY])
+    command = (
+        f"{sandbox} --readable {csv} -- tap-dativo-csv --config {arena / 'tap.json'} | "
+        f"{sandbox} --writable {out} -- {target_jsonl} --config {arena / 'target.json'}"
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=arena,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sandbox: warning" not in done.stderr
+    records = [json.loads(line) for line in (out / "orders.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [1, 2, 3, 4, 5]
+    assert json.loads(done.stdout.splitlines()[-1])["bookmarks"]["orders"]
