@@ -42,6 +42,7 @@ from dativo_bridge.foreign import (
     write_private_json,
 )
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
+from dativo_bridge.maps import StreamMaps, map_events, uses_maps
 from dativo_bridge.redact import Redactor
 from dativo_bridge.selection import select_columns
 from dativo_bridge.settings import target_schema, validated
@@ -52,9 +53,6 @@ logger = logging.getLogger("dativo.run")
 
 Source = ArrowReader | type[ArrowReader] | ForeignTap
 Destination = ArrowWriter | type[ArrowWriter] | Callable[[], ArrowWriter] | ForeignTarget
-
-#: Settings a Singer tap applies to its own output; an in-process reader cannot.
-_SINGER_OUTPUT_SETTINGS = ("stream_maps", "flattening_enabled")
 
 
 @dataclass
@@ -168,6 +166,7 @@ class RunContext:
         result: What the run did so far.
         queue_size: Batches in flight between the reader thread and the sink.
         cancel: Set to stop the run between batches.
+        maps: The tap's stream maps and flattening (None: the streams as they are).
     """
 
     source_config: Mapping[str, Any]
@@ -179,6 +178,7 @@ class RunContext:
     result: RunResult
     queue_size: int = 2
     cancel: Cancellation = field(default_factory=Cancellation)
+    maps: StreamMaps | None = None
 
     def check_cancelled(self) -> None:
         """Raise RunInterrupted if the run was asked to stop."""
@@ -186,8 +186,9 @@ class RunContext:
             raise RunInterrupted(self.cancel.signum or signal.SIGINT, self.result)
 
     def events(self, reader: ArrowReader) -> Iterator[Any]:
-        """The events of an opened in-process reader."""
-        return reader_events(reader, self.select, self.metadata, self.start_state)
+        """The events of an opened in-process reader (mapped by the tap's stream maps)."""
+        events = reader_events(reader, self.select, self.metadata, self.start_state)
+        return events if self.maps is None else map_events(events, self.maps)
 
 
 _END = object()
@@ -284,14 +285,11 @@ def run(
     started = time.monotonic()
     source_config = _validated_source(source, source_config)
     destination_config = settings = _validated_destination(destination, destination_config)
-    if not isinstance(source, ForeignTap):
-        for key in _SINGER_OUTPUT_SETTINGS:
-            if (source_config or {}).get(key):
-                raise ConfigError(
-                    f"'{key}' is applied by a tap to its Singer output, which an in-process "
-                    "run does not produce: remove it, or run the tap as a Singer process "
-                    "(meltano run, or a shell pipe)"
-                )
+    maps = None
+    if not isinstance(source, ForeignTap) and uses_maps(source_config or {}):
+        # The tap's stream maps and flattening, applied to the batches in process (a
+        # foreign tap applies its own to what it prints).
+        maps = StreamMaps(source_config or {})
     recovered = None
     if (
         not full_refresh
@@ -330,6 +328,7 @@ def run(
         result=result,
         queue_size=queue_size,
         cancel=cancel or Cancellation(),
+        maps=maps,
     )
 
     def record_state(value: Any) -> None:

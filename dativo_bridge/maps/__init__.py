@@ -17,11 +17,12 @@ import copy
 import dataclasses
 import fnmatch
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from singer_sdk.exceptions import ConfigValidationError, StreamMapConfigError
 from singer_sdk.helpers._flattening import FlatteningOptions
 from singer_sdk.mapper import (
     MAPPER_ALIAS_OPTION,
@@ -36,6 +37,8 @@ from singer_sdk.mapper import (
     StreamMap,
 )
 
+from dativo_bridge.errors import ConfigError
+from dativo_bridge.events import BatchEvent, Event, SchemaEvent
 from dativo_bridge.interfaces import StreamInfo
 from dativo_bridge.maps._expressions import (
     Compiled,
@@ -162,7 +165,10 @@ class StreamMaps:
         settings = {k: copy.deepcopy(config[k]) for k in MAP_SETTINGS if config.get(k) is not None}
         self.config = copy.deepcopy(settings)
         # PluginMapper takes the ``__else__`` out of the dict it is given: give it a copy.
-        self._mapper = PluginMapper(settings, logger)
+        try:
+            self._mapper = PluginMapper(settings, logger)
+        except (StreamMapConfigError, ConfigValidationError) as exc:
+            raise ConfigError(f"stream_maps / flattening: {exc}") from None
 
     @classmethod
     def from_mapper(cls, mapper: PluginMapper) -> StreamMaps:
@@ -301,6 +307,48 @@ class StreamMaps:
             raise UnsupportedMap(scope.stream_name, expression, str(exc)) from None
 
 
+def map_events(events: Iterable[Event], maps: StreamMaps) -> Iterator[Event]:
+    """A run's events with the tap's stream maps and flattening applied in process: each
+    stream's schema and batches become those of its output streams; STATE is unchanged.
+
+    Raises:
+        ConfigError: A stream's maps have an expression with no Arrow compilation (raised
+            at that stream's start, before any of its rows), or the SDK rejects them.
+    """
+    plans: dict[str, StreamPlan] = {}
+    for event in events:
+        if isinstance(event, SchemaEvent):
+            try:
+                plan = maps.plan(event.stream)
+            except UnsupportedMap as exc:
+                raise ConfigError(
+                    f"{exc}: an in-process run applies stream maps on Arrow batches only; "
+                    "use an expression from docs/stream-maps.md, or run the tap as a Singer "
+                    "process (meltano run, or a shell pipe) for singer-sdk's row path"
+                ) from None
+            except StreamMapConfigError as exc:
+                raise ConfigError(f"stream '{event.stream.name}': stream_maps: {exc}") from None
+            plans[event.stream.name] = plan
+            for out in plan.outputs:
+                yield SchemaEvent(out.info)
+        elif isinstance(event, BatchEvent):
+            plan = plans[event.stream]
+            if plan.identity:
+                yield event
+                continue
+            for out in plan.outputs:
+                mapped = out.apply(event.batch)
+                if mapped.num_rows:
+                    yield BatchEvent(out.name, mapped)
+        else:
+            yield event
+
+
+def uses_maps(config: Mapping[str, Any]) -> bool:
+    """True when a tap's settings ask for stream maps or flattening."""
+    return bool(config.get("stream_maps")) or bool(config.get("flattening_enabled"))
+
+
 __all__ = [
     "MAP_SETTINGS",
     "MapEvaluationError",
@@ -308,4 +356,6 @@ __all__ = [
     "StreamMaps",
     "StreamPlan",
     "UnsupportedMap",
+    "map_events",
+    "uses_maps",
 ]

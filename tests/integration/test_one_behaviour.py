@@ -89,14 +89,48 @@ def test_tap_mode_gives_the_same_rows(
     assert states[-1]["bookmarks"]["people"]["replication_key_value"] == 5
 
 
-def test_stream_maps_in_process_are_refused_not_ignored(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'stream_maps' is applied by a tap to its Singer output"):
+def test_stream_maps_in_process_are_applied_as_in_tap_mode(
+    database: str, tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    maps = {
+        "stream_maps": {
+            "people": {"__alias__": "persons", "name": None, "label": "'#' + str(id)"},
+            "names": {"__source__": "people", "__else__": None, "id": "id", "who": "name"},
+        }
+    }
+    result = run(
+        SqliteReader,
+        ParquetWriter,
+        source_config={"path": database, **maps},
+        destination_config={"path": str(tmp_path / "o")},
+    )
+    assert set(result.streams) == {"persons", "names"}
+    persons = read_parquet_dir(tmp_path / "o" / "persons").sort_by("id")
+    assert persons.column_names == ["id", "label"]
+    assert persons.column("label").to_pylist() == [f"#{i}" for i in range(1, 6)]
+    names = read_parquet_dir(tmp_path / "o" / "names").sort_by("id")
+    assert names.column("who").to_pylist() == [f"p{i}" for i in range(1, 6)]
+    assert result.state["bookmarks"]["people"]["replication_key_value"] == 5  # state unchanged
+
+    make_tap(SqliteReader)(config={"path": database, **maps}).sync_all()
+    lines = [json.loads(line) for line in capfdbinary.readouterr().out.splitlines()]
+    records = [(m["stream"], m["record"]) for m in lines if m["type"] == "RECORD"]
+    in_process = [("persons", r) for r in persons.to_pylist()]
+    in_process += [("names", r) for r in names.to_pylist()]
+    assert sorted(records, key=repr) == sorted(in_process, key=repr)
+
+
+def test_a_map_arrow_cannot_run_in_process_is_refused_naming_stream_and_expression(
+    database: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"stream 'people'.*'name\[0\]'.*Singer process"):
         run(
             SqliteReader,
             ParquetWriter,
-            source_config={"path": "x", "stream_maps": {"people": {"name": None}}},
+            source_config={"path": database, "stream_maps": {"people": {"x": "name[0]"}}},
             destination_config={"path": str(tmp_path)},
         )
+    assert not (tmp_path / "people").exists()
 
 
 class BadTypeReader(SqliteReader):
