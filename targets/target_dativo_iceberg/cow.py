@@ -15,6 +15,7 @@ before its commit leaves files the next run can prove orphaned.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,24 +59,47 @@ def _bound_values(column: pa.ChunkedArray | pa.Array, kind: PrimitiveType) -> pa
     return array
 
 
-def _may_hold(task: FileScanTask, keys: list[tuple[int, PrimitiveType, pa.Array]]) -> bool:
-    """Whether a data file's bounds admit one of the changed keys (True when unsure)."""
-    data = task.file
-    lower, upper = data.lower_bounds or {}, data.upper_bounds or {}
-    mask: Any = None
-    try:
-        for field_id, kind, values in keys:
-            low, high = lower.get(field_id), upper.get(field_id)
-            if low is None or high is None:
-                continue
-            lo = pa.scalar(from_bytes(kind, low), values.type)
-            hi = pa.scalar(from_bytes(kind, high), values.type)
-            inside = pc.and_(pc.greater_equal(values, lo), pc.less_equal(values, hi))
-            mask = inside if mask is None else pc.and_(mask, inside)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
-        logger.debug("bounds of %s not comparable (%s): file kept a candidate", data.file_path, exc)
-        return True
-    return mask is None or bool(pc.any(mask).as_py())
+class _Bounds:
+    """The changed keys, to test data files' key bounds against."""
+
+    def __init__(self, table: Table, keys: Sequence[str], changed: pa.Table) -> None:
+        schema = table.schema()
+        self.columns: list[tuple[int, PrimitiveType, pa.Array]] = []
+        for key in keys:
+            column = schema.find_field(key)
+            kind = column.field_type
+            if isinstance(kind, PrimitiveType):
+                self.columns.append((column.field_id, kind, _bound_values(changed[key], kind)))
+        # One key column: its sorted values, for a binary search per file.
+        self.sorted: list[Any] | None = None
+        if len(keys) == 1 and len(self.columns) == 1:
+            self.sorted = sorted(pc.unique(self.columns[0][2]).to_pylist())
+
+    def admit(self, task: FileScanTask) -> bool:
+        """Whether a data file's bounds admit one of the changed keys (True when unsure)."""
+        data = task.file
+        lower, upper = data.lower_bounds or {}, data.upper_bounds or {}
+        try:
+            if self.sorted is not None:
+                field_id, kind, _ = self.columns[0]
+                low, high = lower.get(field_id), upper.get(field_id)
+                if low is None or high is None:
+                    return True
+                at = bisect.bisect_left(self.sorted, from_bytes(kind, low))
+                return at < len(self.sorted) and self.sorted[at] <= from_bytes(kind, high)
+            mask: Any = None
+            for field_id, kind, values in self.columns:
+                low, high = lower.get(field_id), upper.get(field_id)
+                if low is None or high is None:
+                    continue
+                lo = pa.scalar(from_bytes(kind, low), values.type)
+                hi = pa.scalar(from_bytes(kind, high), values.type)
+                inside = pc.and_(pc.greater_equal(values, lo), pc.less_equal(values, hi))
+                mask = inside if mask is None else pc.and_(mask, inside)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            logger.debug("bounds of %s not comparable (%s): a candidate", data.file_path, exc)
+            return True
+        return mask is None or bool(pc.any(mask).as_py())
 
 
 def plan(table: Table, keys: Sequence[str], changed: pa.Table) -> Plan:
@@ -83,20 +107,14 @@ def plan(table: Table, keys: Sequence[str], changed: pa.Table) -> Plan:
     result = Plan()
     if table.current_snapshot() is None or changed.num_rows == 0:
         return result
-    schema = table.schema()
-    bounds = []
-    for key in keys:
-        column = schema.find_field(key)
-        kind = column.field_type
-        if isinstance(kind, PrimitiveType):
-            bounds.append((column.field_id, kind, _bound_values(changed[key], kind)))
+    bounds = _Bounds(table, keys, changed)
     candidates = []
     for task in table.scan().plan_files():
         result.scanned += 1
-        if _may_hold(task, bounds):
+        if bounds.admit(task):
             candidates.append(task)
     result.by_bounds = len(candidates)
-    probe = ArrowScan(table.metadata, table.io, schema.select(*keys), AlwaysTrue())
+    probe = ArrowScan(table.metadata, table.io, table.schema().select(*keys), AlwaysTrue())
     for task in candidates:
         rows = probe.to_table([task])
         if pc.any(member(rows, changed, keys)).as_py():
@@ -146,50 +164,35 @@ def write(
     table: Table,
     parts: Sequence[pa.Table],
     new_location: Callable[[], str],
+    written: list[str],
     *,
     compression: str,
     target_bytes: int,
-) -> list[str]:
-    """Write ``parts`` (each one partition value) as Parquet data files of ``table``.
-
-    Returns:
-        The files' locations, also when writing fails part-way (the caller deletes them):
-        the list is filled as files are opened.
-    """
-    return _Files(table, new_location, compression, target_bytes).write(parts)
-
-
-class _Files:
-    def __init__(
-        self, table: Table, new_location: Callable[[], str], compression: str, target: int
-    ) -> None:
-        self.table, self.new_location = table, new_location
-        self.compression, self.target = compression, target
-        self.locations: list[str] = []
-
-    def write(self, parts: Sequence[pa.Table]) -> list[str]:
-        for part in parts:
-            if part.num_rows == 0:
-                continue
-            writer: pq.ParquetWriter | None = None
-            sink: Any = None
-            try:
-                for offset in range(0, part.num_rows, _SLICE_ROWS):
-                    if writer is None:
-                        location = self.new_location()
-                        self.locations.append(location)
-                        sink = self.table.io.new_output(location).create(overwrite=False)
-                        writer = pq.ParquetWriter(sink, part.schema, compression=self.compression)
-                    writer.write_table(part.slice(offset, _SLICE_ROWS))
-                    if sink.tell() >= self.target:
-                        writer.close()
-                        sink.close()
-                        writer = None
-            finally:
-                if writer is not None:
+) -> None:
+    """Write ``parts`` (each one partition value) as Parquet data files of ``table``,
+    appending each file's location to ``written`` as it is opened (so that a caller can
+    delete them when writing or committing fails part-way)."""
+    for part in parts:
+        if part.num_rows == 0:
+            continue
+        writer: pq.ParquetWriter | None = None
+        sink: Any = None
+        try:
+            for offset in range(0, part.num_rows, _SLICE_ROWS):
+                if writer is None:
+                    location = new_location()
+                    written.append(location)
+                    sink = table.io.new_output(location).create(overwrite=False)
+                    writer = pq.ParquetWriter(sink, part.schema, compression=compression)
+                writer.write_table(part.slice(offset, _SLICE_ROWS))
+                if sink.tell() >= target_bytes:
                     writer.close()
                     sink.close()
-        return self.locations
+                    writer = None
+        finally:
+            if writer is not None:
+                writer.close()
+                sink.close()
 
 
 def commit(

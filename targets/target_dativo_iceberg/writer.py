@@ -535,10 +535,11 @@ class IcebergWriter(ArrowWriter):
             rows = rows.take(pc.sort_indices(rows.select(keys), [(k, "ascending") for k in keys]))
         files: list[str] = []
         try:
-            files = cow.write(
+            cow.write(
                 table,
                 cow.split_partitions(table, rows),
                 lambda: self._names.next(table),
+                files,
                 compression=self._compression,
                 target_bytes=self._target_bytes,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -403,3 +404,43 @@ def test_parquet_appends_the_change_log_as_rows(tmp_path: Path) -> None:
         DELETED,
         None,
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ({"type": "string"}, [f"a-{i:04d}" for i in range(40)]),
+        (
+            {"type": "string", "format": "date-time"},
+            [f"2026-01-{1 + i // 24:02d}T{i % 24:02d}:00:00+00:00" for i in range(40)],
+        ),
+    ],
+    ids=["string", "timestamp"],
+)
+def test_bounds_of_string_and_timestamp_keys_spare_untouched_files(
+    tmp_path: Path, kind: dict[str, Any], values: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = {
+        "type": "SCHEMA",
+        "stream": "users",
+        "key_properties": ["k"],
+        "schema": {"properties": {"k": kind, "v": {"type": ["integer", "null"]}}},
+    }
+    config = _config(tmp_path)
+
+    def rec(key: str, v: int) -> dict[str, Any]:
+        return {"type": "RECORD", "stream": "users", "record": {"k": key, "v": v}}
+
+    for part in range(4):  # four files of ten consecutive keys each
+        chunk = values[part * 10 : part * 10 + 10]
+        TargetDativoIceberg(config=config).listen(_lines(schema, *(rec(k, 0) for k in chunk)))
+    with caplog.at_level(logging.INFO, logger="dativo.iceberg"):
+        TargetDativoIceberg(config=config).listen(_lines(schema, rec(values[25], 1)))
+    # The manifests' bounds alone leave one candidate: only its key column is read.
+    assert "1 of 4 data file(s) rewritten (1 by bounds)" in caplog.text
+    table = _table(config)
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    assert snapshot.summary.additional_properties["deleted-data-files"] == "1"
+    rows = table.scan().to_arrow().to_pylist()
+    assert len(rows) == 40 and sum(r["v"] for r in rows) == 1
