@@ -7,7 +7,7 @@ the pytest plugin's fixtures (``dativo_check_reader``, ``dativo_check_writer``).
 
 from __future__ import annotations
 
-from dativo_bridge.testkit.readers import READER_CHECKS, run_reader_checks
+from dativo_bridge.testkit.readers import READER_CHECKS, LateRows, run_reader_checks
 from dativo_bridge.testkit.report import CheckResult, Report
 from dativo_bridge.testkit.visible import ReadBack
 from dativo_bridge.testkit.writers import WRITER_CHECKS, run_writer_checks
@@ -16,6 +16,7 @@ __all__ = [
     "READER_CHECKS",
     "WRITER_CHECKS",
     "CheckResult",
+    "LateRows",
     "ReadBack",
     "Report",
     "run_reader_checks",

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +47,14 @@ READER_CHECKS = (
     "reader.schema",
     "reader.bookmark",
     "reader.resume",
+    "reader.late-rows",
     "reader.close",
 )
+
+#: ``late_rows(config, stream, bookmark) -> rows``: add rows to the source whose
+#: replication key equals ``bookmark`` (as STATE holds it), as a transaction that commits
+#: late would; return them (as dicts holding at least the key properties).
+LateRows = Callable[[Mapping[str, Any], StreamInfo, Any], Sequence[Mapping[str, Any]]]
 
 
 @dataclass
@@ -98,6 +104,7 @@ class _ReaderSuite:
         *,
         metadata: Mapping[str, Mapping[str, Any]] | None,
         streams: Sequence[str] | None,
+        late_rows: LateRows | None,
         max_rows: int,
         max_stops: int,
         budget: Budget,
@@ -108,6 +115,7 @@ class _ReaderSuite:
         self.report = report
         self.metadata = metadata
         self.only = set(streams) if streams is not None else None
+        self.late_rows = late_rows
         self.max_rows = max_rows
         self.max_stops = max_stops
         self.budget = budget
@@ -364,6 +372,48 @@ class _ReaderSuite:
         if parts:
             raise CheckFailed(f"{where}: " + "\n".join(parts))
 
+    # --- late rows ------------------------------------------------------------------------
+    def late(self, refs: Sequence[_Reference]) -> None:
+        """Rows committed late with the bookmark's own key value are read by the next run."""
+        name = "reader.late-rows"
+        if self.late_rows is None:
+            self.report.skip(name, "no late_rows hook to add rows to the source")
+            return
+        problems, checked = [], 0
+        for ref in refs:
+            released = [b.released for b in ref.batches if b.released is not None]
+            last = ref.final if ref.final is not None else (released[-1] if released else None)
+            if ref.error or not _incremental(ref.stream) or ref.truncated or last is None:
+                continue
+            checked += 1
+            stream = ref.stream
+            bookmark = json.loads(json.dumps(jsonable(last)))
+            try:
+                added = list(self.late_rows(self.config, stream, bookmark))
+                keys = list(stream.key_properties) or stream.schema.names
+                with _opened(self.cls, self.config) as reader:
+                    batches = reader.read(stream, bookmark)
+                    try:
+                        seen = {row_key(r, keys) for b in batches for r in b.to_pylist()}
+                    finally:
+                        _close(batches)
+            except Exception as exc:
+                problems.append(f"stream '{stream.name}': raised {_exc(exc)}")
+                continue
+            missed = [r for r in added if row_key(r, keys) not in seen]
+            if missed:
+                problems.append(
+                    f"stream '{stream.name}': {len(missed)} of {len(added)} row(s) added with "
+                    f"the bookmark's key value {bookmark!r} after the run were not read when "
+                    f"resuming from it (resume at >=, not >), first:\n{show_rows(missed)}"
+                )
+        if problems:
+            self.report.fail(name, "\n".join(problems))
+        elif checked:
+            self.report.passed(name, f"{checked} stream(s): rows at the bookmark read again")
+        else:
+            self.report.skip(name, "no incremental stream released a bookmark")
+
     # --- close ----------------------------------------------------------------------------
     def close(self, streams: Sequence[StreamInfo]) -> None:
         name = "reader.close"
@@ -598,6 +648,7 @@ def run_reader_checks(
     *,
     metadata: Mapping[str, Mapping[str, Any]] | None = None,
     streams: Sequence[str] | None = None,
+    late_rows: LateRows | None = None,
     max_rows: int = 10_000,
     max_stops: int = 20,
     budget_seconds: float = 60.0,
@@ -612,6 +663,8 @@ def run_reader_checks(
             "INCREMENTAL", "replication-key": "updated_at"}}``: how to make streams
             incremental that are not by default.
         streams: Only these streams (default: every discovered stream).
+        late_rows: A hook that adds rows at a bookmark to the source (see
+            :data:`LateRows`); without it ``reader.late-rows`` is skipped.
         max_rows: Rows read per stream and per resumed read (big sources stay fast).
         max_stops: Stop points tried per incremental stream.
         budget_seconds: Stop starting checks after this long (what was not run is skipped).
@@ -629,6 +682,7 @@ def run_reader_checks(
         report,
         metadata=metadata,
         streams=streams,
+        late_rows=late_rows,
         max_rows=max_rows,
         max_stops=max_stops,
         budget=budget,
@@ -644,6 +698,7 @@ def run_reader_checks(
         steps = {
             "reader.bookmark": lambda: suite.bookmarks(refs),
             "reader.resume": lambda: suite.resume(refs),
+            "reader.late-rows": lambda: suite.late(refs),
             "reader.close": lambda: suite.close(found),
         }
         for name, step in steps.items():

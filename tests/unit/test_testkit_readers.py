@@ -23,6 +23,20 @@ SCHEMA = pa.schema(
 # Ties across batch boundaries (batches of 3), and NULL keys.
 KEYS = [None, None, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 5, 5, 6, 7, 8, 8, 9, 10]
 ROWS = [{"id": i, "k": k, "name": f"n{i}"} for i, k in enumerate(KEYS)]
+LATE: list[dict[str, Any]] = []  # rows a late_rows hook added to the "source"
+
+
+@pytest.fixture(autouse=True)
+def _no_late_rows() -> Iterator[None]:
+    LATE.clear()
+    yield
+    LATE.clear()
+
+
+def add_late_rows(config: Mapping[str, Any], stream: StreamInfo, bookmark: Any) -> list[Any]:
+    rows = [{"id": 1000 + i, "k": int(bookmark), "name": "late"} for i in range(2)]
+    LATE.extend(rows)
+    return rows
 
 
 class MemoryReader(ArrowReader):
@@ -35,9 +49,10 @@ class MemoryReader(ArrowReader):
         return [StreamInfo("items", SCHEMA, ("id",), "k", "INCREMENTAL")]
 
     def select(self, bookmark: Any | None) -> list[dict[str, Any]]:
+        rows = sorted(ROWS + LATE, key=lambda r: (r["k"] is not None, r["k"] or 0, r["id"]))
         if bookmark is None:
-            return list(ROWS)
-        return [r for r in ROWS if r["k"] is not None and r["k"] >= int(bookmark)]
+            return rows
+        return [r for r in rows if r["k"] is not None and r["k"] >= int(bookmark)]
 
     def batch(self, rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist(rows, schema=schema)
@@ -99,6 +114,25 @@ class LastRowBookmark(MemoryReader):
         return previous if last is None else last
 
 
+class WholeGroupsButStrict(MemoryReader):
+    """Batches hold whole key groups and resume strictly after the bookmark: no stop
+    loses a row, but rows that commit late with the bookmark's key are never read."""
+
+    def select(self, bookmark: Any | None) -> list[dict[str, Any]]:
+        rows = super().select(None)
+        if bookmark is None:
+            return rows
+        return [r for r in rows if r["k"] is not None and r["k"] > int(bookmark)]
+
+    def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
+        rows = self.select(bookmark)
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(row["k"], []).append(row)
+        for group in groups.values():
+            yield self.batch(group, stream.schema)
+
+
 class LeaksAFile(MemoryReader):
     """Opens a file in open() and never closes it."""
 
@@ -111,7 +145,7 @@ class LeaksAFile(MemoryReader):
 
 @pytest.mark.parametrize("reader", [MemoryReader, UnsortedReader])
 def test_a_correct_reader_passes_every_check(reader: type[ArrowReader]) -> None:
-    report = run_reader_checks(reader, {})
+    report = run_reader_checks(reader, {}, late_rows=add_late_rows)
     report.assert_ok()
     statuses = {r.name: r.status for r in report.results}
     assert statuses == {
@@ -120,6 +154,7 @@ def test_a_correct_reader_passes_every_check(reader: type[ArrowReader]) -> None:
         "reader.schema": "passed",
         "reader.bookmark": "passed",
         "reader.resume": "passed",
+        "reader.late-rows": "passed",
         "reader.close": "passed",
     }, report.text()
     assert report.seconds < 10
@@ -144,6 +179,18 @@ def test_a_broken_reader_fails_the_check_that_names_its_bug(
     [failure] = report.failed
     assert words in failure.detail, report.text()
     assert f"FAILED  {check}" in report.text()
+
+
+def test_late_rows_at_the_bookmark_catch_a_strict_resume_that_stops_cannot() -> None:
+    report = run_reader_checks(WholeGroupsButStrict, {}, late_rows=add_late_rows)
+    assert report.failed_names == {"reader.late-rows"}, report.text()
+    assert "2 of 2 row(s) added with the bookmark's key value 10" in report.text()
+    assert "id=1000, k=10, name='late'" in report.text()
+    # Without the hook the check is skipped, and says why.
+    report = run_reader_checks(WholeGroupsButStrict, {})
+    report.assert_ok()
+    late = next(r for r in report.results if r.name == "reader.late-rows")
+    assert late.status == "skipped"
 
 
 def test_failures_show_the_first_differing_rows() -> None:
