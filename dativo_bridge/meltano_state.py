@@ -8,7 +8,10 @@ key at every depth, any other value replaced). `meltano run` stores every STATE 
 prints as the completed state and empties the partial one, also when the run fails later
 (a target prints a STATE only after the rows before it are durable); `--full-refresh` and
 `--state-strategy merge` store partial states instead. Dativo stores its STATE the way a
-plain `meltano run` does: as the completed state, the partial one emptied.
+plain `meltano run` does: as the completed state, the partial one emptied. Beside
+``singer_state`` it keeps the digest of a state that holds the marker of an unfinished
+run (:data:`~dativo_bridge.state.RUN_KEY`): the marker counts only while the state is
+still the one dativo saved, not once a tap that echoes its input state carried it on.
 
 Where Meltano keeps it (its ``state_backend.uri`` setting):
 
@@ -35,6 +38,7 @@ import abc
 import contextlib
 import copy
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -51,7 +55,7 @@ from urllib.parse import urlparse
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.project import Project, expand_env
-from dativo_bridge.state import LocalStateStore, StateStore
+from dativo_bridge.state import RUN_KEY, LocalStateStore, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +93,18 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+def _digest(value: Any) -> str:
+    text = json.dumps(json.loads(_dumps(value)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _run_mark(stored: Mapping[str, Any]) -> str | None:
+    """The digest of the state an interrupted dativo run saved, kept beside Meltano's
+    ``singer_state`` (Meltano replaces it with the next state it stores)."""
+    mark = stored.get(RUN_KEY)
+    return str(mark.get("state_sha256")) if isinstance(mark, Mapping) else None
+
+
 class MeltanoStateStore(StateStore):
     """The Singer state of a state id as Meltano keeps it.
 
@@ -117,8 +133,19 @@ class MeltanoStateStore(StateStore):
         """Remove ``state_id`` from the store."""
 
     def get(self, state_id: str) -> dict[str, Any] | None:
-        value = (self.read(state_id) or {}).get(SINGER_STATE)
+        stored = self.read(state_id) or {}
+        value = stored.get(SINGER_STATE)
         if isinstance(value, dict) and value:
+            if RUN_KEY in value and _run_mark(stored) != _digest(value):
+                # A tap that echoes the whole state it was given (pipelinewise taps do)
+                # carries the marker of an interrupted dativo run into a later run's state:
+                # the marker holds only while the state is the one that dativo run saved.
+                logger.info(
+                    "state id '%s' was changed by another run since the interrupted dativo "
+                    "run that marked it: reading every selected stream from its bookmark",
+                    state_id,
+                )
+                value = {k: v for k, v in value.items() if k != RUN_KEY}
             return value
         if self.legacy is not None:
             old = self.legacy.get(state_id)
@@ -136,7 +163,10 @@ class MeltanoStateStore(StateStore):
         if not value:
             # Meltano does not store an empty state either: it would erase the bookmarks.
             return
-        self.write(state_id, {SINGER_STATE: value})
+        payload: dict[str, Any] = {SINGER_STATE: value}
+        if RUN_KEY in value:
+            payload[RUN_KEY] = {"state_sha256": _digest(value)}
+        self.write(state_id, payload)
         if self.legacy is not None:
             self.legacy.clear(state_id)
 

@@ -120,7 +120,8 @@ def test_systemdb_put_is_a_completed_state_and_keeps_the_run_marker(tmp_path: Pa
     }
     store.put(SID, value)
     # Meltano's layout: the partial state emptied, the value under singer_state.
-    assert _rows(db) == [(SID, {}, {"singer_state": value})]
+    [(sid, partial, completed)] = _rows(db)
+    assert (sid, partial, completed["singer_state"]) == (SID, {}, value)
     assert store.get(SID) == value
     store.put(SID, {"bookmarks": {"orders": {"replication_key_value": "x"}}})
     assert RUN_KEY not in (store.get(SID) or {})
@@ -153,7 +154,7 @@ def test_file_backend_layout_is_meltanos(tmp_path: Path) -> None:
     value = {"bookmarks": {"a": {"v": 3}}, RUN_KEY: {"streams": ["a"], "completed": []}}
     store.put(SID, value)
     on_disk = json.loads((folder / "state.json").read_text())
-    assert on_disk == {"completed": {"singer_state": value}, "partial": {}}
+    assert on_disk["partial"] == {} and on_disk["completed"]["singer_state"] == value
     assert sorted(p.name for p in folder.iterdir()) == ["state.json"], "lock or temp left"
     assert store.get(SID) == value
     store.clear(SID)
@@ -283,3 +284,28 @@ def test_unreachable_meltano_store_is_a_config_error(tmp_path: Path) -> None:
     fresh.mkdir()
     with pytest.raises(ConfigError, match="does not exist"):
         choose_state_store(_project(fresh), mode="meltano", which=no_meltano)
+
+
+def test_a_run_marker_echoed_into_a_later_runs_state_is_dropped(tmp_path: Path) -> None:
+    """An interrupted dativo run's marker says which streams it finished; a later meltano
+    run with a tap that echoes its whole input state stores it again, with new bookmarks.
+    The marker must not make the next dativo run skip those streams."""
+    store = FileStateStore(tmp_path)
+    marker = {"streams": ["a", "b"], "completed": ["a"]}
+    store.put(SID, {"bookmarks": {"a": {"v": 1}}, RUN_KEY: marker})
+    assert store.get(SID) == {"bookmarks": {"a": {"v": 1}}, RUN_KEY: marker}
+    # What `meltano run` stores for the STATE its target printed: a new completed state.
+    echoed = {"bookmarks": {"a": {"v": 9}, "b": {"v": 4}}, RUN_KEY: marker}
+    (tmp_path / SID / "state.json").write_text(
+        json.dumps({"completed": {"singer_state": echoed}, "partial": {}})
+    )
+    assert store.get(SID) == {"bookmarks": {"a": {"v": 9}, "b": {"v": 4}}}
+    # The same in the system database, with a partial state merged over the marked one.
+    db = SystemDbStateStore(_db(tmp_path / "meltano.db"))
+    db.put(SID, {"bookmarks": {"a": {"v": 1}}, RUN_KEY: marker})
+    with sqlite3.connect(db.database) as conn:
+        conn.execute(
+            "UPDATE state SET partial_state = ?",
+            (json.dumps({"singer_state": {"bookmarks": {"b": {"v": 2}}}}),),
+        )
+    assert db.get(SID) == {"bookmarks": {"a": {"v": 1}, "b": {"v": 2}}}
