@@ -174,7 +174,9 @@ def _run(command: list[str], cwd: Path, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def _sdk_tap_output(sdk_python: Path, tmp_path: Path, root: str | None) -> str:
+def _sdk_tap_output(
+    sdk_python: Path, tmp_path: Path, root: str | None, encoding: dict | None = None
+) -> str:
     """The SDK tap's messages: BATCH files under ``root`` (None: RECORD messages)."""
     tap = tmp_path / "sdk_tap.py"
     tap.write_text(SDK_TAP)
@@ -182,7 +184,7 @@ def _sdk_tap_output(sdk_python: Path, tmp_path: Path, root: str | None) -> str:
     if root is not None:
         config = {
             "batch_config": {
-                "encoding": {"format": "arrow"},
+                "encoding": encoding or {"format": "arrow"},
                 "storage": {"root": root},
                 "batch_size": 2,
             }
@@ -253,6 +255,18 @@ def test_sdk_arrow_batches_load_as_their_records_do(
         None,
         [3, 4],
     ]
+
+
+def test_sdk_parquet_batches_load_as_their_records_do(sdk_python: Path, tmp_path: Path) -> None:
+    """The same reading rules hold for the SDK's ParquetBatcher files (gzip: Parquet's own
+    codec, in files named ``.parquet.gz``)."""
+    encoding = {"format": "parquet", "compression": "gzip"}
+    batched = _sdk_tap_output(sdk_python, tmp_path, str(tmp_path / "b"), encoding)
+    assert all(f.name.endswith(".parquet.gz") for f in (tmp_path / "b").iterdir())
+    from_batches = _into_parquet(_stream_lines(batched, "records"), tmp_path / "fb", tmp_path)
+    records = _sdk_tap_output(sdk_python, tmp_path, None)
+    from_records = _into_parquet(_stream_lines(records, "records"), tmp_path / "fr", tmp_path)
+    assert from_batches.equals(from_records), (from_batches.to_pylist(), from_records.to_pylist())
 
 
 def test_sdk_native_arrow_batches_keep_their_types(sdk_python: Path, tmp_path: Path) -> None:
