@@ -31,13 +31,25 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, TableProperties
 from pyiceberg.types import DateType, PrimitiveType, TimestampType, TimestamptzType
 
-from target_dativo_iceberg.changes import member
+from target_dativo_iceberg.changes import fill_from, is_deleted, member
 from target_dativo_iceberg.types import iceberg_schema
 
 logger = logging.getLogger("dativo.iceberg")
 
 #: Rows per ``write_table`` call: the file size is checked between slices.
 _SLICE_ROWS = 131_072
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one commit of changes did to the table."""
+
+    files: list[str]
+    rows: int
+    deletes: int
+    rewritten: int
+    scanned: int
+    by_bounds: int
 
 
 @dataclass
@@ -120,6 +132,80 @@ def plan(table: Table, keys: Sequence[str], changed: pa.Table) -> Plan:
         if pc.any(member(rows, changed, keys)).as_py():
             result.tasks.append(task)
     return result
+
+
+def apply(
+    table: Table,
+    changes: pa.Table,
+    keys: Sequence[str],
+    *,
+    hard_delete: bool,
+    new_location: Callable[[], str],
+    written: list[str],
+    compression: str,
+    target_bytes: int,
+    props: dict[str, str],
+) -> Applied:
+    """Apply ``changes`` (one row per key, :func:`~target_dativo_iceberg.changes.collapse`)
+    to ``table`` in one snapshot carrying ``props``.
+
+    Memory holds the changes, one rewritten file at a time, and the remainders of small
+    files: a file of at least a quarter of ``target_bytes`` is written back on its own
+    (without its changed keys' rows) as soon as it is read; the remainders of smaller
+    files are written together with the new rows, sorted by key, so small files are
+    merged rather than multiplied.
+
+    Args:
+        written: Filled with the location of every file as it is opened; the caller
+            deletes them if this raises.
+    """
+    found = plan(table, keys, changes.select(list(keys)))
+    schema = write_schema(table)
+    order = [(k, "ascending") for k in keys]
+    known: list[pa.Table] = []
+    small: list[pa.Table] = []
+    rows = 0
+
+    def out(parts: pa.Table) -> None:
+        write(
+            table,
+            split_partitions(table, parts),
+            new_location,
+            written,
+            compression=compression,
+            target_bytes=target_bytes,
+        )
+
+    for task in found.tasks:
+        old = read(table, [task])
+        hit = member(old, changes, keys)
+        if not hard_delete:
+            known.append(old.filter(hit))
+        remainder = old.filter(pc.invert(hit))
+        rows += remainder.num_rows
+        if task.file.file_size_in_bytes * 4 >= target_bytes:
+            out(remainder)
+        else:
+            small.append(remainder)
+    deleted = is_deleted(changes)
+    if hard_delete:
+        new = changes.filter(pc.invert(deleted))
+    else:
+        new = fill_from(changes, pa.concat_tables(known) if known else changes.slice(0, 0), keys)
+    rest = pa.concat_tables([*small, shaped(new, schema)])
+    rows += new.num_rows
+    if rest.num_rows > 1:
+        rest = rest.take(pc.sort_indices(rest.select(list(keys)), order))
+    out(rest)
+    commit(table, [task.file for task in found.tasks], written, props)
+    return Applied(
+        files=list(written),
+        rows=rows,
+        deletes=int(pc.sum(deleted).as_py() or 0),
+        rewritten=len(found.tasks),
+        scanned=found.scanned,
+        by_bounds=found.by_bounds,
+    )
 
 
 def write_schema(table: Table) -> pa.Schema:

@@ -41,7 +41,7 @@ from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.settings import hard_delete_refusal, load_method, with_defaults
 from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg import cow
-from target_dativo_iceberg.changes import collapse, fill_from, is_deleted, member
+from target_dativo_iceberg.changes import collapse
 from target_dativo_iceberg.cow import split_partitions
 from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
 from target_dativo_iceberg.tables import (
@@ -192,18 +192,6 @@ def open_catalog(config: Mapping[str, Any]) -> Catalog:
 
 def _namespace(config: Mapping[str, Any]) -> str:
     return str(with_defaults(CONFIG_JSONSCHEMA, config)["namespace"])
-
-
-@dataclass(frozen=True)
-class _Applied:
-    """What one upsert commit did."""
-
-    files: list[str]
-    rows: int
-    deleted: int
-    rewritten: int
-    scanned: int
-    by_bounds: int
 
 
 @dataclass(frozen=True)
@@ -495,7 +483,7 @@ class IcebergWriter(ArrowWriter):
             return CommitResult()
         props = self._properties()
         self._committed_run = self._staged_run()
-        applied: list[_Applied] = []
+        applied: list[cow.Applied] = []
 
         def apply(table: Table) -> None:
             applied.append(self._apply_changes(table, changes, keys, props))
@@ -505,7 +493,7 @@ class IcebergWriter(ArrowWriter):
         done = applied[-1]
         logger.info(
             "applied %d change(s) to %s: %d of %d data file(s) rewritten (%d by bounds), "
-            "%d row(s) written in %d file(s), %d key(s) deleted",
+            "%d row(s) written in %d file(s), %d delete(s)%s",
             changes.num_rows,
             self._identifier,
             done.rewritten,
@@ -513,48 +501,31 @@ class IcebergWriter(ArrowWriter):
             done.by_bounds,
             done.rows,
             len(done.files),
-            done.deleted,
+            done.deletes,
+            "" if self._hard_delete else " kept as soft-deleted rows",
         )
         return CommitResult(paths=done.files, rows=changes.num_rows)
 
     def _apply_changes(
         self, table: Table, changes: pa.Table, keys: list[str], props: dict[str, str]
-    ) -> _Applied:
+    ) -> cow.Applied:
         """One attempt: plan, rewrite, commit; its own files deleted if it fails."""
-        found = cow.plan(table, keys, changes.select(keys))
-        old = cow.read(table, found.tasks)
-        hit = member(old, changes, keys)
-        deleted = is_deleted(changes)
-        if self._hard_delete:
-            new = changes.filter(pc.invert(deleted))
-        else:
-            new = fill_from(changes, old.filter(hit), keys)
-        schema = cow.write_schema(table)
-        rows = pa.concat_tables([old.filter(pc.invert(hit)), cow.shaped(new, schema)])
-        if rows.num_rows > 1:
-            rows = rows.take(pc.sort_indices(rows.select(keys), [(k, "ascending") for k in keys]))
         files: list[str] = []
         try:
-            cow.write(
+            return cow.apply(
                 table,
-                cow.split_partitions(table, rows),
-                lambda: self._names.next(table),
-                files,
+                changes,
+                keys,
+                hard_delete=self._hard_delete,
+                new_location=lambda: self._names.next(table),
+                written=files,
                 compression=self._compression,
                 target_bytes=self._target_bytes,
+                props=props,
             )
-            cow.commit(table, [task.file for task in found.tasks], files, props)
         except BaseException:
             self._delete(files)
             raise
-        return _Applied(
-            files=files,
-            rows=rows.num_rows,
-            deleted=int(pc.sum(deleted).as_py() or 0) if self._hard_delete else 0,
-            rewritten=len(found.tasks),
-            scanned=found.scanned,
-            by_bounds=found.by_bounds,
-        )
 
     def _staged_run(self) -> Any:
         return (

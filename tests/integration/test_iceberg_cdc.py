@@ -444,3 +444,34 @@ def test_bounds_of_string_and_timestamp_keys_spare_untouched_files(
     assert snapshot.summary.additional_properties["deleted-data-files"] == "1"
     rows = table.scan().to_arrow().to_pylist()
     assert len(rows) == 40 and sum(r["v"] for r in rows) == 1
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_large_files_are_rewritten_one_at_a_time(tmp_path: Path, hard: bool) -> None:
+    # A 2 KB target: every file is "large", so each rewritten file's remainder is written
+    # on its own as it is read, and the new rows go to files of their own.
+    config = _config(tmp_path, hard_delete=hard, target_file_size_mb=0.002)
+    for part in range(3):
+        rows = [_row(i, f"n{i}", i, i) for i in range(part * 100 + 1, part * 100 + 101)]
+        TargetDativoIceberg(config=config).listen(_lines(SCHEMA, *rows))
+    before = _rows(config)
+    changes = [_delete(5, 1000), _row(7, "seven", -7, 1001), _row(250, "x", -1, 1002)]
+    changes += [_row(400, "new", 4, 1003)]
+    TargetDativoIceberg(config=config).listen(_lines(SCHEMA, *changes))
+    expected = {r[0]: r for r in before}
+    if hard:
+        del expected[5]
+    else:
+        expected[5] = (5, "n5", 5, 1000, DELETED)
+    expected[7] = (7, "seven", -7, 1001, None)
+    expected[250] = (250, "x", -1, 1002, None)
+    expected[400] = (400, "new", 4, 1003, None)
+    assert _rows(config) == [expected[k] for k in sorted(expected)]
+    table = _table(config)
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    summary = snapshot.summary.additional_properties
+    assert summary["deleted-data-files"] == "2", "the files of keys 1-100 and 201-300"
+    deleted_rows = int(summary["deleted-records"])
+    assert deleted_rows == 200
+    assert int(summary["added-records"]) == len(expected) - 100  # all but the untouched file
