@@ -565,6 +565,8 @@ def _kind(dtype: pa.DataType) -> str:
 
 
 def _column_as(column: pa.Array, want: pa.Field) -> pa.Array:
+    if pa.types.is_dictionary(column.type) and not pa.types.is_dictionary(want.type):
+        column = column.dictionary_decode()  # a categorical column: its values
     got = column.type
     if got == want.type:
         return column

@@ -220,6 +220,26 @@ def test_a_file_that_does_not_fit_the_schema_is_an_error_naming_it(
     assert Collected.rows == [] and good.exists() and bad.exists()
 
 
+def test_dictionary_map_and_partial_struct_columns_are_read(tmp_path: Path) -> None:
+    """Types other writers produce: a categorical (dictionary) column, a map into a JSON
+    column, a struct without one of the SCHEMA's fields."""
+    path = tmp_path / "other-writer.arrow"
+    batch = pa.record_batch(
+        {
+            "id": pa.array([1, 2]),
+            "name": pa.array(["b", "a"]).dictionary_encode(),
+            "doc": pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64())),
+            "point": pa.array([{"x": 3}, None], pa.struct([("x", pa.int64())])),
+        }
+    )
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    rows = load([[path.as_uri()]])
+    assert [r["name"] for r in rows] == ["b", "a"]
+    assert [r["doc"] for r in rows] == ['{"k":1}', None]
+    assert [r["point"] for r in rows] == [{"x": 3, "y": None}, None]
+
+
 def test_a_float_that_a_decimal_holds_exactly_is_read(tmp_path: Path) -> None:
     path = sdk_file(tmp_path, [{"id": 1, "amount": 2.5}, {"id": 2, "amount": -0.125}])
     assert [r["amount"] for r in load([[path.as_uri()]])] == [
