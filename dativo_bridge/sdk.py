@@ -2,7 +2,8 @@
 
 The SDK provides the CLI, settings, catalog, selection and state handling; Dativo
 replaces its per-record paths with batch paths (encode on the tap side, decode on the
-target side) where the SDK's own record machinery (stream maps) is not in use.
+target side). A tap's stream maps and flattening run on the batches too
+(dativo_bridge.maps); only a stream whose map has no Arrow form takes the SDK's row path.
 """
 
 from __future__ import annotations
