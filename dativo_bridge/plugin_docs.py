@@ -1,10 +1,16 @@
-"""Per-plugin reference pages, docs/plugins/NAME.md, generated from each Dativo plugin's
-``config_jsonschema`` and its singer-sdk capabilities.
+"""Per-plugin reference pages, docs/plugins/NAME.md, and the Dativo plugins' entries in
+meltano.yml, generated from each Dativo plugin's ``config_jsonschema`` and its singer-sdk
+capabilities (what ``--about`` lists).
 
 Invariant: the region between the two markers of a page is exactly what :func:`render`
 makes from the plugin class; everything outside it is hand-written and kept as it is.
-``python -m dativo_bridge.plugin_docs`` rewrites the regions; ``--check`` exits 1 naming
-the pages that are out of date.
+In meltano.yml, the ``capabilities:`` and ``settings:`` of every Dativo plugin (one whose
+name is a Dativo plugin's, without ``inherit_from``) are exactly what
+:func:`meltano_settings` and the plugin's capabilities give; the rest of the file
+(comments, ``config:``, environments) is kept.
+
+``python -m dativo_bridge.plugin_docs`` rewrites the regions, ``--meltano-yml`` rewrites
+meltano.yml instead; ``--check`` exits 1 naming what is out of date.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import argparse
 import copy
 import importlib
 import json
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from dativo_bridge.loading import PLUGIN_GROUP
 
@@ -26,6 +35,7 @@ BEGIN = (
 )
 END = "<!-- END GENERATED -->"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins"
+MELTANO_YML = Path(__file__).resolve().parents[1] / "meltano.yml"
 NO_DESCRIPTION = "*(no description)*"
 
 #: Meltano's setting kind for each JSON type.
@@ -49,8 +59,8 @@ def plugin_classes() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
-def _settings_schema(cls: type) -> dict[str, Any]:
-    """The settings ``--about`` reports: the plugin's schema and the SDK's built-ins."""
+def about_settings(cls: type) -> dict[str, Any]:
+    """The settings schema ``--about`` reports: the plugin's own and the SDK's built-ins."""
     schema = copy.deepcopy(cls.config_jsonschema)  # type: ignore[attr-defined]
     cls.append_builtin_config(schema)  # type: ignore[attr-defined]
     return schema
@@ -159,7 +169,7 @@ def _meltano_block(name: str, cls: type, schema: Mapping[str, Any]) -> list[str]
 
 def render(name: str, cls: type) -> str:
     """The generated region of ``name``'s page (markers included)."""
-    schema = _settings_schema(cls)
+    schema = about_settings(cls)
     capabilities = [str(c.value) for c in cls.capabilities]  # type: ignore[attr-defined]
     missing = sum(1 for _, prop, _ in _rows(schema) if not prop.get("description"))
     lines = [
@@ -189,6 +199,175 @@ def render(name: str, cls: type) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Words a setting's label spells in capitals.
+_ACRONYMS = {
+    "api": "API",
+    "aws": "AWS",
+    "dsn": "DSN",
+    "id": "ID",
+    "kms": "KMS",
+    "mb": "MB",
+    "ssl": "SSL",
+    "url": "URL",
+    "uri": "URI",
+    "json": "JSON",
+    "jsonl": "JSONL",
+    "oauth2": "OAuth2",
+}
+
+
+def label(name: str) -> str:
+    """A setting's label in Meltano's style: ``ssl_root_cert`` -> ``SSL Root Cert``."""
+    words = re.split(r"[_.\-\s]+", name)
+    return " ".join(_ACRONYMS.get(w.lower(), w[:1].upper() + w[1:]) for w in words if w)
+
+
+def _meltano_kind(prop: Mapping[str, Any]) -> str:
+    if "enum" in prop:
+        return "options"
+    json_type = prop.get("type", "object" if "properties" in prop else "string")
+    if isinstance(json_type, list):
+        json_type = next((k for k in json_type if k != "null"), "string")
+    if json_type == "string" and prop.get("format") in ("date", "date-time"):
+        return "date_iso8601"
+    return _KINDS.get(str(json_type), "string")
+
+
+#: Settings whose default meltano.yml does not give as ``value``: Meltano passes every
+#: value to the plugin, and these must stay unset unless the user sets them
+#: (``batch_size_rows``, singer-sdk's name for ``batch_rows``, would contradict it).
+NO_MELTANO_VALUE = {"batch_rows"}
+
+
+def _meltano_setting(name: str, prop: Mapping[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "label": label(name.replace(".", " ")),
+        "kind": _meltano_kind(prop),
+    }
+    if "default" in prop and name not in NO_MELTANO_VALUE:
+        entry["value"] = copy.deepcopy(prop["default"])
+    if "enum" in prop:
+        entry["options"] = [{"label": label(str(v)), "value": v} for v in prop["enum"]]
+    if _is_secret(prop):
+        entry["sensitive"] = True
+    description = " ".join(str(prop.get("description") or "").split())
+    if description:
+        entry["description"] = description
+    return entry
+
+
+def _has_secret(prop: Mapping[str, Any]) -> bool:
+    return any(_is_secret(sub) for sub in (prop.get("properties") or {}).values())
+
+
+def meltano_settings(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """meltano.yml's ``settings:`` for a plugin's settings schema: each setting with its
+    label, kind (``options`` for an enum), description, default (``value``, except for
+    :data:`NO_MELTANO_VALUE`) and ``sensitive`` for secrets. An object with secret
+    properties is listed property by property (``auth.token``), so that Meltano masks
+    exactly the secrets."""
+    found = []
+    for name, prop in (schema.get("properties") or {}).items():
+        if _has_secret(prop):
+            for sub, sub_prop in prop["properties"].items():
+                found.append(_meltano_setting(f"{name}.{sub}", sub_prop))
+        else:
+            found.append(_meltano_setting(name, prop))
+    return found
+
+
+def capabilities_of(cls: type) -> list[str]:
+    """The capabilities ``--about`` lists for a plugin class."""
+    return [str(c.value) for c in cls.capabilities]  # type: ignore[attr-defined]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _block_end(lines: list[str], start: int, indent: int) -> int:
+    """The index after the lines nested under ``lines[start]`` (deeper than ``indent``, or
+    list items at ``indent`` itself, which YAML allows under a key)."""
+    end = start + 1
+    while end < len(lines):
+        line = lines[end]
+        text = line.strip()
+        if text and _indent(line) < indent:
+            break
+        if text and _indent(line) == indent and not text.startswith("- "):
+            break
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    return end
+
+
+def _updated_plugin(block: list[str], key_indent: int, cls: type) -> list[str]:
+    pad = " " * key_indent
+    capabilities = [f"{pad}capabilities: [{', '.join(capabilities_of(cls))}]"]
+    settings_text = yaml.safe_dump(
+        meltano_settings(about_settings(cls)),
+        sort_keys=False,
+        default_flow_style=False,
+        width=10_000,
+        allow_unicode=True,
+    )
+    settings = [f"{pad}settings:"] + [f"{pad}  {line}" for line in settings_text.splitlines()]
+    out: list[str] = []
+    index, done = 0, set()
+    while index < len(block):
+        line = block[index]
+        key = line.strip().split(":", 1)[0] if _indent(line) == key_indent else ""
+        if key in ("capabilities", "settings"):
+            nested = _block_end(block, index, key_indent)
+            out += capabilities if key == "capabilities" else settings
+            done.add(key)
+            index = nested
+            continue
+        out.append(line)
+        index += 1
+    for key, lines in (("capabilities", capabilities), ("settings", settings)):
+        if key not in done:
+            where = next(
+                (i + 1 for i, line in enumerate(out) if line.strip().startswith("executable:")),
+                len(out),
+            )
+            out[where:where] = lines
+    return out
+
+
+def updated_meltano_yml(text: str, classes: Mapping[str, type]) -> str:
+    """``text`` (a meltano.yml) with the capabilities and settings of every Dativo plugin
+    in it regenerated, and everything else kept."""
+    data = yaml.safe_load(text) or {}
+    wanted = {
+        str(p.get("name"))
+        for kind in ("extractors", "loaders")
+        for p in (data.get("plugins") or {}).get(kind) or []
+        if p.get("name") in classes and not p.get("inherit_from")
+    }
+    lines = text.splitlines()
+    out: list[str] = []
+    index = 0
+    item = re.compile(r"^(\s*)- name:\s*(\S+)\s*$")
+    while index < len(lines):
+        found = item.match(lines[index])
+        if not found or found.group(2) not in wanted:
+            out.append(lines[index])
+            index += 1
+            continue
+        dash = len(found.group(1))
+        end = index + 1
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > dash):
+            end += 1
+        while end > index + 1 and not lines[end - 1].strip():
+            end -= 1
+        out += _updated_plugin(lines[index:end], dash + 2, classes[found.group(2)])
+        index = end
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
 def updated(page: str, region: str) -> str:
     """``page`` with its generated region replaced by ``region`` (the hand-written rest
     kept); a page without markers gets the region first."""
@@ -199,13 +378,29 @@ def updated(page: str, region: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Regenerate docs/plugins/*.md, or with ``--check`` report pages that are stale."""
+    """Regenerate docs/plugins/*.md (or meltano.yml), or with ``--check`` report what is
+    stale."""
     parser = argparse.ArgumentParser(prog="python -m dativo_bridge.plugin_docs")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     parser.add_argument("--dir", type=Path, default=DOCS, help="where the pages are")
+    parser.add_argument(
+        "--meltano-yml",
+        type=Path,
+        nargs="?",
+        const=MELTANO_YML,
+        help="the Dativo plugins' capabilities and settings in this meltano.yml "
+        "(default: the repository's) instead of the pages",
+    )
     args = parser.parse_args(argv)
     stale = []
-    for name, cls in plugin_classes().items():
+    if args.meltano_yml is not None:
+        text = args.meltano_yml.read_text()
+        new = updated_meltano_yml(text, plugin_classes())
+        if new != text:
+            stale.append(str(args.meltano_yml))
+            if not args.check:
+                args.meltano_yml.write_text(new)
+    for name, cls in plugin_classes().items() if args.meltano_yml is None else ():
         path = args.dir / f"{name}.md"
         page = path.read_text() if path.exists() else ""
         new = updated(page, render(name, cls))
@@ -217,7 +412,10 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(new)
     if stale and args.check:
         print(
-            "out of date (run python -m dativo_bridge.plugin_docs): " + ", ".join(stale),
+            "out of date (run python -m dativo_bridge.plugin_docs"
+            + (" --meltano-yml" if args.meltano_yml is not None else "")
+            + "): "
+            + ", ".join(stale),
             file=sys.stderr,
         )
         return 1

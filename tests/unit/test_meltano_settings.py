@@ -1,10 +1,15 @@
-"""meltano.yml's `settings:` of every Dativo plugin match its `config_jsonschema`: every
-setting in one is in the other, with a Meltano `kind` for its JSON type and `sensitive:
-true` exactly for the schema's secrets. (A nested object is declared whole, or every one
-of its properties as a dotted name such as `auth.token`.)"""
+"""meltano.yml's entries of the Dativo plugins are what the plugins say about themselves:
+`settings:` match the settings `--about` lists (every setting in both, a Meltano `kind` for
+its JSON type, `sensitive: true` exactly for secrets, the enum as `options`, a label, the
+schema's description and its default as `value`), and `capabilities:` are the ones
+`--about` lists. meltano.yml is generated (`python -m dativo_bridge.plugin_docs
+--meltano-yml`); the generator keeps everything else in the file. (A nested object is
+declared whole, or every one of its properties as a dotted name such as `auth.token`.)"""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,12 +17,19 @@ from typing import Any
 import pytest
 import yaml
 
-from dativo_bridge.batch_files import BATCH_CONFIG_SCHEMA
-from dativo_bridge.interfaces import ArrowWriter
-from dativo_bridge.loading import registered_plugin
-from dativo_bridge.settings import target_schema, with_settings
+from dativo_bridge import plugin_docs
+from dativo_bridge.plugin_docs import (
+    NO_MELTANO_VALUE,
+    about_settings,
+    capabilities_of,
+    plugin_classes,
+    updated_meltano_yml,
+)
+from dativo_bridge.settings import check_target_settings
+from tests.e2e.helpers import env, script
 
 MELTANO_YML = Path(__file__).resolve().parents[2] / "meltano.yml"
+CLASSES = plugin_classes()
 
 #: The Meltano kinds that can carry each JSON Schema type.
 KINDS = {
@@ -41,11 +53,9 @@ def _plugins() -> list[dict[str, Any]]:
 
 
 def _schema(plugin: Mapping[str, Any]) -> dict[str, Any]:
-    cls = registered_plugin(plugin["executable"])
+    cls = CLASSES.get(plugin["executable"])
     assert cls is not None, f"{plugin['name']} is not a registered Dativo plugin"
-    if issubclass(cls, ArrowWriter):
-        return target_schema(cls.config_jsonschema)
-    return with_settings(cls.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA})
+    return about_settings(cls)
 
 
 def _json_type(prop: Mapping[str, Any]) -> str:
@@ -78,12 +88,140 @@ def test_meltano_settings_match_the_plugin_schema(plugin: dict[str, Any]) -> Non
         assert setting.get("kind") in KINDS[json_type], (name, setting.get("kind"), json_type)
         secret = bool(prop.get("secret") or prop.get("sensitive"))
         assert bool(setting.get("sensitive")) == secret, f"{name}: sensitive should be {secret}"
-        if "enum" in prop and setting.get("kind") == "options":
-            values = [o["value"] for o in setting["options"]]
-            assert values == prop["enum"], name
+        if "enum" in prop:
+            assert setting["kind"] == "options", name
+            assert [o["value"] for o in setting["options"]] == prop["enum"], name
+            assert all(o.get("label") for o in setting["options"]), name
+        assert setting.get("label"), f"{name} has no label"
+        assert setting.get("description") == " ".join(prop["description"].split()), name
+        if "default" in prop and name not in NO_MELTANO_VALUE:
+            assert setting.get("value") == prop["default"], f"{name}: value is not the default"
+        else:
+            assert "value" not in setting, f"{name}: a value the schema has no default for"
+
+
+@pytest.mark.parametrize("plugin", _plugins(), ids=lambda p: p["name"])
+def test_meltano_capabilities_are_what_about_lists(plugin: dict[str, Any]) -> None:
+    about = subprocess.run(
+        [script(plugin["executable"]), "--about", "--format=json"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=60,
+        check=True,
+    )
+    listed = json.loads(about.stdout)["capabilities"]
+    assert plugin["capabilities"] == listed
+    assert listed == capabilities_of(CLASSES[plugin["executable"]])
+    if plugin["name"].startswith("tap-"):
+        # Without them Meltano runs the tap without --catalog/--state: full re-reads.
+        assert {"catalog", "state", "discover"} <= set(listed)
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSES if n.startswith("target-")])
+def test_the_values_meltano_passes_never_make_a_users_setting_refused(name: str) -> None:
+    """Meltano gives the plugin every setting's ``value``: with them, a user's singer-sdk
+    setting (``batch_size_rows``, ``load_method``) must still be accepted."""
+    schema = about_settings(CLASSES[name])
+    values = {s["name"]: s["value"] for s in plugin_docs.meltano_settings(schema) if "value" in s}
+    check_target_settings(values, schema, name)
+    check_target_settings({**values, "batch_size_rows": 5000}, schema, name)
+    for method in schema["properties"]["load_method"]["enum"]:
+        check_target_settings({**values, "load_method": method}, schema, name)
+
+
+def test_meltano_yml_is_generated_from_the_plugins() -> None:
+    text = MELTANO_YML.read_text()
+    assert updated_meltano_yml(text, CLASSES) == text, (
+        "meltano.yml is stale: run python -m dativo_bridge.plugin_docs --meltano-yml"
+    )
 
 
 def test_every_dativo_plugin_is_checked() -> None:
     names = {p["name"] for p in _plugins()}
     assert {"tap-dativo-csv", "tap-dativo-postgres", "tap-dativo-rest"} <= names
     assert {"target-dativo-parquet", "target-dativo-iceberg", "target-dativo-s3"} <= names
+
+
+PROJECT = """\
+version: 1
+# a comment that stays
+plugins:
+  extractors:
+    - name: tap-dativo-csv
+      namespace: tap_dativo_csv
+      pip_url: dativo
+      executable: tap-dativo-csv
+      settings:
+      - name: files
+        kind: array
+      config:
+        files: [{stream: a, path: a.csv}]  # kept too
+    # the next plugin inherits: left alone
+    - name: tap-dativo-csv--other
+      inherit_from: tap-dativo-csv
+      capabilities: [about]
+    - name: tap-foreign
+      capabilities: [state]
+      settings:
+        - name: x
+  loaders:
+    - name: target-dativo-parquet
+      namespace: target_dativo_parquet
+      executable: target-dativo-parquet
+      capabilities: [about, stream-maps]
+      config:
+        path: out
+"""
+
+
+def test_the_generator_rewrites_only_the_dativo_plugins_entries() -> None:
+    new = updated_meltano_yml(PROJECT, CLASSES)
+    assert updated_meltano_yml(new, CLASSES) == new
+    for kept in (
+        "# a comment that stays",
+        "files: [{stream: a, path: a.csv}]  # kept too",
+        "# the next plugin inherits: left alone",
+        "      capabilities: [about]\n",
+        "      capabilities: [state]\n      settings:\n        - name: x\n",
+        "        path: out\n",
+    ):
+        assert kept in new, kept
+    data = yaml.safe_load(new)
+    tap, other, foreign = data["plugins"]["extractors"]
+    (target,) = data["plugins"]["loaders"]
+    assert tap["capabilities"] == capabilities_of(CLASSES["tap-dativo-csv"])
+    assert tap["config"] == {"files": [{"stream": "a", "path": "a.csv"}]}
+    assert [s["name"] for s in tap["settings"]][:2] == ["files", "delimiter"]
+    assert other == {
+        "name": "tap-dativo-csv--other",
+        "inherit_from": "tap-dativo-csv",
+        "capabilities": ["about"],
+    }
+    assert foreign == {
+        "name": "tap-foreign",
+        "capabilities": ["state"],
+        "settings": [{"name": "x"}],
+    }
+    assert target["capabilities"] == capabilities_of(CLASSES["target-dativo-parquet"])
+    assert "stream-maps" not in target["capabilities"]
+    assert "path" in {s["name"] for s in target["settings"]}
+    assert target["config"] == {"path": "out"}
+
+
+def test_secret_objects_are_listed_property_by_property() -> None:
+    settings = plugin_docs.meltano_settings(about_settings(CLASSES["tap-dativo-rest"]))
+    by_name = {s["name"]: s for s in settings}
+    assert "auth" not in by_name
+    assert by_name["auth.token"]["sensitive"] is True
+    assert by_name["auth.type"]["kind"] == "options" and by_name["auth.type"]["value"] == "none"
+    assert "sensitive" not in by_name["auth.username"]
+
+
+def test_check_mode_reports_a_stale_meltano_yml(tmp_path: Path) -> None:
+    path = tmp_path / "meltano.yml"
+    path.write_text(PROJECT)
+    assert plugin_docs.main(["--meltano-yml", str(path), "--check"]) == 1
+    assert path.read_text() == PROJECT
+    assert plugin_docs.main(["--meltano-yml", str(path)]) == 0
+    assert plugin_docs.main(["--meltano-yml", str(path), "--check"]) == 0
