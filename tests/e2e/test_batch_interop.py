@@ -16,7 +16,6 @@ import datetime as dt
 import decimal
 import io
 import json
-import math
 import subprocess
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -156,6 +155,7 @@ if __name__ == "__main__":
 """
 )
 
+# The peer target's own tagging function (our source), so both sides tag values alike.
 _namespace: dict[str, Any] = {}
 exec(TAGGED, _namespace)
 tagged = _namespace["tagged"]
@@ -348,6 +348,7 @@ def test_sdk_target_reads_a_dativo_taps_arrow_batches(
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="nanoarrow 0.9.0 (singer-sdk 0.55.0b7's arrow reader) reads negative decimal128 "
     "values as about 3.4E+30: an upstream bug; docs/batch-files.md warns about it",
 )
@@ -355,5 +356,4 @@ def test_sdk_target_reads_negative_decimals_of_a_dativo_tap(
     sdk_python: Path, tmp_path: Path
 ) -> None:
     got = _read_by_sdk_target(sdk_python, tmp_path, _dativo_tap_output(tmp_path, None))
-    assert math.isfinite(float(decimal.Decimal("-1E-8")))
     assert got[2]["dec"] == "decimal:-1E-8"
