@@ -301,8 +301,7 @@ class StreamMaps:
     def _compile(scope: Scope, prop: str | None, expression: str, truth: bool = False) -> Compiled:
         compiler = Compiler(dataclasses.replace(scope, property_name=prop, expression=expression))
         try:
-            compiled = compiler.compile(expression)
-            return compiler.truth(compiled) if truth else compiled
+            return compiler.compile_truth(expression) if truth else compiler.compile(expression)
         except Unsupported as exc:
             raise UnsupportedMap(scope.stream_name, expression, str(exc)) from None
 

@@ -123,6 +123,16 @@ def _is_text(dtype: pa.DataType) -> bool:
     return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
 
 
+def _widened(value: Value) -> Value:
+    """Integers as int64 and floats as float64 (Python's int and float)."""
+    dtype = value.type
+    if pa.types.is_integer(dtype) and dtype not in (pa.int64(), pa.uint64()):
+        return pc.cast(value, pa.int64())
+    if pa.types.is_floating(dtype) and dtype != pa.float64():
+        return pc.cast(value, pa.float64())
+    return value
+
+
 def literal_type(value: Any) -> pa.DataType:
     """The Arrow type of a Python literal (Unsupported for others)."""
     if value is None:
@@ -168,14 +178,37 @@ class Compiler:
 
     def compile(self, source: str) -> Compiled:
         """Compile ``source`` (Unsupported if it has no Arrow form)."""
+        return self._typed(self._node(self._parse(source)))
+
+    @staticmethod
+    def _parse(source: str) -> ast.AST:
         try:
             body = ast.parse(source).body
         except SyntaxError as exc:
             raise Unsupported(f"not a Python expression ({exc.msg})") from None
         if len(body) != 1 or not isinstance(body[0], ast.Expr):
             raise Unsupported("not a single expression")
-        compiled = self._node(body[0].value)
-        return self._typed(compiled)
+        return body[0].value
+
+    def compile_truth(self, source: str) -> Compiled:
+        """Compile ``source`` for its truth only (a ``__filter__``): ``and``/``or``/``not``
+        then combine truth values, so their operands may be of any types."""
+        return self._typed(self._truth_node(self._parse(source)))
+
+    def _truth_node(self, node: ast.AST) -> Compiled:
+        if isinstance(node, ast.BoolOp):
+            result = self._truth_node(node.values[0])
+            for value in node.values[1:]:
+                truth = self._truth_node(value)
+                if isinstance(node.op, ast.And):
+                    result = self._choose(result, truth, result)
+                else:
+                    result = self._choose(result, result, truth)
+            return result
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = self._truth_node(node.operand)
+            return Compiled(lambda b: pc.invert(inner.evaluate(b)), pa.bool_())
+        return self.truth(self._typed(self._node(node)))
 
     def truth(self, compiled: Compiled) -> Compiled:
         """Python's truthiness of a value, as a non-null boolean array."""
@@ -207,7 +240,12 @@ class Compiler:
         """Check the compiled expression on an empty batch, which also gives its type."""
         try:
             value = compiled.evaluate(self._empty)
-        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (
+            pa.ArrowNotImplementedError,
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+            MapEvaluationError,  # on no rows: the types do not combine
+        ) as exc:
             raise Unsupported(str(exc).splitlines()[0]) from None
         if value.type != compiled.dtype:
             return Compiled(compiled.evaluate, value.type, compiled.column)
@@ -330,6 +368,8 @@ class Compiler:
             self._no_nulls(rv, "an operand")
             if op is ast.Div:  # Python's true division
                 lv, rv = pc.cast(lv, pa.float64()), pc.cast(rv, pa.float64())
+            else:  # Python's int and float, not an int32 that overflows
+                lv, rv = _widened(lv), _widened(rv)
             try:
                 return pc.call_function(function, [lv, rv])
             except pa.ArrowInvalid as exc:
@@ -352,7 +392,10 @@ class Compiler:
             def negate(b: pa.RecordBatch) -> Value:
                 value = operand.evaluate(b)
                 self._no_nulls(value, "the operand of -")
-                return pc.negate_checked(value)
+                try:
+                    return pc.negate_checked(_widened(value))
+                except pa.ArrowInvalid as exc:
+                    raise self._fail(str(exc).splitlines()[0]) from None
 
             return self._typed(Compiled(negate, operand.dtype))
         if isinstance(node.op, ast.UAdd) and _is_number(operand.dtype):

@@ -184,6 +184,13 @@ def test_stream_alias(alias: str, expected: str) -> None:
     assert set(assert_same(config)) == {expected}
 
 
+@pytest.mark.parametrize(
+    "rule", ["True", "name", "flag", "price", "not flag", "qty > 0 and name", "name or flag"]
+)
+def test_filter_keeps_the_rows_python_finds_true(rule: str) -> None:
+    assert_same({"stream_maps": {"people": {"__filter__": rule}}})
+
+
 def test_filter_and_key_properties() -> None:
     config = {
         "stream_maps": {
@@ -274,6 +281,17 @@ def test_computed_property_equals_the_sdk(expression: str) -> None:
 
 def test_self_is_the_property_being_mapped() -> None:
     assert_same({"stream_maps": {"people": {"qty": "self * 10", "name": "md5(self)"}}})
+
+
+def test_integer_arithmetic_is_pythons_not_int32s() -> None:
+    batch = pa.RecordBatch.from_pylist(
+        [{"id": 1, "qty": 2**31 - 1, "ratio": 0.1}, {"id": 2, "qty": -(2**31)}], schema=SCHEMA
+    )
+    records = assert_same(
+        {"stream_maps": {"people": {"a": "qty * 1000", "b": "-qty", "c": "qty + 1"}}},
+        batch=batch,
+    )
+    assert records["people"][0]["a"] == (2**31 - 1) * 1000
 
 
 def test_computed_properties_are_typed_from_arrow() -> None:
