@@ -16,6 +16,7 @@ before its commit leaves files the next run can prove orphaned.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,18 @@ class _Bounds:
         if len(keys) == 1 and len(self.columns) == 1:
             self.sorted = sorted(pc.unique(self.columns[0][2]).to_pylist())
 
+    def lowest(self, task: FileScanTask) -> tuple[bool, Any]:
+        """A sort key putting files in the order of their first key column's lower bound
+        (files without one last), so that merged remainders stay in key ranges."""
+        if not self.columns:
+            return (True, 0)
+        field_id, kind, _ = self.columns[0]
+        low = (task.file.lower_bounds or {}).get(field_id)
+        try:
+            return (False, from_bytes(kind, low)) if low is not None else (True, 0)
+        except (ValueError, TypeError):
+            return (True, 0)
+
     def admit(self, task: FileScanTask) -> bool:
         """Whether a data file's bounds admit one of the changed keys (True when unsure)."""
         data = task.file
@@ -126,6 +139,8 @@ def plan(table: Table, keys: Sequence[str], changed: pa.Table) -> Plan:
         if bounds.admit(task):
             candidates.append(task)
     result.by_bounds = len(candidates)
+    with contextlib.suppress(TypeError):  # bounds of mixed kinds: the manifests' order
+        candidates.sort(key=bounds.lowest)
     probe = ArrowScan(table.metadata, table.io, table.schema().select(*keys), AlwaysTrue())
     for task in candidates:
         rows = probe.to_table([task])
@@ -152,8 +167,8 @@ def apply(
     Memory holds the changes, one rewritten file at a time, and the remainders of small
     files: a file of at least a quarter of ``target_bytes`` is written back on its own
     (without its changed keys' rows) as soon as it is read; the remainders of smaller
-    files are written together with the new rows, sorted by key, so small files are
-    merged rather than multiplied.
+    files are merged, sorted by key, into files of about ``target_bytes`` (the last one
+    with the new rows), so small files are merged rather than multiplied.
 
     Args:
         written: Filled with the location of every file as it is opened; the caller
@@ -176,6 +191,13 @@ def apply(
             target_bytes=target_bytes,
         )
 
+    def merged(parts: Sequence[pa.Table]) -> pa.Table:
+        rest = pa.concat_tables(parts)
+        if rest.num_rows > 1:
+            rest = rest.take(pc.sort_indices(rest.select(list(keys)), order))
+        return rest
+
+    pooled = 0  # bytes (on disk) of the small files whose remainders are held
     for task in found.tasks:
         old = read(table, [task])
         hit = member(old, changes, keys)
@@ -183,20 +205,22 @@ def apply(
             known.append(old.filter(hit))
         remainder = old.filter(pc.invert(hit))
         rows += remainder.num_rows
-        if task.file.file_size_in_bytes * 4 >= target_bytes:
+        size = task.file.file_size_in_bytes
+        if size * 4 >= target_bytes:
             out(remainder)
-        else:
-            small.append(remainder)
+            continue
+        small.append(remainder)
+        pooled += size
+        if pooled >= target_bytes:  # enough small remainders for one file: merge them
+            out(merged(small))
+            small, pooled = [], 0
     deleted = is_deleted(changes)
     if hard_delete:
         new = changes.filter(pc.invert(deleted))
     else:
         new = fill_from(changes, pa.concat_tables(known) if known else changes.slice(0, 0), keys)
-    rest = pa.concat_tables([*small, shaped(new, schema)])
     rows += new.num_rows
-    if rest.num_rows > 1:
-        rest = rest.take(pc.sort_indices(rest.select(list(keys)), order))
-    out(rest)
+    out(merged([*small, shaped(new, schema)]))
     commit(table, [task.file for task in found.tasks], written, props)
     return Applied(
         files=list(written),

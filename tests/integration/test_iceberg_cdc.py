@@ -475,3 +475,31 @@ def test_large_files_are_rewritten_one_at_a_time(tmp_path: Path, hard: bool) -> 
     deleted_rows = int(summary["deleted-records"])
     assert deleted_rows == 200
     assert int(summary["added-records"]) == len(expected) - 100  # all but the untouched file
+
+
+def test_small_files_are_merged_into_files_of_the_target_size(tmp_path: Path) -> None:
+    config = _config(tmp_path, hard_delete=True)
+    for part in range(8):
+        rows = [_row(i, f"n{i}", i, i) for i in range(part * 100 + 1, part * 100 + 101)]
+        TargetDativoIceberg(config=config).listen(_lines(SCHEMA, *rows))
+    sizes = _table(config).inspect.files().column("file_size_in_bytes").to_pylist()
+    # Each file is under a quarter of the target; five of them reach it.
+    target = 4.5 * max(sizes)
+    assert max(sizes) * 4 < target <= 5 * min(sizes)
+    changes = [_row(part * 100 + 50, "changed", 0, 1000 + part) for part in range(8)]
+    config["target_file_size_mb"] = target / 2**20
+    TargetDativoIceberg(config=config).listen(_lines(SCHEMA, *changes))
+    table = _table(config)
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    summary = snapshot.summary.additional_properties
+    assert summary["deleted-data-files"] == "8"
+    assert summary["added-data-files"] == "2", "8 small files merged: 5, then 3 + the changes"
+    rows = {r[0]: r for r in _rows(config)}
+    assert len(rows) == 800
+    assert all(rows[p * 100 + 50] == (p * 100 + 50, "changed", 0, 1000 + p, None) for p in range(8))
+    # Files are merged in key order: the first holds the five lowest files' rows; the last
+    # the other three files' rows and the changed rows (keys 50, 150, ... 750).
+    metrics = table.inspect.files().column("readable_metrics").to_pylist()
+    ranges = sorted((m["id"]["lower_bound"], m["id"]["upper_bound"]) for m in metrics)
+    assert ranges == [(1, 500), (50, 800)]
