@@ -7,9 +7,10 @@ with its ``_sdc_lsn``. Invariants:
 * Within one commit the last change of a key wins: rows are ordered by ``_sdc_lsn`` when
   the stream has that column (a null LSN sorts first: rows of the initial snapshot come
   before the log), ties and streams without it in arrival order.
-* A soft delete keeps the row's last known values: a delete's null columns are filled
-  from the key's last earlier non-delete row of the same commit, else (see
-  :func:`fill_from`) from the row the table holds.
+* A soft delete keeps the row's last known values: those of the key's last earlier
+  non-delete row of the same commit (marked :data:`KNOWN`, nulls included), else (see
+  :func:`fill_from`) those of the row the table holds, for the columns the delete leaves
+  null.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pyarrow.compute as pc
 
 DELETED_AT = "_sdc_deleted_at"
 LSN = "_sdc_lsn"
+#: Set by :func:`collapse` on a delete whose values were known in its commit.
+KNOWN = "__dativo_known"
 _SEQ = "__dativo_seq"
 _AT = "__dativo_at"
 _FROM = "__dativo_from"
@@ -76,7 +79,10 @@ def collapse(rows: pa.Table, keys: Sequence[str], *, soft: bool) -> pa.Table:
     values = ordered.filter(pc.invert(is_deleted(ordered)))
     if values.num_rows == 0:
         return last
-    return fill_from(last, values.take(_last_index(values, keys)), keys)
+    known = values.take(_last_index(values, keys))
+    filled = fill_from(last, known, keys)
+    # A delete filled here has its last known values, nulls included: not from the table.
+    return filled.append_column(KNOWN, pc.and_(deleted, member(last, known, keys)))
 
 
 def fill_from(rows: pa.Table, known: pa.Table, keys: Sequence[str]) -> pa.Table:
@@ -84,6 +90,8 @@ def fill_from(rows: pa.Table, known: pa.Table, keys: Sequence[str]) -> pa.Table:
     same key (one row per key in ``known``); keys, ``_sdc_deleted_at`` and ``_sdc_lsn``
     stay the delete's. Columns of ``known`` that ``rows`` lacks are ignored."""
     deleted = is_deleted(rows)
+    if KNOWN in rows.column_names:
+        deleted = pc.and_(deleted, pc.invert(pc.fill_null(rows[KNOWN], False)))
     if known.num_rows == 0 or not pc.any(deleted).as_py():
         return rows
     at = rows.select(list(keys)).append_column(_AT, pa.array(range(rows.num_rows), pa.int64()))
@@ -99,7 +107,7 @@ def fill_from(rows: pa.Table, known: pa.Table, keys: Sequence[str]) -> pa.Table:
     for target, found in zip(pairs[_AT].to_pylist(), pairs[_FROM].to_pylist(), strict=True):
         origin[target] = found
     take = pa.array(origin, pa.int64())
-    fixed = set(keys) | {DELETED_AT, LSN}
+    fixed = set(keys) | {DELETED_AT, LSN, KNOWN}
     columns = []
     for field in rows.schema:
         column = rows[field.name]

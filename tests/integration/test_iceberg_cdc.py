@@ -136,6 +136,9 @@ def test_soft_delete_keeps_the_last_known_values(tmp_path: Path) -> None:
     later = "2026-12-01T11:00:00+00:00"
     TargetDativoIceberg(config=config).listen(_lines(SCHEMA, _delete(3, 20, later)))
     assert _rows(config)[2] == (3, "n3", 30, 20, later)
+    # Updated to a null name, then deleted, in one commit: the null is the last known name.
+    TargetDativoIceberg(config=config).listen(_lines(SCHEMA, _row(4, None, 44, 30), _delete(4, 31)))
+    assert _rows(config)[3] == (4, None, 44, 31, DELETED)
 
 
 @pytest.mark.parametrize("hard", [True, False])
