@@ -287,3 +287,19 @@ def test_a_dativo_tap_writes_the_sdk_layout(tmp_path: Path) -> None:
     assert BatchSettings.parse({"encoding": {"format": "arrow", "compression": "lz4"}})
     with pytest.raises(ConfigError, match="arrow files support compression"):
         BatchSettings.parse({"encoding": {"format": "arrow", "compression": "gzip"}})
+
+
+def test_a_dativo_tap_file_under_an_odd_root_round_trips_and_is_deleted(tmp_path: Path) -> None:
+    """``%``, ``#``, ``?`` are escaped, a space is not: the target finds the file from the
+    URI, reads it and, as a Dativo tap's own file, deletes it after the commit."""
+    root = tmp_path / "50%off #1? ü"
+    settings = BatchSettings.parse(
+        {"encoding": {"format": "arrow"}, "storage": {"root": str(root)}}
+    )
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False)])
+    writer = BatchFileWriter(settings, "s", schema)
+    writer.write(pa.record_batch({"id": [4]}, schema=schema))
+    uri = writer.close()
+    assert "50%25off %231%3F ü" in uri
+    assert [r["id"] for r in load([[uri]], {"id": {"type": "integer"}})] == [4]
+    assert not writer.path.exists()
