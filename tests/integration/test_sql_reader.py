@@ -217,3 +217,9 @@ def test_dativo_run_with_the_example_resumes_incrementally(tmp_path: Path) -> No
     ids = sorted(pq.read_table(out / "events").column("id").to_pylist())
     assert second.rows == 2
     assert ids.count(120) == 2 and 900 in ids
+
+
+def test_the_docs_show_the_example_as_it_is() -> None:
+    docs = (EXAMPLE.parents[1] / "docs" / "writing-plugins.md").read_text()
+    body = EXAMPLE.read_text().split("\n", 2)[2].lstrip("\n")  # without the docstring
+    assert f"```python\n{body}```" in docs
