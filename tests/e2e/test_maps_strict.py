@@ -116,15 +116,39 @@ def test_the_mapped_schema_keeps_exact_types(tmp_path: Path) -> None:
     assert [r["label"] for r in records] == ["Ada#1", "Grace#2", "Edsger#3", "Barbara#4"]
 
 
+def _strict_target() -> Path:
+    return peer_venv("meltanolabs-target-csv==0.5.0", "target-csv")
+
+
 @pytest.mark.usefixtures("edges")
 def test_a_strict_target_accepts_every_mapped_record_with_exact_values(tmp_path: Path) -> None:
-    target = peer_venv("meltanolabs-target-csv==0.5.0", "target-csv")
     (tmp_path / "out").mkdir()
-    log = _into(
-        str(target), {"output_path": str(tmp_path / "out")}, tmp_path, _tap_output(tmp_path)
-    )
+    config = {"output_path": str(tmp_path / "out")}
+    log = _into(str(_strict_target()), config, tmp_path, _tap_output(tmp_path))
     assert "records" in log
-    with (tmp_path / "out" / f"{ALIAS}.csv").open(newline="") as handle:
+    _check_csv(tmp_path / "out" / f"{ALIAS}.csv")
+
+
+@pytest.mark.usefixtures("edges")
+def test_dativo_run_into_a_strict_target_sends_the_mapped_stream(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    project = write_project(
+        tmp_path,
+        [{"name": "tap-dativo-postgres", "config": _tap_config()}],
+        [
+            {
+                "name": "target-csv",
+                "executable": str(_strict_target()),
+                "config": {"output_path": str(tmp_path / "out")},
+            }
+        ],
+    )
+    dativo_run(project, "tap-dativo-postgres", "target-csv")
+    _check_csv(tmp_path / "out" / f"{ALIAS}.csv")
+
+
+def _check_csv(path: Path) -> None:
+    with path.open(newline="") as handle:
         rows = sorted(csv.DictReader(handle), key=lambda row: int(row["id"]))
     assert [row["id"] for row in rows] == ["1", "2", "3", "4"]
     first, second, third, empty = rows
