@@ -1,6 +1,7 @@
 """`dativo run` and `meltano run` of the same pair share one state: whichever runs second
 reads nothing new. With Meltano's default store (the system database: read directly, and
-through `meltano state` when Meltano is on PATH) and with a ``file://`` state backend.
+through `meltano state` when Meltano is on PATH) and with a ``file://`` state backend;
+and Meltano's ``s3://`` backend (moto's server) read and written by both.
 
 The tests use the installed project copy of test_meltano.py, each in an environment of
 its own (its own state id, CSV folder and Parquet folder), so that they do not meet the
@@ -11,15 +12,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import venv
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from dativo_bridge.meltano_state import MeltanoCliStateStore, S3StateStore, choose_state_store
+from dativo_bridge.project import Project
 from tests.e2e.test_meltano import meltano, project  # noqa: F401 - the fixtures
+from tests.integration.s3server import CREDENTIALS, new_bucket, s3_endpoint
 
-from .helpers import BIN, REPO, read_parquet_dir, script
+from .helpers import BIN, REPO, read_parquet_dir, script, write_project
 
 PAIR = ("tap-dativo-csv", "target-dativo-parquet")
 
@@ -53,16 +58,15 @@ def _meltano_state(exe: Path, root: Path, environment: str) -> dict:
     return json.loads(out.strip().splitlines()[-1]).get("singer_state") or {}
 
 
-def _dativo(
+def _run_dativo(
     root: Path, environment: str, *args: str, meltano_on_path: Path | None = None
-) -> tuple[dict, str]:
-    """(the --json summary, stderr) of `dativo run` of the pair."""
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [
             script("dativo"),
             "run",
             *PAIR,
-            *("--project", str(root / "meltano.yml"), "--environment", environment, "--json"),
+            *("--project", str(root / "meltano.yml"), "--environment", environment),
             *args,
         ],
         cwd=root,
@@ -73,6 +77,14 @@ def _dativo(
         check=False,
     )
     assert done.returncode == 0, f"dativo run failed:\n{done.stderr[-4000:]}"
+    return done
+
+
+def _dativo(
+    root: Path, environment: str, *args: str, meltano_on_path: Path | None = None
+) -> tuple[dict, str]:
+    """(the --json summary, stderr) of `dativo run` of the pair."""
+    done = _run_dativo(root, environment, "--json", *args, meltano_on_path=meltano_on_path)
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
@@ -189,8 +201,12 @@ def test_a_file_state_backend_is_shared_both_ways(
     assert summary["state_store"]["location"] == str(state_file)
 
     _new_orders(project, env_name)
-    summary, _ = _dativo(project, env_name)
-    assert summary["rows"] == 1
+    done = _run_dativo(project, env_name)  # the summary table, not --json
+    assert (
+        f"State saved under id '{sid}' in Meltano's state backend 'file', {state_file}"
+        in done.stdout
+    ), done.stdout
+    assert " 1 " in next(line for line in done.stdout.splitlines() if "orders" in line)
     written = json.loads(state_file.read_text())
     assert written["partial"] == {} and "bookmarks" in written["completed"]["singer_state"]
     assert not (state_file.parent / "lock").exists()
@@ -200,3 +216,65 @@ def test_a_file_state_backend_is_shared_both_ways(
     # --state-store local (or --state-dir) leaves Meltano's store alone.
     summary, _ = _dativo(project, env_name, "--state-store", "local")
     assert summary["state_store"]["kind"] == "local" and summary["rows"] == 6
+
+
+def _meltano_with_s3() -> Path:
+    """Meltano with its s3 extra (boto3), in a venv of its own beside peer_venv's (cached)."""
+    home = REPO / ".dativo" / "test-venvs" / "meltano-s3"
+    exe = home / "bin" / "meltano"
+    if not exe.exists():
+        venv.create(home, with_pip=True, clear=True)
+        pip = [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "meltano[s3]>=4,<5"], check=True, timeout=900)
+    return exe
+
+
+def test_s3_state_backend_is_meltanos_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dativo's own S3 store (no Meltano on PATH) and Meltano's read each other's state."""
+    exe = _meltano_with_s3()
+    bucket = new_bucket("dativo-state")
+    root = tmp_path / "project"
+    root.mkdir()
+    write_project(root, [{"name": "tap-x"}], [{"name": "target-y"}])
+    for name in list(os.environ):
+        if name.startswith("MELTANO_"):
+            monkeypatch.delenv(name)
+    key, secret = CREDENTIALS["aws_access_key_id"], CREDENTIALS["aws_secret_access_key"]
+    monkeypatch.setenv("MELTANO_STATE_BACKEND_URI", f"s3://{key}:{secret}@{bucket}/meltano/state")
+    monkeypatch.setenv("MELTANO_STATE_BACKEND_S3_ENDPOINT_URL", s3_endpoint())
+    monkeypatch.setenv("AWS_DEFAULT_REGION", CREDENTIALS["region"])
+    sid = "test:tap-x-to-target-y"
+    store = choose_state_store(Project(root / "meltano.yml"), which=lambda _name: None)
+    assert isinstance(store, S3StateStore)
+    assert store.location(sid) == f"s3://{bucket}/meltano/state/{sid}/state.json"
+    assert secret not in store.describe(sid)
+
+    def meltano_state(*args: str) -> str:
+        done = subprocess.run(
+            [str(exe), "--environment", "test", "state", *args],
+            cwd=root,
+            env={k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+    value = {"bookmarks": {"orders": {"replication_key_value": 41}}}
+    store.put(sid, value)
+    assert json.loads(meltano_state("get", sid))["singer_state"] == value
+    objects = store.blobs.client.list_objects_v2(Bucket=bucket)["Contents"]  # type: ignore[attr-defined]
+    assert [o["Key"] for o in objects] == [f"meltano/state/{sid}/state.json"], "lock left behind"
+    newer = {"bookmarks": {"orders": {"replication_key_value": 42}}}
+    meltano_state("set", "--force", sid, json.dumps({"singer_state": newer}))
+    assert store.get(sid) == newer
+    # Through Meltano itself when it is installed for the project.
+    via_cli = choose_state_store(Project(root / "meltano.yml"), which=lambda _name: str(exe))
+    assert isinstance(via_cli, MeltanoCliStateStore) and via_cli.backend == "s3"
+    assert via_cli.get(sid) == newer
+    store.clear(sid)
+    assert json.loads(meltano_state("get", sid)) == {}
