@@ -51,12 +51,20 @@ _KINDS = {
 
 def plugin_classes() -> dict[str, type]:
     """The singer-sdk Tap/Target class of every registered Dativo plugin, by name."""
-    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    found: dict[str, type] = {}
-    for ep in entry_points(group=PLUGIN_GROUP):
-        module, _, attribute = scripts[ep.name].partition(":")
-        found[ep.name] = getattr(importlib.import_module(module), attribute.removesuffix(".cli"))
-    return dict(sorted(found.items()))
+    names = sorted(ep.name for ep in entry_points(group=PLUGIN_GROUP))
+    return {name: cls for name in names if (cls := plugin_class(name)) is not None}
+
+
+def plugin_class(name: str) -> type | None:
+    """The singer-sdk Tap/Target class of the registered Dativo plugin ``name``, if any."""
+    if not entry_points(group=PLUGIN_GROUP, name=name):
+        return None
+    scripts = entry_points(group="console_scripts", name=name)
+    if not scripts:
+        return None
+    module, _, attribute = next(iter(scripts)).value.partition(":")
+    found: type = getattr(importlib.import_module(module), attribute.removesuffix(".cli"))
+    return found
 
 
 def about_settings(cls: type) -> dict[str, Any]:
@@ -203,6 +211,8 @@ def render(name: str, cls: type) -> str:
 _ACRONYMS = {
     "api": "API",
     "aws": "AWS",
+    "ca": "CA",
+    "cdc": "CDC",
     "dsn": "DSN",
     "id": "ID",
     "kms": "KMS",

@@ -71,6 +71,10 @@ class UnsetVar:
 #: empty string makes a client connect to its defaults (``role "root"`` on localhost).
 _MUST_NOT_BE_EMPTY = re.compile(r"(^|_)(dsn|url|uri|connection_string|host|path)$")
 
+#: The executables that run a user's ArrowReader/ArrowWriter class, and the setting naming it.
+CUSTOM_EXECUTABLES = {"extractors": "tap-dativo-custom", "loaders": "target-dativo-custom"}
+CUSTOM_SETTINGS = {"extractors": "reader_class", "loaders": "writer_class"}
+
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
@@ -98,12 +102,15 @@ class PluginDef:
     unset_env: dict[str, UnsetVar] = field(default_factory=dict)
     #: Where the plugin's settings came from (meltano.yml, its .env).
     source_file: Path | None = None
+    #: meltano.yml's ``capabilities:`` (None when it has none).
+    capabilities: list[str] | None = None
 
     def check_env(self) -> list[str]:
         """Raise ConfigError for a connection or path setting that is empty because its
         environment variable is unset or empty; return a warning for each other setting
-        that used one."""
-        warnings = []
+        that used one, and one for a Dativo plugin that lacks capabilities it supports
+        (:meth:`capabilities_warning`)."""
+        warnings = [w for w in (self.capabilities_warning(),) if w]
         for setting, unset in self.unset_env.items():
             where = self.source_file or Path("meltano.yml")
             how = "is set to the empty string" if unset.empty else "is not set"
@@ -119,6 +126,52 @@ class PluginDef:
                 )
             warnings.append(message)
         return warnings
+
+    def supported_capabilities(self) -> list[str] | None:
+        """The capabilities ``--about`` lists for this plugin if it is a Dativo plugin (a
+        registered one, or a user class run by tap-/target-dativo-custom), else None."""
+        from dativo_bridge.plugin_docs import capabilities_of, plugin_class
+
+        for name in (self.executable, self.name):
+            cls = plugin_class(name)
+            if cls is not None:
+                return capabilities_of(cls)
+        custom = CUSTOM_EXECUTABLES.get(self.kind)
+        if self.executable == custom or self.config.get(CUSTOM_SETTINGS[self.kind]):
+            from dativo_bridge.sdk import ArrowTap, ArrowTarget
+
+            return capabilities_of(ArrowTap if self.kind == "extractors" else ArrowTarget)
+        return None
+
+    def capabilities_warning(self) -> str | None:
+        """One line naming the capabilities a Dativo plugin supports that meltano.yml does
+        not declare for it, and the ``capabilities:`` line to add (None: nothing missing).
+
+        Meltano passes ``--catalog`` and ``--state`` only to a plugin that declares
+        ``catalog`` and ``state``: without them every ``meltano run`` reads everything
+        again and ``select:``/``metadata:`` are ignored, silently.
+        """
+        supported = self.supported_capabilities()
+        if supported is None:
+            return None
+        declared = set(self.capabilities or ())
+        missing = [c for c in supported if c not in declared]
+        if not missing:
+            return None
+        where = self.source_file or Path("meltano.yml")
+        consequence = ""
+        if {"catalog", "state", "discover"} & set(missing):
+            consequence = (
+                ": Meltano runs it without --catalog/--state, so every `meltano run` reads "
+                "everything again and select:/metadata: are ignored"
+            )
+        wanted = [c for c in supported if c in declared or c in missing]
+        extra = [c for c in self.capabilities or () if c not in wanted]
+        return (
+            f"plugin '{self.name}' ({where}) does not declare the capabilities "
+            f"{', '.join(missing)}, which it supports{consequence}; add to it: "
+            f"capabilities: [{', '.join([*wanted, *extra])}]"
+        )
 
     def command(self, project_dir: Path) -> list[str]:
         """argv to run the plugin as a subprocess (PATH, then Meltano's plugin venvs)."""
@@ -201,6 +254,11 @@ class Project:
                     sensitive=sensitive,
                     unset_env=unset,
                     source_file=self.file,
+                    capabilities=(
+                        [str(c) for c in merged["capabilities"]]
+                        if isinstance(merged.get("capabilities"), list)
+                        else None
+                    ),
                 )
         names = self.plugin_names()
         defined = "; ".join(f"{kind}: {', '.join(n) or '(none)'}" for kind, n in names.items())

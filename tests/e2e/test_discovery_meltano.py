@@ -1,6 +1,8 @@
 """Meltano's `select:` and `metadata:` on tap-dativo-postgres's discovered catalog: the
 catalog Meltano gives back with --catalog selects columns, keeps exact types, and makes
-the stream incremental (a second `meltano run` reads only the new rows)."""
+the stream incremental (a second `meltano run` reads only the new rows). And `dativo run`
+warns, once per plugin, when meltano.yml does not declare the capabilities that make
+Meltano pass --catalog and --state."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import yaml
 
 from tests.integration.postgres.server import fresh_schema, pg_dsn
 
-from .helpers import BIN, peer_venv, read_parquet_dir, script
+from .helpers import BIN, dativo_run, peer_venv, read_parquet_dir, script, write_project
 
 SCHEMA = "dativo_disc_melt"
 STREAM = f"{SCHEMA}-orders"
@@ -116,3 +118,20 @@ def test_meltano_select_and_metadata_round_trip(meltano: Path, tmp_path: Path) -
     ids = sorted(table.column("id").to_pylist())
     # Incremental: the second run resumes at >= the bookmark (row 100 again), no more.
     assert ids == [*range(1, 101), *range(100, 121)], "the second run re-read the table"
+
+
+def test_dativo_run_warns_once_per_plugin_lacking_capabilities(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_text("id,amount\n1,2.5\n")
+    project = write_project(
+        tmp_path,
+        [{"name": "tap-dativo-csv", "config": {"files": [{"stream": "o", "path": "orders.csv"}]}}],
+        [{"name": "target-dativo-parquet", "config": {"path": str(tmp_path / "out")}}],
+    )
+    done = dativo_run(project, "tap-dativo-csv", "target-dativo-parquet")
+    warned = [line for line in done.stderr.splitlines() if "does not declare the capab" in line]
+    assert len(warned) == 2, done.stderr
+    tap_line, target_line = sorted(warned, key=lambda line: "target-dativo" in line)
+    assert "plugin 'tap-dativo-csv'" in tap_line and "without --catalog/--state" in tap_line
+    assert "capabilities: [catalog, state, discover" in tap_line
+    assert "plugin 'target-dativo-parquet'" in target_line
+    assert read_parquet_dir(tmp_path / "out" / "o").num_rows == 1

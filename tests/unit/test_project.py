@@ -175,3 +175,57 @@ def test_redactor_masks_marked_named_and_sensitive_values() -> None:
     text = "connect db.internal with hunter22 and tok-123456 / opaque-value"
     assert redactor.redact(text) == f"connect db.internal with {MASK} and {MASK} / {MASK}"
     assert secret_values({"user": "bob"}, None, sensitive=["user"]) == ["bob"]
+
+
+def _capabilities_project(tmp_path: Path, extractors: list[dict], loaders: list[dict]) -> Project:
+    data = {"plugins": {"extractors": extractors, "loaders": loaders}}
+    return Project(_project(tmp_path, data))
+
+
+def test_a_dativo_plugin_lacking_capabilities_is_warned_with_the_line_to_add(
+    tmp_path: Path,
+) -> None:
+    from dativo_bridge.plugin_docs import capabilities_of, plugin_class
+
+    tap_caps = capabilities_of(plugin_class("tap-dativo-csv"))  # type: ignore[arg-type]
+    target_caps = capabilities_of(plugin_class("target-dativo-parquet"))  # type: ignore[arg-type]
+    project = _capabilities_project(
+        tmp_path,
+        [
+            {"name": "tap-dativo-csv"},
+            {"name": "tap-partial", "executable": "tap-dativo-csv", "capabilities": ["about"]},
+            {"name": "tap-complete", "executable": "tap-dativo-csv", "capabilities": tap_caps},
+            {"name": "tap-minor", "executable": "tap-dativo-csv", "capabilities": tap_caps[:-1]},
+            {"name": "tap-foreign", "capabilities": ["state"]},
+            {
+                "name": "tap-weather",
+                "executable": "tap-dativo-custom",
+                "capabilities": ["state", "about", "extra-thing"],
+                "config": {"reader_class": "weather:WeatherReader"},
+            },
+        ],
+        [{"name": "target-dativo-parquet", "capabilities": ["about"]}],
+    )
+    bare = project.plugin("tap-dativo-csv").check_env()
+    assert len(bare) == 1
+    (line,) = bare
+    assert "\n" not in line
+    assert line.startswith("plugin 'tap-dativo-csv' (")
+    assert "without --catalog/--state" in line and "select:/metadata: are ignored" in line
+    assert line.endswith(f"capabilities: [{', '.join(tap_caps)}]")
+
+    (partial,) = project.plugin("tap-partial").check_env()
+    assert "catalog" in partial and partial.endswith(f"capabilities: [{', '.join(tap_caps)}]")
+    assert project.plugin("tap-complete").check_env() == []
+    (minor,) = project.plugin("tap-minor").check_env()
+    assert f"capabilities {tap_caps[-1]}, which it supports;" in minor
+    assert "--catalog" not in minor  # only a minor capability is missing
+    assert project.plugin("tap-foreign").check_env() == []  # not a Dativo plugin
+
+    (custom,) = project.plugin("tap-weather").check_env()
+    assert custom.startswith("plugin 'tap-weather'") and "catalog" in custom
+    assert custom.endswith(", extra-thing]")  # what the user declared beyond is kept
+
+    (target,) = project.plugin("target-dativo-parquet").check_env()
+    assert target.endswith(f"capabilities: [{', '.join(target_caps)}]")
+    assert "--catalog" not in target
