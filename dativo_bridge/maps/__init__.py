@@ -255,6 +255,8 @@ class StreamMaps:
 
         filter_rule: Compiled | None = None
         if isinstance(sdk_map, CustomStreamMap):
+            if not isinstance(definition, dict):  # pragma: no cover - the SDK changed
+                raise UnsupportedMap(info.name, str(definition), "an unexpected map definition")
             spec = dict(definition)
             rule = spec.pop(MAPPER_FILTER_OPTION, None)
             spec.pop(MAPPER_KEY_PROPERTIES_OPTION, None)
@@ -278,6 +280,8 @@ class StreamMaps:
                 columns[prop] = (out, compiled)
         else:
             columns = {n: passthrough(n, n) for n in info.schema.names}
+        if not columns:  # rows of no properties: Arrow batches cannot count them
+            raise UnsupportedMap(info.name, "", "the map leaves no property")
         mapped = MappedStream(
             StreamInfo(sdk_map.stream_alias, pa.schema([]), tuple(keys)),
             info.name,

@@ -463,6 +463,12 @@ def test_from_mapper_restores_the_else_the_sdk_took_out() -> None:
     assert [o.name for o in maps.plan(STREAM).outputs] == ["people"]
 
 
+def test_a_map_that_leaves_no_property_is_left_to_the_sdk() -> None:
+    info = StreamInfo("people", SCHEMA, ())
+    with pytest.raises(UnsupportedMap, match="no property"):
+        StreamMaps({"stream_maps": {"people": {"__else__": None}}}).plan(info)
+
+
 def test_the_config_given_is_not_modified() -> None:
     config = {"stream_maps": {"__else__": None, "people": {"price": None}}}
     StreamMaps(config).plan(STREAM)
