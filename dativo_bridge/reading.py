@@ -7,6 +7,8 @@ all three hold the same two rules:
 - A batch has the stream's declared schema: the same columns and types (or one of the
   safe casts in :data:`SAFE_CASTS`), no null in a key property or a non-nullable column.
   Anything else is a :class:`ReaderContractError` naming the stream and the column.
+- LOG_BASED streams are read only by readers that declare ``supports_log_based``, in
+  the reader's change form (:func:`stream_to_read`); their bookmark is the reader's LSN.
 - The bookmark contract (docs/writing-plugins.md): a stream whose reader declares
   ``is_sorted`` yields batches in replication-key order, which is checked (a key that goes
   backwards is an error, never a lost row); its bookmark advances after each batch. An
@@ -68,7 +70,9 @@ def check_batch(stream: StreamInfo, batch: pa.RecordBatch) -> pa.RecordBatch:
     refused. Key properties and columns declared non-nullable must have no nulls.
     """
     keys = set(stream.key_properties)
-    required = [f.name for f in stream.schema if f.name in keys or not f.nullable]
+    # A change stream's truncate marker has no key (docs/cdc.md): keys may be null there.
+    keyed = keys if stream.replication_method != LOG_BASED else set()
+    required = [f.name for f in stream.schema if f.name in keyed or not f.nullable]
     try:
         return conform(batch, stream.schema, allowed=_is_safe_cast, not_null=required)
     except MissingColumns as exc:
@@ -125,7 +129,7 @@ class BookmarkTracker:
         self.stream = stream
         self.value = start
         self.sorted = bool(getattr(reader, "is_sorted", False))
-        self.incremental = stream.replication_method == "INCREMENTAL" and bool(
+        self.incremental = stream.replication_method in ("INCREMENTAL", LOG_BASED) and bool(
             stream.replication_key
         )
         self._released = start
@@ -168,22 +172,51 @@ class BookmarkTracker:
         return self.value
 
 
-#: The replication methods readers implement today (LOG_BASED has its own issue).
+#: The replication methods every reader implements.
 REPLICATION_METHODS = ("FULL_TABLE", "INCREMENTAL")
+#: Implemented by readers that declare ``supports_log_based = True`` (tap-dativo-postgres).
+LOG_BASED = "LOG_BASED"
 
 
-def check_replication_method(stream: StreamInfo) -> None:
-    """Refuse a replication method no reader implements, instead of reading in full and
-    pretending (the catalog's ``replication-method``).
+def supports_log_based(reader: ArrowReader | type[ArrowReader] | None) -> bool:
+    """Whether ``reader`` declares that it reads LOG_BASED (change data capture) streams:
+    a class attribute ``supports_log_based = True`` and a ``log_based_stream`` method."""
+    cls = reader if isinstance(reader, type) or reader is None else type(reader)
+    return bool(getattr(cls, "supports_log_based", False)) and hasattr(cls, "log_based_stream")
+
+
+def check_replication_method(stream: StreamInfo, reader: ArrowReader | None = None) -> None:
+    """Refuse a replication method the reader does not implement, instead of reading in
+    full and pretending (the catalog's ``replication-method``).
 
     Raises:
-        ConfigError: The method is not FULL_TABLE or INCREMENTAL.
+        ConfigError: The method is not FULL_TABLE or INCREMENTAL, nor LOG_BASED for a
+            reader that supports it.
     """
-    if stream.replication_method not in REPLICATION_METHODS:
+    method = stream.replication_method
+    if method in REPLICATION_METHODS or (method == LOG_BASED and supports_log_based(reader)):
+        return
+    if method == LOG_BASED:
         raise ConfigError(
-            f"stream '{stream.name}': replication-method {stream.replication_method} is not "
-            "supported (yet): use INCREMENTAL with a replication-key, or FULL_TABLE"
+            f"stream '{stream.name}': replication-method LOG_BASED is not supported by "
+            f"{getattr(reader, 'name', 'this reader')}: use INCREMENTAL with a "
+            "replication-key, or FULL_TABLE (tap-dativo-postgres reads LOG_BASED: docs/cdc.md)"
         )
+    raise ConfigError(
+        f"stream '{stream.name}': replication-method {method} is not supported: use "
+        "INCREMENTAL with a replication-key, or FULL_TABLE"
+    )
+
+
+def stream_to_read(reader: ArrowReader, stream: StreamInfo) -> StreamInfo:
+    """``stream`` as ``reader`` reads it: its replication method checked, and a LOG_BASED
+    stream in the reader's change form (its change columns, such as ``_sdc_lsn`` and
+    ``_sdc_deleted_at``, and its LSN column as the replication key). Idempotent."""
+    check_replication_method(stream, reader)
+    if stream.replication_method == LOG_BASED:
+        shaped: StreamInfo = reader.log_based_stream(stream)  # type: ignore[attr-defined]
+        return shaped
+    return stream
 
 
 def checked_batches(
@@ -191,8 +224,9 @@ def checked_batches(
 ) -> Iterator[tuple[pa.RecordBatch, Any | None]]:
     """``(batch, bookmark_or_None)`` for every batch the reader yields for ``stream``, each
     checked against the declaration; a last ``(empty batch, bookmark)`` when the end of
-    the stream releases a bookmark (an unsorted stream's only one)."""
-    check_replication_method(stream)
+    the stream releases a bookmark (an unsorted stream's only one). A LOG_BASED stream is
+    read in the reader's change form (:func:`stream_to_read`)."""
+    stream = stream_to_read(reader, stream)
     tracker = BookmarkTracker(reader, stream, start)
     for batch in reader.read(stream, start):
         batch = check_batch(stream, batch)

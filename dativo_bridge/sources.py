@@ -17,7 +17,7 @@ from typing import Any
 
 from dativo_bridge.events import BatchEvent, Event, SchemaEvent, StateEvent
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
-from dativo_bridge.reading import check_replication_method, checked_batches
+from dativo_bridge.reading import checked_batches, stream_to_read
 from dativo_bridge.selection import apply_metadata, select_columns
 from dativo_bridge.state import RUN_KEY, jsonable
 
@@ -32,7 +32,9 @@ def bookmark_state(state: dict[str, Any], stream: str, key: str, value: Any) -> 
 
 def starting_bookmark(state: Mapping[str, Any] | None, stream: StreamInfo) -> Any:
     """The bookmark to resume ``stream`` from, or None for a full read."""
-    if not state or stream.replication_method != "INCREMENTAL" or not stream.replication_key:
+    if not state or stream.replication_method not in ("INCREMENTAL", "LOG_BASED"):
+        return None
+    if not stream.replication_key:
         return None
     entry = state.get("bookmarks", {}).get(stream.name) or {}
     if entry.get("replication_key") not in (None, stream.replication_key):
@@ -59,8 +61,7 @@ def selected_streams(
         if columns is None:
             logger.info("stream '%s' not selected", info.name)
             continue
-        check_replication_method(info)
-        selected.append(info.with_columns(columns))
+        selected.append(stream_to_read(reader, info.with_columns(columns)))
     return selected
 
 

@@ -39,6 +39,7 @@ from tap_dativo_postgres.catalog import (
     discover,
 )
 from tap_dativo_postgres.dsn import parse_dsn
+from tap_dativo_postgres.logbased import LogBasedReads
 
 logger = logging.getLogger("dativo.postgres")
 
@@ -120,6 +121,29 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "description": (
                 "Reconnects after a connection lost during an incremental read (resumed at "
                 "its last key) or before a read yielded rows; 0 disables them."
+            ),
+        },
+        "replication_slot": {
+            "type": "string",
+            "description": (
+                "LOG_BASED streams: the logical replication slot (default "
+                "dativo_<database>_<hash of tap and database>; one per pipeline)."
+            ),
+        },
+        "publication": {
+            "type": "string",
+            "description": (
+                "LOG_BASED streams: the publication to read (default: one named as the slot, "
+                "created for the selected tables when the role may)."
+            ),
+        },
+        "cdc_stop": {
+            "type": "string",
+            "enum": ["end", "follow"],
+            "default": "end",
+            "description": (
+                "LOG_BASED streams: end (stop at the end of the WAL seen when the stream's "
+                "read starts) or follow (keep reading new changes, for daemons)."
             ),
         },
         "infinity_values": {
@@ -206,6 +230,7 @@ class PostgresReader(ArrowReader):
     name = "tap-dativo-postgres"
     config_jsonschema = CONFIG_JSONSCHEMA
     is_sorted = True  # incremental reads are ORDER BY the replication key
+    supports_log_based = True  # LOG_BASED streams: tap_dativo_postgres.logbased
 
     def open(self, config: Mapping[str, Any]) -> None:
         config = with_defaults(self.config_jsonschema, config)
@@ -245,6 +270,7 @@ class PostgresReader(ArrowReader):
         self._infinity = str(config["infinity_values"])
         if self._infinity not in ("clamp", "null"):
             raise ConfigError(f"infinity_values must be clamp or null, not {self._infinity!r}")
+        self._log_based = LogBasedReads(self)
 
     def discover(self) -> Sequence[StreamInfo]:
         tables = discover(self._conn, self.config.get("filter_schemas"))
@@ -290,8 +316,29 @@ class PostgresReader(ArrowReader):
 
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         finite = finite_values(stream.schema, self._infinity)
-        for batch in self._read(stream, bookmark):
+        if stream.replication_method == "LOG_BASED":
+            batches = self._log_based.read(stream, bookmark)
+        else:
+            batches = self._read(stream, bookmark)
+        for batch in batches:
             yield finite(batch)
+
+    def log_based_stream(self, stream: StreamInfo) -> StreamInfo:
+        """``stream`` as a LOG_BASED read yields it: every column nullable, the CDC columns
+        added, ``_sdc_lsn`` its replication key (see tap_dativo_postgres.cdc)."""
+        return self._log_based.stream(stream)
+
+    def bookmark(self, stream: StreamInfo, batch: pa.RecordBatch, previous: Any | None) -> Any:
+        if stream.replication_method == "LOG_BASED":
+            return self._log_based.bookmark(stream, previous)
+        return super().bookmark(stream, batch, previous)
+
+    def acknowledge(self, state: Mapping[str, Any]) -> None:
+        """The destination made ``state`` durable: confirm the replication slot up to the
+        smallest LSN it holds for the LOG_BASED streams (the server may then recycle the
+        WAL before it). ``dativo run`` calls it after each commit; a Singer tap confirms
+        the LSNs of the state it was started with when it closes."""
+        self._log_based.acknowledge(state)
 
     def _read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         table = self._table(stream)
@@ -435,8 +482,11 @@ class PostgresReader(ArrowReader):
         conditions: list[sql.Composable],
         npages: int,
         where: str,
+        *,
+        snapshot: str | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """ctid page ranges, one connection each, all in one exported snapshot."""
+        """ctid page ranges, one connection each, all in one exported snapshot (the one
+        given, else a new one)."""
         step = max(self._pages_per_partition, -(-npages // (self._parallelism * 4)))
         bounds = list(range(0, npages, step))
         partitions: queue.Queue[tuple[int, int | None]] = queue.Queue()
@@ -451,6 +501,10 @@ class PostgresReader(ArrowReader):
         coordinator = connect(self.config)
         _repeatable_read(coordinator)
         try:
+            if snapshot is not None:
+                coordinator.execute(
+                    sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+                )
             exported = coordinator.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
             snapshot = exported[0]
@@ -546,10 +600,58 @@ class PostgresReader(ArrowReader):
                 coordinator.rollback()
             coordinator.close()
 
-    def close(self) -> None:
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
+    def _read_in_snapshot(self, stream: StreamInfo, snapshot: str) -> Iterator[pa.RecordBatch]:
+        """The selected columns of the stream's table as of an exported ``snapshot`` (a
+        LOG_BASED stream's initial copy), in ctid ranges when the table is large."""
+        table = self._table(stream)
+        names = [n for n in stream.schema.names if n in {c.name for c in table.columns}]
+        plans = [table.column(name) for name in names]
+        relation = sql.Identifier(table.schema, table.table)
+        where = f"stream '{stream.name}'"
+        if table.kind in ("r", "m") and self._parallelism > 1:
+            pages = self._conn.execute(
+                "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                [table.schema, table.table],
+            ).fetchone()
+            npages = int(pages[0]) if pages else 0
+            if npages >= 2 * self._pages_per_partition:
+                yield from self._read_parallel(
+                    relation, plans, [], npages, where, snapshot=snapshot
+                )
+                return
+        setup = [
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            sql.SQL("SET TRANSACTION SNAPSHOT {}")
+            .format(sql.Literal(snapshot))
+            .as_string(self._conn),
+        ]
+        if self._rust_dsn is not None:
+            query = accel.copy_query(relation, plans, None, None)
+            yield from accel.read_copy_parallel(
+                self._rust_dsn, [query], plans, self._batch_bytes, where, 1, setup, self._rust_tls
+            )
+            return
+        conn = connect(self.config)
+        try:
+            _repeatable_read(conn)
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            query = pgcopy.copy_query(relation, plans, None, None)
+            yield from pgcopy.read_copy(conn, query, plans, self._batch_bytes, where)
+            conn.rollback()
+        finally:
             conn.close()
+
+    def close(self) -> None:
+        log_based = getattr(self, "_log_based", None)
+        try:
+            if log_based is not None:
+                log_based.close()
+        finally:
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
 
 
 def _parallel_error(

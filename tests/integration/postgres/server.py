@@ -1,5 +1,6 @@
 """A PostgreSQL server for the tests: DATIVO_TEST_PG_DSN if set, else one started from
-the pgserver wheel in a temporary directory (once per test session)."""
+the pgserver wheel in a temporary directory (once per test session), with
+``wal_level = logical`` so that log-based (CDC) tests can create replication slots."""
 
 from __future__ import annotations
 
@@ -22,10 +23,22 @@ def pg_dsn() -> str:
     with _lock:
         if "dsn" not in _server:
             import pgserver
+            import psycopg
+            from pgserver._commands import pg_ctl
 
             directory = tempfile.mkdtemp(prefix="dativo-pg-")
             server = pgserver.get_server(directory, cleanup_mode="stop")
-            _server["dsn"] = server.get_uri()
+            dsn = server.get_uri()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM SET wal_level = logical")
+            # pg_ctl restart keeps the options pgserver started the server with.
+            pg_ctl(
+                ["-w", "restart", "-m", "fast"],
+                pgdata=server.pgdata,
+                user=server.system_user,
+                timeout=30,
+            )
+            _server["dsn"] = dsn
 
             def stop() -> None:
                 server.cleanup()
@@ -33,6 +46,22 @@ def pg_dsn() -> str:
 
             atexit.register(stop)
         return str(_server["dsn"])
+
+
+def logical_decoding_missing() -> str | None:
+    """Why the test server cannot run log-based (CDC) tests, or None when it can (an
+    external DATIVO_TEST_PG_DSN server may not have ``wal_level = logical``)."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        row = conn.execute("SHOW wal_level").fetchone()
+    level = row[0] if row else "unknown"
+    if level != "logical":
+        return (
+            f"the test server (DATIVO_TEST_PG_DSN) has wal_level = {level}; CDC tests need "
+            "wal_level = logical"
+        )
+    return None
 
 
 def fresh_schema(name: str) -> str:

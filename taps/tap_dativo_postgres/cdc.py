@@ -1,0 +1,325 @@
+"""The change stream of one table: pgoutput messages from the pipeline's slot, assembled
+into whole transactions in commit order, and turned into Arrow batches with exactly the
+types the COPY path gives (docs/cdc.md).
+
+Values arrive as the type's text output. Rather than a second set of parsers, a chunk of
+changed rows is copied into a temporary table with the source's column types and read back
+with the same COPY and column plans as the table itself (catalog.py, copy.py): one
+mapping, the same Arrow types and the same edge cases (infinities, intervals, arrays).
+
+Each row carries ``_sdc_lsn`` (the end LSN of its transaction's commit record, the same
+for every row of a transaction and increasing in commit order), ``_sdc_deleted_at``
+(the commit time, for deletes and truncates) and ``_sdc_committed_at`` (the commit
+time). A delete carries the key (every old value under REPLICA IDENTITY FULL); an update
+that changes the key is a delete of the old key and then the new row; a TRUNCATE is one
+row with every table column null and ``_sdc_deleted_at`` set: every row with a smaller
+``_sdc_lsn`` is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from dativo_bridge.errors import ReadError
+from tap_dativo_postgres import copy as pgcopy
+from tap_dativo_postgres import pgoutput
+from tap_dativo_postgres.catalog import ColumnPlan, TableInfo
+
+logger = logging.getLogger("dativo.postgres")
+
+LSN_COLUMN = "_sdc_lsn"
+DELETED_COLUMN = "_sdc_deleted_at"
+COMMITTED_COLUMN = "_sdc_committed_at"
+_TIME = pa.timestamp("us", tz="UTC")
+#: The columns every LOG_BASED record carries besides the table's own.
+CDC_FIELDS = (
+    pa.field(LSN_COLUMN, pa.int64()),
+    pa.field(DELETED_COLUMN, _TIME),
+    pa.field(COMMITTED_COLUMN, _TIME),
+)
+_ORD = "_dativo_cdc_ord"
+
+
+def log_based_schema(schema: pa.Schema) -> pa.Schema:
+    """A table's schema as a change stream carries it: every column nullable (a delete
+    carries only the key, a truncate no column), then the CDC columns."""
+    own = [f.with_nullable(True) for f in schema if f.name not in {c.name for c in CDC_FIELDS}]
+    return pa.schema([*own, *CDC_FIELDS])
+
+
+@dataclass
+class Row:
+    """One change as it goes into a batch: the relation's values (text or None)."""
+
+    values: tuple[pgoutput.Value, ...]
+    relation: pgoutput.Relation
+    lsn: int
+    commit_us: int
+    deleted: bool
+
+
+@dataclass
+class _Transaction:
+    begin: pgoutput.Begin
+    rows: list[tuple[tuple[pgoutput.Value, ...], pgoutput.Relation, bool]] = field(
+        default_factory=list
+    )
+
+
+class SchemaChanged(Exception):
+    """The table gained a column the stream was discovered without (the read stops
+    before it; the next run discovers the column and goes on from there)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        super().__init__(", ".join(columns))
+        self.columns = list(columns)
+
+
+class ChangeStream:
+    """The changes of one table in a slot, from ``after`` (exclusive) up to ``upto``.
+
+    Args:
+        conn: A connection of its own (not autocommit: the slot is read through a
+            cursor in one transaction, beside the temporary table of the conversion).
+        slot: The pipeline's slot.
+        publication: The publication that publishes the table.
+        table: The discovered table.
+        plans: The plans of the stream's selected table columns.
+        schema: The stream's schema (``log_based_schema``, restricted to the selection).
+        batch_rows: Rows per batch (transactions are never split; a larger one is one
+            batch).
+        where: ``stream '<name>'`` for errors.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        slot: str,
+        publication: str,
+        table: TableInfo,
+        plans: Sequence[ColumnPlan],
+        schema: pa.Schema,
+        batch_rows: int,
+        where: str,
+    ) -> None:
+        self.conn = conn
+        self.slot = slot
+        self.publication = publication
+        self.table = table
+        self.plans = list(plans)
+        self.schema = schema
+        self.batch_rows = max(1, batch_rows)
+        self.where = where
+        self.known = {c.name for c in table.columns}
+        row = conn.execute(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            [table.schema, table.table],
+        ).fetchone()
+        if row is None:
+            raise ReadError(f"{where}: table {table.schema}.{table.table} no longer exists")
+        self.oid = int(row[0])
+        self._types: dict[str, str] = dict(
+            conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+                [self.oid],
+            ).fetchall()
+        )
+        conn.commit()
+        self._temp: sql.Identifier | None = None
+        #: After each batch: every change of the table up to this LSN has been yielded.
+        self.position: int | None = None
+        #: The last ``batches`` stopped at a schema change (not at ``upto``).
+        self.stopped = False
+
+    def batches(self, after: int, upto: int) -> Iterator[pa.RecordBatch]:
+        """Batches of whole transactions committed after ``after``, up to ``upto``;
+        ``position`` is set before each is yielded (and to ``upto`` at the end, unless a
+        schema change stopped the read)."""
+        self.position = after
+        pending: list[Row] = []
+        try:
+            for txn_rows, end_lsn in self._transactions(after, upto):
+                pending.extend(txn_rows)
+                if len(pending) >= self.batch_rows:
+                    batch = self._batch(pending)
+                    pending = []
+                    self.position = end_lsn
+                    yield batch
+                elif not pending:
+                    self.position = end_lsn
+        except SchemaChanged as change:
+            if pending:
+                batch = self._batch(pending)
+                self.position = pending[-1].lsn
+                yield batch
+            logger.warning(
+                "%s: table %s.%s gained column(s) %s at a change after LSN %s; the read "
+                "stops before it, and the next run (which discovers the column) goes on "
+                "from there with the new schema",
+                self.where,
+                self.table.schema,
+                self.table.table,
+                ", ".join(change.columns),
+                pgoutput.format_lsn(self.position or after),
+            )
+            self.conn.rollback()
+            self.stopped = True
+            return
+        if pending:
+            batch = self._batch(pending)
+            self.position = pending[-1].lsn
+            yield batch
+        self.conn.rollback()
+        self.stopped = False
+        self.position = max(self.position or after, upto)
+
+    def _transactions(self, after: int, upto: int) -> Iterator[tuple[list[Row], int]]:
+        """(rows, end LSN) of every transaction committed in (after, upto] that
+        changed the table (only committed work is decoded: a rolled-back transaction
+        never appears)."""
+        relations: dict[int, pgoutput.Relation] = {}
+        txn: _Transaction | None = None
+        keys = list(self.table.primary_key)
+        with self.conn.cursor(name="dativo_cdc_changes") as cur:
+            cur.itersize = 2000
+            cur.execute(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, NULL, "
+                "'proto_version', '1', 'publication_names', %s)",
+                [self.slot, pgoutput.format_lsn(upto), self.publication],
+            )
+            for (data,) in cur:
+                message = pgoutput.decode(bytes(data))
+                if isinstance(message, pgoutput.Begin):
+                    txn = _Transaction(message)
+                elif isinstance(message, pgoutput.Relation):
+                    relations[message.oid] = message
+                    if message.oid == self.oid:
+                        added = [c.name for c in message.columns if c.name not in self.known]
+                        if added and txn is not None and txn.begin.final_lsn >= after:
+                            raise SchemaChanged(added)
+                elif isinstance(message, pgoutput.Change):
+                    if message.relation != self.oid or txn is None:
+                        continue
+                    relation = relations[message.relation]
+                    txn.rows.extend(_rows(message, relation, keys))
+                elif isinstance(message, pgoutput.Truncate):
+                    if self.oid in message.relations and txn is not None:
+                        relation = relations.get(self.oid) or _no_columns(self.table)
+                        empty = tuple(None for _ in relation.columns)
+                        txn.rows.append((empty, relation, True))
+                elif isinstance(message, pgoutput.Commit):
+                    if txn is not None and message.end_lsn > after and txn.rows:
+                        yield (
+                            [
+                                Row(values, rel, message.end_lsn, message.commit_time_us, d)
+                                for values, rel, d in txn.rows
+                            ],
+                            message.end_lsn,
+                        )
+                    txn = None
+
+    def _batch(self, rows: list[Row]) -> pa.RecordBatch:
+        """Arrow columns for ``rows``, converted through a temporary table (see the
+        module docstring)."""
+        names = [p.name for p in self.plans]
+        converted = self._convert(rows, names)
+        lsn = pa.array([r.lsn for r in rows], pa.int64())
+        commit_us = pa.array([r.commit_us for r in rows], pa.int64()).cast(_TIME)
+        deleted = pa.array([r.commit_us if r.deleted else None for r in rows], pa.int64()).cast(
+            _TIME
+        )
+        arrays = []
+        for f in self.schema:
+            if f.name == LSN_COLUMN:
+                arrays.append(lsn)
+            elif f.name == DELETED_COLUMN:
+                arrays.append(deleted)
+            elif f.name == COMMITTED_COLUMN:
+                arrays.append(commit_us)
+            else:
+                arrays.append(converted[f.name])
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _convert(self, rows: list[Row], names: list[str]) -> dict[str, pa.Array]:
+        if self._temp is None:
+            self._temp = sql.Identifier(f"dativo_cdc_{self.oid}")
+            columns = [sql.SQL("{} int8").format(sql.Identifier(_ORD))] + [
+                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(self._types[n]))
+                for n in names
+                if n in self._types
+            ]
+            self.conn.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({})").format(
+                    self._temp, sql.SQL(", ").join(columns)
+                )
+            )
+        present = [n for n in names if n in self._types]
+        self.conn.execute(sql.SQL("TRUNCATE {}").format(self._temp))
+        with self.conn.cursor() as cur:
+            target = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                self._temp, sql.SQL(", ").join(sql.Identifier(n) for n in [_ORD, *present])
+            )
+            with cur.copy(target) as copy:
+                for i, row in enumerate(rows):
+                    index = {c.name: j for j, c in enumerate(row.relation.columns)}
+                    copy.write_row(
+                        [i, *(_text(row.values, index.get(n), n, self.where) for n in present)]
+                    )
+        plans = [p for p in self.plans if p.name in self._types]
+        query = pgcopy.copy_query(self._temp, plans, None, _ORD)
+        parts = list(pgcopy.read_copy(self.conn, query, plans, 16 << 20, self.where))
+        table = (
+            pa.Table.from_batches(parts)
+            if parts
+            else pa.schema([pa.field(p.name, p.arrow) for p in plans]).empty_table()
+        )
+        out: dict[str, pa.Array] = {}
+        for plan in self.plans:
+            if plan.name in self._types:
+                out[plan.name] = table.column(plan.name).combine_chunks()
+            else:
+                out[plan.name] = pa.nulls(len(rows), plan.arrow)
+        return out
+
+
+def _text(values: tuple[pgoutput.Value, ...], index: int | None, name: str, where: str) -> object:
+    if index is None or index >= len(values):
+        return None
+    value = values[index]
+    if value is pgoutput.UNCHANGED:
+        raise ReadError(f"{where}: column '{name}': an unchanged TOASTed value reached a batch")
+    return value
+
+
+def _rows(
+    change: pgoutput.Change, relation: pgoutput.Relation, keys: Sequence[str]
+) -> list[tuple[tuple[pgoutput.Value, ...], pgoutput.Relation, bool]]:
+    """The rows a change becomes: insert -> the row; delete -> the old key (or old row);
+    update -> the new row, after a delete of the old key when the key changed."""
+    if change.kind == "delete":
+        assert change.old is not None
+        return [(change.old, relation, True)]
+    new = pgoutput.new_row(change, relation)
+    if change.kind == "update" and change.old is not None and keys:
+        index = [i for i, c in enumerate(relation.columns) if c.name in set(keys)]
+        if any(change.old[i] != new[i] for i in index):
+            return [(change.old, relation, True), (new, relation, False)]
+    return [(new, relation, False)]
+
+
+def _no_columns(table: TableInfo) -> pgoutput.Relation:
+    return pgoutput.Relation(0, table.schema, table.table, "d", ())
+
+
+def commit_time(us: int) -> dt.datetime:
+    """A protocol commit time (microseconds since the Unix epoch) as a datetime."""
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
