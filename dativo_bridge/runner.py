@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from dativo_bridge.codecs.decode import loads
 from dativo_bridge.codecs.messages import SingerInput, iter_lines
@@ -42,12 +42,14 @@ from dativo_bridge.foreign import (
     write_private_json,
 )
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
-from dativo_bridge.maps import StreamMaps, map_events, uses_maps
 from dativo_bridge.redact import Redactor
 from dativo_bridge.selection import select_columns
 from dativo_bridge.settings import target_schema, validated
 from dativo_bridge.sources import bookmark_state, reader_events, starting_bookmark
 from dativo_bridge.state import StateStore
+
+if TYPE_CHECKING:  # singer-sdk (which dativo_bridge.maps uses) only for runs with maps
+    from dativo_bridge.maps import StreamMaps
 
 logger = logging.getLogger("dativo.run")
 
@@ -188,7 +190,11 @@ class RunContext:
     def events(self, reader: ArrowReader) -> Iterator[Any]:
         """The events of an opened in-process reader (mapped by the tap's stream maps)."""
         events = reader_events(reader, self.select, self.metadata, self.start_state)
-        return events if self.maps is None else map_events(events, self.maps)
+        if self.maps is None:
+            return events
+        from dativo_bridge.maps import map_events
+
+        return map_events(events, self.maps)
 
 
 _END = object()
@@ -286,9 +292,11 @@ def run(
     source_config = _validated_source(source, source_config)
     destination_config = settings = _validated_destination(destination, destination_config)
     maps = None
-    if not isinstance(source, ForeignTap) and uses_maps(source_config or {}):
+    if not isinstance(source, ForeignTap) and _uses_maps(source_config or {}):
         # The tap's stream maps and flattening, applied to the batches in process (a
         # foreign tap applies its own to what it prints).
+        from dativo_bridge.maps import StreamMaps
+
         maps = StreamMaps(source_config or {})
     recovered = None
     if (
@@ -379,6 +387,11 @@ def run(
     result.elapsed = time.monotonic() - started
     ctx.progress.final(result.streams, result.elapsed)
     return result
+
+
+def _uses_maps(config: Mapping[str, Any]) -> bool:
+    """True when a tap's settings ask for stream maps or flattening."""
+    return bool(config.get("stream_maps")) or bool(config.get("flattening_enabled"))
 
 
 def _validated_source(source: Source, config: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -347,11 +347,6 @@ def map_events(events: Iterable[Event], maps: StreamMaps) -> Iterator[Event]:
             yield event
 
 
-def uses_maps(config: Mapping[str, Any]) -> bool:
-    """True when a tap's settings ask for stream maps or flattening."""
-    return bool(config.get("stream_maps")) or bool(config.get("flattening_enabled"))
-
-
 __all__ = [
     "MAP_SETTINGS",
     "MapEvaluationError",
@@ -360,5 +355,4 @@ __all__ = [
     "StreamPlan",
     "UnsupportedMap",
     "map_events",
-    "uses_maps",
 ]
