@@ -10,6 +10,7 @@ older kernel, it just covers less (``abi()`` says how much).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 from collections.abc import Iterable
@@ -119,6 +120,9 @@ class Ruleset:
             rc = _libc.syscall(_SYS_ADD_RULE, self.fd, _RULE_PATH_BENEATH, buf, 0)
             if rc < 0:
                 err = ctypes.get_errno()
+                if err == errno.EBADFD:
+                    # An internal filesystem (memfd, pipe): Landlock never restricts those.
+                    return False
                 raise LandlockError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
             return True
         finally:

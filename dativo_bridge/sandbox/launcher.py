@@ -28,7 +28,12 @@ from typing import NoReturn
 
 from dativo_bridge.sandbox import layers, limits, watchdog
 from dativo_bridge.sandbox.cgroup import RunCgroup
-from dativo_bridge.sandbox.policy import Policy, default_readable, resolve_executable
+from dativo_bridge.sandbox.policy import (
+    Policy,
+    command_line_fds,
+    default_readable,
+    resolve_executable,
+)
 
 BREACH = 124
 REFUSED = 125
@@ -86,7 +91,12 @@ def plan(policy: Policy, scratch: str) -> layers.Plan:
     readable = [*default_readable(policy, os.environ.get("PATH")), *policy.readable]
     writable = [scratch, *policy.writable]
     return layers.Plan(
-        executable, environment(policy, scratch), readable, writable, _run_cgroup(policy)
+        executable,
+        environment(policy, scratch),
+        readable,
+        writable,
+        _run_cgroup(policy),
+        command_line_fds(policy.command),
     )
 
 
@@ -104,8 +114,11 @@ def _child(policy: Policy, the_plan: layers.Plan, status: int, probe: bool) -> N
         if probe or (report.missing and policy.level == "strict"):
             os._exit(0 if probe else REFUSED)
         code = NOT_EXECUTABLE
-        os.closerange(3, status)
-        os.closerange(status + 1, 65536)
+        low = 3
+        for keep in sorted({status, *the_plan.keep_fds}):
+            os.closerange(low, keep)
+            low = keep + 1
+        os.closerange(low, 65536)
         os.execve(the_plan.executable, policy.command, the_plan.env)
     except BaseException as exc:
         detail = f"{type(exc).__name__}: {exc}"

@@ -37,6 +37,8 @@ class Plan:
     readable: list[str]
     writable: list[str]
     cgroup: RunCgroup | None = None
+    #: Descriptors the command line names (``/dev/fd/N``), kept open across the exec.
+    keep_fds: tuple[int, ...] = ()
 
 
 @dataclass

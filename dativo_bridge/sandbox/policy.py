@@ -193,14 +193,35 @@ def installation(program: str, search_path: str | None, depth: int = 0) -> list[
     return list(dict.fromkeys(roots))
 
 
-def command_line_files(command: list[str]) -> list[str]:
-    """Regular files named by the command's arguments (``x.json``, ``--config=x.json``)."""
-    files = []
+_FD_ARG = re.compile(r"^/(?:dev|proc/self)/fd/(\d+)$")
+
+
+def _arguments(command: list[str]) -> Iterator[str]:
     for arg in command[1:]:
-        for candidate in (arg, arg.partition("=")[2] if arg.startswith("-") else ""):
-            if candidate and os.path.isfile(candidate):
-                files.append(os.path.abspath(candidate))
-    return files
+        yield arg
+        if arg.startswith("-") and "=" in arg:
+            yield arg.partition("=")[2]
+
+
+def command_line_files(command: list[str]) -> list[str]:
+    """Regular files named by the command's arguments (``x.json``, ``--config=x.json``);
+    not open descriptors (``/dev/fd/N``: see ``command_line_fds``)."""
+    return [
+        os.path.abspath(arg)
+        for arg in _arguments(command)
+        if arg and not _FD_ARG.match(arg) and os.path.isfile(arg)
+    ]
+
+
+def command_line_fds(command: list[str]) -> tuple[int, ...]:
+    """Descriptors the arguments name as ``/dev/fd/N`` (how ``dativo run`` passes a config
+    held in memory): they stay open in the sandbox, all others are closed."""
+    fds = set()
+    for arg in _arguments(command):
+        match = _FD_ARG.match(arg)
+        if match and int(match.group(1)) > 2:
+            fds.add(int(match.group(1)))
+    return tuple(sorted(fds))
 
 
 def _is_secret(name: str) -> bool:

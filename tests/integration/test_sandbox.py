@@ -356,3 +356,33 @@ def test_benign_plugins_run_normally_under_the_same_policy(
     records = [json.loads(line) for line in (out / "orders.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [1, 2, 3, 4, 5]
     assert json.loads(done.stdout.splitlines()[-1])["bookmarks"]["orders"]
+
+
+def test_descriptors_named_on_the_command_line_stay_open_and_no_other(
+    user: list[str], arena: Path
+) -> None:
+    """``dativo run`` passes a config as ``/dev/fd/N`` of an in-memory file: that
+    descriptor reaches the plugin; any other inherited one (here: the secret, opened by
+    the caller) is closed before the command starts, so it cannot bypass Landlock."""
+    config = os.memfd_create("config")
+    os.write(config, b"in-memory-config")
+    secret = os.open(arena / "secret.txt", os.O_RDONLY)
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        for fd, expected in ((config, "OK in-memory-config"), (secret, "DENIED")):
+            command = [sys.executable, HOSTILE, "read", f"/dev/fd/{fd}".encode().hex()]
+            done = subprocess.run(
+                [*user, *SANDBOX, "--", *command, f"--config=/dev/fd/{config}"],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=arena,
+                pass_fds=(config, secret),
+                timeout=60,
+                check=False,
+            )
+            assert done.stdout.startswith(expected), (done.stdout, done.stderr)
+            assert "sandbox: warning" not in done.stderr
+    finally:
+        os.close(config)
+        os.close(secret)
