@@ -26,8 +26,10 @@ from typing import IO, Any
 from dativo_bridge.errors import PluginFailedError
 from dativo_bridge.ownership import pid_alive
 from dativo_bridge.redact import Redactor
+from dativo_bridge.sandbox.plugins import audit_line, sandboxed_command
 
 logger = logging.getLogger("dativo.foreign")
+audit = logging.getLogger("dativo.audit")
 
 STDERR_TAIL_LINES = 40
 
@@ -43,6 +45,8 @@ class ForeignPlugin:
         select: Meltano-style selection patterns (taps only; applied to a catalog).
         metadata: Catalog metadata overrides (taps only).
         env: Extra environment variables.
+        sandbox: The plugin's ``sandbox:`` mapping from meltano.yml (docs/sandbox.md):
+            when set, the plugin runs under ``dativo sandbox`` with that policy.
     """
 
     name: str
@@ -52,6 +56,18 @@ class ForeignPlugin:
     metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    sandbox: Mapping[str, Any] | None = None
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        """The command line that starts the plugin with ``args``: under ``dativo sandbox``
+        when it has a policy. Logs the audit line (executable, sha256, policy)."""
+        argv = [*self.command, *args]
+        audit.info(audit_line(self.name, argv, self.sandbox, self.cwd))
+        if self.sandbox is None:
+            return argv
+        return sandboxed_command(
+            self.name, self.sandbox, argv, cwd=self.cwd, env_names=sorted(self.env)
+        )
 
 
 class ForeignTap(ForeignPlugin):
@@ -96,7 +112,7 @@ class RunningPlugin:
     ) -> None:
         self.plugin = plugin
         env = {**os.environ, **plugin.env}
-        argv = [*plugin.command, *args]
+        argv = plugin.argv(args)
         logger.info("starting %s: %s", plugin.name, redactor.redact(" ".join(argv)))
         try:
             self.proc = subprocess.Popen(
@@ -254,7 +270,7 @@ def passed_fds(argv: Sequence[str]) -> tuple[int, ...]:
 
 def discover_catalog(tap: ForeignTap, config_path: str, redactor: Redactor) -> dict | None:
     """Run ``tap --discover``; None if the tap cannot discover."""
-    argv = [*tap.command, "--config", config_path, "--discover"]
+    argv = tap.argv(["--config", config_path, "--discover"])
     try:
         done = subprocess.run(
             argv,
