@@ -29,6 +29,9 @@ from dativo_bridge.conform import MissingColumns, NullValue, TypeMismatch, confo
 from dativo_bridge.errors import ConfigError, ReaderContractError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 
+#: Implemented by readers that declare ``supports_log_based = True`` (tap-dativo-postgres).
+LOG_BASED = "LOG_BASED"
+
 
 def _is_safe_cast(got: pa.DataType, want: pa.DataType) -> bool:
     """The casts a reader may rely on: lossless, and the same value in every engine."""
@@ -70,9 +73,7 @@ def check_batch(stream: StreamInfo, batch: pa.RecordBatch) -> pa.RecordBatch:
     refused. Key properties and columns declared non-nullable must have no nulls.
     """
     keys = set(stream.key_properties)
-    # A change stream's truncate marker has no key (docs/cdc.md): keys may be null there.
-    keyed = keys if stream.replication_method != LOG_BASED else set()
-    required = [f.name for f in stream.schema if f.name in keyed or not f.nullable]
+    required = [f.name for f in stream.schema if f.name in keys or not f.nullable]
     try:
         return conform(batch, stream.schema, allowed=_is_safe_cast, not_null=required)
     except MissingColumns as exc:
@@ -174,8 +175,6 @@ class BookmarkTracker:
 
 #: The replication methods every reader implements.
 REPLICATION_METHODS = ("FULL_TABLE", "INCREMENTAL")
-#: Implemented by readers that declare ``supports_log_based = True`` (tap-dativo-postgres).
-LOG_BASED = "LOG_BASED"
 
 
 def supports_log_based(reader: ArrowReader | type[ArrowReader] | None) -> bool:

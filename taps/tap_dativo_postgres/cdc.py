@@ -11,9 +11,9 @@ Each row carries ``_sdc_lsn`` (the end LSN of its transaction's commit record, t
 for every row of a transaction and increasing in commit order), ``_sdc_deleted_at``
 (the commit time, for deletes and truncates) and ``_sdc_committed_at`` (the commit
 time). A delete carries the key (every old value under REPLICA IDENTITY FULL); an update
-that changes the key is a delete of the old key and then the new row; a TRUNCATE is one
-row with every table column null and ``_sdc_deleted_at`` set: every row with a smaller
-``_sdc_lsn`` is gone.
+that changes the key is a delete of the old key and then the new row. A TRUNCATE stops the
+read with a ReadError after the changes before it (no destination applies it as a change
+yet: docs/cdc.md).
 """
 
 from __future__ import annotations
@@ -80,6 +80,14 @@ class SchemaChanged(Exception):
     def __init__(self, columns: Sequence[str]) -> None:
         super().__init__(", ".join(columns))
         self.columns = list(columns)
+
+
+class Truncated(Exception):
+    """The table was truncated by the transaction whose commit record is at ``lsn``."""
+
+    def __init__(self, lsn: int) -> None:
+        super().__init__(pgoutput.format_lsn(lsn))
+        self.lsn = lsn
 
 
 class ChangeStream:
@@ -174,6 +182,19 @@ class ChangeStream:
             self.conn.rollback()
             self.stopped = True
             return
+        except Truncated as truncate:
+            if pending:
+                batch = self._batch(pending)
+                self.position = pending[-1].lsn
+                yield batch
+            self.conn.rollback()
+            raise ReadError(
+                f"{self.where}: table {self.table.schema}.{self.table.table} was truncated "
+                f"(the transaction committed at {truncate}); its changes up to there were "
+                "read. A destination cannot apply a TRUNCATE as a change yet (docs/cdc.md, "
+                "'TRUNCATE'): empty the destination table and read the stream again from a "
+                "new snapshot (remove its bookmark from the state, or --full-refresh)"
+            ) from None
         if pending:
             batch = self._batch(pending)
             self.position = pending[-1].lsn
@@ -213,9 +234,7 @@ class ChangeStream:
                     txn.rows.extend(_rows(message, relation, keys))
                 elif isinstance(message, pgoutput.Truncate):
                     if self.oid in message.relations and txn is not None:
-                        relation = relations.get(self.oid) or _no_columns(self.table)
-                        empty = tuple(None for _ in relation.columns)
-                        txn.rows.append((empty, relation, True))
+                        raise Truncated(txn.begin.final_lsn)
                 elif isinstance(message, pgoutput.Commit):
                     if txn is not None and message.end_lsn > after and txn.rows:
                         yield (
@@ -314,10 +333,6 @@ def _rows(
         if any(change.old[i] != new[i] for i in index):
             return [(change.old, relation, True), (new, relation, False)]
     return [(new, relation, False)]
-
-
-def _no_columns(table: TableInfo) -> pgoutput.Relation:
-    return pgoutput.Relation(0, table.schema, table.table, "d", ())
 
 
 def commit_time(us: int) -> dt.datetime:

@@ -3,6 +3,8 @@ initial copy and the change stream (docs/cdc.md)."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from dativo_bridge import run
+from dativo_bridge.errors import ConfigError, ReadError
+from dativo_bridge.interfaces import StreamInfo
 from dativo_bridge.runner import RunResult
 from dativo_bridge.state import LocalStateStore
 from tap_dativo_postgres.reader import PostgresReader
@@ -152,3 +156,251 @@ def test_initial_copy_then_changes(items: str, tmp_path: Path) -> None:
     assert changes.schema == copy.schema
     assert pc.all(pc.greater(changes.column("_sdc_lsn"), copy.column("_sdc_lsn")[0])).as_py()
     assert _mirror(runs.landed()) == _source(items)
+
+
+def _execute(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _slot_lsn(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            [SLOT],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_writes_during_the_initial_copy_are_neither_lost_nor_doubled(
+    items: str, tmp_path: Path
+) -> None:
+    _execute(
+        items,
+        f"""INSERT INTO {SCHEMA}.items SELECT g, repeat('n', 300), g, now(), NULL
+            FROM generate_series(1001, 40000) g""",
+    )
+    stop = threading.Event()
+    written: list[int] = []
+
+    def churn() -> None:
+        with psycopg.connect(items, autocommit=True) as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                conn.execute(
+                    f"INSERT INTO {SCHEMA}.items VALUES (%s, 'live', 1, now(), NULL)",
+                    [100_000 + n],
+                )
+                conn.execute(f"UPDATE {SCHEMA}.items SET name = 'upd' || %s WHERE id = %s", [n, n])
+                conn.execute(f"DELETE FROM {SCHEMA}.items WHERE id = %s", [20_000 + n])
+                written.append(n)
+
+    runs = Runs(items, tmp_path, batch_size_bytes=64 * 1024)
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        runs.run()
+    finally:
+        stop.set()
+        thread.join()
+    assert written, "no write happened during the run"
+    runs.run()
+    changes = runs.landed()
+    mirror = _mirror(changes)
+    source = _source(items)
+    assert mirror.keys() == source.keys(), "rows lost or left over"
+    assert mirror == source
+    # Every change once: one row per (key, LSN).
+    pairs = list(
+        zip(changes.column("id").to_pylist(), changes.column("_sdc_lsn").to_pylist(), strict=True)
+    )
+    assert len(pairs) == len(set(pairs)), "a change was delivered twice"
+
+
+def test_rolled_back_and_multi_table_transactions(items: str, tmp_path: Path) -> None:
+    _execute(items, f"CREATE TABLE {SCHEMA}.other (id int PRIMARY KEY, v int)")
+    runs = Runs(items, tmp_path)
+    runs.run()
+    with psycopg.connect(items) as conn:
+        conn.execute(f"INSERT INTO {SCHEMA}.items VALUES (5000, 'gone', 1, now(), NULL)")
+        conn.execute(f"INSERT INTO {SCHEMA}.other VALUES (1, 1)")
+        conn.rollback()
+        conn.execute(f"INSERT INTO {SCHEMA}.items VALUES (5001, 'both', 1, now(), NULL)")
+        conn.execute(f"UPDATE {SCHEMA}.items SET name = 'both too' WHERE id = 1")
+        conn.execute(f"INSERT INTO {SCHEMA}.other VALUES (2, 2)")
+        conn.commit()
+    runs.run()
+    items_changes = runs.landed(2).to_pylist()
+    other = runs.landed(2, f"{SCHEMA}-other").to_pylist()
+    assert [r["id"] for r in items_changes] == [5001, 1]
+    assert [r["id"] for r in other] == [2]
+    lsns = {r["_sdc_lsn"] for r in items_changes} | {r["_sdc_lsn"] for r in other}
+    assert len(lsns) == 1, "one transaction, one commit LSN in both tables"
+    assert 5000 not in _mirror(runs.landed())
+
+
+def test_unchanged_toasted_values_are_kept(items: str, tmp_path: Path) -> None:
+    runs = Runs(items, tmp_path)
+    runs.run()
+    big = "0cc175b9c0f1b6a831c399e269772661" * 20000
+    _execute(
+        items,
+        f"UPDATE {SCHEMA}.items SET name = repeat(md5('a'), 20000) WHERE id = 1",
+        f"UPDATE {SCHEMA}.items SET price = 1 WHERE id = 1",  # name unchanged, TOASTed
+        f"UPDATE {SCHEMA}.items SET id = 4000 WHERE id = 1",  # the key, name unchanged
+    )
+    runs.run()
+    rows = runs.landed(2).to_pylist()
+    assert [(r["id"], r["_sdc_deleted_at"] is not None) for r in rows] == [
+        (1, False),
+        (1, False),
+        (1, True),
+        (4000, False),
+    ]
+    assert [r["name"] == big for r in rows] == [True, True, True, True]
+    assert _mirror(runs.landed()) == _source(items)
+
+
+def test_truncate_stops_the_read_after_the_changes_before_it(items: str, tmp_path: Path) -> None:
+    runs = Runs(items, tmp_path)
+    runs.run()
+    copied = runs.state_lsn()
+    _execute(
+        items,
+        f"DELETE FROM {SCHEMA}.items WHERE id = 1",
+        f"TRUNCATE {SCHEMA}.items",
+        f"INSERT INTO {SCHEMA}.items VALUES (1, 'after', 2, now(), NULL)",
+    )
+    with pytest.raises(ReadError, match=r"was truncated.*new snapshot"):
+        runs.run()
+    assert runs.state_lsn() == copied, "the state must not pass the TRUNCATE"
+
+
+def test_replica_identity_default_with_toastable_columns_is_refused(
+    items: str, tmp_path: Path
+) -> None:
+    _execute(items, f"ALTER TABLE {SCHEMA}.items REPLICA IDENTITY DEFAULT")
+    with pytest.raises(ConfigError, match=r"REPLICA IDENTITY FULL") as info:
+        Runs(items, tmp_path).run()
+    assert "name" in str(info.value)
+    _execute(items, f"CREATE TABLE {SCHEMA}.nokey (v int)", f"DROP TABLE {SCHEMA}.items")
+    with pytest.raises(ConfigError, match=r"without a primary key.*REPLICA IDENTITY FULL"):
+        Runs(items, tmp_path).run()
+
+
+def _log_based(reader: PostgresReader, name: str = STREAM) -> StreamInfo:
+    stream = next(s for s in reader.discover() if s.name == name)
+    return reader.log_based_stream(dataclasses.replace(stream, replication_method="LOG_BASED"))
+
+
+def test_a_column_added_mid_stream_comes_with_a_new_schema(items: str, tmp_path: Path) -> None:
+    runs = Runs(items, tmp_path)
+    runs.run()
+    _execute(
+        items,
+        f"INSERT INTO {SCHEMA}.items VALUES (3001, 'before', 1, now(), NULL)",
+        f"ALTER TABLE {SCHEMA}.items ADD COLUMN colour text",
+        f"INSERT INTO {SCHEMA}.items VALUES (3002, 'after', 1, now(), NULL, 'red')",
+    )
+    runs.run()  # discovers the column: its SCHEMA has it, older changes have it null
+    second = runs.landed(2)
+    assert second.column("id").to_pylist() == [3001, 3002]
+    assert second.column("colour").to_pylist() == [None, "red"]
+    # A column added while a read is under way (after its discovery): the read stops
+    # before the first change that has it; the next run's SCHEMA has it.
+    state_lsn = runs.state_lsn()
+    reader = PostgresReader()
+    reader.open(_config(items))
+    try:
+        stream = _log_based(reader)
+        _execute(
+            items,
+            f"INSERT INTO {SCHEMA}.items VALUES (3003, 'before', 1, now(), NULL, 'blue')",
+            f"ALTER TABLE {SCHEMA}.items ADD COLUMN size int",
+            f"INSERT INTO {SCHEMA}.items VALUES (3004, 'after', 1, now(), NULL, 'red', 4)",
+        )
+        batches = list(reader.read(stream, state_lsn))
+        rows = pa.Table.from_batches(batches, schema=stream.schema).to_pylist()
+        assert [r["id"] for r in rows] == [3003]
+        assert "size" not in stream.schema.names
+        stopped_at = reader.bookmark(stream, batches[-1], state_lsn)
+        assert rows[0]["_sdc_lsn"] == stopped_at
+    finally:
+        reader.close()
+    runs.store.put(
+        "test:cdc",
+        {
+            "bookmarks": {
+                STREAM: {"replication_key": "_sdc_lsn", "replication_key_value": stopped_at}
+            }
+        },
+    )
+    runs.run()
+    third = runs.landed(3)
+    assert third.column("id").to_pylist() == [3004]
+    assert third.column("size").to_pylist() == [4]
+
+
+def test_slot_confirmed_only_to_durable_lsns_and_lag_after_acknowledge(
+    items: str, tmp_path: Path
+) -> None:
+    runs = Runs(items, tmp_path)
+    runs.run()
+    copied = runs.state_lsn()
+    _execute(items, f"UPDATE {SCHEMA}.items SET price = 0 WHERE id < 10")
+    second = runs.run()
+    read = runs.state_lsn()
+    assert read > copied
+    # The run started from `copied` (durable); what it read is durable only once its
+    # destination committed, which the runner reports through acknowledge().
+    assert _slot_lsn(items) == copied
+    reader = PostgresReader()
+    reader.open(_config(items))
+    try:
+        reader.acknowledge({"bookmarks": {}})  # nothing read by this reader: no change
+        assert _slot_lsn(items) == copied
+        stream = _log_based(reader)
+        assert list(reader.read(stream, read)) != []
+        reader.acknowledge(second.state)
+        assert _slot_lsn(items) == read
+        with psycopg.connect(items) as conn:
+            row = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                [SLOT],
+            ).fetchone()
+        assert row is not None and int(row[0]) < 64 * 1024, f"lag {row}"
+    finally:
+        reader.close()
+
+
+def test_a_slot_confirmed_past_the_state_fails_loudly(items: str, tmp_path: Path) -> None:
+    runs = Runs(items, tmp_path)
+    runs.run()
+    _execute(items, f"UPDATE {SCHEMA}.items SET price = 0 WHERE id < 10")
+    with psycopg.connect(items, autocommit=True) as conn:
+        conn.execute("SELECT pg_replication_slot_advance(%s, pg_current_wal_lsn())", [SLOT])
+    with pytest.raises(ReadError, match=r"past the state's LSN"):
+        runs.run()
+    with psycopg.connect(items, autocommit=True) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(%s)", [SLOT])
+    with pytest.raises(ReadError, match=r"does not exist"):
+        runs.run()
+
+
+def test_missing_privilege_and_publication_are_named(items: str, tmp_path: Path) -> None:
+    _execute(
+        items,
+        "DROP ROLE IF EXISTS dativo_cdc_reader",
+        "CREATE ROLE dativo_cdc_reader LOGIN",
+        f"GRANT USAGE ON SCHEMA {SCHEMA} TO dativo_cdc_reader",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {SCHEMA} TO dativo_cdc_reader",
+    )
+    with pytest.raises(ConfigError, match=r'ALTER ROLE "dativo_cdc_reader" REPLICATION'):
+        Runs(items, tmp_path, user="dativo_cdc_reader").run()
+    with pytest.raises(ConfigError, match=r"CREATE PUBLICATION \"mine\" FOR TABLE"):
+        Runs(items, tmp_path, publication="mine").run()
