@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from dativo_bridge.testkit.cli import test_plugin
+from dativo_bridge.testkit.scaffold import init
 
 
 @click.group()
@@ -14,6 +15,7 @@ def main() -> None:
 
 
 main.add_command(test_plugin)
+main.add_command(init)
 
 if __name__ == "__main__":
     main()

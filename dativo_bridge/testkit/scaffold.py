@@ -1,0 +1,80 @@
+"""``dativo init reader NAME`` / ``dativo init writer NAME``: a new plugin project from the
+copier templates in ``dativo_bridge/testkit/templates`` (pyproject with the
+``dativo.plugins`` entry point and the console script, the class with its settings schema,
+a meltano.yml block, a README with a settings table, and tests that run the conformance
+suite), passing its own tests after ``pip install -e .``.
+
+copier is an optional dependency (``pip install 'dativo[scaffold]'``); it records the
+answers in ``.copier-answers.yml`` so a project can take template updates
+(``copier update``) where the template is a git checkout.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from dativo_bridge.errors import ConfigError
+
+TEMPLATES = Path(__file__).parent / "templates"
+_NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$|^[a-z]$")
+
+
+def create_project(kind: str, name: str, destination: Path, description: str | None = None) -> Path:
+    """Generate a ``kind`` (reader or writer) project for ``name`` under ``destination``.
+
+    Returns:
+        The project directory (``destination``).
+
+    Raises:
+        ConfigError: A bad name, a non-empty destination, or copier not installed.
+    """
+    name = name.removeprefix("tap-") if kind == "reader" else name.removeprefix("target-")
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"plugin name {name!r}: use lower-case letters, digits and dashes (e.g. weather)"
+        )
+    if destination.exists() and any(destination.iterdir()):
+        raise ConfigError(f"{destination} exists and is not empty")
+    try:
+        from copier import run_copy
+    except ImportError:
+        raise ConfigError(
+            "dativo init needs copier: pip install 'dativo[scaffold]' (or pip install copier)"
+        ) from None
+    data = {"name": name}
+    if description:
+        data["description"] = description
+    run_copy(
+        str(TEMPLATES / kind),
+        str(destination),
+        data=data,
+        defaults=True,
+        quiet=True,
+        unsafe=False,
+    )
+    return destination
+
+
+@click.command("init")
+@click.argument("kind", type=click.Choice(["reader", "writer"]))
+@click.argument("name")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Project directory (default: ./tap-NAME or ./target-NAME).",
+)
+@click.option("--description", help="One line for --about and the README.")
+def init(kind: str, name: str, dest: Path | None, description: str | None) -> None:
+    """Create a reader or writer project that passes the conformance suite."""
+    short = name.removeprefix("tap-").removeprefix("target-")
+    plugin = f"{'tap' if kind == 'reader' else 'target'}-{short}"
+    destination = dest or Path.cwd() / plugin
+    try:
+        create_project(kind, short, destination, description)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {plugin} in {destination}")
+    click.echo(f"next: cd {destination} && pip install -e '.[test]' && pytest")
