@@ -57,12 +57,12 @@ ROWS = [
 
 
 class MemoryReader(ArrowReader):
-    """One stream `things` of two rows."""
+    """Two streams, `things` and `others`, of the same two rows."""
 
     name = "tap-memory"
 
     def discover(self) -> Sequence[StreamInfo]:
-        return [StreamInfo("things", SCHEMA, ("id",))]
+        return [StreamInfo("things", SCHEMA, ("id",)), StreamInfo("others", SCHEMA, ("id",))]
 
     def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         batch = pa.RecordBatch.from_pylist(ROWS, schema=SCHEMA)
@@ -73,6 +73,7 @@ MAPS = {
     "stream_maps": {
         "things": {"__alias__": "items", "total": "amount", "id_plus": "id + 1", "name": None},
         "things_keys": {"__source__": "things", "__else__": None, "id": "id"},
+        "others": None,
     },
     "flattening_enabled": True,
     "flattening_max_depth": 1,
@@ -160,7 +161,7 @@ def test_mapped_records_keep_exact_types_and_validate(
 
 
 def test_a_stream_removed_with_null_is_not_sent(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
-    messages = _run({"stream_maps": {"things": None}}, capfdbinary)
+    messages = _run({"stream_maps": {"things": None, "__else__": None}}, capfdbinary)
     assert not [m for m in messages if m["type"] in ("SCHEMA", "RECORD")]
 
 
@@ -169,12 +170,21 @@ def test_an_expression_arrow_cannot_run_falls_back_to_the_sdk(
 ) -> None:
     from singer_sdk.mapper import PluginMapper
 
-    config = {"stream_maps": {"things": {"year": "str(at)", "id2": "id * 2"}}}
+    config = {
+        "stream_maps": {
+            "things": {"year": "str(at)", "id2": "id * 2"},
+            "others": {"copy": "amount"},
+        }
+    }
     with caplog.at_level(logging.WARNING):
         messages = _run(config, capfdbinary)
     warning = [r.getMessage() for r in caplog.records if "row path" in r.getMessage()]
-    assert warning and "'things'" in warning[0] and "str(at)" in warning[0]
-    records = [m["record"] for m in messages if m["type"] == "RECORD"]
+    assert len(warning) == 1 and "'things'" in warning[0] and "str(at)" in warning[0]
+    # the other stream stays on the Arrow batches, with its exact types
+    (others,) = [m for m in messages if m["type"] == "SCHEMA" and m["stream"] == "others"]
+    assert others["schema"]["properties"]["copy"]["precision"] == 38
+    _validated([m for m in messages if m.get("stream") == "others"])
+    records = [m["record"] for m in messages if m["type"] == "RECORD" and m["stream"] == "things"]
     assert [r["id2"] for r in records] == [2, 4]
     # singer-sdk's own mapper on the rows the SDK's record path maps (its datetimes as
     # the SDK conforms them: ISO text with +00:00 for a naive one)
