@@ -133,6 +133,12 @@ class WholeGroupsButStrict(MemoryReader):
             yield self.batch(group, stream.schema)
 
 
+class NotReallySorted(UnsortedReader):
+    """Declares is_sorted but yields descending keys."""
+
+    is_sorted = True
+
+
 class LeaksAFile(MemoryReader):
     """Opens a file in open() and never closes it."""
 
@@ -168,6 +174,7 @@ def test_a_correct_reader_passes_every_check(reader: type[ArrowReader]) -> None:
         (UnsortedIgnoredBookmark, "reader.resume", "repeated that the STATE had claimed"),
         (LosesAtResume, "reader.resume", "row(s) lost"),
         (LastRowBookmark, "reader.bookmark", "it is the last row's key"),
+        (NotReallySorted, "reader.bookmark", "declares is_sorted, but replication key 'k' went"),
         (LeaksAFile, "reader.close", "/dev/null"),
     ],
 )
