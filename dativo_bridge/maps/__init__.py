@@ -273,8 +273,8 @@ class StreamMaps:
                     columns.pop(prop, None)
                     continue
                 compiled = self._compile(scope, prop, str(expression))
-                if compiled.column is not None:
-                    out = info.schema.field(compiled.column).with_name(prop)
+                if compiled.field is not None:
+                    out = compiled.field.with_name(prop)
                 else:
                     out = pa.field(prop, compiled.dtype, nullable=True)
                 columns[prop] = (out, compiled)

@@ -46,12 +46,13 @@ class Compiled:
     Attributes:
         evaluate: Batch -> array (or a scalar, for an expression without columns).
         dtype: The Arrow type of the result.
-        column: The input column, when the expression is just a reference to it.
+        field: The input field (a column, or a struct's child), when the expression is
+            just a reference to it: its type, nullability and metadata are the result's.
     """
 
     evaluate: Evaluate
     dtype: pa.DataType
-    column: str | None = None
+    field: pa.Field | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ class Compiler:
         ) as exc:
             raise Unsupported(str(exc).splitlines()[0]) from None
         if value.type != compiled.dtype:
-            return Compiled(compiled.evaluate, value.type, compiled.column)
+            return Compiled(compiled.evaluate, value.type, compiled.field)
         return compiled
 
     def _fail(self, message: str) -> MapEvaluationError:
@@ -273,7 +274,7 @@ class Compiler:
         if index < 0:
             raise Unsupported(f"name '{name}' is not a property of the stream")
         field = self.scope.schema.field(index)
-        return Compiled(lambda b: b.column(index), field.type, name)
+        return Compiled(lambda b: b.column(index), field.type, field)
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -332,11 +333,32 @@ class Compiler:
                 except (KeyError, IndexError, TypeError):
                     raise Unsupported(f"config{path!r} is not in stream_map_config") from None
             return _literal(value)
-        if isinstance(base, ast.Name) and base.id in ("_", "record") and len(path) == 1:
-            if not isinstance(path[0], str):
-                raise Unsupported("a record subscript that is not a property name")
-            return self._column(path[0])
-        raise Unsupported("this subscript")
+        if not isinstance(base, ast.Name) or not all(isinstance(p, str) for p in path):
+            raise Unsupported("this subscript")
+        if base.id in ("_", "record"):
+            compiled = self._column(path[0])
+            path = path[1:]
+        else:
+            compiled = self._name(base.id)
+        for key in path:  # a child of a struct (a dict in singer-sdk's record)
+            compiled = self._child(compiled, key)
+        return compiled
+
+    def _child(self, parent: Compiled, key: str) -> Compiled:
+        dtype = parent.dtype
+        if not pa.types.is_struct(dtype) or dtype.get_field_index(key) < 0:
+            raise Unsupported(f"['{key}'] of a {dtype} value")
+        index = dtype.get_field_index(key)
+
+        def child(b: pa.RecordBatch) -> Value:
+            value = parent.evaluate(b)
+            self._no_nulls(value, f"the object whose '{key}' is read")
+            return pc.struct_field(value, [index])
+
+        field = dtype.field(index)
+        if parent.field is None:
+            return Compiled(child, field.type)
+        return Compiled(child, field.type, field.with_nullable(True))
 
     def _binop(self, node: ast.BinOp) -> Compiled:
         left = self._node(node.left)

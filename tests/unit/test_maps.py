@@ -473,3 +473,26 @@ def test_the_config_given_is_not_modified() -> None:
     config = {"stream_maps": {"__else__": None, "people": {"price": None}}}
     StreamMaps(config).plan(STREAM)
     assert config == {"stream_maps": {"__else__": None, "people": {"price": None}}}
+
+
+def test_a_struct_child_is_read_as_singer_sdk_reads_a_dict() -> None:
+    config = {
+        "stream_maps": {
+            "places": {
+                "city": "record['addr']['city']",
+                "zip": "addr['zip']",
+                "lat2": "_['addr']['geo']['lat'] * 2",
+            }
+        }
+    }
+    first = NESTED_BATCH.slice(0, 1)
+    records = assert_same(config, NESTED_STREAM, first)
+    assert records["places"][0]["lat2"] == 94.8
+    schema = outputs(config, NESTED_STREAM)["places"].info.schema
+    assert schema.field("zip").type == NUMERIC  # the child's exact type
+    # row 2's geo is None: Python fails on None['lat'], and so does the Arrow path
+    with pytest.raises(TypeError):
+        sdk_records(config, NESTED_STREAM, NESTED_BATCH)
+    (out,) = StreamMaps(config).plan(NESTED_STREAM).outputs
+    with pytest.raises(MapEvaluationError, match="'lat' is read"):
+        out.apply(NESTED_BATCH)
