@@ -41,7 +41,7 @@ from dativo_bridge.delivery import StreamWriters
 from dativo_bridge.errors import DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.maps import MappedStream, StreamMaps, StreamPlan, UnsupportedMap
-from dativo_bridge.reading import checked_batches
+from dativo_bridge.reading import checked_batches, stream_to_read
 from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
 from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
 from dativo_bridge.settings import TARGET_COMMON_SETTINGS as TARGET_COMMON_SETTINGS
@@ -90,12 +90,25 @@ class ArrowStream(Stream):
         (a catalog may make a discovered FULL_TABLE stream INCREMENTAL, or change keys)."""
         names = [n for n in self.info.schema.names if self.mask.get(("properties", n), True)]
         info = self.info.with_columns(names)
-        return dataclasses.replace(
+        info = dataclasses.replace(
             info,
             replication_method=self.replication_method,
             replication_key=self.replication_key or None,
             key_properties=tuple(self.primary_keys or ()),
         )
+        if info.replication_method != "LOG_BASED":
+            return info
+        info = stream_to_read(self._arrow_tap.reader, info)  # the reader's change form
+        self.replication_key = info.replication_key  # its LSN column: the bookmark
+        return info
+
+    def _increment_stream_state(self, latest_record: Any, *, context: Any = None) -> None:
+        if self.replication_method != "LOG_BASED":  # the SDK keeps no LOG_BASED bookmark
+            super()._increment_stream_state(latest_record, context=context)
+            return
+        state = self.get_context_state(context)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = latest_record[self.replication_key]
 
     def arrow_plan(self) -> StreamPlan | None:
         """The stream's stream maps and flattening on Arrow batches, or None when an
@@ -161,7 +174,9 @@ class ArrowStream(Stream):
         settings: BatchSettings = batch_config
         info = self._selected_info()
         reader = self._arrow_tap.reader
-        incremental = self.replication_method == "INCREMENTAL" and bool(self.replication_key)
+        incremental = self.replication_method in ("INCREMENTAL", "LOG_BASED") and bool(
+            self.replication_key
+        )
         plan = self.arrow_plan()
         assert plan is not None  # the SDK's own BATCH path would not map the rows
         writer_names = [out.name for out in plan.outputs]
@@ -256,6 +271,8 @@ class ArrowStream(Stream):
             yield from rows
 
     def _start_bookmark(self, context: Mapping[str, Any] | None) -> Any:
+        if self.replication_method == "LOG_BASED":
+            return self.get_context_state(context).get("replication_key_value")
         if self.replication_method != "INCREMENTAL" or not self.replication_key:
             return None
         return self.get_starting_replication_key_value(context)
