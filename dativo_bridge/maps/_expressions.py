@@ -19,7 +19,7 @@ import ast
 import decimal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -519,7 +519,47 @@ class Compiler:
             return self._typed(Compiled(order, pa.bool_()))
         raise Unsupported(f"the comparison {type(op).__name__}")
 
+    def _membership(self, item: ast.AST, container: ast.AST, negate: bool) -> Compiled:
+        """``x in (literals...)`` and ``'text' in column``."""
+        if isinstance(container, ast.Tuple | ast.List | ast.Set):
+            if not all(isinstance(e, ast.Constant) for e in container.elts):
+                raise Unsupported("'in' a collection of anything but literals")
+            values = [cast(ast.Constant, e).value for e in container.elts]
+            left = self._node(item)
+            if _is_text(left.dtype) and all(isinstance(v, str | None) for v in values):
+                kind = pa.string()
+            elif pa.types.is_integer(left.dtype) and all(
+                v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values
+            ):
+                kind = pa.int64()
+            else:
+                raise Unsupported(f"'in' on {left.dtype} with these literals")
+            value_set = pa.array(values, kind)
+
+            def member(b: pa.RecordBatch) -> Value:
+                value = pc.cast(broadcast(left.evaluate(b), b.num_rows), kind)
+                found = pc.is_in(value, value_set=value_set, skip_nulls=False)
+                return pc.invert(found) if negate else found
+
+            return self._typed(Compiled(member, pa.bool_()))
+        text = self._node(container)
+        needle = item.value if isinstance(item, ast.Constant) else None
+        if not (_is_text(text.dtype) and isinstance(needle, str)):
+            raise Unsupported("'in' other than in a tuple of literals or a string literal in text")
+
+        def contains(b: pa.RecordBatch) -> Value:
+            value = text.evaluate(b)
+            self._no_nulls(value, "the right side of 'in'")
+            found = pc.match_substring(value, needle)
+            return pc.invert(found) if negate else found
+
+        return self._typed(Compiled(contains, pa.bool_()))
+
     def _compare(self, node: ast.Compare) -> Compiled:
+        if len(node.ops) == 1 and isinstance(node.ops[0], ast.In | ast.NotIn):
+            return self._membership(
+                node.left, node.comparators[0], isinstance(node.ops[0], ast.NotIn)
+            )
         operands = [self._node(node.left)] + [self._node(c) for c in node.comparators]
         parts = [
             self._compare_pair(op, operands[i], operands[i + 1]) for i, op in enumerate(node.ops)
