@@ -31,8 +31,9 @@ _ARROW = (".arrow", ".feather", ".ipc", ".arrows")
 _JSONL = (".jsonl", ".ndjson", ".json")
 
 
-def read_file(path: str | Path) -> pa.Table:
-    """A data file as an Arrow table, by its extension."""
+def read_file(path: str | Path, schema: pa.Schema | None = None) -> pa.Table:
+    """A data file as an Arrow table, by its extension (JSON lines parsed as ``schema``
+    where pyarrow's JSON reader can, else with its inference)."""
     name = str(path).lower()
     try:
         if name.endswith(_PARQUET):
@@ -45,6 +46,12 @@ def read_file(path: str | Path) -> pa.Table:
                 with pa.OSFile(str(path)) as source, ipc.open_stream(source) as stream:
                     return stream.read_all()
         if name.endswith(_JSONL):
+            if schema is not None:
+                try:
+                    options = pajson.ParseOptions(explicit_schema=schema)
+                    return pajson.read_json(path, parse_options=options)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    pass
             return pajson.read_json(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CheckFailed(f"cannot read back {path}: {exc}") from None
@@ -114,8 +121,8 @@ class Directory:
         """New or changed temporary files (names starting with '.' or '_')."""
         return [p for p in self.changed() if _hidden(Path(p))]
 
-    def table(self) -> pa.Table | None:
-        return concat([read_file(self.root / p) for p in self.visible()])
+    def table(self, schema: pa.Schema | None = None) -> pa.Table | None:
+        return concat([read_file(self.root / p, schema) for p in self.visible()])
 
 
 class Observer:
@@ -160,7 +167,7 @@ class Observer:
         if self.hook is not None:
             return self.hook(self.config, stream)
         if self.directory is not None:
-            return self.directory.table()
+            return self.directory.table(stream.schema)
         tables = []
         for uri in committed:
             path = local_path(uri)
@@ -169,8 +176,30 @@ class Observer:
                     f"cannot read back {uri} (not a local file): give the writer a read_back "
                     "hook (docs/testkit.md)"
                 )
-            tables.append(read_file(path))
+            tables.append(read_file(path, stream.schema))
         return concat(tables)
+
+    def unreported(self, committed: Sequence[str]) -> str | None:
+        """In a watched directory: what differs between the data files that appeared and
+        the paths the commits reported (None when they agree, or nothing is watched)."""
+        if self.directory is None:
+            return None
+        root = self.directory.root
+        appeared = {(root / p).resolve() for p in self.directory.visible()}
+        reported = set()
+        for uri in committed:
+            path = local_path(uri)
+            if path is None:
+                return None  # reported as URLs: nothing to compare with the directory
+            reported.add(path.resolve())
+        if appeared == reported:
+            return None
+        parts = []
+        if appeared - reported:
+            parts.append(f"not in CommitResult.paths: {sorted(map(str, appeared - reported))[:3]}")
+        if reported - appeared:
+            parts.append(f"reported but not there: {sorted(map(str, reported - appeared))[:3]}")
+        return "the files that became visible and CommitResult.paths differ: " + "; ".join(parts)
 
     def leftovers(self) -> list[str]:
         """Temporary files left in a watched directory (empty for other destinations)."""

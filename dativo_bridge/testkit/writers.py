@@ -182,6 +182,10 @@ class _WriterSuite:
         diff = compare_rows(want, self._seen(stream, committed), stream.schema.names)
         if diff:
             problems.append(f"after commit(): {diff}")
+        assert self.observer is not None
+        mismatch = self.observer.unreported(committed)
+        if mismatch:
+            problems.append(mismatch)
         return problems
 
     def abort(self) -> None:

@@ -112,6 +112,14 @@ class LosesNewColumns(FolderWriter):
         pass
 
 
+class ReportsNoPaths(FolderWriter):
+    """Publishes its files but says nothing of them in CommitResult.paths."""
+
+    def commit(self) -> CommitResult:
+        result = super().commit()
+        return CommitResult(rows=result.rows)
+
+
 class CrashesOnSchemaChange(FolderWriter):
     def update_schema(self, schema: pa.Schema) -> None:
         raise KeyError("note")
@@ -157,6 +165,7 @@ def test_a_correct_writer_passes_every_check(writer: type[ArrowWriter], tmp_path
         (DropsABatch, {"writer.commit-exact", "writer.schema-change"}, "expected row(s) missing"),
         (LeavesLeftovers, {"writer.abort"}, "file(s) left after close() without commit()"),
         (LosesNewColumns, {"writer.schema-change"}, "the change was accepted"),
+        (ReportsNoPaths, {"writer.commit-exact"}, "not in CommitResult.paths"),
         (CrashesOnSchemaChange, {"writer.schema-change"}, "raised KeyError"),
         (NaiveTimestamps, {"writer.types"}, "column 'ts'"),
     ],
