@@ -40,15 +40,15 @@ from singer_sdk.mapper import (
 from dativo_bridge.errors import ConfigError
 from dativo_bridge.events import BatchEvent, Event, SchemaEvent
 from dativo_bridge.interfaces import StreamInfo
-from dativo_bridge.maps._expressions import (
+from dativo_bridge.maps._expressions import Compiler
+from dativo_bridge.maps._flatten import flatten_batch
+from dativo_bridge.maps._values import (
     Compiled,
-    Compiler,
     MapEvaluationError,
     Scope,
     Unsupported,
     broadcast,
 )
-from dativo_bridge.maps._flatten import flatten_batch
 from dativo_bridge.schema import arrow_to_jsonschema
 
 logger = logging.getLogger("dativo.maps")

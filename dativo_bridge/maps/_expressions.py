@@ -17,55 +17,26 @@ from __future__ import annotations
 
 import ast
 import decimal
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from singer_sdk.mapper import md5, sha256
 
-from dativo_bridge.errors import DativoError
-
-Value: TypeAlias = Any  # a pa.Array, or a pa.Scalar for an expression without columns
-Evaluate = Callable[[pa.RecordBatch], Value]
-
-
-class Unsupported(Exception):
-    """An expression (or part of one) with no Arrow compilation."""
-
-
-class MapEvaluationError(DativoError):
-    """A stream-map expression failed on a row, where singer-sdk's evaluation fails too."""
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """A compiled expression.
-
-    Attributes:
-        evaluate: Batch -> array (or a scalar, for an expression without columns).
-        dtype: The Arrow type of the result.
-        field: The input field (a column, or a struct's child), when the expression is
-            just a reference to it: its type, nullability and metadata are the result's.
-    """
-
-    evaluate: Evaluate
-    dtype: pa.DataType
-    field: pa.Field | None = None
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The names an expression sees (singer-sdk's ``names`` for ``_eval``)."""
-
-    schema: pa.Schema
-    map_config: Mapping[str, Any]
-    stream_alias: str
-    stream_name: str
-    property_name: str | None = None
-    expression: str = ""
-
+from dativo_bridge.maps._values import (
+    Compiled,
+    MapEvaluationError,
+    Scope,
+    Unsupported,
+    Value,
+    broadcast,
+    is_number,
+    is_python_exact,
+    is_text,
+    literal,
+    widened,
+)
 
 _CONTEXT_NAMES = ("_", "record", "config", "__stream_name__", "__original_stream_name__", "fake")
 _ARITHMETIC: dict[type[ast.operator], str] = {
@@ -101,71 +72,6 @@ _STRING_METHODS: dict[str, pa.DataType] = {
     "startswith": pa.bool_(),
     "endswith": pa.bool_(),
 }
-
-
-def _is_python_exact(dtype: pa.DataType) -> bool:
-    """Types whose Python values are the ones singer-sdk's mapper sees in its records."""
-    return (
-        pa.types.is_string(dtype)
-        or pa.types.is_large_string(dtype)
-        or pa.types.is_integer(dtype)
-        or pa.types.is_boolean(dtype)
-        or pa.types.is_floating(dtype)
-        or pa.types.is_decimal(dtype)
-        or pa.types.is_null(dtype)
-    )
-
-
-def _is_number(dtype: pa.DataType) -> bool:
-    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
-
-
-def _is_text(dtype: pa.DataType) -> bool:
-    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
-
-
-def _widened(value: Value) -> Value:
-    """Integers as int64 and floats as float64 (Python's int and float)."""
-    dtype = value.type
-    if pa.types.is_integer(dtype) and dtype not in (pa.int64(), pa.uint64()):
-        return pc.cast(value, pa.int64())
-    if pa.types.is_floating(dtype) and dtype != pa.float64():
-        return pc.cast(value, pa.float64())
-    return value
-
-
-def literal_type(value: Any) -> pa.DataType:
-    """The Arrow type of a Python literal (Unsupported for others)."""
-    if value is None:
-        return pa.null()
-    if isinstance(value, bool):
-        return pa.bool_()
-    if isinstance(value, int):
-        if -(2**63) <= value < 2**63:
-            return pa.int64()
-        raise Unsupported(f"integer literal {value} is beyond 64 bits")
-    if isinstance(value, float):
-        return pa.float64()
-    if isinstance(value, str):
-        return pa.string()
-    raise Unsupported(f"a literal of type {type(value).__name__}")
-
-
-def _literal(value: Any) -> Compiled:
-    dtype = literal_type(value)
-    scalar = pa.scalar(value, type=dtype)
-    return Compiled(lambda batch: scalar, dtype)
-
-
-def broadcast(value: Value, rows: int) -> pa.Array:
-    """An expression result as an array of ``rows`` values."""
-    if isinstance(value, pa.Scalar):
-        if pa.types.is_null(value.type):
-            return pa.nulls(rows)
-        return pa.repeat(value, rows)
-    if isinstance(value, pa.ChunkedArray):
-        return value.combine_chunks()
-    return value
 
 
 class Compiler:
@@ -217,7 +123,7 @@ class Compiler:
         evaluate = compiled.evaluate
         if pa.types.is_boolean(dtype):
             return Compiled(lambda b: pc.fill_null(evaluate(b), False), pa.bool_())
-        if _is_number(dtype):
+        if is_number(dtype):
             zero = pa.scalar(0, type=pa.int64())
             if pa.types.is_decimal(dtype):
                 zero = pa.scalar(decimal.Decimal(0), type=dtype)
@@ -226,7 +132,7 @@ class Compiler:
                 return pc.fill_null(pc.not_equal(evaluate(b), zero), False)
 
             return Compiled(number, pa.bool_())
-        if _is_text(dtype):
+        if is_text(dtype):
             return Compiled(
                 lambda b: pc.fill_null(pc.greater(pc.utf8_length(evaluate(b)), 0), False),
                 pa.bool_(),
@@ -280,7 +186,7 @@ class Compiler:
 
     def _node(self, node: ast.AST) -> Compiled:
         if isinstance(node, ast.Constant):
-            return _literal(node.value)
+            return literal(node.value)
         if isinstance(node, ast.Name):
             return self._name(node.id)
         if isinstance(node, ast.Subscript):
@@ -306,9 +212,9 @@ class Compiler:
                 return self._column(scope.property_name)
             raise Unsupported("'self' of a property that is not in the record")
         if name == "__stream_name__":
-            return _literal(scope.stream_alias)
+            return literal(scope.stream_alias)
         if name == "__original_stream_name__":
-            return _literal(scope.stream_name)
+            return literal(scope.stream_name)
         if name in _CONTEXT_NAMES:
             raise Unsupported(f"'{name}' as a value")
         return self._column(name)
@@ -332,7 +238,7 @@ class Compiler:
                     value = value[part]
                 except (KeyError, IndexError, TypeError):
                     raise Unsupported(f"config{path!r} is not in stream_map_config") from None
-            return _literal(value)
+            return literal(value)
         if not isinstance(base, ast.Name) or not all(isinstance(p, str) for p in path):
             raise Unsupported("this subscript")
         if base.id in ("_", "record"):
@@ -364,7 +270,7 @@ class Compiler:
         left = self._node(node.left)
         right = self._node(node.right)
         op = type(node.op)
-        if op is ast.Add and _is_text(left.dtype) and _is_text(right.dtype):
+        if op is ast.Add and is_text(left.dtype) and is_text(right.dtype):
 
             def concat(b: pa.RecordBatch) -> Value:
                 lv, rv = left.evaluate(b), right.evaluate(b)
@@ -376,7 +282,7 @@ class Compiler:
         if op not in _ARITHMETIC:
             raise Unsupported(f"the operator {type(node.op).__name__}")
         for side in (left, right):
-            if not _is_number(side.dtype):
+            if not is_number(side.dtype):
                 raise Unsupported(f"arithmetic on {side.dtype}")
         decimals = pa.types.is_decimal(left.dtype) or pa.types.is_decimal(right.dtype)
         floats = pa.types.is_floating(left.dtype) or pa.types.is_floating(right.dtype)
@@ -391,7 +297,7 @@ class Compiler:
             if op is ast.Div:  # Python's true division
                 lv, rv = pc.cast(lv, pa.float64()), pc.cast(rv, pa.float64())
             else:  # Python's int and float, not an int32 that overflows
-                lv, rv = _widened(lv), _widened(rv)
+                lv, rv = widened(lv), widened(rv)
             try:
                 return pc.call_function(function, [lv, rv])
             except pa.ArrowInvalid as exc:
@@ -409,18 +315,18 @@ class Compiler:
         if isinstance(node.op, ast.Not):
             truth = self.truth(operand)
             return Compiled(lambda b: pc.invert(truth.evaluate(b)), pa.bool_())
-        if isinstance(node.op, ast.USub) and _is_number(operand.dtype):
+        if isinstance(node.op, ast.USub) and is_number(operand.dtype):
 
             def negate(b: pa.RecordBatch) -> Value:
                 value = operand.evaluate(b)
                 self._no_nulls(value, "the operand of -")
                 try:
-                    return pc.negate_checked(_widened(value))
+                    return pc.negate_checked(widened(value))
                 except pa.ArrowInvalid as exc:
                     raise self._fail(str(exc).splitlines()[0]) from None
 
             return self._typed(Compiled(negate, operand.dtype))
-        if isinstance(node.op, ast.UAdd) and _is_number(operand.dtype):
+        if isinstance(node.op, ast.UAdd) and is_number(operand.dtype):
             return operand
         raise Unsupported(f"the operator {type(node.op).__name__}")
 
@@ -467,7 +373,7 @@ class Compiler:
     def _comparable(self, a: Compiled, b: Compiled) -> None:
         if pa.types.is_null(a.dtype) or pa.types.is_null(b.dtype):
             return
-        if _is_number(a.dtype) and _is_number(b.dtype):
+        if is_number(a.dtype) and is_number(b.dtype):
             if pa.types.is_boolean(a.dtype) != pa.types.is_boolean(b.dtype):
                 raise Unsupported("comparing booleans with numbers")
             mixed = {pa.types.is_decimal(a.dtype), pa.types.is_floating(b.dtype)}
@@ -475,7 +381,7 @@ class Compiler:
             if mixed == {True} or mixed_r == {True}:
                 raise Unsupported("comparing Decimal with float (Python compares exactly)")
             return
-        if _is_text(a.dtype) and _is_text(b.dtype):
+        if is_text(a.dtype) and is_text(b.dtype):
             return
         if pa.types.is_boolean(a.dtype) and pa.types.is_boolean(b.dtype):
             return
@@ -526,7 +432,7 @@ class Compiler:
                 raise Unsupported("'in' a collection of anything but literals")
             values = [cast(ast.Constant, e).value for e in container.elts]
             left = self._node(item)
-            if _is_text(left.dtype) and all(isinstance(v, str | None) for v in values):
+            if is_text(left.dtype) and all(isinstance(v, str | None) for v in values):
                 kind = pa.string()
             elif pa.types.is_integer(left.dtype) and all(
                 v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values
@@ -544,7 +450,7 @@ class Compiler:
             return self._typed(Compiled(member, pa.bool_()))
         text = self._node(container)
         needle = item.value if isinstance(item, ast.Constant) else None
-        if not (_is_text(text.dtype) and isinstance(needle, str)):
+        if not (is_text(text.dtype) and isinstance(needle, str)):
             raise Unsupported("'in' other than in a tuple of literals or a string literal in text")
 
         def contains(b: pa.RecordBatch) -> Value:
@@ -588,7 +494,7 @@ class Compiler:
                 args.append(arg.value)
             name = func.attr
             subject = self._node(func.value)
-            if not _is_text(subject.dtype):
+            if not is_text(subject.dtype):
                 raise Unsupported(f".{name}() of a {subject.dtype} value")
             return self._per_value(
                 func.value,
@@ -604,7 +510,7 @@ class Compiler:
         """Python's ``function`` on each value of ``arg`` (only for types whose Python
         values are those singer-sdk's records carry)."""
         inner = self._node(arg)
-        if not _is_python_exact(inner.dtype):
+        if not is_python_exact(inner.dtype):
             raise Unsupported(f"{what} of a {inner.dtype} value")
 
         def per_value(b: pa.RecordBatch) -> Value:
@@ -625,12 +531,4 @@ class Compiler:
         return Compiled(per_value, dtype)
 
 
-__all__ = [
-    "Compiled",
-    "Compiler",
-    "MapEvaluationError",
-    "Scope",
-    "Unsupported",
-    "broadcast",
-    "literal_type",
-]
+__all__ = ["Compiler"]
