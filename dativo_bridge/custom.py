@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dativo_bridge.discovery import with_catalog
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class
@@ -65,7 +66,7 @@ def _main(setting: str, base: type) -> None:
             file=sys.stderr,
         )
         sys.exit(0)
-    plugin = make_tap(cls) if base is ArrowReader else make_target(cls)
+    plugin = with_catalog(make_tap(cls)) if base is ArrowReader else make_target(cls)
     plugin.cli()
 
 

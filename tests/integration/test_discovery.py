@@ -84,3 +84,34 @@ def test_rest_catalog_schema_is_the_schema_message_schema(tmp_path: Path) -> Non
     }
     entry = _check("tap-dativo-rest", {"api_url": server.url, "streams": [stream]}, tmp_path)
     assert "replication_method" not in entry  # FULL_TABLE unless a key is set
+
+
+READER = """
+from decimal import Decimal
+
+import pyarrow as pa
+
+from dativo_bridge import ArrowReader, StreamInfo
+
+
+class Reader(ArrowReader):
+    name = "tap-disc-custom"
+    config_jsonschema = {"type": "object", "properties": {}}
+
+    def discover(self):
+        return [StreamInfo("amounts", pa.schema([("amount", pa.decimal128(10, 2))]))]
+
+    def read(self, stream, bookmark=None):
+        yield pa.record_batch([pa.array([Decimal("1.25")], pa.decimal128(10, 2))], stream.schema)
+"""
+
+
+def test_a_user_class_run_by_tap_dativo_custom_has_the_same_catalog(tmp_path: Path) -> None:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "disc_custom_reader.py").write_text(READER)
+    config = {"reader_class": "disc_custom_reader:Reader", "plugin_dirs": ["plugins"]}
+    (entry,) = json.loads(_tap("tap-dativo-custom", config, tmp_path, "--discover"))["streams"]
+    lines = _tap("tap-dativo-custom", config, tmp_path).splitlines()
+    (schema,) = [m for m in map(json.loads, lines) if m.get("type") == "SCHEMA"]
+    assert entry["schema"] == schema["schema"]
+    assert entry["schema"]["properties"]["amount"]["precision"] == 10

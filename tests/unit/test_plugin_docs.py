@@ -66,3 +66,28 @@ def test_check_mode_reports_a_stale_page(tmp_path: object, capsys: pytest.Captur
     assert "out of date" in capsys.readouterr().err
     assert plugin_docs.main(["--dir", str(tmp_path)]) == 0
     assert plugin_docs.main(["--check", "--dir", str(tmp_path)]) == 0
+
+
+def test_writing_plugins_meltano_examples_declare_the_about_capabilities() -> None:
+    """Every meltano.yml entry in docs/writing-plugins.md declares exactly the capabilities
+    the plugin's --about lists (without catalog and state Meltano re-reads everything)."""
+    import re
+
+    import yaml
+
+    from dativo_bridge.plugin_docs import capabilities_of
+    from dativo_bridge.sdk import ArrowTap, ArrowTarget
+
+    text = (DOCS.parent / "writing-plugins.md").read_text()
+    entries = [
+        (kind, plugin)
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
+        for kind, plugins in (yaml.safe_load(block).get("plugins") or {}).items()
+        for plugin in plugins
+    ]
+    assert len(entries) >= 4
+    for kind, plugin in entries:
+        cls = PLUGINS.get(plugin["executable"]) or (
+            ArrowTap if kind == "extractors" else ArrowTarget
+        )
+        assert plugin.get("capabilities") == capabilities_of(cls), plugin["name"]
