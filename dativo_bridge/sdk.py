@@ -116,9 +116,8 @@ class ArrowStream(Stream):
         """
         if not self._plan_made:
             self._plan_made = True
-            maps = StreamMaps.from_mapper(self._tap.mapper)
             try:
-                self._plan = maps.plan(self._selected_info())
+                self._plan = self._arrow_tap.arrow_maps.plan(self._selected_info())
             except UnsupportedMap as exc:
                 self.logger.warning(
                     "%s: stream '%s' runs on singer-sdk's row path, where exact types are "
@@ -409,6 +408,14 @@ class ArrowTap(_MaskedCli, Tap):
 
     reader_class: ClassVar[type[ArrowReader]]
     _reader: ArrowReader | None = None
+    _arrow_maps: StreamMaps | None = None
+
+    @property
+    def arrow_maps(self) -> StreamMaps:
+        """The tap's stream maps and flattening, for its streams' Arrow batches."""
+        if self._arrow_maps is None:
+            self._arrow_maps = StreamMaps.from_mapper(self.mapper)
+        return self._arrow_maps
 
     @property
     def reader(self) -> ArrowReader:
