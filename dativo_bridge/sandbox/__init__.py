@@ -30,6 +30,8 @@ def check_layers(*, network: bool = False) -> str:
             lines.append(f"  active       {layer}: {detail}")
         for layer, why in report.missing.items():
             lines.append(f"  unavailable  {layer}: {why}")
+        for layer, why in report.unused.items():
+            lines.append(f"  not used     {layer}: {why}")
     lines.append("  active       rlimits: CPU, file size, open files, core dumps")
     lines.append("  active       watchdog: memory, CPU, processes and wall clock of the tree")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import NoReturn
@@ -109,7 +110,8 @@ def _child(policy: Policy, the_plan: layers.Plan, status: int, probe: bool) -> N
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         limits.die_with_parent(signal.SIGKILL)
         report = layers.enter(policy, the_plan)
-        os.write(status, json.dumps({"active": report.active, "missing": report.missing}).encode())
+        message = {"active": report.active, "missing": report.missing, "unused": report.unused}
+        os.write(status, json.dumps(message).encode())
         os.write(status, b"\n")
         if probe or (report.missing and policy.level == "strict"):
             os._exit(0 if probe else REFUSED)
@@ -294,9 +296,12 @@ def supervise(policy: Policy, *, probe: bool = False) -> Outcome:
         # The child does it too: whichever runs first wins, the other's call may fail.
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
+        # Signals for the run (Ctrl-C, a terminating dativo run) go to the command's group;
+        # Python lets only the main thread install handlers.
+        main = threading.current_thread() is threading.main_thread()
         handlers = {
             number: signal.signal(number, lambda sig, _frame: _forward(pid, sig))
-            for number in _FORWARDED
+            for number in (_FORWARDED if main else ())
         }
         try:
             report, error = _parse(_read_status(read_end))
@@ -326,7 +331,11 @@ def _parse(messages: list[dict[str, object]]) -> tuple[layers.Report, str | None
     for message in messages:
         if "error" in message:
             error = str(message["error"])
-        for key, into in (("active", report.active), ("missing", report.missing)):
+        for key, into in (
+            ("active", report.active),
+            ("missing", report.missing),
+            ("unused", report.unused),
+        ):
             value = message.get(key)
             if isinstance(value, dict):
                 into.update({str(k): str(v) for k, v in value.items()})

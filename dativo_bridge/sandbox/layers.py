@@ -45,6 +45,8 @@ class Plan:
 class Report:
     active: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    #: Layers not used, and why, that other layers stand in for (shown by --check).
+    unused: dict[str, str] = field(default_factory=dict)
 
 
 def _reason(exc: BaseException) -> str:
@@ -64,6 +66,8 @@ def enter(policy: Policy, plan: Plan) -> Report:
             )
         except OSError as exc:
             report.missing[CGROUP] = _reason(exc)
+    elif plan.cgroup is not None and plan.cgroup.errors:
+        report.unused[CGROUP] = "; ".join(f"{k}: {v}" for k, v in plan.cgroup.errors.items())
     userns = False
     try:
         namespaces.enter_user_namespace()

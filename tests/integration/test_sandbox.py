@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -386,3 +387,23 @@ def test_descriptors_named_on_the_command_line_stay_open_and_no_other(
     finally:
         os.close(config)
         os.close(secret)
+
+
+def test_a_terminated_sandbox_stops_its_command(arena: Path) -> None:
+    """SIGTERM to the supervisor (Ctrl-C, or dativo run stopping a plugin) reaches the
+    command's process group; nothing is left running."""
+    token = f"token-{uuid.uuid4().hex}"
+    proc = subprocess.Popen(
+        [*SANDBOX, "--", sys.executable, HOSTILE, "fork", "3", token],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=arena,
+    )
+    deadline = time.monotonic() + 20
+    while len(_alive_with(token)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # the supervisor, the plugin and its 3 children
+    assert len(_alive_with(token)) == 5
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert _alive_with(token) == []
