@@ -490,7 +490,9 @@ def run_command(
             cancel=cancel,
             progress_interval=progress_interval,
         )
+        store.flush()
     except RunInterrupted as exc:
+        _flush_state(store)
         _report_interrupt(console, exc, store, sid, redactor, log_format)
         sys.exit(EXIT_SIGTERM if exc.signum == signal.SIGTERM else EXIT_SIGINT)
     except SystemExit:
@@ -499,10 +501,12 @@ def run_command(
         if cancel.is_set() and isinstance(exc, Exception | KeyboardInterrupt):
             signum = cancel.signum or signal.SIGINT
             interrupted = RunInterrupted(signum, RunResult(state_id=sid, state=None))
+            _flush_state(store)
             _report_interrupt(console, interrupted, store, sid, redactor, log_format)
             sys.exit(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
         if not isinstance(exc, Exception):
             raise
+        _flush_state(store)
         if debug:
             logger.debug("%s", redactor.redact(traceback.format_exc()))
         base = project.dir if project is not None else Path.cwd()
@@ -537,6 +541,16 @@ def run_command(
     out.print(
         redactor.redact(f"State saved under id '{sid}' in {store.describe(sid)}"), highlight=False
     )
+
+
+def _flush_state(store: StateStore | None) -> None:
+    """Save a state the store left waiting, when the run ended with an error: the rows
+    before it are committed."""
+    try:
+        if store is not None:
+            store.flush()
+    except Exception as exc:
+        logger.error("the last committed state could not be saved: %s", exc)
 
 
 def _report_interrupt(

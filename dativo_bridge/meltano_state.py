@@ -46,6 +46,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -448,7 +449,15 @@ class S3StateStore(_FileLayoutStore):
 
 
 class MeltanoCliStateStore(MeltanoStateStore):
-    """Meltano's own `meltano state get/set/clear`, for any backend it is configured with."""
+    """Meltano's own `meltano state get/set/clear`, for any backend it is configured with.
+
+    Each call starts Meltano (a second or more), so a STATE that comes less than
+    ``min_interval`` seconds after the last write waits, and only the newest waiting one is
+    written: when the interval is over, at :meth:`flush`, at the next read, or before the
+    process exits. A state saved late is only older, never ahead of the data.
+    """
+
+    min_interval = 5.0
 
     def __init__(
         self,
@@ -465,6 +474,11 @@ class MeltanoCliStateStore(MeltanoStateStore):
         self.environment = environment
         self.backend = backend
         self.where = where
+        self._lock = threading.Lock()
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._last_write = -float("inf")
+        self._timer: threading.Timer | None = None
+        self._error: BaseException | None = None
 
     def location(self, state_id: str) -> str:
         return f"{self.where}, state_id '{state_id}' (through {self.executable} state)"
@@ -494,6 +508,7 @@ class MeltanoCliStateStore(MeltanoStateStore):
         return done.stdout
 
     def read(self, state_id: str) -> dict[str, Any] | None:
+        self.flush()
         lines = [line for line in self._meltano("get", state_id).splitlines() if line.strip()]
         if not lines:
             return None
@@ -506,6 +521,41 @@ class MeltanoCliStateStore(MeltanoStateStore):
         return value if isinstance(value, dict) else None
 
     def write(self, state_id: str, completed: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending[state_id] = completed
+            wait = self._last_write + self.min_interval - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    # Not a daemon: the process does not exit before the state is written.
+                    self._timer = threading.Timer(wait, self._flush_later)
+                    self._timer.daemon = False
+                    self._timer.start()
+                return
+        self.flush()
+
+    def _flush_later(self) -> None:
+        try:
+            self.flush()
+        except BaseException as exc:
+            logger.error("saving the state through `meltano state set` failed: %s", exc)
+            with self._lock:
+                self._error = exc
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            pending, self._pending = self._pending, {}
+            error, self._error = self._error, None
+            for state_id, completed in pending.items():
+                self._set(state_id, completed)
+            if pending:
+                self._last_write = time.monotonic()
+        if error is not None:
+            raise error
+
+    def _set(self, state_id: str, completed: dict[str, Any]) -> None:
         # A file, not an argument: a large state would pass the limit of one argument.
         fd, temp = tempfile.mkstemp(prefix="dativo-state-", suffix=".json")
         try:
@@ -516,6 +566,8 @@ class MeltanoCliStateStore(MeltanoStateStore):
             Path(temp).unlink(missing_ok=True)
 
     def delete(self, state_id: str) -> None:
+        with self._lock:
+            self._pending.pop(state_id, None)
         self._meltano("clear", "--force", state_id)
 
 

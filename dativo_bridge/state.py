@@ -46,6 +46,9 @@ class StateStore(abc.ABC):
     def clear(self, state_id: str) -> None:
         """Forget ``state_id`` (``--full-refresh``)."""
 
+    def flush(self) -> None:  # noqa: B027 - most stores write at once
+        """Write any value :meth:`put` left waiting; raise if a write failed."""
+
 
 class LocalStateStore(StateStore):
     """One JSON file per state id in a directory (default ``.dativo/state``)."""
