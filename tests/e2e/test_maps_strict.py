@@ -67,8 +67,8 @@ def _tap_config() -> dict[str, Any]:
     return {"dsn": pg_dsn(), "filter_schemas": [SCHEMA], **MAPS}
 
 
-def _tap_output(tmp_path: Path) -> bytes:
-    (tmp_path / "tap.json").write_text(json.dumps(_tap_config()))
+def _tap_output(tmp_path: Path, **more: Any) -> bytes:
+    (tmp_path / "tap.json").write_text(json.dumps({**_tap_config(), **more}))
     tap = subprocess.run(
         [script("tap-dativo-postgres"), "--config", "tap.json"],
         cwd=tmp_path,
@@ -196,6 +196,17 @@ def _check_parquet(table: pa.Table) -> None:
 def test_target_dativo_parquet_gets_exact_types_after_maps(tmp_path: Path) -> None:
     out = tmp_path / "out"
     _into(script("target-dativo-parquet"), {"path": str(out)}, tmp_path, _tap_output(tmp_path))
+    _check_parquet(read_parquet_dir(out / ALIAS))
+
+
+@pytest.mark.usefixtures("edges")
+def test_batch_files_carry_the_mapped_stream_into_target_dativo_parquet(tmp_path: Path) -> None:
+    batches = {"encoding": {"format": "arrow"}, "storage": {"root": (tmp_path / "b").as_uri()}}
+    output = _tap_output(tmp_path, batch_config=batches)
+    kinds = [(m["type"], m.get("stream")) for m in map(json.loads, output.splitlines())]
+    assert ("BATCH", ALIAS) in kinds and ("RECORD", ALIAS) not in kinds
+    out = tmp_path / "out"
+    _into(script("target-dativo-parquet"), {"path": str(out)}, tmp_path, output)
     _check_parquet(read_parquet_dir(out / ALIAS))
 
 
