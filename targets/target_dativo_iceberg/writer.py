@@ -35,13 +35,13 @@ from pyiceberg.io.pyarrow import parquet_file_to_data_file
 from pyiceberg.manifest import DataFileContent
 from pyiceberg.table import Table, TableProperties
 
-from dativo_bridge.conform import conform
+from dativo_bridge.conform import conform, first_null
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.settings import hard_delete_refusal, load_method, with_defaults
 from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg import cow
-from target_dativo_iceberg.changes import collapse
+from target_dativo_iceberg.changes import DELETED_AT, collapse
 from target_dativo_iceberg.cow import split_partitions
 from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
 from target_dativo_iceberg.tables import (
@@ -153,6 +153,18 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+def _keys_required(schema: pa.Schema, stream: StreamInfo) -> pa.Schema:
+    """For a change stream (LOG_BASED, or one with ``_sdc_deleted_at``), ``schema`` with
+    the key properties non-null: Iceberg identifier fields are required columns, and a
+    change stream declares every column nullable because a delete carries only the key
+    (:meth:`IcebergWriter.write` refuses a null key). Other streams keep their schema: a
+    nullable key column there is refused when the table is created."""
+    if stream.replication_method != "LOG_BASED" and DELETED_AT not in schema.names:
+        return schema
+    keys = set(stream.key_properties)
+    return pa.schema([f.with_nullable(False) if f.name in keys else f for f in schema])
 
 
 def table_name(stream: str, config: Mapping[str, Any]) -> str:
@@ -276,7 +288,7 @@ class IcebergWriter(ArrowWriter):
         slot = (_catalog_key(config), self._identifier)
         opened = _OPEN_TABLES.get(slot)
         refuse_other_stream(self._identifier, opened[0] if opened else None, stream.name)
-        self._schema = iceberg_schema(stream.schema)
+        self._schema = _keys_required(iceberg_schema(stream.schema), stream)
         self._table = self._load_or_create(stream)
         # The run marker (dativo_bridge.runner.RUN_KEY) of the state this table holds for
         # this pipeline: a run that ends must say so here even if it adds no rows.
@@ -371,6 +383,14 @@ class IcebergWriter(ArrowWriter):
     # -- writing --------------------------------------------------------------------
 
     def write(self, batch: pa.RecordBatch) -> None:
+        for key in self.stream.key_properties if self.stream else ():
+            row = first_null(batch.column(key))
+            if row is not None:
+                raise WriteError(
+                    f"stream '{self.stream.name if self.stream else '?'}': key property "
+                    f"'{key}' is null (row {row} of a batch); the table's identifier "
+                    "fields cannot be null"
+                )
         batch = to_iceberg(batch.select(self._schema.names), self._schema)
         if self._boundary is not None:
             batch = self._boundary.drop_known(batch)
@@ -413,6 +433,8 @@ class IcebergWriter(ArrowWriter):
         """A new SCHEMA: finish the open file, evolve the table (union by name)."""
         self._finish_file()
         self._schema = iceberg_schema(schema)
+        if self.stream is not None:
+            self._schema = _keys_required(self._schema, self.stream)
         # Buffered batches: new columns null, types widened.
         self._buffer = [conform(b, self._schema, fill_missing=True) for b in self._buffer]
         self._evolve(self._table, self._schema)

@@ -17,10 +17,12 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dativo_bridge.errors import ConfigError
+from dativo_bridge.errors import ConfigError, WriteError
+from dativo_bridge.interfaces import StreamInfo
 from target_dativo_iceberg.target import TargetDativoIceberg
 from target_dativo_iceberg.writer import STATE_PROPERTY, IcebergWriter, open_catalog
 from target_dativo_parquet.target import TargetDativoParquet
@@ -506,3 +508,48 @@ def test_small_files_are_merged_into_files_of_the_target_size(tmp_path: Path) ->
     metrics = table.inspect.files().column("readable_metrics").to_pylist()
     ranges = sorted((m["id"]["lower_bound"], m["id"]["upper_bound"]) for m in metrics)
     assert ranges == [(1, 500), (50, 800)]
+
+
+def test_a_log_based_stream_with_nullable_keys_gets_identifier_fields(tmp_path: Path) -> None:
+    # tap-dativo-postgres LOG_BASED declares every column nullable (a delete carries only
+    # the key): the table's identifier fields are still the keys, required.
+    stamp = pa.timestamp("us", tz="UTC")
+    schema = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("name", pa.string()),
+            ("_sdc_lsn", pa.int64()),
+            ("_sdc_deleted_at", stamp),
+        ]
+    )
+    config = _config(tmp_path, hard_delete=True)
+    stream = StreamInfo("users", schema, ("id",), "_sdc_lsn", "LOG_BASED")
+
+    def batch(ids: list[int | None], deleted: bool = False) -> pa.RecordBatch:
+        n = len(ids)
+        at = pa.array([0 if deleted else None] * n, pa.int64()).cast(stamp)
+        names = pa.array([None if deleted else f"n{i}" for i in ids], pa.string())
+        lsns = pa.array([7] * n, pa.int64())
+        return pa.record_batch([pa.array(ids, pa.int64()), names, lsns, at], schema=schema)
+
+    writer = IcebergWriter()
+    writer.open(config, stream)
+    writer.write(batch([1, 2, 3]))
+    writer.commit()
+    writer.write(batch([2], deleted=True))
+    writer.commit()
+    with pytest.raises(WriteError, match="key property 'id' is null"):
+        writer.write(batch([4, None]))
+    writer.close()
+    table = _table(config)
+    assert table.schema().identifier_field_names() == {"id"}
+    assert table.scan().to_arrow().sort_by("id").column("name").to_pylist() == ["n1", "n3"]
+
+
+def test_a_singer_change_stream_with_a_nullable_key_gets_identifier_fields(tmp_path: Path) -> None:
+    schema = json.loads(json.dumps(SCHEMA))
+    schema["schema"]["properties"]["id"] = {"type": ["integer", "null"]}
+    config = _config(tmp_path, hard_delete=True)
+    TargetDativoIceberg(config=config).listen(_lines(schema, _row(1, "a", 1, 1), _delete(1, 2)))
+    TargetDativoIceberg(config=config).listen(_lines(schema, _row(2, "b", 2, 3)))
+    assert _rows(config) == [(2, "b", 2, 3, None)]
