@@ -492,18 +492,22 @@ class MeltanoCliStateStore(MeltanoStateStore):
             done = subprocess.run(
                 command,
                 cwd=self.project_dir,
+                stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
                 timeout=600,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise StateStoreError(f"`meltano state {args[0]}` could not run: {exc}") from exc
+            raise StateStoreError(
+                f"`meltano state {args[0]}` could not run: {exc} (or run with --state-store local)"
+            ) from exc
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-5:])
             raise StateStoreError(
                 f"`meltano state {' '.join(args[:1] + args[-1:])}` failed "
-                f"(exit {done.returncode}): {tail}"
+                f"(exit {done.returncode}): {tail} (fix Meltano's state backend, or run with "
+                "--state-store local to keep dativo's own store)"
             )
         return done.stdout
 
