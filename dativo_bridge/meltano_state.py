@@ -373,16 +373,22 @@ class _FileLayoutStore(MeltanoStateStore):
         return "/".join(p for p in (self.state_dir.rstrip("/"), state_id, name) if p)
 
     def read(self, state_id: str) -> dict[str, Any] | None:
-        text = self.blobs.read(self.key(state_id, "state.json"))
-        if text is None:
-            return None
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise StateStoreError(
-                f"Meltano's state {self.location(state_id)} is not JSON ({exc}): repair it with "
-                f"`meltano state set`, or remove it to read everything again"
-            ) from None
+        for attempt in range(3):
+            text = self.blobs.read(self.key(state_id, "state.json"))
+            if text is None:
+                return None
+            try:
+                data = json.loads(text)
+                break
+            except ValueError as exc:
+                # Meltano rewrites the file in place, under its lock: it may be mid-write.
+                if attempt == 2 or self.blobs.read(self.key(state_id, "lock")) is None:
+                    raise StateStoreError(
+                        f"Meltano's state {self.location(state_id)} is not JSON ({exc}): "
+                        "repair it with `meltano state set`, or remove it to read everything "
+                        "again"
+                    ) from None
+                time.sleep(self.lock_retry_seconds)
         if not isinstance(data, dict):
             return None
         return merged(data.get("completed"), data.get("partial"))

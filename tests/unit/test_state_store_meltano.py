@@ -309,3 +309,26 @@ def test_a_run_marker_echoed_into_a_later_runs_state_is_dropped(tmp_path: Path) 
             (json.dumps({"singer_state": {"bookmarks": {"b": {"v": 2}}}}),),
         )
     assert db.get(SID) == {"bookmarks": {"a": {"v": 1}, "b": {"v": 2}}}
+
+
+def test_a_state_file_meltano_is_rewriting_is_read_once_it_is_whole(tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path, lock_retry_seconds=0.2)
+    folder = tmp_path / SID
+    folder.mkdir()
+    (folder / "state.json").write_text('{"completed": {"singer_sta')  # Meltano mid-write
+    (folder / "lock").write_text(str(time.time()))
+
+    def finish() -> None:
+        time.sleep(0.1)
+        (folder / "state.json").write_text(
+            json.dumps({"completed": {"singer_state": {"bookmarks": {}, "x": 1}}, "partial": {}})
+        )
+        (folder / "lock").unlink()
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    assert store.get(SID) == {"bookmarks": {}, "x": 1}
+    writer.join()
+    (folder / "state.json").write_text("{broken")  # no writer holds the lock: an error
+    with pytest.raises(Exception, match="is not JSON"):
+        store.get(SID)
