@@ -591,19 +591,22 @@ class MeltanoSettings:
         backend_uri: ``state_backend.uri`` (``systemdb`` unless set).
         database_uri: ``database_uri`` (SQLite in ``.meltano`` unless set).
         configured: True if the project sets either of them.
+        sys_dir: Meltano's folder in the project (``$MELTANO_SYS_DIR_ROOT``, ``.meltano``).
         values: Every ``state_backend.*`` setting found (``state_backend.s3.bucket``, ...).
     """
 
     backend_uri: str
     database_uri: str
     configured: bool
+    sys_dir: Path
     values: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, project: Project) -> MeltanoSettings:
         """The settings of ``project``."""
-        env = {"MELTANO_PROJECT_ROOT": str(project.dir), **project.env}
-        env.setdefault("MELTANO_SYS_DIR_ROOT", str(project.dir / ".meltano"))
+        env = {**project.env, "MELTANO_PROJECT_ROOT": str(project.dir)}
+        sys_dir = project.dir / env.get("MELTANO_SYS_DIR_ROOT", ".meltano")
+        env["MELTANO_SYS_DIR_ROOT"] = str(sys_dir)
         flat: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
@@ -628,7 +631,7 @@ class MeltanoSettings:
             values.get("database_uri") or f"sqlite:///{env['MELTANO_SYS_DIR_ROOT']}/meltano.db"
         )
         configured = bool(values.get("state_backend.uri") or values.get("database_uri"))
-        return cls(backend, database, configured, values)
+        return cls(backend, database, configured, sys_dir, values)
 
     def number(self, name: str, default: float) -> float:
         """A numeric ``state_backend.<name>`` setting."""
@@ -708,7 +711,7 @@ def choose_state_store(
     if mode == "local":
         return legacy
     settings = MeltanoSettings.of(project)
-    if mode == "auto" and not (settings.configured or (project.dir / ".meltano").is_dir()):
+    if mode == "auto" and not (settings.configured or settings.sys_dir.is_dir()):
         return legacy
     uri = settings.backend_uri
     scheme = "" if uri == SYSTEMDB else urlparse(uri).scheme

@@ -332,3 +332,12 @@ def test_a_state_file_meltano_is_rewriting_is_read_once_it_is_whole(tmp_path: Pa
     (folder / "state.json").write_text("{broken")  # no writer holds the lock: an error
     with pytest.raises(Exception, match="is not JSON"):
         store.get(SID)
+
+
+def test_meltano_sys_dir_root_moves_the_system_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _db(tmp_path / "meltano-sys" / "meltano.db")
+    monkeypatch.setenv("MELTANO_SYS_DIR_ROOT", "meltano-sys")  # relative to the project
+    store = choose_state_store(_project(tmp_path), which=no_meltano)
+    assert isinstance(store, SystemDbStateStore) and store.database == db
