@@ -101,7 +101,7 @@ def test_meltano_settings_match_the_plugin_schema(plugin: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("plugin", _plugins(), ids=lambda p: p["name"])
-def test_meltano_capabilities_are_what_about_lists(plugin: dict[str, Any]) -> None:
+def test_meltano_capabilities_and_settings_are_what_about_lists(plugin: dict[str, Any]) -> None:
     about = subprocess.run(
         [script(plugin["executable"]), "--about", "--format=json"],
         capture_output=True,
@@ -112,6 +112,8 @@ def test_meltano_capabilities_are_what_about_lists(plugin: dict[str, Any]) -> No
     )
     listed = json.loads(about.stdout)["capabilities"]
     assert plugin["capabilities"] == listed
+    settings = json.loads(about.stdout)["settings"]["properties"]
+    assert {s["name"].split(".")[0] for s in plugin["settings"]} == set(settings)
     assert listed == capabilities_of(CLASSES[plugin["executable"]])
     if plugin["name"].startswith("tap-"):
         # Without them Meltano runs the tap without --catalog/--state: full re-reads.
