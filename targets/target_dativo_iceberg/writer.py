@@ -4,8 +4,11 @@ Singer STATE that the snapshot makes durable in its summary (exactly-once resump
 Invariants: a snapshot's state is keyed by the pipeline's state id and read back only by
 that pipeline; an ``overwrite`` run publishes once, at its end, in one snapshot that
 replaces every row; rows re-read at the committed bookmark whose key the table already
-holds are not appended again; data files are named so that a later run can prove a dead
-writer left them (see targets/target_dativo_iceberg/orphans.py).
+holds are not appended again; an ``upsert`` commit applies the last change per key
+(deletes with ``hard_delete``) by rewriting only the data files that hold a changed key,
+in one snapshot (see targets/target_dativo_iceberg/changes.py and cow.py); data files are
+named so that a later run can prove a dead writer left them (see
+targets/target_dativo_iceberg/orphans.py).
 """
 
 from __future__ import annotations
