@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pytest
 
 from dativo_bridge.crypto import LocalKeyProvider
 from dativo_bridge.crypto.reading import read_encrypted_table
@@ -36,7 +37,8 @@ def _passes(report: Report, *, may_skip: tuple[str, ...] = ()) -> None:
     assert set(skipped) <= set(may_skip), report.text()
 
 
-def test_csv_reader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block_size_mb", [16, 0.0001])
+def test_csv_reader(tmp_path: Path, block_size_mb: float) -> None:
     # Four files: two share a modification time (one bookmark group), rows in each.
     moments = [1_700_000_000, 1_700_000_100, 1_700_000_100, 1_700_000_200]
     for n, moment in enumerate(moments):
@@ -59,7 +61,8 @@ def test_csv_reader(tmp_path: Path) -> None:
                     },
                 },
             }
-        ]
+        ],
+        "block_size_mb": block_size_mb,  # 0.0001: several batches per file
     }
     # No late_rows hook: the CSV reader resumes after the bookmark's modification time by
     # design (files are immutable once read; docs/writing-plugins.md).
@@ -81,7 +84,8 @@ def _late_rows(table: str, columns: str) -> Any:
     return add
 
 
-def test_postgres_reader() -> None:
+@pytest.mark.parametrize("accelerator", ["python", "auto"])
+def test_postgres_reader(accelerator: str) -> None:
     schema = fresh_schema("dativo_testkit")
     with psycopg.connect(pg_dsn(), autocommit=True) as conn:
         conn.execute(
@@ -94,7 +98,12 @@ def test_postgres_reader() -> None:
             "timestamptz '2025-01-01' + (g / 10) * interval '1 hour' END, g * 1.25, "
             f"repeat('x', 50) FROM generate_series(1, 400) g"
         )
-    config = {"dsn": pg_dsn(), "filter_schemas": [schema], "batch_size_bytes": 2000}
+    config = {
+        "dsn": pg_dsn(),
+        "filter_schemas": [schema],
+        "batch_size_bytes": 2000,
+        "accelerator": accelerator,
+    }
     metadata = {"*": {"replication-method": "INCREMENTAL", "replication-key": "updated_at"}}
     late = _late_rows(f"{schema}.events", "updated_at")
     _passes(run_reader_checks(PostgresReader, config, metadata=metadata, late_rows=late))
