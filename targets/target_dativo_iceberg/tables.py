@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NotInstalledError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema, assign_fresh_schema_ids
 from pyiceberg.table import Table
@@ -220,3 +221,21 @@ def check_layout(
                     parsed = parse_transform(transform)
                     spec.add_field(column, parsed, f"{column}_{_transform_name(parsed)}")
     return True
+
+
+def check_writable_spec(table: Table, identifier: str, stream: str) -> None:
+    """A ConfigError when the table's partition spec has a transform pyiceberg cannot
+    compute on Arrow here (all but ``identity`` need the ``pyiceberg-core`` package):
+    said when the stream opens, not as an import error at its first batch."""
+    schema = table.schema()
+    for field in table.spec().fields:
+        source = schema.find_field(field.source_id)
+        try:
+            field.transform.pyarrow_transform(source.field_type)
+        except NotInstalledError as exc:
+            raise ConfigError(
+                f"stream '{stream}': Iceberg table {identifier} is partitioned by "
+                f"{field.transform} of '{source.name}', which pyiceberg computes only with "
+                "the pyiceberg-core package: pip install 'pyiceberg[pyiceberg-core]', or "
+                "partition by identity"
+            ) from exc

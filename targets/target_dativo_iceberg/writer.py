@@ -52,6 +52,7 @@ from target_dativo_iceberg.tables import (
     STATE_PROPERTY,
     STREAM_PROPERTY,
     check_layout,
+    check_writable_spec,
     committed_bookmark,
     committed_state,
     committed_state_at,
@@ -336,6 +337,7 @@ class IcebergWriter(ArrowWriter):
             self.config.get("partition_by") or [],
         ):
             table = self._catalog.load_table(self._identifier)
+        check_writable_spec(table, self._identifier, stream.name)
         remove_orphans(lambda: self._catalog.load_table(self._identifier))
         self._evolve(table, self._schema)
         return table

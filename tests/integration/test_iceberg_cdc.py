@@ -553,3 +553,17 @@ def test_a_singer_change_stream_with_a_nullable_key_gets_identifier_fields(tmp_p
     TargetDativoIceberg(config=config).listen(_lines(schema, _row(1, "a", 1, 1), _delete(1, 2)))
     TargetDativoIceberg(config=config).listen(_lines(schema, _row(2, "b", 2, 3)))
     assert _rows(config) == [(2, "b", 2, 3, None)]
+
+
+def test_a_partition_transform_that_needs_pyiceberg_core_is_refused_at_open(
+    tmp_path: Path,
+) -> None:
+    try:
+        import pyiceberg_core  # noqa: F401  (installed: every transform can be written)
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pyiceberg-core is installed")
+    config = _config(tmp_path, partition_by=[{"column": "id", "transform": "truncate[10]"}])
+    with pytest.raises(ConfigError, match=r"truncate\[10\] of 'id'.*pyiceberg-core"):
+        TargetDativoIceberg(config=config).listen(_lines(SCHEMA, _row(1, "a", 1, 1)))
