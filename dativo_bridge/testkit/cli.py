@@ -25,6 +25,10 @@ from dativo_bridge.errors import DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class
 from dativo_bridge.redact import process_redactor, redact, secret_values
+from dativo_bridge.testkit.scaffold import init
+
+#: The commands ``dativo`` adds (``main.add_command(test_plugin)``, ``main.add_command(init)``).
+__all__ = ["init", "load_plugin", "test_plugin"]
 
 
 def _search_dirs() -> list[Path]:
