@@ -179,7 +179,7 @@ class ChangeStream:
                 ", ".join(change.columns),
                 pgoutput.format_lsn(self.position or after),
             )
-            self.conn.rollback()
+            self._end()
             self.stopped = True
             return
         except Truncated as truncate:
@@ -187,7 +187,7 @@ class ChangeStream:
                 batch = self._batch(pending)
                 self.position = pending[-1].lsn
                 yield batch
-            self.conn.rollback()
+            self._end()
             raise ReadError(
                 f"{self.where}: table {self.table.schema}.{self.table.table} was truncated "
                 f"(the transaction committed at {truncate}); its changes up to there were "
@@ -199,9 +199,14 @@ class ChangeStream:
             batch = self._batch(pending)
             self.position = pending[-1].lsn
             yield batch
-        self.conn.rollback()
+        self._end()
         self.stopped = False
         self.position = max(self.position or after, upto)
+
+    def _end(self) -> None:
+        """End the read's transaction (its temporary table goes with it)."""
+        self.conn.rollback()
+        self._temp = None
 
     def _transactions(self, after: int, upto: int) -> Iterator[tuple[list[Row], int]]:
         """(rows, end LSN) of every transaction committed in (after, upto] that

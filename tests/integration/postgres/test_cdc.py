@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -455,3 +456,41 @@ def test_parallel_initial_copy_in_the_slot_snapshot(
     assert _mirror(changes) == _source(items)
     ids = changes.column("id").to_pylist()
     assert len(ids) == len(set(ids)), "a row came twice"
+
+
+def test_follow_keeps_reading_new_changes(items: str, tmp_path: Path) -> None:
+    runs = Runs(items, tmp_path)
+    runs.run()
+    reader = PostgresReader()
+    reader.open(_config(items, cdc_stop="follow"))
+    try:
+        stream = _log_based(reader)
+        batches = reader.read(stream, runs.state_lsn())
+        _execute(items, f"INSERT INTO {SCHEMA}.items VALUES (7001, 'one', 1, now(), NULL)")
+        seen: list[int] = []
+        deadline = time.monotonic() + 30
+        for batch in batches:
+            seen += batch.column("id").to_pylist()
+            if seen == [7001]:
+                _execute(items, f"INSERT INTO {SCHEMA}.items VALUES (7002, 'two', 1, now(), NULL)")
+            if len(seen) == 2 or time.monotonic() > deadline:
+                break
+        batches.close()
+        assert seen == [7001, 7002], "follow stopped at the end of the WAL"
+    finally:
+        reader.close()
+
+
+def test_a_server_without_logical_decoding_is_named(tmp_path: Path) -> None:
+    import pgserver
+
+    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    try:
+        dsn = server.get_uri()
+        _execute(
+            dsn, "CREATE SCHEMA dativo_cdc", "CREATE TABLE dativo_cdc.items (id int PRIMARY KEY)"
+        )
+        with pytest.raises(ConfigError, match=r"wal_level = logical.*ALTER SYSTEM SET wal_level"):
+            Runs(dsn, tmp_path).run()
+    finally:
+        server.cleanup()
