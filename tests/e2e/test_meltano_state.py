@@ -278,3 +278,30 @@ def test_s3_state_backend_is_meltanos_layout(
     assert via_cli.get(sid) == newer
     store.clear(sid)
     assert json.loads(meltano_state("get", sid)) == {}
+
+
+def test_partial_state_of_a_meltano_full_refresh_is_merged_over_the_completed(
+    meltano: Path,  # noqa: F811
+    project: Path,  # noqa: F811
+    env_name: str,
+) -> None:
+    """`meltano run --full-refresh` stores partial states over the completed one; dativo
+    reads the merge, as Meltano does, and its own save is a completed state again."""
+    data = yaml.safe_load((project / "meltano.yml").read_text())
+    data["state_backend"] = {"uri": f"file://$MELTANO_PROJECT_ROOT/{env_name}/state"}
+    (project / "meltano.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    sid = f"{env_name}:{PAIR[0]}-to-{PAIR[1]}"
+    state_file = project / env_name / "state" / sid / "state.json"
+
+    _meltano(meltano, project, env_name, "run", *PAIR)
+    _new_orders(project, env_name)
+    _meltano(meltano, project, env_name, "run", "--full-refresh", *PAIR)
+    stored = json.loads(state_file.read_text())
+    newest = stored["partial"]["singer_state"]["bookmarks"]["orders"]["replication_key_value"]
+    assert newest.startswith("2033-"), stored  # orders-2.csv's modification time
+    assert (
+        stored["completed"]["singer_state"]["bookmarks"]["orders"]
+        != (stored["partial"]["singer_state"]["bookmarks"]["orders"])
+    )
+    summary, _ = _dativo(project, env_name)
+    assert summary["rows"] == 0, "dativo run read the completed state without the partial one"
