@@ -32,6 +32,7 @@ from pyiceberg.exceptions import (
     NamespaceAlreadyExistsError,
     NoSuchTableError,
     TableAlreadyExistsError,
+    ValidationException,
 )
 from pyiceberg.expressions import EqualTo, Reference
 from pyiceberg.io.pyarrow import parquet_file_to_data_file
@@ -583,7 +584,9 @@ class IcebergWriter(ArrowWriter):
             try:
                 action(self._table)
                 return
-            except CommitFailedException as exc:
+            except (CommitFailedException, ValidationException) as exc:
+                # ValidationException: pyiceberg's own retry found that a concurrent commit
+                # added files an overwrite (replace, upsert) planned without: plan again.
                 if attempt == self._retries:
                     self._delete(files)
                     raise WriteError(

@@ -567,3 +567,47 @@ def test_a_partition_transform_that_needs_pyiceberg_core_is_refused_at_open(
     config = _config(tmp_path, partition_by=[{"column": "id", "transform": "truncate[10]"}])
     with pytest.raises(ConfigError, match=r"truncate\[10\] of 'id'.*pyiceberg-core"):
         TargetDativoIceberg(config=config).listen(_lines(SCHEMA, _row(1, "a", 1, 1)))
+
+
+def test_a_conflicting_commit_is_planned_again_on_the_new_snapshot(tmp_path: Path) -> None:
+    config = _config(tmp_path, hard_delete=True)
+    _seed(config)
+    stamp = pa.timestamp("us", tz="UTC")
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            ("name", pa.string()),
+            ("score", pa.int64()),
+            ("_sdc_lsn", pa.int64()),
+            ("_sdc_deleted_at", stamp),
+        ]
+    )
+    stream = StreamInfo("users", schema, ("id",))
+
+    def batch(key: int, name: str | None, lsn: int, deleted: bool = False) -> pa.RecordBatch:
+        at = pa.array([0 if deleted else None], pa.int64()).cast(stamp)
+        return pa.record_batch(
+            [pa.array([key]), pa.array([name]), pa.array([lsn]), pa.array([lsn]), at],
+            schema=schema,
+        )
+
+    first, second = IcebergWriter(), IcebergWriter()
+    first.open(config, stream)
+    second.open(config, stream)  # both hold the same table metadata
+    first.write(batch(1, "first", 10))
+    first.write(batch(2, None, 11, deleted=True))
+    second.write(batch(1, "second", 12))
+    second.write(batch(3, "third", 13))
+    first.commit()
+    second.commit()  # stale: refused by the catalog, planned again on first's snapshot
+    first.close()
+    second.close()
+    assert _rows(config) == [
+        (1, "second", 12, 12, None),
+        (3, "third", 13, 13, None),
+        (4, "n4", 40, 4, None),
+        (5, "n5", 50, 5, None),
+    ]
+    data = Path(config["warehouse"]) / "singer" / "users" / "data"
+    referenced = _table(config).inspect.all_files().column("file_path").to_pylist()
+    assert {p.name for p in data.glob("*.parquet")} == {Path(p).name for p in referenced}
