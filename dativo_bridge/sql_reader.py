@@ -113,6 +113,9 @@ class SQLReader(ArrowReader):
     unknown_type: ClassVar[pa.DataType | None] = pa.string()
     #: The driver's DB-API paramstyle (``qmark``, ``format``, ``pyformat``, ``numeric``).
     paramstyle: ClassVar[str] = "qmark"
+    #: Read Arrow batches straight from ADBC cursors (``fetch_record_batch``), cast to the
+    #: declared types, instead of Python rows.
+    arrow_fetch: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -248,9 +251,53 @@ class SQLReader(ArrowReader):
         cursor = self._conn.cursor()
         try:
             cursor.execute(sql, params)
-            yield from self._batches(stream, cursor)
+            if self.arrow_fetch and callable(getattr(cursor, "fetch_record_batch", None)):
+                yield from self._arrow_batches(stream, cursor.fetch_record_batch())
+            else:
+                yield from self._batches(stream, cursor)
         finally:
             cursor.close()
+
+    def _arrow_batches(self, stream: StreamInfo, source: Any) -> Iterator[pa.RecordBatch]:
+        """An ADBC cursor's Arrow batches with the declared types (drivers infer theirs
+        from the values), re-cut to about ``batch_size_bytes``."""
+        pending: list[pa.RecordBatch] = []
+        pending_bytes, row = 0, 0
+        for raw in source:
+            batch = self.conformed_batch(stream, raw, row)
+            row += batch.num_rows
+            per_row = max(1, batch.nbytes // max(1, batch.num_rows))
+            start = 0
+            while start < batch.num_rows:
+                # The rows that take the pending bytes to the limit (rounded up).
+                step = max(1, -(-(self._batch_bytes - pending_bytes) // per_row))
+                part = batch.slice(start, step)
+                start += step
+                pending.append(part)
+                pending_bytes += part.num_rows * per_row
+                if pending_bytes >= self._batch_bytes:
+                    yield _combine(pending, stream.schema)
+                    pending, pending_bytes = [], 0
+        if pending:
+            yield _combine(pending, stream.schema)
+
+    def conformed_batch(
+        self, stream: StreamInfo, batch: pa.RecordBatch, first: int
+    ) -> pa.RecordBatch:
+        """An Arrow batch from the driver as ``stream.schema``: each column cast exactly
+        (Arrow's safe cast), else converted value by value as DB-API rows are."""
+        columns = []
+        for i, field in enumerate(stream.schema):
+            column = batch.column(i)
+            if column.type != field.type and _lossy_in_arrow(column.type, field.type):
+                column = _to_array(stream.name, field, column.to_pylist(), first)
+            elif column.type != field.type:
+                try:
+                    column = column.cast(field.type, safe=True)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    column = _to_array(stream.name, field, column.to_pylist(), first)
+            columns.append(column)
+        return pa.RecordBatch.from_arrays(columns, schema=stream.schema)
 
     def _batches(self, stream: StreamInfo, cursor: Any) -> Iterator[pa.RecordBatch]:
         """Rows fetched in chunks sized from the bytes per row seen so far, yielded as
@@ -321,7 +368,7 @@ def _to_array(stream: str, field: pa.Field, values: list[Any], first: int) -> pa
             pass
     for offset, value in enumerate(values):
         try:
-            pa.array([value], field.type)
+            pa.array(_converted(field.type, [value]) or [value], field.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
             if isinstance(value, str) and _parsed_from_text(field.type):
                 try:
@@ -348,6 +395,14 @@ def _converted(type_: pa.DataType, values: list[Any]) -> list[Any] | None:
             return None
         return [decimal.Decimal(repr(v)) if isinstance(v, float) else v for v in values]
     return None
+
+
+def _lossy_in_arrow(got: pa.DataType, want: pa.DataType) -> bool:
+    """Casts Arrow performs without complaint that lose values: float -> decimal rounds
+    (1.005 -> 1.00), integer -> boolean makes every non-zero true."""
+    if pa.types.is_floating(got) and pa.types.is_decimal(want):
+        return True
+    return bool(pa.types.is_integer(got) and pa.types.is_boolean(want))
 
 
 def _parsed_from_text(type_: pa.DataType) -> bool:
