@@ -9,9 +9,13 @@ tests there."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
+import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dativo_bridge.meltano_state import MeltanoCliStateStore, S3StateStore, choose_state_store
+from dativo_bridge.meltano_state import (
+    MeltanoCliStateStore,
+    S3StateStore,
+    StateStoreError,
+    SystemDbStateStore,
+    choose_state_store,
+)
 from dativo_bridge.project import Project
 from tests.e2e.test_meltano import meltano, project  # noqa: F401 - the fixtures
 from tests.integration.s3server import CREDENTIALS, new_bucket, s3_endpoint
@@ -305,3 +315,69 @@ def test_partial_state_of_a_meltano_full_refresh_is_merged_over_the_completed(
     )
     summary, _ = _dativo(project, env_name)
     assert summary["rows"] == 0, "dativo run read the completed state without the partial one"
+
+
+def test_an_interrupted_run_leaves_its_last_committed_state_in_meltanos_store(
+    meltano: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Through `meltano state`, states are written at most every few seconds; SIGTERM
+    still leaves the last committed one in Meltano's store, so the rerun repeats at most
+    the bookmark's row."""
+    total = 100_000
+    shutil.copytree(Path(__file__).parent / "plugins", tmp_path / "plugins")
+    out = tmp_path / "out"
+    reader = {"reader_class": "e2e_readers:SlowCounterReader", "plugin_dirs": ["plugins"]}
+    slow = {**reader, "total": total, "batch_rows": 1_000, "pause": 0.05}
+    yml = write_project(
+        tmp_path,
+        [{"name": "tap-slow", "config": slow}],
+        [{"name": "target-dativo-parquet", "config": {"path": str(out)}}],
+    )
+    (tmp_path / ".meltano").mkdir()
+    sid = "test:tap-slow-to-target-dativo-parquet"
+    args = ["run", "tap-slow", "target-dativo-parquet", "--project", str(yml)]
+    proc = subprocess.Popen(
+        [script("dativo"), *args, "--checkpoint-rows", "2000"],
+        cwd=tmp_path,
+        env=_env(meltano),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    database = SystemDbStateStore(tmp_path / ".meltano" / "meltano.db")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(StateStoreError):
+            if database.get(sid) is not None:
+                break
+        time.sleep(0.2)
+    time.sleep(1.5)  # more checkpoints, whose states wait for the next `meltano state set`
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "Meltano's state backend 'systemdb'" in stderr, stderr
+    bookmark = database.get(sid)["bookmarks"]["counter"]["replication_key_value"]  # type: ignore[index]
+    assert bookmark < total, "the run must have stopped midway"
+
+    done = _run_dativo_in(tmp_path, [*args[1:], "--json"], meltano)
+    assert json.loads(done.stdout.strip().splitlines()[-1])["rows"] <= total - bookmark + 1
+    ids = read_parquet_dir(out).column("id").to_pylist()
+    assert sorted(set(ids)) == list(range(1, total + 1))
+    assert len(ids) <= total + 1, "the last committed state was not saved: rows repeated"
+
+
+def _run_dativo_in(
+    cwd: Path, args: list[str], meltano_on_path: Path
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [script("dativo"), "run", *args],
+        cwd=cwd,
+        env=_env(meltano_on_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
