@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import signal
 import subprocess
 import sys
@@ -611,3 +612,74 @@ def test_a_conflicting_commit_is_planned_again_on_the_new_snapshot(tmp_path: Pat
     data = Path(config["warehouse"]) / "singer" / "users" / "data"
     referenced = _table(config).inspect.all_files().column("file_path").to_pylist()
     assert {p.name for p in data.glob("*.parquet")} == {Path(p).name for p in referenced}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
+def test_random_change_logs_match_a_model(tmp_path: Path, seed: int, hard: bool) -> None:
+    """Random inserts, updates (some to null) and deletes over few keys, shuffled within
+    each commit (the LSN orders them), in commits of random sizes into files of random
+    target sizes: the table is the model's state after every commit."""
+    rng = random.Random(seed)
+    stamp = pa.timestamp("us", tz="UTC")
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            ("name", pa.string()),
+            ("score", pa.int64()),
+            ("_sdc_lsn", pa.int64()),
+            ("_sdc_deleted_at", stamp),
+        ]
+    )
+    stream = StreamInfo("users", schema, ("id",), "_sdc_lsn", "LOG_BASED")
+    config = _config(tmp_path, hard_delete=hard)
+    model: dict[int, tuple[Any, ...]] = {}
+    lsn = 0
+    for _ in range(4):
+        records = []
+        for _ in range(rng.randint(1, 60)):
+            lsn += 1
+            key = rng.randint(1, 25)
+            if rng.random() < 0.3:
+                at = 1_000_000 * lsn
+                records.append((key, None, None, lsn, at))
+                if hard:
+                    model.pop(key, None)
+                else:
+                    name, score = model[key][1:3] if key in model else (None, None)
+                    model[key] = (key, name, score, lsn, at)
+            else:
+                name = None if rng.random() < 0.2 else f"v{lsn}"
+                records.append((key, name, lsn, lsn, None))
+                model[key] = (key, name, lsn, lsn, None)
+        rng.shuffle(records)  # arrival order is not the LSN order
+        columns = list(zip(*records, strict=True))
+        batch = pa.record_batch(
+            [
+                pa.array(columns[0], pa.int64()),
+                pa.array(columns[1], pa.string()),
+                pa.array(columns[2], pa.int64()),
+                pa.array(columns[3], pa.int64()),
+                pa.array(columns[4], pa.int64()).cast(stamp),
+            ],
+            schema=schema,
+        )
+        writer = IcebergWriter()
+        size = rng.choice([0.0005, 0.002, 256])  # every file large, some, or none
+        writer.open({**config, "target_file_size_mb": size}, stream)
+        for offset in range(0, batch.num_rows, 17):
+            writer.write(batch.slice(offset, 17))
+        writer.commit()
+        writer.close()
+        rows = _table(config).scan().to_arrow().sort_by("id").to_pylist()
+        got = [
+            (
+                r["id"],
+                r["name"],
+                r["score"],
+                r["_sdc_lsn"],
+                int(r["_sdc_deleted_at"].timestamp() * 1_000_000) if r["_sdc_deleted_at"] else None,
+            )
+            for r in rows
+        ]
+        assert got == [model[k] for k in sorted(model)], f"after LSN {lsn}"
