@@ -110,13 +110,13 @@ def resolve_executable(program: str, path: str | None) -> str | None:
 
 def _root_of(executable: str) -> str:
     """The installation an executable belongs to: ``<prefix>`` for ``<prefix>/bin/x``
-    (a venv, a Python, /usr/local), else the executable's own directory."""
+    (a venv, a Python, /usr/local; ``~/bin`` itself for ``~/bin/x``), else the executable
+    alone: a script in a project directory must not make the project readable."""
     directory = os.path.dirname(executable)
     if os.path.basename(directory) == "bin":
         prefix = os.path.dirname(directory)
-        if prefix not in ("/", os.path.expanduser("~")):
-            return prefix
-    return directory
+        return directory if prefix in ("/", os.path.expanduser("~")) else prefix
+    return executable
 
 
 def _shebang(path: str) -> list[str]:
@@ -133,6 +133,8 @@ def _shebang(path: str) -> list[str]:
 def _venv_base(root: str) -> Iterator[str]:
     """A venv's base interpreter (``home =`` in pyvenv.cfg) and what its site-packages
     ``.pth`` files and setuptools editable finders point to."""
+    if not os.path.isdir(root):
+        return
     cfg = os.path.join(root, "pyvenv.cfg")
     if os.path.isfile(cfg):
         with open(cfg, encoding="utf-8", errors="replace") as fh:

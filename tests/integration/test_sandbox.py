@@ -407,3 +407,20 @@ def test_a_terminated_sandbox_stops_its_command(arena: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
     assert _alive_with(token) == []
+
+
+def test_an_executable_outside_a_bin_directory_does_not_expose_its_folder(
+    user: list[str], arena: Path
+) -> None:
+    """A plugin script in a project folder (``executable: ./tap-x``) is readable itself,
+    and the interpreter its shebang names, but not its neighbours (a .env, the config)."""
+    tool = arena / "project"
+    tool.mkdir()
+    script = tool / "tap-x"
+    script.write_text(f"#!{sys.executable}\n" + Path(HOSTILE).read_text())
+    script.chmod(0o755)
+    neighbour = tool / ".env"
+    neighbour.write_text("DB_PASSWORD=hunter2\n")
+    neighbour.chmod(0o644)
+    done = sandboxed(user, arena, [], [str(script), "read", hexpath(neighbour)])
+    assert done.stdout.startswith("DENIED 13"), (done.stdout, done.stderr)
