@@ -24,9 +24,9 @@ INCREMENTAL = {"*": {"replication-method": "INCREMENTAL", "replication-key": "up
 
 
 class AdbcSQLiteReader(SQLReader):
-    """SQLite through ADBC. Its driver binds a datetime parameter as a number, which
-    SQLite never finds equal to (or below) the stored text, so the bookmark is bound as
-    SQLite's own text form."""
+    """SQLite through ADBC. Its driver binds a datetime parameter as the text
+    '2025-01-01T05:00:00.000000', which sorts after every stored '2025-01-01 ...' of that
+    day, so the bookmark is bound as SQLite's own text form."""
 
     name = "tap-sqlite-adbc"
     config_jsonschema = {"type": "object", "properties": {"database": {"type": "string"}}}
@@ -56,7 +56,7 @@ class AdbcSQLiteReader(SQLReader):
 
 
 class DatetimeParameter(AdbcSQLiteReader):
-    """The base class's binding: a datetime the driver sends as a number."""
+    """The base class's binding: a datetime, which the driver sends as ISO text with 'T'."""
 
     def bind_bookmark(self, bookmark: Any, key_type: pa.DataType) -> Any:
         return SQLReader.bind_bookmark(self, bookmark, key_type)
