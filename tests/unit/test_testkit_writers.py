@@ -225,3 +225,14 @@ def test_a_refusal_must_be_a_dativo_error_with_words(tmp_path: Path) -> None:
 
     report = run_writer_checks(Silent, {"path": str(tmp_path)})
     assert report.failed_names == {"writer.schema-change"}
+
+
+def test_the_types_check_writes_every_type_the_shared_test_cases_hold() -> None:
+    from dativo_bridge.testkit.data import all_types
+    from tests.cases import ALL_TYPES
+
+    mine = all_types()
+    assert [(f.name, f.type) for f in mine.schema] == [(f.name, f.type) for f in ALL_TYPES.schema]
+    assert mine.to_pylist() == ALL_TYPES.to_pylist() or all(
+        str(a) == str(b) for a, b in zip(mine.to_pylist(), ALL_TYPES.to_pylist(), strict=True)
+    )  # NaN != NaN: compare the rows' text when equality cannot hold
