@@ -424,3 +424,14 @@ def test_an_executable_outside_a_bin_directory_does_not_expose_its_folder(
     neighbour.chmod(0o644)
     done = sandboxed(user, arena, [], [str(script), "read", hexpath(neighbour)])
     assert done.stdout.startswith("DENIED 13"), (done.stdout, done.stderr)
+
+
+def test_etc_is_readable_but_not_its_secrets(user: list[str], arena: Path) -> None:
+    done = hostile(user, arena, [], "read", hexpath(Path("/etc/passwd")))
+    assert done.stdout.startswith("OK root:"), done.stdout
+    # Root could read /etc/shadow outside the sandbox (nobody never can).
+    done = hostile(user, arena, [], "read", hexpath(Path("/etc/shadow")))
+    assert done.stdout.startswith("DENIED 13"), done.stdout
+    for key in sorted(Path("/etc/ssh").glob("ssh_host_*_key"))[:1]:
+        done = hostile(user, arena, [], "read", hexpath(key))
+        assert done.stdout.startswith("DENIED 13"), done.stdout
