@@ -190,3 +190,13 @@ def test_the_pytest_plugin_fixtures_in_an_authors_tests(project: tuple[Path, str
     assert "1 failed, 2 passed" in done.stdout, done.stdout + done.stderr
     assert "FAILED  reader.resume" in done.stdout
     assert "test_mine.py::test_broken" in done.stdout
+
+
+def test_an_installed_plugin_by_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "target.json").write_text(json.dumps({"path": str(tmp_path / "lake")}))
+    args = ["target_dativo_parquet.writer:ParquetWriter", "--config", "target.json"]
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    assert "6 passed, 0 failed, 0 skipped" in result.stdout
+    assert "loaded target_dativo_parquet.writer:ParquetWriter from " in result.stderr
