@@ -30,6 +30,7 @@ from psycopg import sql
 from dativo_bridge.errors import ReadError
 from tap_dativo_postgres import copy as pgcopy
 from tap_dativo_postgres import pgoutput
+from tap_dativo_postgres import slot as pgslot
 from tap_dativo_postgres.catalog import ColumnPlan, TableInfo
 
 logger = logging.getLogger("dativo.postgres")
@@ -215,6 +216,7 @@ class ChangeStream:
         relations: dict[int, pgoutput.Relation] = {}
         txn: _Transaction | None = None
         keys = list(self.table.primary_key)
+        pgslot.wait_until_free(self.conn, self.slot)
         with self.conn.cursor(name="dativo_cdc_changes") as cur:
             cur.itersize = 2000
             cur.execute(

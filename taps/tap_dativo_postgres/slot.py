@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -253,3 +254,29 @@ def check_not_ahead(slot: str, position: int | None, state_lsn: int, stream: str
 def replication_conninfo(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Connection keywords for a replication connection (``replication=database``)."""
     return {**kwargs, "replication": "database", "autocommit": True}
+
+
+def wait_until_free(conn: psycopg.Connection, slot: str, timeout: float = 60.0) -> None:
+    """Wait while another backend holds the slot (e.g. the one of a killed run, still
+    finishing its decoding), up to ``timeout`` seconds.
+
+    Raises:
+        ReadError: It is still held, naming the backend's pid.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s "
+            "AND active_pid IS NOT NULL AND active_pid <> pg_backend_pid()",
+            [slot],
+        ).fetchone()
+        conn.commit()
+        if row is None:
+            return
+        if time.monotonic() > deadline:
+            raise ReadError(
+                f"replication slot '{slot}' is in use by backend {row[0]} (another reader of "
+                "the slot?); a slot serves one pipeline: stop the other reader, or give this "
+                "pipeline its own replication_slot"
+            )
+        time.sleep(0.2)
