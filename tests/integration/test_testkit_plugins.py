@@ -137,6 +137,36 @@ def test_parquet_writer_overwrite(tmp_path: Path) -> None:
     _passes(run_writer_checks(ParquetWriter, config))
 
 
+def test_parquet_writer_on_s3() -> None:
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from .s3server import CREDENTIALS, s3_endpoint
+
+    bucket = new_bucket("dativo-testkit-pq")
+    config = {"path": f"s3://{bucket}/lake", "endpoint_url": s3_endpoint(), **CREDENTIALS}
+    filesystem = pafs.S3FileSystem(
+        endpoint_override=s3_endpoint().split("://")[1],
+        scheme="http",
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+    )
+
+    def read_back(settings: Mapping[str, Any], stream: StreamInfo) -> pa.Table | None:
+        folder = f"{bucket}/lake/{stream_dir_name(stream.name)}"
+        selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+        files = [
+            i.path
+            for i in filesystem.get_file_info(selector)
+            if i.type == pafs.FileType.File and not i.base_name.startswith(".")
+        ]
+        tables = [pq.read_table(f, filesystem=filesystem) for f in files]
+        return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+    _passes(run_writer_checks(ParquetWriter, config, read_back=read_back))
+
+
 def test_iceberg_writer(tmp_path: Path) -> None:
     config = {"warehouse": str(tmp_path / "warehouse"), "namespace": "testkit"}
 
