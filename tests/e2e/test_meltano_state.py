@@ -1,7 +1,9 @@
 """`dativo run` and `meltano run` of the same pair share one state: whichever runs second
 reads nothing new. With Meltano's default store (the system database: read directly, and
 through `meltano state` when Meltano is on PATH) and with a ``file://`` state backend;
-and Meltano's ``s3://`` backend (moto's server) read and written by both.
+the partial state of a `meltano run --full-refresh` merged over the completed one;
+Meltano's ``s3://`` backend (moto's server) read and written by both; and an interrupted
+`dativo run` leaving its last committed state in Meltano's store.
 
 The tests use the installed project copy of test_meltano.py, each in an environment of
 its own (its own state id, CSV folder and Parquet folder), so that they do not meet the
