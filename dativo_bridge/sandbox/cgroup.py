@@ -10,9 +10,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
+import time
 
 _V1 = "/sys/fs/cgroup"
 _MB = 1024 * 1024
+#: ``dativo-sandbox-<supervisor pid>-<ns>``: a run's cgroup and scratch directory names.
+STALE = re.compile(r"^dativo-sandbox-(\d+)-")
+
+
+def supervisor_gone(name: str) -> bool:
+    """Whether the supervisor a ``dativo-sandbox-<pid>-...`` name belongs to is dead."""
+    match = STALE.match(name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
+
+
+def remove_stale(parent: str) -> None:
+    """Stop what is left in the cgroups of supervisors that were killed (SIGKILL gives
+    them no chance to clean up), and remove those cgroups."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not supervisor_gone(name):
+            continue
+        path = os.path.join(parent, name)
+        for _ in range(20):
+            try:
+                with open(os.path.join(path, "cgroup.procs")) as fh:
+                    pids = [int(x) for x in fh.read().split()]
+            except OSError:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                time.sleep(0.01)
 
 
 def _write(path: str, text: str) -> None:
@@ -44,6 +90,7 @@ class RunCgroup:
                 self.errors[controller] = "cgroup v2 delegation is not supported yet"
                 continue
             parent = os.path.join(_V1, controller)
+            remove_stale(parent)
             path = os.path.join(parent, name)
             try:
                 os.mkdir(path)

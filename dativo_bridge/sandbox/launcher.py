@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from dativo_bridge.sandbox import layers, limits, watchdog
-from dativo_bridge.sandbox.cgroup import RunCgroup
+from dativo_bridge.sandbox.cgroup import RunCgroup, supervisor_gone
 from dativo_bridge.sandbox.policy import (
     Policy,
     command_line_fds,
@@ -276,7 +276,8 @@ class _Supervisor:
 def supervise(policy: Policy, *, probe: bool = False) -> Outcome:
     """Run ``policy.command`` in the sandbox and wait for it (see the module doc). With
     ``probe`` the child enters every layer and exits instead of executing the command."""
-    scratch = tempfile.mkdtemp(prefix="dativo-sandbox-")
+    _remove_stale_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"dativo-sandbox-{os.getpid()}-")
     the_plan: layers.Plan | None = None
     try:
         try:
@@ -318,6 +319,19 @@ def supervise(policy: Policy, *, probe: bool = False) -> Outcome:
         shutil.rmtree(scratch, ignore_errors=True)
         if the_plan is not None and the_plan.cgroup is not None:
             the_plan.cgroup.remove()
+
+
+def _remove_stale_scratch() -> None:
+    """Scratch directories of this user's supervisors that were killed before cleaning up."""
+    top = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(top):
+            if (
+                supervisor_gone(entry.name)
+                and entry.is_dir(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_uid == os.getuid()
+            ):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _forward(pid: int, number: int) -> None:

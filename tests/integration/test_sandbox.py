@@ -435,3 +435,34 @@ def test_etc_is_readable_but_not_its_secrets(user: list[str], arena: Path) -> No
     for key in sorted(Path("/etc/ssh").glob("ssh_host_*_key"))[:1]:
         done = hostile(user, arena, [], "read", hexpath(key))
         assert done.stdout.startswith("DENIED 13"), done.stdout
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_what_a_killed_supervisor_left_is_cleaned_up_by_the_next_run(arena: Path) -> None:
+    """SIGKILL leaves the supervisor no chance to clean up: the next run removes the dead
+    supervisor's scratch directory and, where it made one, stops what is still running in
+    its cgroup and removes the cgroup."""
+    dead = _dead_pid()
+    scratch = Path(tempfile.gettempdir()) / f"dativo-sandbox-{dead}-leftover"
+    scratch.mkdir()
+    (scratch / "file").write_text("left behind")
+    pids = Path("/sys/fs/cgroup/pids")
+    stale = pids / f"dativo-sandbox-{dead}-1"
+    orphan = None
+    try:
+        stale.mkdir()
+        orphan = subprocess.Popen(["sleep", "30"])
+        (stale / "cgroup.procs").write_text(str(orphan.pid))
+    except OSError:
+        stale = None  # no writable cgroup here (not root, or cgroup v2): scratch only
+    done = hostile([], arena, ["--max-processes", "8"], "sleep", "0")
+    assert done.stdout.strip() == "OK slept", done.stderr
+    assert not scratch.exists()
+    if stale is not None and orphan is not None:
+        assert orphan.wait(timeout=5) == -signal.SIGKILL
+        assert not stale.exists()
