@@ -21,7 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from dativo_bridge.sandbox import landlock
 from tests.e2e.helpers import REPO, peer_venv
+
+pytestmark = pytest.mark.skipif(
+    landlock.abi() < 1, reason="Landlock is not available on this kernel (needs Linux 5.13+)"
+)
 
 HOSTILE = str(Path(__file__).with_name("sandbox_hostile.py"))
 SANDBOX = [sys.executable, "-m", "dativo_bridge.sandbox_cli"]
