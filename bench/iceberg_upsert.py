@@ -158,6 +158,10 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"  {name:26s} median {median:8.2f} s  {args.changes / median:10,.0f} changes/s")
+    if len(times) == 2:
+        ours, theirs = times.values()
+        ratios = [b / a for a, b in zip(ours, theirs, strict=True)]
+        print(f"  pyiceberg takes {statistics.median(ratios):.1f}x as long (median of the pairs)")
 
 
 if __name__ == "__main__":
