@@ -92,7 +92,7 @@ def sandbox(
         level=level,
     )
     try:
-        outcome = supervise(policy)
+        outcome = supervise(policy, release_stdio=True)
     except OSError as exc:
         click.echo(f"sandbox: {policy.name}: could not start: {exc}", err=True)
         sys.exit(REFUSED)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -120,7 +122,7 @@ def _child(policy: Policy, the_plan: layers.Plan, status: int, probe: bool) -> N
         for keep in sorted({status, *the_plan.keep_fds}):
             os.closerange(low, keep)
             low = keep + 1
-        os.closerange(low, 65536)
+        os.closerange(low, _max_fd())
         os.execve(the_plan.executable, policy.command, the_plan.env)
     except BaseException as exc:
         detail = f"{type(exc).__name__}: {exc}"
@@ -130,6 +132,11 @@ def _child(policy: Policy, the_plan: layers.Plan, status: int, probe: bool) -> N
             os.write(status, json.dumps({"error": detail}).encode() + b"\n")
         finally:
             os._exit(code)
+
+
+def _max_fd() -> int:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 20 if hard == resource.RLIM_INFINITY or hard > 1 << 20 else hard
 
 
 def _read_status(fd: int) -> list[dict[str, object]]:
@@ -149,6 +156,23 @@ def _kill_tree(group: int, root: int) -> None:
     for pid in watchdog.descendants(root):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _is_regular(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _release_stdio() -> None:
+    """The supervisor lets go of stdin and stdout (the command has them), so that a pipe
+    sees EOF, or EPIPE, when the command exits, not when the supervisor does."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        if not _is_regular(fd):
+            os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _seconds(value: float) -> str:
@@ -174,6 +198,9 @@ class _Supervisor:
         self.reaped_cpu = 0.0
         self.breach: str | None = None
         self.peak_cpu = 0.0
+        #: The command's stdout and stderr when they are regular files (a file-size breach
+        #: can be a redirection's).
+        self.outputs = [fd for fd in (1, 2) if _is_regular(fd)]
 
     def reap(self) -> None:
         while True:
@@ -234,13 +261,10 @@ class _Supervisor:
         return None
 
     def _file_at_limit(self, limit: int) -> bool:
-        for fd in (1, 2):
-            try:
-                info = os.fstat(fd)
-            except OSError:
-                continue
-            if info.st_size >= limit and os.path.isfile(f"/proc/self/fd/{fd}"):
-                return True
+        for output in self.outputs:
+            with contextlib.suppress(OSError):
+                if os.fstat(output).st_size >= limit:
+                    return True
         for top in self.writable:
             for folder, _, files in os.walk(top):
                 for name in files:
@@ -273,9 +297,10 @@ class _Supervisor:
         self.reap()
 
 
-def supervise(policy: Policy, *, probe: bool = False) -> Outcome:
+def supervise(policy: Policy, *, probe: bool = False, release_stdio: bool = False) -> Outcome:
     """Run ``policy.command`` in the sandbox and wait for it (see the module doc). With
-    ``probe`` the child enters every layer and exits instead of executing the command."""
+    ``probe`` the child enters every layer and exits instead of executing the command;
+    with ``release_stdio`` (the CLI) this process stops holding stdin and stdout."""
     _remove_stale_scratch()
     scratch = tempfile.mkdtemp(prefix=f"dativo-sandbox-{os.getpid()}-")
     the_plan: layers.Plan | None = None
@@ -309,6 +334,8 @@ def supervise(policy: Policy, *, probe: bool = False) -> Outcome:
             if not probe:
                 warn_missing(policy, report)
             supervisor = _Supervisor(policy, pid, the_plan.writable, the_plan.cgroup)
+            if release_stdio:
+                _release_stdio()
             supervisor.run(started)
         finally:
             for number, handler in handlers.items():

@@ -471,3 +471,18 @@ def test_what_a_killed_supervisor_left_is_cleaned_up_by_the_next_run(arena: Path
     if stale is not None and orphan is not None:
         assert orphan.wait(timeout=5) == -signal.SIGKILL
         assert not stale.exists()
+
+
+def test_a_pipe_sees_eof_when_the_command_closes_its_output(arena: Path) -> None:
+    """The supervisor does not hold the command's stdout: a reader downstream sees EOF
+    when the command closes it, not when the sandbox exits."""
+    proc = subprocess.Popen(
+        [*SANDBOX, "--", "/bin/sh", "-c", "echo hi; exec >&-; sleep 5"],
+        stdout=subprocess.PIPE,
+        cwd=arena,
+    )
+    started = time.monotonic()
+    assert proc.stdout is not None
+    assert proc.stdout.read() == b"hi\n"
+    assert time.monotonic() - started < 3
+    assert proc.wait(timeout=10) == 0
