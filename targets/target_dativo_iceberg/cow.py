@@ -191,13 +191,20 @@ def apply(
             target_bytes=target_bytes,
         )
 
-    def merged(parts: Sequence[pa.Table]) -> pa.Table:
+    def sort(rows: pa.Table) -> pa.Table:
+        if rows.num_rows < 2:
+            return rows
+        return rows.take(pc.sort_indices(rows.select(list(keys)), order))
+
+    def merged(parts: Sequence[pa.Table], size: float) -> pa.Table:
+        """The parts in one table, sorted by key when they make more than one file (about
+        ``size`` bytes), so that the files keep narrow key ranges; within one file the
+        order of rows does not change its bounds, so it is not paid for."""
         rest = pa.concat_tables(parts)
-        if rest.num_rows > 1:
-            rest = rest.take(pc.sort_indices(rest.select(list(keys)), order))
-        return rest
+        return sort(rest) if size >= target_bytes else rest
 
     pooled = 0  # bytes (on disk) of the small files whose remainders are held
+    pooled_rows = 0
     for task in found.tasks:
         old = read(table, [task])
         hit = member(old, changes, keys)
@@ -211,16 +218,18 @@ def apply(
             continue
         small.append(remainder)
         pooled += size
+        pooled_rows += remainder.num_rows
         if pooled >= target_bytes:  # enough small remainders for one file: merge them
-            out(merged(small))
-            small, pooled = [], 0
+            out(merged(small, pooled))
+            small, pooled, pooled_rows = [], 0, 0
     deleted = is_deleted(changes)
     if hard_delete:
         new = changes.filter(pc.invert(deleted))
     else:
         new = fill_from(changes, pa.concat_tables(known) if known else changes.slice(0, 0), keys)
     rows += new.num_rows
-    out(merged([*small, shaped(new, schema)]))
+    per_row = pooled / pooled_rows if pooled_rows else 0.0
+    out(merged([*small, sort(shaped(new, schema))], pooled + per_row * new.num_rows))
     commit(table, [task.file for task in found.tasks], written, props)
     return Applied(
         files=list(written),
