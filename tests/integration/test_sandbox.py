@@ -486,3 +486,15 @@ def test_a_pipe_sees_eof_when_the_command_closes_its_output(arena: Path) -> None
     assert proc.stdout.read() == b"hi\n"
     assert time.monotonic() - started < 3
     assert proc.wait(timeout=10) == 0
+
+
+def test_level_off_runs_the_command_as_is(arena: Path) -> None:
+    done = hostile([], arena, ["--level", "off"], "env", "AWS_SECRET_ACCESS_KEY")
+    assert done.stdout.splitlines()[0] == f"OK {SECRET_KEY}"
+    assert done.stderr == ""
+
+
+def test_a_missing_command_is_exit_127_naming_it(arena: Path) -> None:
+    done = sandboxed([], arena, ["--name", "tap-gone"], ["no-such-tap-anywhere", "--about"])
+    assert done.returncode == 127
+    assert one_line(done) == "sandbox: tap-gone: command not found: no-such-tap-anywhere"
