@@ -255,6 +255,13 @@ class LogBasedReads:
         if lsns:
             pgslot.advance_slot(self.reader._conn, self.slot, min(lsns))
 
+    def lag(self) -> int | None:
+        """The slot's lag in WAL bytes, or None when no LOG_BASED stream was read."""
+        conn = self.reader._conn
+        if not self.started or conn.closed or conn.broken:
+            return None
+        return pgslot.slot_lag_bytes(conn, self.slot)
+
     def close(self) -> None:
         """Confirm the slot up to the smallest LSN the run started from (durable: it was
         in the state given to the run), and log the slot's lag."""
@@ -266,7 +273,7 @@ class LogBasedReads:
         begun = [lsn for lsn in self.started.values() if lsn is not None]
         if begun:
             pgslot.advance_slot(conn, self.slot, min(begun))
-        lag = pgslot.slot_lag_bytes(conn, self.slot)
+        lag = self.lag()
         if lag is not None:
             logger.info("replication slot %s: %d byte(s) of WAL retained for it", self.slot, lag)
 

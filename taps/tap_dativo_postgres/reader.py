@@ -340,6 +340,12 @@ class PostgresReader(ArrowReader):
         the LSNs of the state it was started with when it closes."""
         self._log_based.acknowledge(state)
 
+    def replication_lag(self) -> int | None:
+        """WAL bytes the server retains for the LOG_BASED streams' slot beyond its
+        confirmed position (for a run summary), or None when no LOG_BASED stream was
+        read."""
+        return self._log_based.lag()
+
     def _read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
         table = self._table(stream)
         plans = [table.column(name) for name in stream.schema.names]
