@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from dativo_bridge import run
-from dativo_bridge.errors import ConfigError, ReadError
+from dativo_bridge.errors import ConfigError, ReadError, WriteError
 from dativo_bridge.interfaces import StreamInfo
 from dativo_bridge.runner import RunResult
 from dativo_bridge.state import LocalStateStore
@@ -496,3 +496,51 @@ def test_a_server_without_logical_decoding_is_named(tmp_path: Path) -> None:
     finally:
         server.cleanup()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class FailingParquetWriter(ParquetWriter):
+    """Fails on its third write, like a destination going away mid-copy."""
+
+    def open(self, config: Any, stream: StreamInfo) -> None:
+        super().open(config, stream)
+        self.writes = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.writes += 1
+        if self.writes == 3:
+            raise WriteError("destination went away")
+        super().write(batch)
+
+
+def test_an_interrupted_initial_copy_releases_no_lsn(items: str, tmp_path: Path) -> None:
+    _execute(
+        items,
+        f"""INSERT INTO {SCHEMA}.items SELECT g, repeat('c', 300), g, now(), NULL
+            FROM generate_series(1001, 5000) g""",
+    )
+    store = LocalStateStore(tmp_path / "state")
+    common: dict[str, Any] = {
+        "state_store": store,
+        "state_id": "test:cdc",
+        "metadata": LOG_BASED,
+        "checkpoint_rows": 100,
+        "source_config": _config(items, batch_size_bytes=16 * 1024),
+    }
+    with pytest.raises(WriteError):
+        run(
+            PostgresReader,
+            FailingParquetWriter,
+            destination_config={"path": str(tmp_path / "out1")},
+            **common,
+        )
+    saved = store.get("test:cdc") or {}
+    assert STREAM not in (saved.get("bookmarks") or {}), "an LSN before the copy was whole"
+    run(
+        PostgresReader,
+        ParquetWriter,
+        destination_config={"path": str(tmp_path / "out2")},
+        **common,
+    )
+    files = [str(p) for p in (tmp_path / "out2").rglob("*.parquet") if not p.name.startswith(".")]
+    ids = ds.dataset(files).to_table().column("id").to_pylist()
+    assert sorted(ids) == list(range(1, 5001))
