@@ -109,6 +109,36 @@ def test_postgres_reader(accelerator: str) -> None:
     _passes(run_reader_checks(PostgresReader, config, metadata=metadata, late_rows=late))
 
 
+def test_postgres_reader_parallel_full_table() -> None:
+    """The ctid-parallel full-table read, abandoned after one batch by the close check,
+    leaves no connection or worker thread behind."""
+    calls: list[int] = []
+
+    class Counted(PostgresReader):
+        def _read_parallel(self, *args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            return super()._read_parallel(*args, **kwargs)
+
+    schema = fresh_schema("dativo_testkit_parallel")
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {schema}.big (id int PRIMARY KEY, pad text)")
+        conn.execute(
+            f"INSERT INTO {schema}.big SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g"
+        )
+    config = {
+        "dsn": pg_dsn(),
+        "filter_schemas": [schema],
+        "pages_per_partition": 4,
+        "max_parallelism": 3,
+        "batch_size_bytes": 20000,
+    }
+    _passes(
+        run_reader_checks(Counted, config),
+        may_skip=("reader.bookmark", "reader.resume", "reader.late-rows"),
+    )
+    assert calls  # the parallel path ran
+
+
 def test_rest_reader() -> None:
     from .rest.common import config, stream
     from .rest.server import make_order, shared_server

@@ -4,6 +4,7 @@ broken one fails with the check that names its bug."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -29,8 +30,10 @@ LATE: list[dict[str, Any]] = []  # rows a late_rows hook added to the "source"
 @pytest.fixture(autouse=True)
 def _no_late_rows() -> Iterator[None]:
     LATE.clear()
+    STOP.clear()
     yield
     LATE.clear()
+    STOP.set()  # ends LeaksAThread's workers
 
 
 def add_late_rows(config: Mapping[str, Any], stream: StreamInfo, bookmark: Any) -> list[Any]:
@@ -149,6 +152,17 @@ class LeaksAFile(MemoryReader):
         self.held.append(open(os.devnull, "rb"))  # noqa: SIM115 - the leak under test
 
 
+STOP = threading.Event()
+
+
+class LeaksAThread(MemoryReader):
+    """Starts a worker in open() that close() never stops."""
+
+    def open(self, config: Mapping[str, Any]) -> None:
+        super().open(config)
+        threading.Thread(target=STOP.wait, name="leaky-worker", daemon=True).start()
+
+
 @pytest.mark.parametrize("reader", [MemoryReader, UnsortedReader])
 def test_a_correct_reader_passes_every_check(reader: type[ArrowReader]) -> None:
     report = run_reader_checks(reader, {}, late_rows=add_late_rows)
@@ -176,6 +190,7 @@ def test_a_correct_reader_passes_every_check(reader: type[ArrowReader]) -> None:
         (LastRowBookmark, "reader.bookmark", "it is the last row's key"),
         (NotReallySorted, "reader.bookmark", "declares is_sorted, but replication key 'k' went"),
         (LeaksAFile, "reader.close", "/dev/null"),
+        (LeaksAThread, "reader.close", "thread(s): ['leaky-worker"),
     ],
 )
 def test_a_broken_reader_fails_the_check_that_names_its_bug(
