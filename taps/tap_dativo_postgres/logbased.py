@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,8 @@ class LogBasedReads:
         #: The LSN each stream read by this reader started from (None: initial copy).
         self.started: dict[str, int | None] = {}
         self._checked = False
+        self._ack_conn: psycopg.Connection | None = None
+        self._ack_lock = threading.Lock()
 
     @property
     def slot(self) -> str:
@@ -234,26 +237,28 @@ class LogBasedReads:
         """Confirm the slot up to the smallest LOG_BASED LSN of a committed ``state``.
 
         Nothing is confirmed while a stream this reader read has no LSN in it (its
-        initial copy is not durable yet)."""
-        if not self.started:
+        initial copy is not durable yet). Safe to call from another thread than the
+        read's (it uses a connection of its own)."""
+        started = list(self.started)  # the reader's thread may add to it meanwhile
+        if not started:
             return
         bookmarks = state.get("bookmarks") or {}
-        lsns: list[int] = []
+        lsns: dict[str, int] = {}
         for name, entry in bookmarks.items():
             if isinstance(entry, Mapping) and entry.get("replication_key") == LSN_COLUMN:
                 value = lsn_value(entry.get("replication_key_value"))
                 if value is not None:
-                    lsns.append(value)
-                elif name in self.started:
-                    return
-        if any(
-            not isinstance(bookmarks.get(n), Mapping)
-            or bookmarks[n].get("replication_key_value") is None
-            for n in self.started
-        ):
+                    lsns[name] = value
+        if any(name not in lsns for name in started):
             return
-        if lsns:
-            pgslot.advance_slot(self.reader._conn, self.slot, min(lsns))
+        if not lsns:
+            return
+        from tap_dativo_postgres.reader import connect
+
+        with self._ack_lock:  # called from the runner's thread: a connection of its own
+            if self._ack_conn is None or self._ack_conn.closed:
+                self._ack_conn = connect(self.reader.config)
+            pgslot.advance_slot(self._ack_conn, self.slot, min(lsns.values()))
 
     def lag(self) -> int | None:
         """The slot's lag in WAL bytes, or None when no LOG_BASED stream was read."""
@@ -265,6 +270,10 @@ class LogBasedReads:
     def close(self) -> None:
         """Confirm the slot up to the smallest LSN the run started from (durable: it was
         in the state given to the run), and log the slot's lag."""
+        with self._ack_lock:
+            if self._ack_conn is not None:
+                self._ack_conn.close()
+                self._ack_conn = None
         if not self.started:
             return
         conn = self.reader._conn
