@@ -31,6 +31,26 @@ logger = logging.getLogger("dativo.csv")
 
 SOURCE_FILE = "_sdc_source_file"
 MODIFIED_AT = "_sdc_modified_at"
+#: The columns the reader adds to every stream.
+_OWN_COLUMNS = (
+    pa.field(SOURCE_FILE, pa.string()),
+    pa.field(MODIFIED_AT, pa.timestamp("us", tz="UTC")),
+)
+
+
+def _without_own_columns(stream: str, schema: pa.Schema) -> pa.Schema:
+    """A declared schema without the reader's own columns, which a schema copied from the
+    discovered catalog lists; declared with another type, they are refused."""
+    own = {f.name: f.type for f in _OWN_COLUMNS}
+    for field in schema:
+        if field.name in own and field.type != own[field.name]:
+            raise ConfigError(
+                f"stream '{stream}': '{field.name}' is a column the CSV reader adds itself "
+                f"({own[field.name]}); remove it from the stream's schema"
+            )
+    return pa.schema([f for f in schema if f.name not in own])
+
+
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 CONFIG_JSONSCHEMA: dict[str, Any] = {
@@ -141,11 +161,11 @@ class CsvReader(ArrowReader):
         streams = []
         for name, spec in self._specs.items():
             if spec.get("schema"):
-                schema = jsonschema_to_arrow(spec["schema"])
+                schema = _without_own_columns(name, jsonschema_to_arrow(spec["schema"]))
             else:
                 schema = self._infer(name, spec)
-            schema = schema.append(pa.field(SOURCE_FILE, pa.string()))
-            schema = schema.append(pa.field(MODIFIED_AT, pa.timestamp("us", tz="UTC")))
+            for own in _OWN_COLUMNS:
+                schema = schema.append(own)
             streams.append(
                 StreamInfo(
                     name,

@@ -115,3 +115,38 @@ def test_a_user_class_run_by_tap_dativo_custom_has_the_same_catalog(tmp_path: Pa
     (schema,) = [m for m in map(json.loads, lines) if m.get("type") == "SCHEMA"]
     assert entry["schema"] == schema["schema"]
     assert entry["schema"]["properties"]["amount"]["precision"] == 10
+
+
+def test_a_csv_schema_copied_from_the_catalog_reads_as_declared(tmp_path: Path) -> None:
+    """The discovered schema lists the reader's own _sdc_* columns; used as the stream's
+    declared schema it reads (they were added twice: 'exists 2 times in schema')."""
+    (tmp_path / "orders.csv").write_text("id,amount,updated_at\n1,12.50,2026-01-02T03:04:05\n")
+    files = {"stream": "orders", "path": "orders.csv", "schema": SCHEMA}
+    config = {"files": [files], "base_dir": str(tmp_path)}
+    (entry,) = json.loads(_tap("tap-dativo-csv", config, tmp_path, "--discover"))["streams"]
+    copied = {"files": [{**files, "schema": entry["schema"]}], "base_dir": str(tmp_path)}
+    (again,) = json.loads(_tap("tap-dativo-csv", copied, tmp_path, "--discover"))["streams"]
+    assert again["schema"] == entry["schema"]
+    lines = [json.loads(line) for line in _tap("tap-dativo-csv", copied, tmp_path).splitlines()]
+    (record,) = [m["record"] for m in lines if m.get("type") == "RECORD"]
+    assert record["amount"] == "12.50" and record["_sdc_source_file"].endswith("orders.csv")
+
+
+def test_a_csv_schema_declaring_an_own_column_with_another_type_is_refused(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "orders.csv").write_text("id\n1\n")
+    schema = {"type": "object", "properties": {"_sdc_modified_at": {"type": "integer"}}}
+    path = tmp_path / "tap.json"
+    files = [{"stream": "orders", "path": "orders.csv", "schema": schema}]
+    path.write_text(json.dumps({"files": files, "base_dir": str(tmp_path)}))
+    done = subprocess.run(
+        [script("tap-dativo-csv"), "--config", str(path), "--discover"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "'_sdc_modified_at' is a column the CSV reader adds itself" in done.stderr
