@@ -11,11 +11,16 @@ with its ``_sdc_lsn``. Invariants:
   non-delete row of the same commit (marked :data:`KNOWN`, nulls included), else (see
   :func:`fill_from`) those of the row the table holds, for the columns the delete leaves
   null.
+* A TRUNCATE is a record whose key properties are all null and whose ``_sdc_deleted_at``
+  is set: every row before it (the table's and the commit's) is gone, and only the
+  changes after the last one in change order apply, to an emptied table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,8 +64,34 @@ def _last_index(rows: pa.Table, keys: Sequence[str]) -> pa.Array:
     return pc.take(index, pc.sort_indices(index))
 
 
-def collapse(rows: pa.Table, keys: Sequence[str], *, soft: bool) -> pa.Table:
-    """The last change of each key (see the module's invariants).
+@dataclass(frozen=True)
+class Truncate:
+    """The last TRUNCATE of a commit: its ``_sdc_deleted_at`` and ``_sdc_lsn`` values."""
+
+    deleted_at: pa.Scalar
+    lsn: Any
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A commit's changes: one row per key, applied after ``truncate`` when there is one."""
+
+    rows: pa.Table
+    truncate: Truncate | None = None
+
+
+def is_truncate(rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> pa.Array:
+    """Per row: whether it is a TRUNCATE (every key null, ``_sdc_deleted_at`` set)."""
+    mask = pc.is_valid(rows.column(DELETED_AT)) if DELETED_AT in rows.schema.names else None
+    if mask is None or not keys:
+        return pa.array([False] * rows.num_rows, pa.bool_())
+    for key in keys:
+        mask = pc.and_(mask, pc.is_null(rows.column(key)))
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+
+
+def collapse(rows: pa.Table, keys: Sequence[str], *, soft: bool) -> Changes:
+    """The last change of each key, after the last TRUNCATE (see the module's invariants).
 
     Args:
         rows: The commit's change records, in arrival order.
@@ -68,6 +99,20 @@ def collapse(rows: pa.Table, keys: Sequence[str], *, soft: bool) -> pa.Table:
         soft: Fill a delete's null columns from the key's previous row in ``rows``.
     """
     ordered = in_change_order(rows)
+    truncate = None
+    marks = is_truncate(ordered, keys)
+    if pc.any(marks).as_py():
+        at = pc.indices_nonzero(marks)[-1].as_py()
+        marker = ordered.slice(at, 1)
+        truncate = Truncate(
+            marker[DELETED_AT][0],
+            marker[LSN][0].as_py() if LSN in marker.column_names else None,
+        )
+        ordered = ordered.slice(at + 1)
+    return Changes(_collapse(ordered, keys, soft=soft), truncate)
+
+
+def _collapse(ordered: pa.Table, keys: Sequence[str], *, soft: bool) -> pa.Table:
     if ordered.num_rows < 2:
         return ordered
     last = ordered.take(_last_index(ordered, keys))
@@ -139,3 +184,21 @@ def member(rows: pa.Table, changed: pa.Table, keys: Sequence[str]) -> pa.Array:
     for index in hits[_AT].to_pylist():
         mask[index] = True
     return pa.array(mask, pa.bool_())
+
+
+def truncated(rows: pa.Table, truncate: Truncate) -> pa.Table:
+    """``rows`` (of the table) soft-deleted by ``truncate``: each live row gets its
+    ``_sdc_deleted_at`` (and ``_sdc_lsn``); rows deleted before keep theirs."""
+    live = pc.is_null(rows[DELETED_AT])
+    columns = []
+    for field in rows.schema:
+        column = rows[field.name]
+        if field.name == DELETED_AT or (field.name == LSN and truncate.lsn is not None):
+            if field.name == DELETED_AT:
+                scalar = truncate.deleted_at
+                fill = pa.array([scalar.as_py()] * rows.num_rows, scalar.type).cast(field.type)
+            else:
+                fill = pa.array([truncate.lsn] * rows.num_rows, pa.int64()).cast(field.type)
+            column = pc.if_else(live, fill, column)
+        columns.append(column)
+    return pa.table(columns, schema=rows.schema)

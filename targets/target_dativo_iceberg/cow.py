@@ -32,7 +32,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, TableProperties
 from pyiceberg.types import DateType, PrimitiveType, TimestampType, TimestamptzType
 
-from target_dativo_iceberg.changes import fill_from, is_deleted, member
+from target_dativo_iceberg.changes import Changes, fill_from, is_deleted, member, truncated
 from target_dativo_iceberg.types import iceberg_schema
 
 logger = logging.getLogger("dativo.iceberg")
@@ -151,7 +151,7 @@ def plan(table: Table, keys: Sequence[str], changed: pa.Table) -> Plan:
 
 def apply(
     table: Table,
-    changes: pa.Table,
+    collapsed: Changes,
     keys: Sequence[str],
     *,
     hard_delete: bool,
@@ -170,11 +170,15 @@ def apply(
     files are merged, sorted by key, into files of about ``target_bytes`` (the last one
     with the new rows), so small files are merged rather than multiplied.
 
+    After a TRUNCATE every data file is rewritten: without its rows (``hard_delete``,
+    then not even read) or with its live rows soft-deleted by the TRUNCATE.
+
     Args:
         written: Filled with the location of every file as it is opened; the caller
             deletes them if this raises.
     """
-    found = plan(table, keys, changes.select(list(keys)))
+    changes, cut = collapsed.rows, collapsed.truncate
+    found = plan_all(table) if cut is not None else plan(table, keys, changes.select(list(keys)))
     schema = write_schema(table)
     order = [(k, "ascending") for k in keys]
     known: list[pa.Table] = []
@@ -206,7 +210,11 @@ def apply(
     pooled = 0  # bytes (on disk) of the small files whose remainders are held
     pooled_rows = 0
     for task in found.tasks:
+        if cut is not None and hard_delete:
+            continue  # truncated: none of its rows stays
         old = read(table, [task])
+        if cut is not None:
+            old = truncated(old, cut)
         hit = member(old, changes, keys)
         if not hard_delete:
             known.append(old.filter(hit))
@@ -239,6 +247,12 @@ def apply(
         scanned=found.scanned,
         by_bounds=found.by_bounds,
     )
+
+
+def plan_all(table: Table) -> Plan:
+    """Every live data file of ``table`` (a TRUNCATE rewrites them all)."""
+    tasks = list(table.scan().plan_files()) if table.current_snapshot() is not None else []
+    return Plan(tasks=tasks, scanned=len(tasks), by_bounds=len(tasks))
 
 
 def write_schema(table: Table) -> pa.Schema:

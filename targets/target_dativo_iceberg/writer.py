@@ -39,13 +39,13 @@ from pyiceberg.io.pyarrow import parquet_file_to_data_file
 from pyiceberg.manifest import DataFileContent
 from pyiceberg.table import Table, TableProperties
 
-from dativo_bridge.conform import conform, first_null
+from dativo_bridge.conform import conform
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
 from dativo_bridge.settings import hard_delete_refusal, load_method, with_defaults
 from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg import cow
-from target_dativo_iceberg.changes import DELETED_AT, collapse
+from target_dativo_iceberg.changes import DELETED_AT, Changes, collapse, is_truncate
 from target_dativo_iceberg.cow import split_partitions
 from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
 from target_dativo_iceberg.tables import (
@@ -389,14 +389,7 @@ class IcebergWriter(ArrowWriter):
     # -- writing --------------------------------------------------------------------
 
     def write(self, batch: pa.RecordBatch) -> None:
-        for key in self.stream.key_properties if self.stream else ():
-            row = first_null(batch.column(key))
-            if row is not None:
-                raise WriteError(
-                    f"stream '{self.stream.name if self.stream else '?'}': key property "
-                    f"'{key}' is null (row {row} of a batch); the table's identifier "
-                    "fields cannot be null"
-                )
+        self._check_keys(batch)
         batch = to_iceberg(batch.select(self._schema.names), self._schema)
         if self._boundary is not None:
             batch = self._boundary.drop_known(batch)
@@ -407,6 +400,27 @@ class IcebergWriter(ArrowWriter):
             return
         for part in self._partitions(batch):
             self._write_part(part)
+
+    def _check_keys(self, batch: pa.RecordBatch) -> None:
+        """A WriteError for a row with a null key, unless it is a TRUNCATE of an upsert
+        change stream (every key null, ``_sdc_deleted_at`` set: changes.py)."""
+        keys = list(self.stream.key_properties) if self.stream else []
+        if not any(batch.column(k).null_count for k in keys):
+            return
+        null = pc.is_null(batch.column(keys[0]))
+        for key in keys[1:]:
+            null = pc.or_(null, pc.is_null(batch.column(key)))
+        if self._method == "upsert":
+            null = pc.and_(null, pc.invert(is_truncate(batch, keys)))
+        row = pc.index(null, True).as_py()
+        if row >= 0:
+            key = next(k for k in keys if not batch.column(k)[row].is_valid)
+            raise WriteError(
+                f"stream '{self.stream.name if self.stream else '?'}': key property "
+                f"'{key}' is null (row {row} of a batch); the table's identifier fields "
+                "cannot be null (a TRUNCATE of a change stream, with load_method upsert, "
+                "has every key null and _sdc_deleted_at set)"
+            )
 
     def _partitions(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         """Split a batch so that each data file holds a single partition value."""
@@ -506,7 +520,7 @@ class IcebergWriter(ArrowWriter):
         keys = list(self.stream.key_properties) if self.stream else []
         data = pa.Table.from_batches(batches, schema=self._schema)
         changes = collapse(data, keys, soft=not self._hard_delete)
-        if not changes.num_rows:
+        if not changes.rows.num_rows and changes.truncate is None:
             self._commit_run_end()
             return CommitResult()
         props = self._properties()
@@ -520,9 +534,10 @@ class IcebergWriter(ArrowWriter):
         self._has_state = False
         done = applied[-1]
         logger.info(
-            "applied %d change(s) to %s: %d of %d data file(s) rewritten (%d by bounds), "
+            "applied %d change(s)%s to %s: %d of %d data file(s) rewritten (%d by bounds), "
             "%d row(s) written in %d file(s), %d delete(s)%s",
-            changes.num_rows,
+            changes.rows.num_rows,
+            " after a TRUNCATE" if changes.truncate is not None else "",
             self._identifier,
             done.rewritten,
             done.scanned,
@@ -532,10 +547,10 @@ class IcebergWriter(ArrowWriter):
             done.deletes,
             "" if self._hard_delete else " kept as soft-deleted rows",
         )
-        return CommitResult(paths=done.files, rows=changes.num_rows)
+        return CommitResult(paths=done.files, rows=changes.rows.num_rows)
 
     def _apply_changes(
-        self, table: Table, changes: pa.Table, keys: list[str], props: dict[str, str]
+        self, table: Table, changes: Changes, keys: list[str], props: dict[str, str]
     ) -> cow.Applied:
         """One attempt: plan, rewrite, commit; its own files deleted if it fails."""
         files: list[str] = []
