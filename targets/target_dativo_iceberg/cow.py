@@ -7,8 +7,9 @@ manifests' column bounds of the key columns (metadata only), then confirmed by r
 only their key columns; only the files that do hold one are read whole and rewritten
 without the changed keys' rows, and the new rows are added, all in one snapshot.
 
-Invariants: a data file none of whose rows has a changed key is never rewritten; the
-snapshot that removes a file adds every row of it whose key did not change; the files
+Invariants: a data file none of whose rows has a changed key is never rewritten (a
+TRUNCATE rewrites them all); the snapshot that removes a file adds every row of it whose
+key did not change (soft-deleted, after a TRUNCATE, or none with ``hard_delete``); the files
 are named by :class:`~target_dativo_iceberg.orphans.DataFileNames`, so a writer killed
 before its commit leaves files the next run can prove orphaned.
 """
