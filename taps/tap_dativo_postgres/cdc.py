@@ -18,7 +18,6 @@ yet: docs/cdc.md).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -340,8 +339,3 @@ def _rows(
         if any(change.old[i] != new[i] for i in index):
             return [(change.old, relation, True), (new, relation, False)]
     return [(new, relation, False)]
-
-
-def commit_time(us: int) -> dt.datetime:
-    """A protocol commit time (microseconds since the Unix epoch) as a datetime."""
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
