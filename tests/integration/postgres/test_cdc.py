@@ -544,3 +544,55 @@ def test_an_interrupted_initial_copy_releases_no_lsn(items: str, tmp_path: Path)
     files = [str(p) for p in (tmp_path / "out2").rglob("*.parquet") if not p.name.startswith(".")]
     ids = ds.dataset(files).to_table().column("id").to_pylist()
     assert sorted(ids) == list(range(1, 5001))
+
+
+def test_a_table_without_key_under_replica_identity_full_is_a_change_log(
+    items: str, tmp_path: Path
+) -> None:
+    _execute(
+        items,
+        f"CREATE TABLE {SCHEMA}.events (kind text, n int)",
+        f"ALTER TABLE {SCHEMA}.events REPLICA IDENTITY FULL",
+        f"INSERT INTO {SCHEMA}.events VALUES ('a', 1), ('b', 2)",
+    )
+    runs = Runs(items, tmp_path)
+    runs.run()
+    _execute(items, f"UPDATE {SCHEMA}.events SET n = 3 WHERE kind = 'a'")
+    _execute(items, f"DELETE FROM {SCHEMA}.events WHERE kind = 'b'")
+    runs.run()
+    rows = runs.landed(2, f"{SCHEMA}-events").to_pylist()
+    assert [(r["kind"], r["n"], r["_sdc_deleted_at"] is not None) for r in rows] == [
+        ("a", 3, False),
+        ("b", 2, True),
+    ]
+
+
+def test_acknowledge_waits_for_every_stream_read(items: str, tmp_path: Path) -> None:
+    _execute(items, f"CREATE TABLE {SCHEMA}.other (id int PRIMARY KEY, v int)")
+    runs = Runs(items, tmp_path)
+    first = runs.run()
+    before = _slot_lsn(items)
+    _execute(items, f"INSERT INTO {SCHEMA}.other VALUES (1, 1)")
+    reader = PostgresReader()
+    reader.open(_config(items))
+    try:
+        items_stream = _log_based(reader)
+        other = _log_based(reader, f"{SCHEMA}-other")
+        bookmarks = first.state["bookmarks"]
+        list(reader.read(items_stream, bookmarks[STREAM]["replication_key_value"]))
+        list(reader.read(other, None))  # a new initial copy: no LSN in a state yet
+        partial = {"bookmarks": {STREAM: bookmarks[STREAM]}}
+        reader.acknowledge(partial)
+        assert _slot_lsn(items) == before, "confirmed while a stream read had no LSN"
+        copied = reader.bookmark(other, pa.RecordBatch.from_pylist([]), None)
+        both = {
+            "bookmarks": {
+                STREAM: bookmarks[STREAM],
+                f"{SCHEMA}-other": {"replication_key": "_sdc_lsn", "replication_key_value": copied},
+            }
+        }
+        reader.acknowledge(both)
+        smallest = min(int(bookmarks[STREAM]["replication_key_value"]), int(copied))
+        assert _slot_lsn(items) == max(before, smallest)
+    finally:
+        reader.close()
