@@ -409,6 +409,9 @@ def test_missing_privilege_and_publication_are_named(items: str, tmp_path: Path)
         Runs(items, tmp_path, user="dativo_cdc_reader").run()
     with pytest.raises(ConfigError, match=r"CREATE PUBLICATION \"mine\" FOR TABLE"):
         Runs(items, tmp_path, publication="mine").run()
+    _execute(items, "ALTER ROLE dativo_cdc_reader REPLICATION")
+    with pytest.raises(ConfigError, match=r"cannot create publication.*must own"):
+        Runs(items, tmp_path, user="dativo_cdc_reader").run()
 
 
 @pytest.mark.parametrize("accelerator", ["python", "rust"])
