@@ -599,3 +599,67 @@ def test_acknowledge_waits_for_every_stream_read(items: str, tmp_path: Path) -> 
         assert _slot_lsn(items) == max(before, smallest)
     finally:
         reader.close()
+
+
+def test_changes_have_the_types_and_values_of_a_full_table_read(tmp_path: Path) -> None:
+    from .test_types import DDL, ROWS
+
+    reason = logical_decoding_missing()
+    if reason:
+        pytest.skip(reason)
+    schema = fresh_schema("dativo_cdc_types")
+    dsn = pg_dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _drop_slots(conn)
+        conn.execute(f"DROP PUBLICATION IF EXISTS {SLOT}")
+        conn.execute(DDL.format(s=schema))
+        conn.execute(f"ALTER TABLE {schema}.all_types REPLICA IDENTITY FULL")
+    stream_name = f"{schema}-all_types"
+    config = {**_config(dsn), "filter_schemas": [schema]}
+    store = LocalStateStore(tmp_path / "state")
+    for n in (1, 2):
+        run(
+            PostgresReader,
+            ParquetWriter,
+            source_config=config,
+            destination_config={"path": str(tmp_path / f"out{n}")},
+            state_store=store,
+            state_id="test:types",
+            metadata={stream_name: {"replication-method": "LOG_BASED"}},
+            select=[f"{stream_name}.*"],
+        )
+        if n == 1:
+            _execute(dsn, f"INSERT INTO {schema}.all_types VALUES " + ", ".join(ROWS[:3]))
+    reader = PostgresReader()
+    reader.open(config)
+    try:
+        full = next(s for s in reader.discover() if s.name == stream_name)
+        expected = pa.Table.from_batches(list(reader.read(full, None)), schema=full.schema)
+    finally:
+        reader.close()
+    files = [str(p) for p in (tmp_path / "out2").rglob("*.parquet") if not p.name.startswith(".")]
+    landed = ds.dataset(files).to_table().sort_by("id")
+    for field in full.schema:
+        assert landed.schema.field(field.name).type == field.type, field.name
+        got = landed.column(field.name).to_pylist()
+        want = expected.sort_by("id").column(field.name).to_pylist()
+        assert _same(got, want), f"column {field.name}: {got} != {want}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _drop_slots(conn)
+        conn.execute(f"DROP PUBLICATION IF EXISTS {SLOT}")
+
+
+def _same(got: list[Any], want: list[Any]) -> bool:
+    """Equal, NaN equal to NaN."""
+    if len(got) != len(want):
+        return False
+    for a, b in zip(got, want, strict=True):
+        if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+            continue
+        if isinstance(a, list) and isinstance(b, list):
+            if not _same(a, b):
+                return False
+            continue
+        if a != b:
+            return False
+    return True
