@@ -118,3 +118,33 @@ def test_singer_tap_log_based(orders: str, tmp_path: Path) -> None:
     )
     assert [m for m in third if m["type"] == "RECORD"] == []
     assert _slot(orders) == read
+
+
+def test_singer_tap_log_based_batch_files(orders: str, tmp_path: Path) -> None:
+    import pyarrow.ipc as ipc
+
+    config = {
+        "dsn": orders,
+        "filter_schemas": [SCHEMA],
+        "replication_slot": SLOT,
+        "batch_config": {
+            "encoding": {"format": "arrow"},
+            "batch_size": 1000,
+            "storage": {"root": (tmp_path / "batches").as_uri()},
+        },
+    }
+    first = _tap(tmp_path, config, None)
+    copied = _lsn(first)
+    with psycopg.connect(orders, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {SCHEMA}.orders WHERE id = 3")
+    state = {
+        "bookmarks": {STREAM: {"replication_key": "_sdc_lsn", "replication_key_value": copied}}
+    }
+    second = _tap(tmp_path, config, state)
+    assert [m for m in second if m["type"] == "RECORD"] == []
+    files = [u for m in second if m["type"] == "BATCH" for u in m["manifest"]]
+    assert len(files) == 1
+    table = ipc.open_file(files[0].removeprefix("file://")).read_all()
+    assert table.column("id").to_pylist() == [3]
+    assert table.column("_sdc_deleted_at").null_count == 0
+    assert _lsn(second) > copied
