@@ -425,7 +425,12 @@ class RecordDecoder:
             message = loads_record(line, exact) if self._raw_text else loads_unique(line, exact)
         except DuplicateKey:
             duplicated = True  # scan_record below names it
-            message = loads_record(line, self._exact_numbers)
+            try:
+                message = loads_record(line, self._exact_numbers)
+            except ValueError as exc:  # a duplicate before the point where the JSON breaks
+                raise DecodeError(
+                    f"malformed JSON: {exc}", stream=self.stream, line_number=number
+                ) from None
         except UnicodeDecodeError as exc:
             raise not_utf8_error(exc, self.stream, number) from None
         except ValueError as exc:

@@ -154,3 +154,15 @@ def test_decoder_refuses_deep_nesting_and_duplicates(accelerate: bool) -> None:
     assert info.value.line_number == 6
     with pytest.raises(Exception, match="not in the schema"):
         RecordDecoder("s", jsonschema_to_arrow(SCHEMA), ["nope"], accelerate=accelerate)
+
+
+@pytest.mark.parametrize("accelerate", [False, True])
+def test_a_duplicate_key_before_malformed_json_is_a_decode_error(accelerate: bool) -> None:
+    """The duplicate-key hook fires on the inner object before the parser reaches the
+    broken number: still one DecodeError naming the line (was a bare JSONDecodeError)."""
+    schema = pa.schema([("id", pa.int64(), False), ("v", pa.list_(pa.int32()))])
+    decoder = RecordDecoder("s", schema, ["id"], accelerate=accelerate)
+    line = b'{"type":"RECORD","record":{"id":1,"v":[{"a":1,"a":2}],"w":-01}}\n'
+    with pytest.raises(DecodeError, match="malformed JSON") as caught:
+        decoder.decode([line], [7])
+    assert "line 7" in str(caught.value)
