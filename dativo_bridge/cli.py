@@ -31,8 +31,10 @@ from dativo_bridge.meltano_state import MODES, MeltanoStateStore, choose_state_s
 from dativo_bridge.project import PluginDef, Project
 from dativo_bridge.redact import Redactor, secret_values
 from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult, run
+from dativo_bridge.sandbox_cli import sandbox
 from dativo_bridge.settings import target_schema, validated
 from dativo_bridge.state import StateStore
+from dativo_bridge.testkit.cli import init, test_plugin
 
 logger = logging.getLogger("dativo")
 
@@ -270,6 +272,19 @@ def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], l
     """
     config = dict(plugin.config)
     setting = CLASS_SETTINGS[plugin.kind]
+    in_process = (
+        bool(config.get(setting))
+        or registered_plugin(plugin.executable) is not None
+        or registered_plugin(plugin.name) is not None
+    )
+    if plugin.sandbox and in_process:
+        raise ConfigError(
+            f"plugin '{plugin.name}': its sandbox: mapping applies to plugins dativo run "
+            "starts as subprocesses, and this one runs in process (a Dativo plugin or a "
+            f"{setting}); running in-process code out of process under a sandbox is not "
+            "built yet: remove sandbox:, or wrap the plugin's executable with "
+            "`dativo sandbox` and run it as a foreign plugin (docs/sandbox.md)"
+        )
     base: type[ArrowReader] | type[ArrowWriter] = (
         ArrowReader if plugin.kind == "extractors" else ArrowWriter
     )
@@ -291,6 +306,7 @@ def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], l
         select=plugin.select,
         metadata=plugin.metadata,
         cwd=str(project.dir),
+        sandbox=plugin.sandbox,
     )
     return foreign, config, secret_values(config, None, plugin.sensitive)
 
@@ -610,6 +626,9 @@ def _run_with_display(
 
 
 main.add_command(decrypt)
+main.add_command(sandbox)
+main.add_command(test_plugin)
+main.add_command(init)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,11 @@ def expand_env(
     return value
 
 
+#: Capabilities that decide the arguments Meltano passes (``--catalog``, ``--state``,
+#: ``--discover``, ``--properties``).
+_INVOCATION_CAPABILITIES = frozenset({"catalog", "state", "discover", "properties"})
+
+
 @dataclass(frozen=True)
 class UnsetVar:
     """A variable a setting's value refers to that is unset (or set to the empty string).
@@ -104,6 +109,8 @@ class PluginDef:
     source_file: Path | None = None
     #: meltano.yml's ``capabilities:`` (None when it has none).
     capabilities: list[str] | None = None
+    #: meltano.yml's ``sandbox:`` policy for a foreign plugin (docs/sandbox.md).
+    sandbox: dict[str, Any] | None = None
 
     def check_env(self) -> list[str]:
         """Raise ConfigError for a connection or path setting that is empty because its
@@ -156,7 +163,8 @@ class PluginDef:
             return None
         declared = set(self.capabilities or ())
         missing = [c for c in supported if c not in declared]
-        if not missing:
+        # Only these change how Meltano invokes a plugin; the rest are descriptive.
+        if not set(missing) & _INVOCATION_CAPABILITIES:
             return None
         where = self.source_file or Path("meltano.yml")
         consequence = ""
@@ -259,6 +267,7 @@ class Project:
                         if isinstance(merged.get("capabilities"), list)
                         else None
                     ),
+                    sandbox=merged.get("sandbox"),
                 )
         names = self.plugin_names()
         defined = "; ".join(f"{kind}: {', '.join(n) or '(none)'}" for kind, n in names.items())

@@ -3,24 +3,15 @@ tap of tests/integration/sandbox_singer_tap.py, run as an executable with a sheb
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from dativo_bridge.project import PluginDef
-
 from .helpers import REPO, dativo_run, write_project
 
 PROBE = REPO / "tests" / "integration" / "sandbox_singer_tap.py"
-
-pytestmark = pytest.mark.skipif(
-    "sandbox" not in {f.name for f in dataclasses.fields(PluginDef)},
-    reason="meltano.yml's sandbox: is not wired into dativo run yet "
-    "(PluginDef.sandbox in dativo_bridge/project.py, sandbox= in cli.py's ForeignTap)",
-)
 
 
 def _results(out: Path) -> dict[str, str]:
@@ -63,3 +54,18 @@ def test_dativo_run_applies_a_plugins_sandbox_mapping(
     )
     dativo_run(project, "tap-probe", "target-dativo-parquet")
     assert _results(out) == expected
+
+
+def test_a_sandbox_mapping_on_an_in_process_plugin_is_refused(tmp_path: Path) -> None:
+    """In-process code cannot be sandboxed yet: the mapping is refused, never ignored."""
+    out = tmp_path / "out"
+    project = write_project(
+        tmp_path,
+        [{"name": "tap-dativo-csv", "config": {"files": []}, "sandbox": {"memory_mb": 256}}],
+        [{"name": "target-dativo-parquet", "config": {"path": str(out)}}],
+    )
+    done = dativo_run(project, "tap-dativo-csv", "target-dativo-parquet", check=False)
+    assert done.returncode == 1, done.stderr
+    assert "error: plugin 'tap-dativo-csv': its sandbox:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
