@@ -557,6 +557,12 @@ def run_command(
     out.print(
         redactor.redact(f"State saved under id '{sid}' in {store.describe(sid)}"), highlight=False
     )
+    if result.replication_lag is not None:
+        out.print(
+            f"Replication slot lag after the last commit: {_human_bytes(result.replication_lag)} "
+            "of WAL retained (docs/cdc.md: monitoring)",
+            highlight=False,
+        )
 
 
 def _flush_state(store: StateStore | None) -> None:

@@ -66,12 +66,16 @@ class RunResult:
         state: The last durable STATE value.
         streams: Per-stream counters.
         elapsed: Wall time in seconds.
+        replication_lag: WAL bytes retained for a log-based reader's slot at the end.
     """
 
     state_id: str | None
     state: Any
     streams: dict[str, StreamStats] = field(default_factory=dict)
     elapsed: float = 0.0
+    #: WAL bytes a log-based reader's replication slot retains after the run's last
+    #: acknowledged commit (None: no log-based stream, or nothing acknowledged).
+    replication_lag: int | None = None
 
     @property
     def rows(self) -> int:
@@ -90,6 +94,7 @@ class RunResult:
             "state": self.state,
             "elapsed_seconds": round(self.elapsed, 3),
             "rows": self.rows,
+            "replication_lag_bytes": self.replication_lag,
             "streams": {
                 name: {
                     "rows": s.rows,
@@ -181,6 +186,9 @@ class RunContext:
     queue_size: int = 2
     cancel: Cancellation = field(default_factory=Cancellation)
     maps: StreamMaps | None = None
+    #: The opened in-process reader's ``acknowledge(state)`` (log-based readers confirm
+    #: their replication slot up to what the destination made durable), if it has one.
+    acknowledge: Callable[[Any], int | None] | None = None
 
     def check_cancelled(self) -> None:
         """Raise RunInterrupted if the run was asked to stop."""
@@ -343,6 +351,16 @@ def run(
         result.state = value
         if state_store is not None and state_id and isinstance(value, dict):
             state_store.put(state_id, value)
+        if ctx.acknowledge is not None and isinstance(value, dict):
+            # The destination committed everything up to ``value``: a log-based reader
+            # may now let its server recycle the WAL before it.
+            try:
+                lag = ctx.acknowledge(value)
+            except Exception as exc:  # the data is safe; only the slot lags behind
+                logger.warning("could not confirm the replication slot: %s", exc)
+            else:
+                if lag is not None:
+                    result.replication_lag = lag
 
     if isinstance(destination, ForeignTarget):
         try:
@@ -461,11 +479,13 @@ def _writer_factory(destination: Destination) -> Callable[[], ArrowWriter]:
     raise ConfigError(f"not a destination: {destination!r}")
 
 
-def _open_reader(source: Source, config: Mapping[str, Any] | None) -> ArrowReader:
+def _open_reader(source: Source, ctx: RunContext) -> ArrowReader:
     reader = source() if isinstance(source, type) else source
     if not isinstance(reader, ArrowReader):
         raise ConfigError(f"not a source: {source!r}")
-    reader.open(dict(config or {}))
+    reader.open(dict(ctx.source_config or {}))
+    acknowledge = getattr(reader, "acknowledge", None)
+    ctx.acknowledge = acknowledge if callable(acknowledge) else None
     return reader
 
 
@@ -477,7 +497,7 @@ def _run_in_process(source: Source, sink: StreamWriters, ctx: RunContext) -> Non
 
     def produce() -> None:
         try:
-            with _open_reader(source, ctx.source_config) as reader:
+            with _open_reader(source, ctx) as reader:
                 for event in ctx.events(reader):
                     if ctx.cancel.is_set():
                         raise _Cancelled
@@ -627,7 +647,7 @@ def _run_to_foreign(
                 assert target_proc.proc.stdin is not None
                 output = SingerOutput(target_proc.proc.stdin)
                 sink = _Counted(output, ctx.result)
-                with _open_reader(source, ctx.source_config) as reader:
+                with _open_reader(source, ctx) as reader:
                     for event in ctx.events(reader):
                         ctx.check_cancelled()
                         deliver(event, sink)

@@ -78,6 +78,7 @@ class LogBasedReads:
         self._checked = False
         self._ack_conn: psycopg.Connection | None = None
         self._ack_lock = threading.Lock()
+        self._closed = False  # acknowledgements after close use a connection each
 
     @property
     def slot(self) -> str:
@@ -233,15 +234,17 @@ class LogBasedReads:
                 conn.rollback()
             conn.close()
 
-    def acknowledge(self, state: Mapping[str, Any]) -> None:
-        """Confirm the slot up to the smallest LOG_BASED LSN of a committed ``state``.
+    def acknowledge(self, state: Mapping[str, Any]) -> int | None:
+        """Confirm the slot up to the smallest LOG_BASED LSN of a committed ``state``, and
+        return the slot's lag in WAL bytes after it (None when nothing was confirmed).
 
         Nothing is confirmed while a stream this reader read has no LSN in it (its
         initial copy is not durable yet). Safe to call from another thread than the
-        read's (it uses a connection of its own)."""
+        read's (it uses a connection of its own), and after :meth:`close` (a runner's
+        last commit comes after its reader closed)."""
         started = list(self.started)  # the reader's thread may add to it meanwhile
         if not started:
-            return
+            return None
         bookmarks = state.get("bookmarks") or {}
         lsns: dict[str, int] = {}
         for name, entry in bookmarks.items():
@@ -250,15 +253,21 @@ class LogBasedReads:
                 if value is not None:
                     lsns[name] = value
         if any(name not in lsns for name in started):
-            return
+            return None
         if not lsns:
-            return
+            return None
         from tap_dativo_postgres.reader import connect
 
         with self._ack_lock:  # called from the runner's thread: a connection of its own
             if self._ack_conn is None or self._ack_conn.closed:
                 self._ack_conn = connect(self.reader.config)
-            pgslot.advance_slot(self._ack_conn, self.slot, min(lsns.values()))
+            try:
+                pgslot.advance_slot(self._ack_conn, self.slot, min(lsns.values()))
+                return pgslot.slot_lag_bytes(self._ack_conn, self.slot)
+            finally:
+                if self._closed:
+                    self._ack_conn.close()
+                    self._ack_conn = None
 
     def lag(self) -> int | None:
         """The slot's lag in WAL bytes, or None when no LOG_BASED stream was read."""
@@ -271,6 +280,7 @@ class LogBasedReads:
         """Confirm the slot up to the smallest LSN the run started from (durable: it was
         in the state given to the run), and log the slot's lag."""
         with self._ack_lock:
+            self._closed = True
             if self._ack_conn is not None:
                 self._ack_conn.close()
                 self._ack_conn = None

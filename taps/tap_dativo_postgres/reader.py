@@ -333,12 +333,13 @@ class PostgresReader(ArrowReader):
             return self._log_based.bookmark(stream, previous)
         return super().bookmark(stream, batch, previous)
 
-    def acknowledge(self, state: Mapping[str, Any]) -> None:
+    def acknowledge(self, state: Mapping[str, Any]) -> int | None:
         """The destination made ``state`` durable: confirm the replication slot up to the
         smallest LSN it holds for the LOG_BASED streams (the server may then recycle the
-        WAL before it). ``dativo run`` calls it after each commit; a Singer tap confirms
-        the LSNs of the state it was started with when it closes."""
-        self._log_based.acknowledge(state)
+        WAL before it), and return the slot's lag in WAL bytes (None: nothing confirmed).
+        ``dativo run`` calls it after each commit; a Singer tap confirms the LSNs of the
+        state it was started with when it closes."""
+        return self._log_based.acknowledge(state)
 
     def replication_lag(self) -> int | None:
         """WAL bytes the server retains for the LOG_BASED streams' slot beyond its

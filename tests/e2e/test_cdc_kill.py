@@ -190,3 +190,33 @@ def test_log_based_into_iceberg_killed_at_random_moments(source: str, tmp_path: 
     assert counts["txns"] > 100, "the churn did not run"
     dativo_run(project, "tap-dativo-postgres", "target-dativo-iceberg", *args)
     assert _table_rows(warehouse) == _source_rows(source)
+
+
+def test_dativo_run_confirms_the_slot_to_what_it_committed(source: str, tmp_path: Path) -> None:
+    """After a completed run the slot is confirmed up to the LSN Iceberg committed (the
+    runner acknowledges each durable STATE), not left at the LSN the run started from,
+    and the summary reports the lag."""
+    import json
+
+    warehouse = tmp_path / "warehouse"
+    target = {"warehouse": str(warehouse), "load_method": "upsert", "hard_delete": True}
+    tap = {
+        "name": "tap-dativo-postgres",
+        "config": {"dsn": source, "filter_schemas": [SCHEMA], "replication_slot": SLOT},
+        "select": [f"{STREAM}.*"],
+        "metadata": {STREAM: {"replication-method": "LOG_BASED"}},
+    }
+    project = write_project(tmp_path, [tap], [{"name": "target-dativo-iceberg", "config": target}])
+    args = ["--state-dir", str(tmp_path / "state"), "--json"]
+    dativo_run(project, "tap-dativo-postgres", "target-dativo-iceberg", *args)  # the copy
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(f"UPDATE {SCHEMA}.items SET n = n + 1 WHERE id <= 100")
+        conn.execute(f"DELETE FROM {SCHEMA}.items WHERE id > {KEYS - 10}")
+    done = dativo_run(project, "tap-dativo-postgres", "target-dativo-iceberg", *args)
+    summary = json.loads(done.stdout)
+    entry = summary["state"]["bookmarks"][STREAM]
+    committed = int(entry["replication_key_value"])
+    assert _slot_lsn(source) == committed
+    assert isinstance(summary["replication_lag_bytes"], int)
+    assert summary["replication_lag_bytes"] < 1024 * 1024
+    assert _table_rows(warehouse) == _source_rows(source)
