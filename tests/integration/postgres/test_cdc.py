@@ -365,20 +365,30 @@ def test_slot_confirmed_only_to_durable_lsns_and_lag_after_acknowledge(
     second = runs.run()
     read = runs.state_lsn()
     assert read > copied
-    # The run started from `copied` (durable); what it read is durable only once its
-    # destination committed, which the runner reports through acknowledge().
-    assert _slot_lsn(items) == copied
+    # The runner acknowledged each STATE its destination committed: the slot is there.
+    assert _slot_lsn(items) == read
+    assert second.replication_lag is not None and second.replication_lag < 256 * 1024
+    _execute(items, f"UPDATE {SCHEMA}.items SET price = 1 WHERE id < 10")
+    # A reader on its own: what it read is durable only once acknowledged.
     reader = PostgresReader()
     reader.open(_config(items))
     try:
         reader.acknowledge({"bookmarks": {}})  # nothing read by this reader: no change
-        assert _slot_lsn(items) == copied
-        stream = _log_based(reader)
-        assert list(reader.read(stream, read)) != []
-        reader.acknowledge(second.state)
         assert _slot_lsn(items) == read
-        lag = reader.replication_lag()
+        stream = _log_based(reader)
+        batches = list(reader.read(stream, read))
+        lsns = [v for b in batches for v in b.column("_sdc_lsn").to_pylist()]
+        assert lsns and min(lsns) > read
+        assert _slot_lsn(items) == read
+        state = {
+            "bookmarks": {
+                stream.name: {"replication_key": "_sdc_lsn", "replication_key_value": max(lsns)}
+            }
+        }
+        lag = reader.acknowledge(state)
+        assert _slot_lsn(items) == max(lsns)
         assert lag is not None and lag < 256 * 1024, f"lag {lag}"
+        assert reader.replication_lag() == lag
     finally:
         reader.close()
 
