@@ -44,7 +44,7 @@ from dativo_bridge.foreign import (
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.redact import Redactor
 from dativo_bridge.selection import select_columns
-from dativo_bridge.settings import target_schema, validated
+from dativo_bridge.settings import check_target_settings, target_schema, validated
 from dativo_bridge.sources import bookmark_state, reader_events, starting_bookmark
 from dativo_bridge.state import StateStore
 
@@ -436,7 +436,10 @@ def _validated_destination(
         writer_type = ArrowWriter
     schema = target_schema(writer_type.config_jsonschema)
     name = writer_type.name if writer_type is not ArrowWriter else None
-    return validated(schema, config or {}, plugin=name)
+    checked = validated(schema, config or {}, plugin=name)
+    # The singer-sdk settings this writer does not honour are refused, as in tap mode.
+    check_target_settings(checked, writer_type.config_jsonschema, name or "the destination")
+    return checked
 
 
 def _replacing(

@@ -166,3 +166,29 @@ def test_cli_refuses_upsert_with_one_line(tmp_path: Path) -> None:
     )
     assert "target-dativo-iceberg" in done.stderr
     assert not (tmp_path / "users").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("add_record_metadata", True),
+        ("hard_delete", True),
+        ("stream_maps", {"users": {"name": None}}),
+        ("flattening_enabled", True),
+    ],
+)
+@pytest.mark.parametrize("target", [TargetDativoParquet, TargetDativoS3], ids=lambda t: t.name)
+def test_in_process_runs_refuse_what_the_writer_does_not_honour(
+    target: type[Any], key: str, value: Any, tmp_path: Path
+) -> None:
+    """`dativo run` / run() refuse these settings as tap mode does (they were accepted by
+    the settings schema and then ignored)."""
+    from dativo_bridge import run
+    from tap_dativo_csv.reader import CsvReader
+
+    (tmp_path / "users.csv").write_text("id,name\n1,a\n")
+    source = {"files": [{"stream": "users", "path": str(tmp_path / "users.csv")}]}
+    config = {"path": str(tmp_path / "out"), "bucket": "b", "key_env": "X", key: value}
+    with pytest.raises(ConfigError, match=f"setting '{key}' is not supported"):
+        run(CsvReader, target.writer_class, source_config=source, destination_config=config)
+    assert not (tmp_path / "out").exists()
