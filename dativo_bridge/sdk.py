@@ -573,10 +573,14 @@ def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> typ
         name: Override the plugin name.
 
     Returns:
-        A Tap subclass with the SDK's CLI (``.cli``) and test-suite support.
+        A Tap subclass with the SDK's CLI (``.cli``) and test-suite support, whose
+        ``--discover`` catalog keeps the exact types (dativo_bridge.discovery).
     """
+    from dativo_bridge.discovery import with_catalog
+
     schema = with_settings(reader_class.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA})
-    return cast(type[ArrowTap], _plugin_class(ArrowTap, reader_class, "reader_class", name, schema))
+    tap = _plugin_class(ArrowTap, reader_class, "reader_class", name, schema)
+    return with_catalog(cast(type[ArrowTap], tap))
 
 
 def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> type[ArrowTarget]:

@@ -150,3 +150,37 @@ def test_a_csv_schema_declaring_an_own_column_with_another_type_is_refused(
     )
     assert done.returncode == 1
     assert "'_sdc_modified_at' is a column the CSV reader adds itself" in done.stderr
+
+
+def test_a_packaged_tap_from_make_tap_has_the_exact_catalog() -> None:
+    """A user's own packaged tap (make_tap, no tap-dativo-custom) gets the same catalog as
+    Dativo's taps: decimal precision/scale and x-arrow-type kept, no forced FULL_TABLE."""
+    from collections.abc import Iterator
+
+    import pyarrow as pa
+
+    from dativo_bridge import ArrowReader, StreamInfo, make_tap
+
+    class Amounts(ArrowReader):
+        name = "tap-amounts"
+        config_jsonschema: dict[str, Any] = {"type": "object", "properties": {}}
+
+        def discover(self) -> list[StreamInfo]:
+            schema = pa.schema(
+                [
+                    pa.field("id", pa.int64(), nullable=False),
+                    pa.field("amount", pa.decimal128(10, 2)),
+                    pa.field("updated_at", pa.timestamp("us")),
+                ]
+            )
+            return [StreamInfo("amounts", schema, ("id",))]
+
+        def read(self, stream: StreamInfo, bookmark: Any) -> Iterator[pa.RecordBatch]:
+            yield from ()
+
+    tap = make_tap(Amounts)(config={})
+    (entry,) = tap.catalog_dict["streams"]
+    amount = entry["schema"]["properties"]["amount"]
+    assert (amount.get("precision"), amount.get("scale")) == (10, 2)
+    assert entry["schema"]["properties"]["updated_at"]["x-arrow-type"] == "timestamp[us]"
+    assert "replication_method" not in entry
