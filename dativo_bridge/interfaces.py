@@ -126,6 +126,16 @@ class ArrowReader(abc.ABC):
             return previous
         return top.as_py()
 
+    def estimated_rows(self, stream: StreamInfo, bookmark: Any | None) -> int | None:
+        """About how many rows ``read(stream, bookmark)`` will yield, if the source can
+        tell cheaply (a catalog statistic, a planner estimate, file sizes); None if not.
+
+        Asked once per stream when a run starts reading it, for the percentage and ETA of
+        the progress reports. Only an estimate: it must be fast and never fail the run
+        (the runner treats an exception as None). Default: None.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
 
