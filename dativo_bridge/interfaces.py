@@ -11,6 +11,13 @@ from typing import Any, ClassVar, Self
 import pyarrow as pa
 import pyarrow.compute as pc
 
+#: The version of the reader/writer interface this Dativo provides, ``MAJOR.MINOR``. A
+#: plugin declares the one it was built for as ``interface_version`` (the default is this
+#: one); a plugin built for another major is refused when loaded, one built for a newer
+#: minor loads with a warning (it may call what this Dativo lacks). The major changes
+#: only when a method's meaning or signature changes incompatibly.
+INTERFACE_VERSION = "1.0"
+
 
 @dataclass(frozen=True)
 class StreamInfo:
@@ -80,6 +87,8 @@ class ArrowReader(abc.ABC):
     config_jsonschema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
     #: Incremental streams come in replication-key order (singer-sdk's ``is_sorted``).
     is_sorted: ClassVar[bool] = False
+    #: The reader interface this class was built for (see :data:`INTERFACE_VERSION`).
+    interface_version: ClassVar[str] = INTERFACE_VERSION
 
     def __init__(self) -> None:
         self.config: Mapping[str, Any] = {}
@@ -156,6 +165,8 @@ class ArrowWriter(abc.ABC):
 
     name: ClassVar[str] = "arrow-writer"
     config_jsonschema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+    #: The writer interface this class was built for (see :data:`INTERFACE_VERSION`).
+    interface_version: ClassVar[str] = INTERFACE_VERSION
 
     def __init__(self) -> None:
         self.config: Mapping[str, Any] = {}

@@ -194,14 +194,82 @@ def load_class(
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type) or not issubclass(cls, base):
         raise PluginLoadError(f"'{reference}' is not a subclass of {base.__name__}")
+    check_interface(cls, f"'{reference}' ({origin})")
     logger.info("loaded %s from %s (sha256 %s)", reference, origin, sha256_of(origin))
     return cls
 
 
+_INTERFACE = re.compile(r"^(\d+)\.(\d+)$")
+
+
+def _interface_parts(version: object, what: str) -> tuple[int, int]:
+    found = _INTERFACE.match(str(version)) if isinstance(version, str) else None
+    if found is None:
+        raise PluginLoadError(
+            f"{what} declares interface_version {version!r}; it must be 'MAJOR.MINOR' "
+            "(a string such as '1.0')"
+        )
+    return int(found.group(1)), int(found.group(2))
+
+
+def check_interface(cls: type, what: str) -> None:
+    """Refuse a reader or writer built for another major version of the interface than
+    this Dativo's (``interface_version`` against INTERFACE_VERSION); warn for a newer
+    minor. ``what`` names the plugin in the message (its reference and package).
+
+    Raises:
+        PluginLoadError: Another major, or a malformed ``interface_version``.
+    """
+    from dativo_bridge.interfaces import INTERFACE_VERSION, ArrowReader, ArrowWriter
+
+    if not issubclass(cls, ArrowReader | ArrowWriter):
+        return
+    kind = "reader" if issubclass(cls, ArrowReader) else "writer"
+    declared = getattr(cls, "interface_version", INTERFACE_VERSION)
+    major, minor = _interface_parts(declared, what)
+    ours_major, ours_minor = _interface_parts(INTERFACE_VERSION, "Dativo")
+    if major != ours_major:
+        age = "an older" if major < ours_major else "a newer"
+        raise PluginLoadError(
+            f"{what} was built for {age} Dativo {kind} interface ({declared}); this "
+            f"Dativo ({_dativo_version()}) provides interface {INTERFACE_VERSION}. Install a "
+            f"release of the plugin built for interface {ours_major}.x, or a Dativo that "
+            f"provides {major}.x (`dativo plugins` lists what each plugin needs)"
+        )
+    if minor > ours_minor:
+        logger.warning(
+            "%s was built for %s interface %s, newer than this Dativo's %s (%s): it may "
+            "use what this Dativo lacks; upgrade Dativo if it fails",
+            what,
+            kind,
+            declared,
+            INTERFACE_VERSION,
+            _dativo_version(),
+        )
+
+
+def _dativo_version() -> str:
+    try:
+        return importlib.metadata.version("dativo")
+    except importlib.metadata.PackageNotFoundError:
+        return "version unknown"
+
+
+def describe_entry_point(ep: importlib.metadata.EntryPoint) -> str:
+    """``plugin 'NAME' (module:Class from DIST VERSION)`` for messages."""
+    dist = f" from {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+    return f"plugin '{ep.name}' ({ep.value}{dist})"
+
+
 def registered_plugin(name: str) -> type | None:
-    """The ArrowReader/ArrowWriter class a Dativo plugin name is registered for, if any."""
+    """The ArrowReader/ArrowWriter class a Dativo plugin name is registered for, if any.
+
+    Raises:
+        PluginLoadError: The class was built for another major version of the interface.
+    """
     for ep in entry_points(group=PLUGIN_GROUP):
         if ep.name == name:
             loaded: type = ep.load()
+            check_interface(loaded, describe_entry_point(ep))
             return loaded
     return None
