@@ -10,12 +10,15 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from dotenv import dotenv_values
 
 from dativo_bridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dativo_bridge.secret_refs import SecretStore
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -111,6 +114,8 @@ class PluginDef:
     capabilities: list[str] | None = None
     #: meltano.yml's ``sandbox:`` policy for a foreign plugin (docs/sandbox.md).
     sandbox: dict[str, Any] | None = None
+    #: The values its ``${SECRET:...}`` references resolved to (docs/secrets.md).
+    secrets: list[str] = field(default_factory=list)
 
     def check_env(self) -> list[str]:
         """Raise ConfigError for a connection or path setting that is empty because its
@@ -222,6 +227,7 @@ class Project:
             or os.environ.get("MELTANO_ENVIRONMENT")
             or self.data.get("default_environment")
         )
+        self._secret_store: SecretStore | None = None
         env_def = self._environment_def()
         self.env = {**{k: str(v) for k, v in (env_def.get("env") or {}).items()}, **self.env}
 
@@ -251,6 +257,7 @@ class Project:
                     for s in merged.get("settings") or []
                     if isinstance(s, Mapping) and s.get("sensitive")
                 ]
+                config, secrets = self._resolve_secrets(name, config, sensitive)
                 return PluginDef(
                     name=name,
                     kind=kind,
@@ -268,6 +275,7 @@ class Project:
                         else None
                     ),
                     sandbox=merged.get("sandbox"),
+                    secrets=secrets,
                 )
         names = self.plugin_names()
         defined = "; ".join(f"{kind}: {', '.join(n) or '(none)'}" for kind, n in names.items())
@@ -276,6 +284,31 @@ class Project:
         raise ConfigError(
             f"no extractor or loader named '{name}' in {self.file}; {hint}defined: {defined}"
         )
+
+    def _resolve_secrets(
+        self, name: str, config: dict[str, Any], sensitive: list[str]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """``config`` with its ``${SECRET:...}`` references resolved (after ``$VAR``
+        expansion, so a secret's value is never expanded); each value is registered for
+        masking and each setting that used one is added to ``sensitive``."""
+        from dativo_bridge.secret_refs import (
+            SecretStore,
+            has_references,
+            register_secrets,
+            resolve_references,
+        )
+
+        if not has_references(config):
+            return config, []
+        if self._secret_store is None:
+            settings = (self.data.get("dativo") or {}).get("secrets")
+            self._secret_store = SecretStore(
+                expand_env(settings, self.env), self.env, str(self.file)
+            )
+        resolved, values, settings_used = resolve_references(config, self._secret_store, name)
+        register_secrets(values)
+        sensitive.extend(s for s in settings_used if s not in sensitive)
+        return resolved, values
 
     def plugin_names(self) -> dict[str, list[str]]:
         """The names of the extractors and of the loaders meltano.yml defines."""
