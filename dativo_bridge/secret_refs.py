@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dativo_bridge.errors import ConfigError
-from dativo_bridge.redact import _installed, process_redactor
+from dativo_bridge.redact import _installed, process_redactor, secret_values
 
 REFERENCE = re.compile(r"\$\{SECRET:([^}]*)\}")
 _BODY = re.compile(
@@ -316,6 +316,7 @@ class SecretStore:
         if label not in self._backends:
             settings = self.settings[label]
             kind = str(settings.get("backend") or label)
+            register_secrets(secret_values(settings))  # the backend's own credentials
             self._backends[label] = _KINDS[kind](label, settings, self.env)
         return self._backends[label]
 
