@@ -1,0 +1,125 @@
+"""`dativo run` with ${SECRET:...} references and a files backend: the plugin gets the
+value, and neither stderr nor the --json summary shows it, even when the plugin's own error
+message contains it (bare, or base64-encoded in a log line)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import yaml
+
+from .helpers import dativo_run, read_parquet_dir
+
+VALUE = "Zq8-file-secret-Value-3141"
+
+READER = '''
+import base64
+import logging
+
+import pyarrow as pa
+
+from dativo_bridge import ArrowReader, DativoError, StreamInfo
+
+SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("greeting", pa.string())])
+
+
+class GreetingReader(ArrowReader):
+    """One row carrying its ``greeting`` setting; with ``fail`` it logs and raises the
+    word after "hello" (the secret), as a careless plugin would."""
+
+    name = "tap-greeting"
+    config_jsonschema = {
+        "type": "object",
+        "properties": {"greeting": {"type": "string"}, "fail": {"type": "boolean"}},
+    }
+
+    def discover(self):
+        return [StreamInfo("greetings", SCHEMA, ("id",))]
+
+    def read(self, stream, bookmark):
+        greeting = self.config["greeting"]
+        yield pa.record_batch([pa.array([1], pa.int64()), pa.array([greeting])], schema=SCHEMA)
+        if self.config.get("fail"):
+            word = greeting.split()[1]
+            encoded = base64.b64encode(word.encode()).decode()
+            logging.getLogger("tap-greeting").warning("Authorization: Basic %s", encoded)
+            raise DativoError(f"server rejected {word}")
+'''
+
+
+def _project(tmp_path: Path, *, fail: bool = False, mode: int = 0o600) -> Path:
+    project = tmp_path / "project"
+    (project / "plugins").mkdir(parents=True)
+    (project / "plugins" / "greeting_reader.py").write_text(READER)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "api_token").write_text(VALUE + "\n")
+    (secrets / "api_token").chmod(mode)
+    data = {
+        "version": 1,
+        "dativo": {"secrets": {"backend": "files", "directory": str(secrets)}},
+        "plugins": {
+            "extractors": [
+                {
+                    "name": "tap-greeting",
+                    "config": {
+                        "reader_class": "greeting_reader:GreetingReader",
+                        "plugin_dirs": ["plugins"],
+                        "greeting": "hello ${SECRET:api_token}",
+                        "fail": fail,
+                    },
+                }
+            ],
+            "loaders": [
+                {"name": "target-dativo-parquet", "config": {"path": str(tmp_path / "out")}}
+            ],
+        },
+    }
+    path = project / "meltano.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _shown(text: str) -> str:
+    return " ".join(text.split())  # rich wraps long lines
+
+
+def test_plugin_gets_the_file_secret_and_the_summary_does_not_show_it(tmp_path: Path) -> None:
+    done = dativo_run(_project(tmp_path), "tap-greeting", "target-dativo-parquet", "--json")
+    table = read_parquet_dir(tmp_path / "out")
+    assert table.column("greeting").to_pylist() == [f"hello {VALUE}"]
+    summary = json.loads(done.stdout)
+    assert summary["streams"]
+    assert VALUE not in done.stdout + done.stderr
+
+
+def test_failing_plugin_error_and_logs_are_masked(tmp_path: Path) -> None:
+    done = dativo_run(
+        _project(tmp_path, fail=True),
+        "tap-greeting",
+        "target-dativo-parquet",
+        "--log-level",
+        "DEBUG",
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    shown = _shown(done.stderr)
+    assert "server rejected ********" in shown
+    assert "Authorization: Basic ********" in shown
+    encoded = base64.b64encode(VALUE.encode()).decode()
+    for form in (VALUE, encoded, encoded.rstrip("=")):
+        assert form not in done.stdout + done.stderr
+
+
+def test_group_readable_secret_file_is_refused_before_the_run(tmp_path: Path) -> None:
+    done = dativo_run(
+        _project(tmp_path, mode=0o644), "tap-greeting", "target-dativo-parquet", check=False
+    )
+    assert done.returncode == 2, done.stderr
+    shown = _shown(done.stderr)
+    assert "plugin 'tap-greeting': setting 'greeting': ${SECRET:api_token}" in shown
+    assert "is readable or writable by its group or others" in shown
+    assert VALUE not in done.stderr
+    assert not (tmp_path / "out").exists()
