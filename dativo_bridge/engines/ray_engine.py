@@ -1,0 +1,362 @@
+"""``dativo run --engine ray``: a stream's partitions read and written as Ray tasks, then
+published by the driver in one Iceberg commit per table with the run's STATE.
+
+The driver plans (``partitions`` of a :class:`~dativo_bridge.engines.partitions.
+PartitionedReader`, which holds the read's snapshot open until the end), starts one task
+per partition and waits. A task opens its own reader, reads its partition and writes
+Parquet data files straight into the table's location (reachable by every node: a shared
+path or object storage); it returns only the files' locations, rows, seconds and its node
+id. Ray retries a task whose worker died or that raised (``max_retries``); an attempt that
+fails deletes what it wrote, and the driver deletes whatever else of its run the commit
+does not hold. Only the commit makes rows visible, and the STATE it carries follows the
+local engine's rules (dativo_bridge.sources: the run marker until the last stream), so a
+rerun after any failure is exactly once. A driver that dies leaves files named after it,
+which the next run on its host deletes (target_dativo_iceberg.orphans).
+
+Ray is optional: :func:`require_ray` is the one place that imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from dativo_bridge.engines.partitions import Partition, PartitionedReader
+from dativo_bridge.errors import ConfigError, DativoError
+from dativo_bridge.interfaces import ArrowReader, ArrowWriter
+from dativo_bridge.reading import check_batch
+from dativo_bridge.runner import RunResult
+from dativo_bridge.settings import with_defaults
+from dativo_bridge.sources import selected_streams
+from dativo_bridge.state import RUN_KEY
+
+logger = logging.getLogger("dativo.run")
+
+#: Readers that cannot carry the partition methods themselves: their partitioned twin.
+PARTITIONED_TWINS = {
+    "tap-dativo-postgres": "tap_dativo_postgres.partitions:PartitionedPostgresReader",
+    "tap-dativo-csv": "tap_dativo_csv.partitions:PartitionedCsvReader",
+}
+
+
+def require_ray() -> ModuleType:
+    """The ``ray`` module, or a ConfigError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            'the ray engine needs Ray, which is not installed: pip install "dativo[ray]"'
+        ) from None
+    return ray
+
+
+@dataclass
+class TaskResult:
+    """What one task did (``--json``: ``tasks``)."""
+
+    stream: str
+    partition: str
+    rows: int
+    files: list[str]
+    seconds: float
+    node_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "partition": self.partition,
+            "rows": self.rows,
+            "files": self.files,
+            "seconds": round(self.seconds, 3),
+            "node_id": self.node_id,
+        }
+
+
+@dataclass
+class RayRunResult(RunResult):
+    """A RunResult with the tasks of the run."""
+
+    tasks: list[TaskResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        summary = super().to_dict()
+        summary["engine"] = "ray"
+        summary["tasks"] = [t.to_dict() for t in self.tasks]
+        return summary
+
+
+def partitioned_reader(source: ArrowReader | type[ArrowReader]) -> type[ArrowReader]:
+    """The reader class whose instances plan and read partitions for ``source``.
+
+    Raises:
+        ConfigError: ``source`` cannot be read in partitions.
+    """
+    cls = source if isinstance(source, type) else type(source)
+    if issubclass(cls, ArrowReader) and _has_partitions(cls):
+        return cls
+    twin = PARTITIONED_TWINS.get(getattr(cls, "name", ""))
+    if twin is not None:
+        module, _, name = twin.partition(":")
+        found = getattr(importlib.import_module(module), name)
+        if issubclass(found, cls):
+            return found  # type: ignore[no-any-return]
+    raise ConfigError(
+        f"{getattr(cls, 'name', cls.__name__)} cannot be read by the ray engine: a reader "
+        "opts in with partitions(stream, bookmark) and read_partition(partition) "
+        "(docs/scale-out.md)"
+    )
+
+
+def _has_partitions(cls: type) -> bool:
+    return callable(getattr(cls, "partitions", None)) and callable(
+        getattr(cls, "read_partition", None)
+    )
+
+
+def _task(
+    reader_cls: type[ArrowReader],
+    source_config: Mapping[str, Any],
+    partition: Partition,
+    destination_config: Mapping[str, Any],
+    identifier: str,
+    schema: Any,
+    names: Any,
+) -> dict[str, Any]:
+    """One partition read and written as data files (runs on a worker)."""
+    import ray
+
+    from target_dativo_iceberg.files import write_data_files
+    from target_dativo_iceberg.writer import CONFIG_JSONSCHEMA, open_catalog
+
+    started = time.monotonic()
+    settings = with_defaults(CONFIG_JSONSCHEMA, destination_config)
+    table = open_catalog(settings).load_table(identifier)
+    reader = reader_cls()
+    reader.open(source_config)
+    try:
+        assert isinstance(reader, PartitionedReader)
+        batches = (check_batch(partition.stream, b) for b in reader.read_partition(partition))
+        files, rows = write_data_files(
+            table,
+            schema,
+            batches,
+            names.for_task(table, partition.index),
+            compression=str(settings["compression"]),
+            target_bytes=int(float(settings["target_file_size_mb"]) * 2**20),
+        )
+    finally:
+        reader.close()
+    return {
+        "rows": rows,
+        "files": files,
+        "seconds": time.monotonic() - started,
+        "node_id": ray.get_runtime_context().get_node_id(),
+    }
+
+
+def run_with_ray(
+    source: ArrowReader | type[ArrowReader],
+    destination: type[ArrowWriter],
+    *,
+    source_config: Mapping[str, Any] | None = None,
+    destination_config: Mapping[str, Any] | None = None,
+    state_id: str | None = None,
+    select: Sequence[str] | None = None,
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
+    full_refresh: bool = False,
+    ray_address: str | None = None,
+    max_retries: int = 3,
+    progress: Callable[[int, int], None] | None = None,
+) -> RayRunResult:
+    """Move every selected stream of ``source`` into Iceberg with partitions as Ray tasks.
+
+    Args:
+        source: A reader (class or instance) that reads in partitions, or one with a
+            partitioned twin (tap-dativo-postgres, tap-dativo-csv).
+        destination: target-dativo-iceberg's writer class (``load_method`` append).
+        source_config: The reader's settings (sent to every task).
+        destination_config: The writer's settings; the table's location must be reachable
+            from every node.
+        state_id: The pipeline's state id, kept with the STATE in each commit.
+        select: Meltano-style selection patterns.
+        metadata: Catalog metadata overrides per stream pattern.
+        full_refresh: Ignore the committed state.
+        ray_address: The cluster to join (None: ``RAY_ADDRESS`` or a new local one).
+        max_retries: Attempts after the first for a task that failed or lost its worker.
+        progress: Called with (tasks done, tasks planned) as tasks finish.
+
+    Returns:
+        The run's result, with one TaskResult per partition.
+
+    Raises:
+        ConfigError: Ray is missing, or the source/destination/stream cannot run on Ray.
+        DativoError: A task failed for good (nothing of the run is committed).
+    """
+    ray = require_ray()
+    from target_dativo_iceberg.files import (
+        RunFileNames,
+        commit_files,
+        delete_files,
+        remove_uncommitted,
+        snapshot_properties,
+    )
+    from target_dativo_iceberg.writer import CONFIG_JSONSCHEMA, IcebergWriter, open_catalog
+
+    started = time.monotonic()
+    if not (isinstance(destination, type) and issubclass(destination, IcebergWriter)):
+        raise ConfigError("the ray engine writes to target-dativo-iceberg only so far")
+    settings = with_defaults(CONFIG_JSONSCHEMA, dict(destination_config or {}))
+    if str(settings["load_method"]) not in ("append", "append-only"):
+        raise ConfigError(
+            f"the ray engine appends only so far (load_method {settings['load_method']!r})"
+        )
+    reader_cls = partitioned_reader(source)
+    start = None if full_refresh else destination.recover_state(settings, state_id)
+    state: dict[str, Any] = copy.deepcopy(dict(start or {}))
+    state.pop("currently_syncing", None)
+    previous = state.pop(RUN_KEY, None)
+    result = RayRunResult(state_id=state_id, state=start)
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(_task)
+    names = RunFileNames.for_driver()
+    reader = reader_cls()
+    reader.open(dict(source_config or {}))
+    try:
+        assert isinstance(reader, PartitionedReader)
+        streams = selected_streams(reader, select, metadata)
+        stream_names = [s.name for s in streams]
+        done: list[str] = []
+        if isinstance(previous, dict):
+            earlier = [str(n) for n in previous.get("completed") or []]
+            if set(earlier) < set(previous.get("streams") or []):
+                done = [n for n in earlier if n in stream_names]
+        completed = list(done)
+        for stream in streams:
+            if stream.name in done:
+                logger.info("stream '%s': finished by the run this one resumes", stream.name)
+                continue
+            writer = destination()
+            writer.state_id = state_id
+            writer.open(settings, stream)  # creates the table, deletes dead runs' files
+            refs: list[Any] = []
+            try:
+                identifier = writer._identifier
+                schema = writer._schema
+                parts = reader.partitions(stream, None)
+                refs = [
+                    remote.options(max_retries=max_retries, retry_exceptions=True).remote(
+                        reader_cls,
+                        dict(source_config or {}),
+                        part,
+                        dict(settings),
+                        identifier,
+                        schema,
+                        names,
+                    )
+                    for part in parts
+                ]
+                outcomes = _wait(ray, refs, progress)
+                table = open_catalog(settings).load_table(identifier)
+                files = [f for o in outcomes for f in o["files"]]
+                completed.append(stream.name)
+                last = set(completed) >= set(stream_names)
+                staged = (
+                    copy.deepcopy(state)
+                    if last
+                    else {
+                        **copy.deepcopy(state),
+                        RUN_KEY: {"streams": stream_names, "completed": list(completed)},
+                    }
+                )
+                try:
+                    if files:
+                        commit_files(
+                            lambda name=identifier: open_catalog(settings).load_table(name),
+                            files,
+                            snapshot_properties(stream.name, state_id, staged),
+                            retries=int(settings["commit_retries"]),
+                        )
+                except BaseException:
+                    delete_files(table, files)
+                    raise
+                finally:
+                    remove_uncommitted(table, names, files)
+                result.state = staged
+                stats = result.streams.setdefault(stream.name, _stats())
+                for part, outcome in zip(parts, outcomes, strict=True):
+                    result.tasks.append(
+                        TaskResult(
+                            stream.name,
+                            part.label,
+                            int(outcome["rows"]),
+                            list(outcome["files"]),
+                            float(outcome["seconds"]),
+                            str(outcome["node_id"]),
+                        )
+                    )
+                    stats.rows += int(outcome["rows"])
+                    stats.committed_rows += int(outcome["rows"])
+                stats.files.extend(files)
+                logger.info(
+                    "stream '%s': %d row(s) in %d file(s) from %d task(s), one commit",
+                    stream.name,
+                    stats.rows,
+                    len(files),
+                    len(parts),
+                )
+            except BaseException:
+                table = open_catalog(settings).load_table(writer._identifier)
+                _cancel(ray, refs)
+                remove_uncommitted(table, names, [])
+                raise
+            finally:
+                writer.close()
+    finally:
+        reader.close()
+        if owned:
+            ray.shutdown()
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _stats() -> Any:
+    from dativo_bridge.delivery import StreamStats
+
+    return StreamStats()
+
+
+def _wait(ray: Any, refs: list[Any], progress: Callable[[int, int], None] | None) -> list[Any]:
+    """The tasks' results in plan order; a task that failed for good fails the run."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        try:
+            ray.get(ready)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, BaseException) else None
+            if isinstance(cause, DativoError):
+                raise cause from None
+            raise DativoError(f"a ray task failed after its retries: {cause or exc}") from None
+        except ray.exceptions.RayError as exc:
+            raise DativoError(f"a ray task was lost after its retries: {exc}") from None
+        if progress is not None:
+            progress(len(refs) - len(pending), len(refs))
+    return list(ray.get(refs))
+
+
+def _cancel(ray: Any, refs: Sequence[Any]) -> None:
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # finished or already gone
+            continue
+    if refs:
+        ray.wait(list(refs), num_returns=len(refs), timeout=10)

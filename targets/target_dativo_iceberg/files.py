@@ -1,0 +1,207 @@
+"""Data files written apart from the committing process (a Ray task) and committed later
+by one driver, in one snapshot.
+
+Invariant: every file of a run is named after the driver (``dativo-<host>-<pid>-<run>-``,
+orphans.py's scheme), so a driver that dies leaves only files the next run on its host can
+prove dead and delete (``remove_orphans``); a live driver deletes its own run's files that
+its commit did not take (a failed attempt of a task, a task whose worker died mid-write).
+A task's sequence numbers start with its partition index and a random part, so two attempts
+of one partition never write the same name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.io.pyarrow import PyArrowFileIO
+from pyiceberg.table import Table
+
+from dativo_bridge.errors import WriteError
+from target_dativo_iceberg.cow import split_partitions
+from target_dativo_iceberg.orphans import DataFileNames
+from target_dativo_iceberg.tables import STATE_ID_PROPERTY, STATE_PROPERTY, STREAM_PROPERTY
+from target_dativo_iceberg.types import to_iceberg
+
+logger = logging.getLogger("dativo.iceberg")
+
+
+@dataclass(frozen=True)
+class RunFileNames:
+    """The driver's part of every data file name of one run (picklable for tasks)."""
+
+    host: str
+    pid: int
+    run: str
+
+    @classmethod
+    def for_driver(cls) -> RunFileNames:
+        names = DataFileNames()
+        return cls(names.host, names.pid, names.run)
+
+    @property
+    def prefix(self) -> str:
+        return f"dativo-{self.host}-{self.pid}-{self.run}-"
+
+    def for_task(self, table: Table, index: int) -> Iterable[str]:
+        """Endless locations for the files of one attempt at partition ``index``."""
+        attempt = secrets.randbelow(10**6)
+        seq = 0
+        while True:
+            seq += 1
+            yield f"{table.location()}/data/{self.prefix}{index:05d}{attempt:06d}{seq:04d}.parquet"
+
+
+def write_data_files(
+    table: Table,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    locations: Iterable[str],
+    *,
+    compression: str,
+    target_bytes: int,
+) -> tuple[list[str], int]:
+    """Write ``batches`` (cast to the table's Arrow ``schema``) as Parquet data files.
+
+    One file per partition value when the table is partitioned, else files of about
+    ``target_bytes``. On any error the files written so far are deleted.
+
+    Returns:
+        The files' locations and the rows written.
+    """
+    files: list[str] = []
+    rows = 0
+    names = iter(locations)
+    writer: pq.ParquetWriter | None = None
+    sink: Any = None
+
+    def finish() -> None:
+        nonlocal writer, sink
+        if writer is not None:
+            writer.close()
+            sink.close()
+            writer, sink = None, None
+
+    partitioned = bool(table.spec().fields)
+    try:
+        for batch in batches:
+            batch = to_iceberg(batch.select(schema.names), schema)
+            parts = (
+                [
+                    b
+                    for p in split_partitions(table, pa.Table.from_batches([batch]))
+                    for b in p.combine_chunks().to_batches()
+                ]
+                if partitioned
+                else [batch]
+            )
+            for part in parts:
+                if partitioned:
+                    finish()
+                if writer is None:
+                    location = next(names)
+                    sink = table.io.new_output(location).create(overwrite=False)
+                    writer = pq.ParquetWriter(sink, schema, compression=compression)
+                    files.append(location)
+                writer.write_batch(part)
+                rows += part.num_rows
+                if partitioned or sink.tell() >= target_bytes:
+                    finish()
+        finish()
+    except BaseException:
+        finish_quietly(writer, sink)
+        delete_files(table, files)
+        raise
+    return files, rows
+
+
+def finish_quietly(writer: pq.ParquetWriter | None, sink: Any) -> None:
+    for closable in (writer, sink):
+        if closable is not None:
+            try:
+                closable.close()
+            except Exception:  # the file is deleted next; its close error adds nothing
+                logger.debug("closing a failed data file failed", exc_info=True)
+
+
+def delete_files(table: Table, files: Iterable[str]) -> None:
+    for location in files:
+        try:
+            table.io.delete(location)
+        except FileNotFoundError:
+            continue
+        except Exception:
+            logger.warning("could not delete uncommitted data file %s", location)
+
+
+def run_files(table: Table, names: RunFileNames) -> list[str]:
+    """Locations of the files in the table's ``data/`` that carry this run's names."""
+    io = table.io
+    if not isinstance(io, PyArrowFileIO):
+        return []
+    data = f"{table.location()}/data"
+    scheme, netloc, path = io.parse_location(data, io.properties)
+    filesystem = io.fs_by_scheme(scheme, netloc)
+    selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
+    return [
+        f"{data}/{info.base_name}"
+        for info in filesystem.get_file_info(selector)
+        if info.type == pafs.FileType.File and info.base_name.startswith(names.prefix)
+    ]
+
+
+def remove_uncommitted(table: Table, names: RunFileNames, committed: Sequence[str]) -> list[str]:
+    """Delete this run's files that ``committed`` does not hold; returns them."""
+    kept = {location.rsplit("/", 1)[-1] for location in committed}
+    extra = [f for f in run_files(table, names) if f.rsplit("/", 1)[-1] not in kept]
+    delete_files(table, extra)
+    if extra:
+        logger.info("table %s: deleted %d uncommitted data file(s)", table.name(), len(extra))
+    return extra
+
+
+def snapshot_properties(stream: str, state_id: str | None, state: Any) -> dict[str, str]:
+    """The summary a commit carries: the stream, the pipeline's state id, the STATE (the
+    same keys IcebergWriter commits, read back by tables.committed_state)."""
+    props = {
+        STREAM_PROPERTY: stream,
+        STATE_PROPERTY: json.dumps(state, default=str, sort_keys=True),
+    }
+    if state_id is not None:
+        props[STATE_ID_PROPERTY] = state_id
+    return props
+
+
+def commit_files(load: Any, files: Sequence[str], props: dict[str, str], *, retries: int) -> Table:
+    """Add ``files`` to the table in one snapshot with ``props`` (retried on conflicts).
+
+    Args:
+        load: Loads the table from its catalog (again after a conflict).
+
+    Raises:
+        WriteError: The commit kept conflicting.
+    """
+    delay = 0.1
+    for attempt in range(retries + 1):
+        table: Table = load()
+        try:
+            table.add_files(list(files), snapshot_properties=props, check_duplicate_files=False)
+            return table
+        except CommitFailedException as exc:
+            if attempt == retries:
+                raise WriteError(
+                    f"commit to {table.name()} failed after {retries + 1} attempts: {exc}"
+                ) from exc
+            logger.warning("commit to %s conflicted (%s); retrying", table.name(), exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")

@@ -1,0 +1,257 @@
+"""dativo run --engine ray (dativo_bridge.engines.ray_engine) on a real two-node Ray
+cluster: PostgreSQL ctid partitions as tasks, one Iceberg commit per table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ray = pytest.importorskip(
+    "ray", reason='the ray extra is not installed (pip install "dativo[ray]")'
+)
+
+from ray import cloudpickle  # noqa: E402 - after the importorskip gate
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from dativo_bridge.engines.partitions import Partition  # noqa: E402
+from dativo_bridge.engines.ray_engine import run_with_ray  # noqa: E402
+from tap_dativo_postgres.partitions import PartitionedPostgresReader  # noqa: E402
+from tap_dativo_postgres.reader import PostgresReader  # noqa: E402
+from target_dativo_iceberg.writer import IcebergWriter, open_catalog  # noqa: E402
+
+from .postgres.server import fresh_schema, pg_dsn  # noqa: E402
+
+SCHEMA = "dativo_ray"
+ROWS = 20_000
+NODE = {"num_cpus": 1, "object_store_memory": 100_000_000}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A head node and a worker node (one CPU each), the test process its driver."""
+    nodes = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    nodes.add_node(**NODE)
+    nodes.wait_for_nodes()
+    ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+
+
+@pytest.fixture()
+def events() -> str:
+    fresh_schema(SCHEMA)
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {SCHEMA}.events (id bigint PRIMARY KEY, payload text)")
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.events SELECT g, repeat('x', 200) "
+            f"FROM generate_series(1, {ROWS}) g"
+        )
+    return pg_dsn()
+
+
+def _source(dsn: str) -> dict[str, Any]:
+    return {
+        "dsn": dsn,
+        "filter_schemas": [SCHEMA],
+        "pages_per_partition": 150,
+        "batch_size_bytes": 256 * 1024,
+    }
+
+
+def _target(tmp_path: Path) -> dict[str, Any]:
+    return {"warehouse": str(tmp_path / "warehouse"), "namespace": "ray"}
+
+
+def _table(tmp_path: Path) -> Any:
+    return open_catalog(_target(tmp_path)).load_table("ray.dativo_ray_events")
+
+
+def _data_files(tmp_path: Path) -> set[str]:
+    return {p.name for p in (tmp_path / "warehouse").rglob("data/*.parquet")}
+
+
+def _referenced(table: Any) -> set[str]:
+    paths = table.inspect.all_files().column("file_path").to_pylist()
+    return {os.path.basename(str(p)) for p in paths}
+
+
+def _ids(table: Any) -> list[int]:
+    return sorted(table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())
+
+
+def test_partitions_run_on_both_nodes_exactly_once_in_one_snapshot(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    result = run_with_ray(
+        PostgresReader,
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=_target(tmp_path),
+        state_id="dev:ray",
+    )
+    table = _table(tmp_path)
+    assert _ids(table) == list(range(1, ROWS + 1))
+    assert len(result.tasks) >= 4
+    assert sum(t.rows for t in result.tasks) == ROWS == result.rows
+    assert len({t.node_id for t in result.tasks}) == 2, [t.node_id for t in result.tasks]
+    with_data = [s for s in table.snapshots() if int(s.summary["added-data-files"] or 0)]
+    assert len(with_data) == 1 == len(table.snapshots())
+    assert with_data[0].summary["dativo.state-id"] == "dev:ray"
+    assert json.loads(with_data[0].summary["dativo.state"]) == {}
+    summary = result.to_dict()
+    assert summary["engine"] == "ray"
+    assert {"partition", "rows", "files", "seconds", "node_id"} <= set(summary["tasks"][0])
+    assert _data_files(tmp_path) == _referenced(table)
+
+
+def _flaky_reader(marker: Path) -> type[PartitionedPostgresReader]:
+    """A reader whose partition 1 fails once, after yielding a batch (its file is written)."""
+
+    class FlakyReader(PartitionedPostgresReader):
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            batches = super().read_partition(partition)
+            if partition.index != 1 or marker.exists():
+                yield from batches
+                return
+            yield next(iter(batches))
+            marker.write_text("failed once")
+            raise RuntimeError("partition 1 fails on its first attempt")
+
+    return FlakyReader
+
+
+def test_a_task_that_fails_once_is_retried_and_still_exactly_once(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "failed-once"
+    result = run_with_ray(
+        _flaky_reader(marker),
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=_target(tmp_path),
+    )
+    assert marker.exists()  # the first attempt did fail
+    table = _table(tmp_path)
+    assert _ids(table) == list(range(1, ROWS + 1))
+    assert result.rows == ROWS
+    assert len(table.snapshots()) == 1
+    assert _data_files(tmp_path) == _referenced(table)  # the failed attempt's file is gone
+
+
+def test_a_task_that_fails_for_good_fails_the_run_and_commits_nothing(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    class Broken(PartitionedPostgresReader):
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            if partition.index == 2:
+                raise RuntimeError("partition 2 always fails")
+            yield from super().read_partition(partition)
+
+    with pytest.raises(Exception, match="partition 2 always fails"):
+        run_with_ray(
+            Broken,
+            IcebergWriter,
+            source_config=_source(events),
+            destination_config=_target(tmp_path),
+            max_retries=1,
+        )
+    table = _table(tmp_path)
+    assert table.snapshots() == []
+    assert _data_files(tmp_path) == set()
+
+
+_DRIVER = """
+import os, sys, time
+from pathlib import Path
+from ray import cloudpickle
+from tap_dativo_postgres.partitions import PartitionedPostgresReader
+from target_dativo_iceberg.writer import IcebergWriter
+from dativo_bridge.engines.ray_engine import run_with_ray
+
+class Slow(PartitionedPostgresReader):
+    def read_partition(self, partition):
+        Path({pids!r}, str(os.getpid())).touch()
+        for batch in super().read_partition(partition):
+            yield batch
+            time.sleep(0.5)
+
+run_with_ray(Slow, IcebergWriter, source_config={source!r}, destination_config={target!r},
+             state_id="dev:ray", ray_address={address!r})
+print("finished")
+"""
+
+
+def test_the_driver_killed_mid_run_then_rerun_is_exactly_once_without_orphans(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = textwrap.dedent(_DRIVER).format(
+        source=_source(events), target=_target(tmp_path), address=cluster.address, pids=str(pids)
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _data_files(tmp_path) and time.monotonic() < deadline:
+        assert driver.poll() is None, "the driver ended before writing any file"
+        time.sleep(0.1)
+    assert _data_files(tmp_path), "no task wrote a data file in time"
+    # The driver and its workers die at once (a crash: no task cleans up after itself).
+    for pid in [driver.pid, *(int(p.name) for p in pids.iterdir())]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    left = _data_files(tmp_path)
+    assert left
+    assert _table(tmp_path).snapshots() == []  # nothing of the killed run is visible
+
+    result = run_with_ray(
+        PostgresReader,
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=_target(tmp_path),
+        state_id="dev:ray",
+    )
+    table = _table(tmp_path)
+    assert _ids(table) == list(range(1, ROWS + 1))
+    assert result.rows == ROWS
+    assert len(table.snapshots()) == 1
+    files = _data_files(tmp_path)
+    assert files == _referenced(table)
+    assert not files & left  # the killed run's files were deleted
+
+
+def test_without_ray_the_engine_says_how_to_install_it(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["ray"] = None  # as if Ray were not installed
+        from dativo_bridge.engines.ray_engine import run_with_ray
+        from tap_dativo_postgres.reader import PostgresReader
+        from target_dativo_iceberg.writer import IcebergWriter
+        try:
+            run_with_ray(PostgresReader, IcebergWriter, source_config={})
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.startswith("ConfigError"), out
+    assert 'pip install "dativo[ray]"' in out.stdout
