@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .helpers import dativo_run, read_parquet_dir
@@ -123,3 +125,76 @@ def test_group_readable_secret_file_is_refused_before_the_run(tmp_path: Path) ->
     assert "is readable or writable by its group or others" in shown
     assert VALUE not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+PROBE_TAP = """
+import json, os, sys
+
+args = sys.argv[1:]
+if "--discover" in args:
+    sys.exit(1)
+with open(args[args.index("--config") + 1]) as fh:
+    config = json.load(fh)
+try:
+    with open(config["other_secret_file"]) as fh:
+        other = "OK " + fh.read().strip()
+except OSError as exc:
+    other = f"DENIED {exc.errno}"
+checks = {
+    "token": config["token"],
+    "env": os.environ.get("PARENT_ONLY_SECRET", "absent"),
+    "other_file": other,
+    "config_keys": ",".join(sorted(config)),
+}
+schema = {"type": "object", "properties": {"check": {"type": "string"}, "result": {"type": "string"}}}
+out = [{"type": "SCHEMA", "stream": "probe", "schema": schema, "key_properties": ["check"]}]
+out += [{"type": "RECORD", "stream": "probe", "record": {"check": k, "result": v}} for k, v in checks.items()]
+out.append({"type": "STATE", "value": {"done": True}})
+sys.stdout.write("".join(json.dumps(m) + "\\n" for m in out))
+"""
+
+
+def test_sandboxed_foreign_plugin_gets_only_the_secret_its_config_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_value = "other-Secret-Not-For-The-Tap-2718"
+    monkeypatch.setenv("PARENT_ONLY_SECRET", other_value)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name, text in (("tap_token", VALUE), ("db_password", other_value)):
+        (secrets / name).write_text(text + "\n")
+        (secrets / name).chmod(0o600)
+    tap = tmp_path / "tap-probe"
+    tap.write_text(f"#!{sys.executable}\n" + PROBE_TAP)
+    tap.chmod(0o755)
+    out = tmp_path / "out"
+    data = {
+        "version": 1,
+        "dativo": {"secrets": {"backend": "files", "directory": str(secrets)}},
+        "plugins": {
+            "extractors": [
+                {
+                    "name": "tap-probe",
+                    "executable": str(tap),
+                    "sandbox": {"memory_mb": 256},
+                    "config": {
+                        "token": "${SECRET:tap_token}",
+                        "other_secret_file": str(secrets / "db_password"),
+                    },
+                }
+            ],
+            "loaders": [{"name": "target-dativo-parquet", "config": {"path": str(out)}}],
+        },
+    }
+    project = tmp_path / "meltano.yml"
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = dativo_run(project, "tap-probe", "target-dativo-parquet")
+    rows = read_parquet_dir(out).to_pylist()
+    results = {row["check"]: row["result"] for row in rows}
+    assert results == {
+        "token": VALUE,
+        "env": "absent",
+        "other_file": "DENIED 13",
+        "config_keys": "other_secret_file,token",
+    }
+    assert VALUE not in done.stderr
