@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -106,14 +107,54 @@ def _disk_bytes(files: list[str]) -> int | None:
     return total if seen else None
 
 
-def stats_table(streams: Mapping[str, StreamStats], elapsed: float, title: str) -> Table:
+#: Seconds a stream must have run before its ETA is shown (the first rate is noise).
+ETA_AFTER_SECONDS = 3.0
+
+
+def stream_progress(stats: StreamStats, now: float) -> tuple[float | None, float | None]:
+    """(percent done, seconds left) of a stream whose reader estimated its rows; (None,
+    None) without an estimate. The percentage stays at most 99 until the stream ends (an
+    estimate may be low), and there is no ETA in the stream's first seconds, nor once it
+    passed its estimate."""
+    expected = stats.expected_rows
+    if expected is None:
+        return None, None
+    if stats.finished is not None:
+        return 100.0, 0.0
+    if expected > 0:
+        percent = min(99.0, 100.0 * stats.rows / expected)
+    else:
+        percent = 99.0 if stats.rows else 0.0
+    ran = now - stats.started if stats.started is not None else 0.0
+    remaining = expected - stats.rows
+    if ran < ETA_AFTER_SECONDS or stats.rows <= 0 or remaining <= 0:
+        return percent, None
+    return percent, remaining / (stats.rows / ran)
+
+
+def format_eta(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from an hour on."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def stats_table(
+    streams: Mapping[str, StreamStats], elapsed: float, title: str, now: float | None = None
+) -> Table:
     """Rows, rows/s, Arrow memory, committed bytes on disk (where the files are local) and
-    elapsed per stream."""
+    elapsed per stream; % and ETA for streams whose reader estimated their size."""
+    now = time.monotonic() if now is None else now
     table = Table(title=title)
     on_disk = {name: _disk_bytes(s.files) for name, s in streams.items()}
     columns = ["stream", "rows", "rows/s", "memory"]
     if any(v is not None for v in on_disk.values()):
         columns.append("on disk")
+    # % and ETA while a stream with an estimate runs (the summary at the end has none).
+    sized = any(s.expected_rows is not None and s.finished is None for s in streams.values())
+    if sized:
+        columns += ["%", "ETA"]
     columns += ["files", "elapsed"]
     for column in columns:
         table.add_column(column, justify="left" if column == "stream" else "right")
@@ -123,21 +164,70 @@ def stats_table(streams: Mapping[str, StreamStats], elapsed: float, title: str) 
         if "on disk" in columns:
             disk = on_disk[name]
             row.append("-" if disk is None else _human_bytes(disk))
+        if sized:
+            percent, eta = stream_progress(s, now)
+            row.append("-" if percent is None else f"{percent:.0f}%")
+            if s.finished is not None and percent is not None:
+                row.append("done")
+            else:
+                row.append("-" if eta is None else format_eta(eta))
         row += [str(len(s.files)), f"{elapsed:.1f}s"]
         table.add_row(*row)
     return table
 
 
-def progress_line(streams: Mapping[str, StreamStats], elapsed: float) -> str:
-    """One line of progress: rows, rows/s, Arrow memory and elapsed over all streams."""
+def progress_line(
+    streams: Mapping[str, StreamStats], elapsed: float, now: float | None = None
+) -> str:
+    """One line of progress: rows, rows/s, Arrow memory and elapsed over all streams, then
+    % and ETA of each running stream whose reader estimated its size."""
+    now = time.monotonic() if now is None else now
     rows = sum(s.rows for s in streams.values())
     memory = sum(s.bytes for s in streams.values())
     committed = sum(s.committed_rows for s in streams.values())
     rate = rows / elapsed if elapsed > 0 else 0.0
-    return (
+    line = (
         f"progress: {rows:,} rows ({committed:,} committed), {rate:,.0f} rows/s, "
         f"{_human_bytes(memory)} memory, {elapsed:.1f}s elapsed"
     )
+    for name, s in streams.items():
+        if s.finished is not None:
+            continue
+        percent, eta = stream_progress(s, now)
+        if percent is None:
+            continue
+        line += f"; '{name}' {percent:.0f}%"
+        if eta is not None:
+            line += f" ETA {format_eta(eta)}"
+    return line
+
+
+def progress_fields(
+    streams: Mapping[str, StreamStats], elapsed: float, now: float | None = None
+) -> dict[str, Any]:
+    """The numbers of a progress line, for ``--log-format json`` records."""
+    now = time.monotonic() if now is None else now
+    rows = sum(s.rows for s in streams.values())
+    per_stream: dict[str, Any] = {}
+    for name, s in streams.items():
+        percent, eta = stream_progress(s, now)
+        per_stream[name] = {
+            "rows": s.rows,
+            "committed_rows": s.committed_rows,
+            "memory_bytes": s.bytes,
+            "expected_rows": s.expected_rows,
+            "percent": None if percent is None else round(percent, 1),
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "done": s.finished is not None,
+        }
+    return {
+        "rows": rows,
+        "committed_rows": sum(s.committed_rows for s in streams.values()),
+        "rows_per_second": round(rows / elapsed, 1) if elapsed > 0 else 0.0,
+        "memory_bytes": sum(s.bytes for s in streams.values()),
+        "elapsed_seconds": round(elapsed, 3),
+        "streams": per_stream,
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -150,6 +240,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "dativo_fields", None)
+        if isinstance(fields, Mapping):  # a progress record's numbers (progress_fields)
+            out.update({k: v for k, v in fields.items() if k not in out})
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -618,7 +711,12 @@ def _run_with_display(
     if not console.is_terminal:
 
         def line(streams: Mapping[str, StreamStats], elapsed: float) -> None:
-            logger.info("%s", progress_line(streams, elapsed))
+            now = time.monotonic()
+            logger.info(
+                "%s",
+                progress_line(streams, elapsed, now),
+                extra={"dativo_fields": progress_fields(streams, elapsed, now)},
+            )
 
         return run(
             source, destination, progress=line, progress_interval=progress_interval, **kwargs

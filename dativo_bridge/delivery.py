@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dativo_bridge.batch_files import BatchFile, cleanup_mode, delete_batch_files
 from dativo_bridge.conform import Mismatch, NullValue, conform
 from dativo_bridge.errors import WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.reading import truncate_rows
 from dativo_bridge.schema import relax_nullability
 from dativo_bridge.settings import CHECKPOINT_ROWS, CHECKPOINT_SECONDS
 
@@ -28,13 +30,29 @@ logger = logging.getLogger("dativo.delivery")
 
 @dataclass
 class StreamStats:
-    """Counters for one stream of a run."""
+    """Counters for one stream of a run.
+
+    ``bytes`` is the Arrow memory of the batches read; ``committed_bytes`` what the writers
+    reported committing (``CommitResult.bytes``). The ``*_seconds`` are the time spent in
+    each stage: waiting for the reader's next batch, handing batches to the sink (writing,
+    or encoding for a Singer target), and committing.
+    """
 
     rows: int = 0
     bytes: int = 0
     batches: int = 0
     committed_rows: int = 0
     files: list[str] = field(default_factory=list)
+    #: The reader's estimate of the stream's rows (ArrowReader.estimated_rows), if any.
+    expected_rows: int | None = None
+    #: time.monotonic() when the stream started, and when it ended (None: still running).
+    started: float | None = None
+    finished: float | None = None
+    commits: int = 0
+    committed_bytes: int = 0
+    read_seconds: float = 0.0
+    write_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
 
 class StreamWriters:
@@ -84,7 +102,9 @@ class StreamWriters:
         stream = dataclasses.replace(stream, schema=relax_nullability(stream.schema, keys))
         known = self.streams.get(stream.name)
         self.streams[stream.name] = stream
-        self.stats.setdefault(stream.name, StreamStats())
+        stats = self.stats.setdefault(stream.name, StreamStats())
+        if stats.started is None:
+            stats.started = time.monotonic()
         if known is None:
             return
         writer = self.writers.get(stream.name)
@@ -121,8 +141,13 @@ class StreamWriters:
         stream's schema (so its own :meth:`ArrowWriter.conformed` has nothing to do)."""
         if batch.schema == info.schema and not info.key_properties:
             return batch
+        keys = info.key_properties
+        marks = truncate_rows(info, batch)  # a LOG_BASED TRUNCATE has null keys
         try:
-            return conform(batch, info.schema, not_null=info.key_properties)
+            if marks is not None:
+                conform(batch.filter(pc.invert(marks)), info.schema, not_null=keys)
+                keys = ()
+            return conform(batch, info.schema, not_null=keys)
         except NullValue as exc:
             raise WriteError(
                 f"stream '{info.name}': row {exc.row} of a batch has no value for "
@@ -152,8 +177,12 @@ class StreamWriters:
         for name, writer in self.writers.items():
             if self._has_pending_state:
                 writer.stage_state(self._pending_state)
+            began = time.monotonic()
             result = writer.commit()
             stats = self.stats[name]
+            stats.commit_seconds += time.monotonic() - began
+            stats.commits += 1
+            stats.committed_bytes += result.bytes
             stats.committed_rows += result.rows
             stats.files.extend(result.paths)
             total.merge(result)

@@ -25,9 +25,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SchemaEvent:
-    """A stream starts (or changes its schema): batches of ``stream.schema`` follow."""
+    """A stream starts (or changes its schema): batches of ``stream.schema`` follow.
+
+    ``expected_rows`` is the reader's estimate of the stream's rows when it starts (None:
+    unknown, or a schema change)."""
 
     stream: StreamInfo
+    expected_rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ from dativo_bridge.codecs.output import SingerOutput
 from dativo_bridge.delivery import StreamStats, StreamWriters
 from dativo_bridge.errors import ConfigError, DativoError, PluginFailedError
 from dativo_bridge.events import (
+    BatchEvent,
     Progress,
     ProgressCallback,
+    SchemaEvent,
     Sink,
     deliver,
 )
@@ -190,6 +192,10 @@ class RunContext:
     #: their replication slot up to what the destination made durable), if it has one.
     acknowledge: Callable[[Any], int | None] | None = None
 
+    def tick(self, streams: Mapping[str, StreamStats]) -> None:
+        """Report progress now and then."""
+        self.progress.tick(streams)
+
     def check_cancelled(self) -> None:
         """Raise RunInterrupted if the run was asked to stop."""
         if self.cancel.is_set():
@@ -243,6 +249,49 @@ class _Pipe:
 
 class _Cancelled(Exception):
     pass
+
+
+def _timed(events: Iterator[Any]) -> Iterator[tuple[Any, float]]:
+    """Each event with the seconds the source took to produce it (the read stage)."""
+    while True:
+        began = time.monotonic()
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        yield event, time.monotonic() - began
+
+
+def _deliver_timed(
+    event: Any, sink: Sink, streams: Mapping[str, StreamStats], read_seconds: float
+) -> None:
+    """Hand ``event`` to ``sink`` and account the stages in ``streams``: the read time of a
+    batch and its write time; a stream's start (its size estimate), and the end of the
+    streams before it (a reader's streams come one after the other)."""
+    began = time.monotonic()
+    deliver(event, sink)
+    now = time.monotonic()
+    if isinstance(event, BatchEvent):
+        stats = streams.get(event.stream)
+        if stats is not None:
+            stats.read_seconds += read_seconds
+            stats.write_seconds += now - began
+    elif isinstance(event, SchemaEvent):
+        name = event.stream.name
+        stats = streams.get(name)
+        if stats is not None and stats.expected_rows is None:
+            stats.expected_rows = event.expected_rows
+        for other, earlier in streams.items():
+            if other != name and earlier.started is not None and earlier.finished is None:
+                earlier.finished = now
+
+
+def _finish_streams(streams: Mapping[str, StreamStats]) -> None:
+    """Mark every stream still running as ended (the run is over)."""
+    now = time.monotonic()
+    for stats in streams.values():
+        if stats.finished is None:
+            stats.finished = now
 
 
 def run(
@@ -403,6 +452,7 @@ def run(
                 raise RunInterrupted(ctx.cancel.signum or signal.SIGINT, result) from exc
             raise
     result.elapsed = time.monotonic() - started
+    _finish_streams(result.streams)
     ctx.progress.final(result.streams, result.elapsed)
     return result
 
@@ -501,10 +551,10 @@ def _run_in_process(source: Source, sink: StreamWriters, ctx: RunContext) -> Non
     def produce() -> None:
         try:
             with _open_reader(source, ctx) as reader:
-                for event in ctx.events(reader):
+                for event, seconds in _timed(ctx.events(reader)):
                     if ctx.cancel.is_set():
                         raise _Cancelled
-                    pipe.put(event)
+                    pipe.put((event, seconds))
             pipe.put(_END)
         except _Cancelled:
             return
@@ -518,13 +568,13 @@ def _run_in_process(source: Source, sink: StreamWriters, ctx: RunContext) -> Non
     thread = threading.Thread(target=produce, name="dativo-reader", daemon=True)
     thread.start()
     try:
-        for event in pipe.items():
+        for event, seconds in pipe.items():
             try:
-                deliver(event, sink)
+                _deliver_timed(event, sink, sink.stats, seconds)
             except BaseException as exc:
                 _blame(exc, "destination")
                 raise
-            ctx.progress.tick(sink.stats)
+            ctx.tick(sink.stats)
     finally:
         pipe.cancelled.set()
         # A reader asked to stop gets a moment to close; a stuck one is a daemon thread.
@@ -596,7 +646,9 @@ class _Counted:
         self.result = result
 
     def schema(self, stream: StreamInfo) -> None:
-        self.result.streams.setdefault(stream.name, StreamStats())
+        stats = self.result.streams.setdefault(stream.name, StreamStats())
+        if stats.started is None:
+            stats.started = time.monotonic()
         self.sink.schema(stream)
 
     def write(self, stream: str, batch: Any) -> None:
@@ -651,10 +703,10 @@ def _run_to_foreign(
                 output = SingerOutput(target_proc.proc.stdin)
                 sink = _Counted(output, ctx.result)
                 with _open_reader(source, ctx) as reader:
-                    for event in ctx.events(reader):
+                    for event, seconds in _timed(ctx.events(reader)):
                         ctx.check_cancelled()
-                        deliver(event, sink)
-                        ctx.progress.tick(ctx.result.streams)
+                        _deliver_timed(event, sink, ctx.result.streams, seconds)
+                        ctx.tick(ctx.result.streams)
                 output.flush()
                 target_proc.proc.stdin.close()
             else:

@@ -48,6 +48,19 @@ def starting_bookmark(state: Mapping[str, Any] | None, stream: StreamInfo) -> An
     return entry.get("replication_key_value")
 
 
+def estimated_rows(reader: ArrowReader, stream: StreamInfo, bookmark: Any) -> int | None:
+    """The reader's row estimate for ``stream`` (None if it has none, gives something that
+    is not a count, or fails: an estimate never stops a run)."""
+    try:
+        estimate = reader.estimated_rows(stream, bookmark)
+    except Exception as exc:
+        logger.debug("stream '%s': no row estimate: %s", stream.name, exc)
+        return None
+    if isinstance(estimate, bool) or not isinstance(estimate, int | float):
+        return None
+    return max(0, int(estimate))
+
+
 def selected_streams(
     reader: ArrowReader,
     select: Sequence[str] | None,
@@ -95,8 +108,8 @@ def reader_events(
                 info.name,
             )
             continue
-        yield SchemaEvent(info)
         bookmark = starting_bookmark(state, info)
+        yield SchemaEvent(info, estimated_rows(reader, info, bookmark))
         if bookmark is not None:
             logger.info(
                 "stream '%s': resuming from %s >= %s", info.name, info.replication_key, bookmark

@@ -224,17 +224,46 @@ class CsvReader(ArrowReader):
             f.name: (pa.string() if f.type == JSON_TYPE else f.type) for f in data_fields
         }
         read, parse = self._options(spec)
-        groups: dict[dt.datetime, list[Path]] = {}
-        for path in self._paths(spec):
-            modified = _EPOCH + dt.timedelta(microseconds=path.stat().st_mtime_ns // 1000)
-            if since is None or modified > since:
-                groups.setdefault(modified, []).append(path)
+        groups = self._groups(spec, since)
         for modified, paths in sorted(groups.items()):
             for path in paths:
                 yield from self._read_file(stream, path, modified, parse_types, read, parse)
             # The bookmark moves past a modification time only once all its files are read.
             self._done[stream.name] = modified
             yield pa.RecordBatch.from_pylist([], schema=stream.schema)
+
+    def _groups(
+        self, spec: Mapping[str, Any], since: dt.datetime | None
+    ) -> dict[dt.datetime, list[Path]]:
+        """The files a read from the bookmark ``since`` reads, by modification time."""
+        groups: dict[dt.datetime, list[Path]] = {}
+        for path in self._paths(spec):
+            modified = _EPOCH + dt.timedelta(microseconds=path.stat().st_mtime_ns // 1000)
+            if since is None or modified > since:
+                groups.setdefault(modified, []).append(path)
+        return groups
+
+    def estimated_rows(self, stream: StreamInfo, bookmark: Any | None) -> int | None:
+        """About how many rows a read from ``bookmark`` yields, from file sizes: the bytes
+        of the files it reads (a gzip file's uncompressed size from its trailer) divided by
+        the bytes per line of the first 64 KiB of the first one, less one header line per
+        file. A field with line breaks in it makes it an overestimate."""
+        spec = self._specs.get(stream.name)
+        if spec is None:
+            return None
+        paths = [p for group in self._groups(spec, _as_datetime(bookmark)).values() for p in group]
+        if not paths:
+            return 0
+        try:
+            total = sum(_text_bytes(p) for p in paths)
+            with pa.input_stream(str(paths[0]), compression="detect") as sample_file:
+                sample = sample_file.read(64 * 1024)
+        except (OSError, pa.ArrowInvalid):
+            return None
+        lines = sample.count(b"\n") + (0 if sample.endswith(b"\n") or not sample else 1)
+        if lines == 0:
+            return None
+        return max(0, round(total / (len(sample) / lines)) - len(paths))
 
     def _read_file(
         self,
@@ -370,6 +399,17 @@ class CsvReader(ArrowReader):
         if done is None:
             return previous
         return done.isoformat()
+
+
+def _text_bytes(path: Path) -> int:
+    """The size of a file's text: a gzip file's uncompressed size (its trailer holds it
+    modulo 4 GiB, so it is taken as at least the compressed size), else its size."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        if file.read(2) != b"\x1f\x8b" or size < 18:
+            return size
+        file.seek(-4, os.SEEK_END)
+        return max(size, int.from_bytes(file.read(4), "little"))
 
 
 def _as_datetime(value: Any) -> dt.datetime | None:

@@ -13,6 +13,7 @@ one error naming the stream and how many rows were read.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -322,6 +323,55 @@ class PostgresReader(ArrowReader):
             batches = self._read(stream, bookmark)
         for batch in batches:
             yield finite(batch)
+
+    def estimated_rows(self, stream: StreamInfo, bookmark: Any | None) -> int | None:
+        """The rows a read will yield, as PostgreSQL estimates them (for progress % and
+        ETA): a full read of a table from its statistics (``pg_class.reltuples`` per page,
+        scaled to the table's pages now, as the planner does); a read with conditions (an
+        incremental one from its bookmark, ``custom_where``) or of a view from the
+        planner's row estimate of that query (EXPLAIN, which plans without reading any
+        row, under a 2 s statement timeout). None for LOG_BASED streams (their change
+        count is not known ahead) and when PostgreSQL cannot tell."""
+        if stream.replication_method == "LOG_BASED":
+            return None
+        table = self._table(stream)
+        relation = sql.Identifier(table.schema, table.table)
+        conditions = self._where(stream, bookmark)
+        try:
+            with self._conn.transaction():
+                self._conn.execute("SET LOCAL statement_timeout = '2s'")
+                if not conditions and table.kind in ("r", "m"):
+                    row = self._conn.execute(
+                        "SELECT c.reltuples, c.relpages, "
+                        "pg_relation_size(c.oid) / current_setting('block_size')::int "
+                        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = %s AND c.relname = %s",
+                        [table.schema, table.table],
+                    ).fetchone()
+                    if row is not None:
+                        tuples, relpages, pages = float(row[0]), int(row[1]), int(row[2])
+                        if pages == 0:
+                            return 0
+                        if tuples >= 0 and relpages > 0:
+                            return max(0, round(tuples / relpages * pages))
+                # Never analysed (or a view, or conditions): the planner's estimate.
+                query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(relation)
+                where = _and(conditions)
+                if where is not None:
+                    query += sql.SQL(" WHERE ") + where
+                plan = self._conn.execute(query).fetchone()
+        except psycopg.Error as exc:
+            logger.debug("stream '%s': no row estimate: %s", stream.name, exc)
+            return None
+        if plan is None:
+            return None
+        document = plan[0]
+        if isinstance(document, str):
+            document = json.loads(document)
+        try:
+            return max(0, round(float(document[0]["Plan"]["Plan Rows"])))
+        except (LookupError, TypeError, ValueError):
+            return None
 
     def log_based_stream(self, stream: StreamInfo) -> StreamInfo:
         """``stream`` as a LOG_BASED read yields it: every column nullable, the CDC columns
