@@ -344,9 +344,9 @@ class SecretStore:
                 self._cache[cache_key] = backend.read(name)
             value = _pick(self._cache[cache_key], key)
         except SecretError as exc:
-            raise SecretError(f"{reference} ({backend.describe()}): {exc}") from None
+            raise SecretError(f"{reference} from {backend.describe()}: {exc}") from None
         if value == "":
-            raise SecretError(f"{reference} ({backend.describe()}): the secret is empty")
+            raise SecretError(f"{reference} from {backend.describe()}: the secret is empty")
         return value
 
 

@@ -121,7 +121,10 @@ def test_group_readable_secret_file_is_refused_before_the_run(tmp_path: Path) ->
     )
     assert done.returncode == 2, done.stderr
     shown = _shown(done.stderr)
-    assert "plugin 'tap-greeting': setting 'greeting': ${SECRET:api_token}" in shown
+    assert (
+        "plugin 'tap-greeting': setting 'greeting': ${SECRET:api_token} from backend 'files' "
+        f"(files in {tmp_path / 'secrets'}): {tmp_path / 'secrets' / 'api_token'} is readable"
+    ) in shown
     assert "is readable or writable by its group or others" in shown
     assert VALUE not in done.stderr
     assert not (tmp_path / "out").exists()

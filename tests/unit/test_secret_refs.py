@@ -302,7 +302,9 @@ def test_project_error_names_plugin_setting_reference_and_backend(tmp_path: Path
     with pytest.raises(SecretError) as err:
         Project(meltano).plugin("tap-x")
     message = str(err.value)
-    assert message.startswith("plugin 'tap-x': setting 'password': ${SECRET:nope} (backend 'files'")
+    assert message.startswith(
+        "plugin 'tap-x': setting 'password': ${SECRET:nope} from backend 'files'"
+    )
     assert f"no file {tmp_path / 'nope'}" in message
 
 
