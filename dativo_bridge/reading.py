@@ -9,6 +9,8 @@ all three hold the same two rules:
   Anything else is a :class:`ReaderContractError` naming the stream and the column.
 - LOG_BASED streams are read only by readers that declare ``supports_log_based``, in
   the reader's change form (:func:`stream_to_read`); their bookmark is the reader's LSN.
+  Their one row with null keys is a TRUNCATE (:func:`truncate_rows`): passed in process,
+  refused with a ReadError on a Singer pipe (docs/cdc.md).
 - The bookmark contract (docs/writing-plugins.md): a stream whose reader declares
   ``is_sorted`` yields batches in replication-key order, which is checked (a key that goes
   backwards is an error, never a lost row); its bookmark advances after each batch. An
@@ -26,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dativo_bridge.conform import MissingColumns, NullValue, TypeMismatch, conform
-from dativo_bridge.errors import ConfigError, ReaderContractError
+from dativo_bridge.errors import ConfigError, ReaderContractError, ReadError
 from dativo_bridge.interfaces import ArrowReader, StreamInfo
 
 #: Implemented by readers that declare ``supports_log_based = True`` (tap-dativo-postgres).
@@ -64,16 +66,50 @@ SAFE_CASTS = (
 )
 
 
-def check_batch(stream: StreamInfo, batch: pa.RecordBatch) -> pa.RecordBatch:
+#: Set on a LOG_BASED stream's deletes and truncates.
+DELETED_AT = "_sdc_deleted_at"
+
+
+def truncate_rows(stream: StreamInfo, batch: pa.RecordBatch) -> pa.Array | None:
+    """Per row, whether it is a TRUNCATE of a LOG_BASED stream (every key property null,
+    ``_sdc_deleted_at`` set: docs/cdc.md); None when the batch has none."""
+    keys = [k for k in stream.key_properties if k in batch.schema.names]
+    if stream.replication_method != LOG_BASED or not keys or DELETED_AT not in batch.schema.names:
+        return None
+    mask = pc.is_valid(batch.column(DELETED_AT))
+    for key in keys:
+        mask = pc.and_(mask, pc.is_null(batch.column(key)))
+    return mask if pc.any(mask).as_py() else None
+
+
+def check_batch(
+    stream: StreamInfo, batch: pa.RecordBatch, *, truncates: bool = True
+) -> pa.RecordBatch:
     """``batch`` with exactly the stream's declared schema, or a ReaderContractError.
 
     Columns are taken by name in the declared order (a reader may yield more columns
     than were selected). Types must match exactly, or be one of :data:`SAFE_CASTS`; a
     naive timestamp in a zoned column, a string in an integer column and the like are
-    refused. Key properties and columns declared non-nullable must have no nulls.
+    refused. Key properties and columns declared non-nullable must have no nulls, but in
+    a TRUNCATE of a LOG_BASED stream (:func:`truncate_rows`), which ``truncates=False``
+    (a Singer pipe: no Singer target takes a record without its key) refuses with a
+    ReadError.
     """
     keys = set(stream.key_properties)
     required = [f.name for f in stream.schema if f.name in keys or not f.nullable]
+    marks = truncate_rows(stream, batch)
+    if marks is not None:
+        if not truncates:
+            raise ReadError(
+                f"stream '{stream.name}': the source table was truncated; a Singer record "
+                "cannot carry a TRUNCATE (its key would be null), so the read stops there "
+                "and the state does not pass it. Read the stream with dativo run (which "
+                "applies it), or empty the destination and read the stream again from a new "
+                "snapshot (remove its bookmark from the state); docs/cdc.md, 'TRUNCATE'"
+            )
+        # A truncate's keys are null; every other row's must hold values.
+        check_batch(stream, batch.filter(pc.invert(marks)), truncates=False)
+        required = [f.name for f in stream.schema if f.name not in keys and not f.nullable]
     try:
         return conform(batch, stream.schema, allowed=_is_safe_cast, not_null=required)
     except MissingColumns as exc:
@@ -219,16 +255,17 @@ def stream_to_read(reader: ArrowReader, stream: StreamInfo) -> StreamInfo:
 
 
 def checked_batches(
-    reader: ArrowReader, stream: StreamInfo, start: Any
+    reader: ArrowReader, stream: StreamInfo, start: Any, *, truncates: bool = True
 ) -> Iterator[tuple[pa.RecordBatch, Any | None]]:
     """``(batch, bookmark_or_None)`` for every batch the reader yields for ``stream``, each
     checked against the declaration; a last ``(empty batch, bookmark)`` when the end of
     the stream releases a bookmark (an unsorted stream's only one). A LOG_BASED stream is
-    read in the reader's change form (:func:`stream_to_read`)."""
+    read in the reader's change form (:func:`stream_to_read`); ``truncates`` as in
+    :func:`check_batch`."""
     stream = stream_to_read(reader, stream)
     tracker = BookmarkTracker(reader, stream, start)
     for batch in reader.read(stream, start):
-        batch = check_batch(stream, batch)
+        batch = check_batch(stream, batch, truncates=truncates)
         yield batch, tracker.after(batch)
     final = tracker.at_end()
     if final is not None:

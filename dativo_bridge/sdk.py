@@ -205,7 +205,7 @@ class ArrowStream(Stream):
 
         with self.get_batch_counter() as counter:
             try:
-                for batch, released in checked_batches(reader, info, bookmark):
+                for batch, released in checked_batches(reader, info, bookmark, truncates=False):
                     if batch.num_rows:
                         for index, (out, mapped) in enumerate(self._mapped(batch)):
                             if not mapped.num_rows:
@@ -255,7 +255,7 @@ class ArrowStream(Stream):
             or pa.types.is_fixed_size_binary(f.type)
         ]
         json_columns = [f.name for f in info.schema if f.type == JSON_TYPE]
-        for batch, _ in checked_batches(self._arrow_tap.reader, info, bookmark):
+        for batch, _ in checked_batches(self._arrow_tap.reader, info, bookmark, truncates=False):
             rows = batch.to_pylist()
             for name in binary:
                 for row in rows:
@@ -295,7 +295,7 @@ class ArrowStream(Stream):
         )
         record_counter = self.get_record_counter()
         with record_counter, self.get_sync_timer():
-            for batch, released in checked_batches(reader, info, bookmark):
+            for batch, released in checked_batches(reader, info, bookmark, truncates=False):
                 over = limit is not None and sent + batch.num_rows > limit
                 if over:
                     batch = batch.slice(0, max(0, cast(int, limit) - sent))

@@ -11,9 +11,10 @@ Each row carries ``_sdc_lsn`` (the end LSN of its transaction's commit record, t
 for every row of a transaction and increasing in commit order), ``_sdc_deleted_at``
 (the commit time, for deletes and truncates) and ``_sdc_committed_at`` (the commit
 time). A delete carries the key (every old value under REPLICA IDENTITY FULL); an update
-that changes the key is a delete of the old key and then the new row. A TRUNCATE stops the
-read with a ReadError after the changes before it (no destination applies it as a change
-yet: docs/cdc.md).
+that changes the key is a delete of the old key and then the new row. A TRUNCATE of the
+table is a *truncate record* at its place among its transaction's changes: every column
+null (the key too) but ``_sdc_lsn``, ``_sdc_deleted_at`` and ``_sdc_committed_at``: the
+shape target-dativo-iceberg applies by emptying the table (docs/cdc.md, 'TRUNCATE').
 """
 
 from __future__ import annotations
@@ -80,14 +81,6 @@ class SchemaChanged(Exception):
     def __init__(self, columns: Sequence[str]) -> None:
         super().__init__(", ".join(columns))
         self.columns = list(columns)
-
-
-class Truncated(Exception):
-    """The table was truncated by the transaction whose commit record is at ``lsn``."""
-
-    def __init__(self, lsn: int) -> None:
-        super().__init__(pgoutput.format_lsn(lsn))
-        self.lsn = lsn
 
 
 class ChangeStream:
@@ -182,19 +175,6 @@ class ChangeStream:
             self._end()
             self.stopped = True
             return
-        except Truncated as truncate:
-            if pending:
-                batch = self._batch(pending)
-                self.position = pending[-1].lsn
-                yield batch
-            self._end()
-            raise ReadError(
-                f"{self.where}: table {self.table.schema}.{self.table.table} was truncated "
-                f"(the transaction committed at {truncate}); its changes up to there were "
-                "read. A destination cannot apply a TRUNCATE as a change yet (docs/cdc.md, "
-                "'TRUNCATE'): empty the destination table and read the stream again from a "
-                "new snapshot (remove its bookmark from the state, or --full-refresh)"
-            ) from None
         if pending:
             batch = self._batch(pending)
             self.position = pending[-1].lsn
@@ -240,7 +220,7 @@ class ChangeStream:
                     txn.rows.extend(_rows(message, relation, keys))
                 elif isinstance(message, pgoutput.Truncate):
                     if self.oid in message.relations and txn is not None:
-                        raise Truncated(txn.begin.final_lsn)
+                        txn.rows.append(_truncate_row(relations.get(self.oid), self.table))
                 elif isinstance(message, pgoutput.Commit):
                     if txn is not None and message.end_lsn > after and txn.rows:
                         yield (
@@ -323,6 +303,16 @@ def _text(values: tuple[pgoutput.Value, ...], index: int | None, name: str, wher
     if value is pgoutput.UNCHANGED:
         raise ReadError(f"{where}: column '{name}': an unchanged TOASTed value reached a batch")
     return value
+
+
+def _truncate_row(
+    relation: pgoutput.Relation | None, table: TableInfo
+) -> tuple[tuple[pgoutput.Value, ...], pgoutput.Relation, bool]:
+    """The truncate record of a TRUNCATE: no column value, deleted (pgoutput sends the
+    table's Relation before the Truncate; without one, a relation with no column)."""
+    if relation is None:
+        relation = pgoutput.Relation(0, table.schema, table.table, "d", ())
+    return (tuple(None for _ in relation.columns), relation, True)
 
 
 def _rows(

@@ -184,7 +184,7 @@ class ParquetWriter(ArrowWriter):
             )
         _claim_folder(self._storage.uri(self._live), self, stream.name)
         self._location = self._storage.uri(self._live)
-        self._schema = stream.schema
+        self._schema = self._file_schema(stream.schema)
         self._root = self._live
         if self._storage.local:
             recover_folders(Path(self._storage.root), folder)
@@ -199,6 +199,17 @@ class ParquetWriter(ArrowWriter):
             self._storage.abort_uploads(
                 self._live + "/", lambda key, initiated: abandoned_upload(key, initiated, now)
             )
+
+    def _file_schema(self, schema: pa.Schema) -> pa.Schema:
+        """The files' schema: a LOG_BASED change log's keys are nullable, as a TRUNCATE's
+        row has none (docs/cdc.md, 'TRUNCATE')."""
+        if self.stream is None or self.stream.replication_method != "LOG_BASED":
+            return schema
+        keys = set(self.stream.key_properties)
+        return pa.schema(
+            [f.with_nullable(True) if f.name in keys else f for f in schema],
+            metadata=schema.metadata,
+        )
 
     @property
     def publishes_at_end(self) -> bool:
@@ -275,7 +286,7 @@ class ParquetWriter(ArrowWriter):
         """Later batches get the new schema: open files are finished, new files follow it."""
         for key in list(self._files):
             self._finish(key)
-        self._schema = schema
+        self._schema = self._file_schema(schema)
         self.adopt_schema(schema)
 
     def commit(self) -> CommitResult:

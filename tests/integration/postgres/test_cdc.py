@@ -275,7 +275,7 @@ def test_unchanged_toasted_values_are_kept(items: str, tmp_path: Path) -> None:
     assert _mirror(runs.landed()) == _source(items)
 
 
-def test_truncate_stops_the_read_after_the_changes_before_it(items: str, tmp_path: Path) -> None:
+def test_truncate_is_a_truncate_record_in_commit_order(items: str, tmp_path: Path) -> None:
     runs = Runs(items, tmp_path)
     runs.run()
     copied = runs.state_lsn()
@@ -285,9 +285,15 @@ def test_truncate_stops_the_read_after_the_changes_before_it(items: str, tmp_pat
         f"TRUNCATE {SCHEMA}.items",
         f"INSERT INTO {SCHEMA}.items VALUES (1, 'after', 2, now(), NULL)",
     )
-    with pytest.raises(ReadError, match=r"was truncated.*new snapshot"):
-        runs.run()
-    assert runs.state_lsn() == copied, "the state must not pass the TRUNCATE"
+    runs.run()
+    changes = runs.landed(2)
+    assert [(r["id"], r["_sdc_deleted_at"] is not None) for r in changes.to_pylist()] == [
+        (1, True),
+        (None, True),  # the truncate record: every column null, deleted
+        (1, False),
+    ]
+    assert runs.state_lsn() > copied
+    assert _mirror(runs.landed()) == _source(items)
 
 
 def test_replica_identity_default_with_toastable_columns_is_refused(
