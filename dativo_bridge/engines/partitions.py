@@ -30,12 +30,15 @@ class Partition:
         index: The piece's position in the plan (0-based).
         label: What the piece is, for people (``ctid [0,128)``, a file name).
         spec: The reader's own description of the piece (plain, picklable values).
+        bookmark: For an incremental stream, the bookmark a read of every partition up
+            to this one (in plan order) completes; the run's STATE takes the last one's.
     """
 
     stream: StreamInfo
     index: int
     label: str
     spec: Mapping[str, Any] = field(default_factory=dict)
+    bookmark: Any = None
 
 
 @runtime_checkable

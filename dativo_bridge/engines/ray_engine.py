@@ -33,7 +33,7 @@ from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.reading import check_batch
 from dativo_bridge.runner import RunResult
 from dativo_bridge.settings import with_defaults
-from dativo_bridge.sources import selected_streams
+from dativo_bridge.sources import bookmark_state, selected_streams, starting_bookmark
 from dativo_bridge.state import RUN_KEY
 
 logger = logging.getLogger("dativo.run")
@@ -83,10 +83,17 @@ class RayRunResult(RunResult):
     """A RunResult with the tasks of the run."""
 
     tasks: list[TaskResult] = field(default_factory=list)
+    #: Driver time planning partitions, waiting for the tasks, and committing.
+    plan_seconds: float = 0.0
+    tasks_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         summary = super().to_dict()
         summary["engine"] = "ray"
+        summary["plan_seconds"] = round(self.plan_seconds, 3)
+        summary["tasks_seconds"] = round(self.tasks_seconds, 3)
+        summary["commit_seconds"] = round(self.commit_seconds, 3)
         summary["tasks"] = [t.to_dict() for t in self.tasks]
         return summary
 
@@ -250,7 +257,10 @@ def run_with_ray(
             try:
                 identifier = writer._identifier
                 schema = writer._schema
-                parts = reader.partitions(stream, None)
+                clock = time.monotonic()
+                parts = reader.partitions(stream, starting_bookmark(state, stream))
+                result.plan_seconds += time.monotonic() - clock
+                clock = time.monotonic()
                 refs = [
                     remote.options(max_retries=max_retries, retry_exceptions=True).remote(
                         reader_cls,
@@ -264,8 +274,13 @@ def run_with_ray(
                     for part in parts
                 ]
                 outcomes = _wait(ray, refs, progress)
+                result.tasks_seconds += time.monotonic() - clock
+                clock = time.monotonic()
                 table = open_catalog(settings).load_table(identifier)
                 files = [f for o in outcomes for f in o["files"]]
+                ends = [p.bookmark for p in parts if p.bookmark is not None]
+                if ends and stream.replication_key:
+                    bookmark_state(state, stream.name, stream.replication_key, ends[-1])
                 completed.append(stream.name)
                 last = set(completed) >= set(stream_names)
                 staged = (
@@ -289,6 +304,7 @@ def run_with_ray(
                     raise
                 finally:
                     remove_uncommitted(table, names, files)
+                result.commit_seconds += time.monotonic() - clock
                 result.state = staged
                 stats = result.streams.setdefault(stream.name, _stats())
                 for part, outcome in zip(parts, outcomes, strict=True):

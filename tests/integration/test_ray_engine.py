@@ -255,3 +255,53 @@ def test_without_ray_the_engine_says_how_to_install_it(tmp_path: Path) -> None:
     )
     assert out.stdout.startswith("ConfigError"), out
     assert 'pip install "dativo[ray]"' in out.stdout
+
+
+def _csv_files(directory: Path, first: int, count: int, rows: int = 500) -> None:
+    """``count`` files of ``rows`` rows each, modified a second apart, ids from ``first``."""
+    directory.mkdir(exist_ok=True)
+    for n in range(count):
+        start = first + n * rows
+        path = directory / f"part-{start:06d}.csv"
+        lines = ["id,name"] + [f"{i},name {i}" for i in range(start, start + rows)]
+        path.write_text("\n".join(lines) + "\n")
+        stamp = 1_700_000_000 + start
+        os.utime(path, (stamp, stamp))
+
+
+def test_csv_files_are_partitions_and_a_rerun_resumes_from_the_tables_state(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from tap_dativo_csv.reader import CsvReader
+
+    incoming = tmp_path / "incoming"
+    _csv_files(incoming, 0, 4)
+    source = {"files": [{"stream": "items", "path": str(incoming / "*.csv")}]}
+    target = _target(tmp_path)
+    first = run_with_ray(
+        CsvReader, IcebergWriter, source_config=source, destination_config=target, state_id="csv"
+    )
+    assert [t.partition for t in first.tasks] == [f"part-{i:06d}.csv" for i in (0, 500, 1000, 1500)]
+    assert len({t.node_id for t in first.tasks}) == 2
+    table = open_catalog(target).load_table("ray.items")
+    assert _ids(table) == list(range(2000))
+    newest = first.state["bookmarks"]["items"]
+    assert newest["replication_key"] == "_sdc_modified_at"
+    assert newest["replication_key_value"].startswith("2023-11-14T22:38:")  # part-001500's
+
+    _csv_files(incoming, 2000, 2)  # two newer files
+    second = run_with_ray(
+        CsvReader, IcebergWriter, source_config=source, destination_config=target, state_id="csv"
+    )
+    assert [t.partition for t in second.tasks] == ["part-002000.csv", "part-002500.csv"]
+    table = open_catalog(target).load_table("ray.items")
+    assert _ids(table) == list(range(3000))
+    assert len(table.snapshots()) == 2
+    state = json.loads(table.current_snapshot().summary["dativo.state"])
+    assert state == second.state
+
+    third = run_with_ray(
+        CsvReader, IcebergWriter, source_config=source, destination_config=target, state_id="csv"
+    )
+    assert third.tasks == [] and third.rows == 0
+    assert len(open_catalog(target).load_table("ray.items").snapshots()) == 2
