@@ -44,6 +44,7 @@ from dativo_bridge.maps import MappedStream, StreamMaps, StreamPlan, Unsupported
 from dativo_bridge.reading import checked_batches, stream_to_read
 from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
 from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
+from dativo_bridge.secret_refs import resolve_singer_config
 from dativo_bridge.settings import TARGET_COMMON_SETTINGS as TARGET_COMMON_SETTINGS
 from dativo_bridge.settings import (
     check_target_settings,
@@ -391,6 +392,8 @@ class _MaskedCli:
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
         config = super().cb_config(ctx, param, value)  # type: ignore[misc]
+        if isinstance(getattr(config, "config", None), dict):  # ${SECRET:...} (docs/secrets.md)
+            resolve_singer_config(config.config, cls.name)  # type: ignore[attr-defined]
         _register_secrets(cls, config)  # type: ignore[arg-type]
         return config
 

@@ -13,6 +13,7 @@ A reference is ``${SECRET:[BACKEND:]NAME[#KEY]}``. ``BACKEND`` is a name configu
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import urllib.error
@@ -432,3 +433,37 @@ def register_secrets(values: list[str]) -> None:
     process_redactor().add(values)
     for redactor in list(_installed):
         redactor.add(values)
+
+
+def resolve_singer_config(
+    config: dict[str, Any], plugin: str, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Resolve, in place, the references of a Dativo plugin run as a Singer plugin (by
+    Meltano, which passes config as it is, or in a shell pipe); returns the values, which
+    are registered for masking.
+
+    The backends are those of ``$MELTANO_PROJECT_ROOT/meltano.yml`` (Meltano sets it for
+    the plugins it starts), else ``env``.
+    """
+    if not has_references(config):
+        return []
+    import yaml
+
+    from dativo_bridge.project import expand_env
+
+    env = dict(os.environ) if env is None else env
+    settings: Any = None
+    where = "the environment (no MELTANO_PROJECT_ROOT/meltano.yml)"
+    root = env.get("MELTANO_PROJECT_ROOT")
+    if root and (Path(root) / "meltano.yml").is_file():
+        path = Path(root) / "meltano.yml"
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        settings = (data.get("dativo") or {}).get("secrets") if isinstance(data, dict) else None
+        where = str(path)
+    store = SecretStore(expand_env(settings, env), env, where)
+    resolved, values, _ = resolve_references(config, store, plugin)
+    register_secrets(values)
+    config.clear()
+    config.update(resolved)
+    return values

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .helpers import dativo_run, read_parquet_dir
+from .helpers import dativo_run, env, read_parquet_dir, script
 
 VALUE = "Zq8-file-secret-Value-3141"
 
@@ -201,3 +202,49 @@ def test_sandboxed_foreign_plugin_gets_only_the_secret_its_config_references(
         "config_keys": "other_secret_file,token",
     }
     assert VALUE not in done.stderr
+
+
+def _singer_target(
+    tmp_path: Path, config: dict, extra_env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """target-dativo-parquet run as a Singer target (as Meltano starts it), one record in."""
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    schema = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    messages = [
+        {"type": "SCHEMA", "stream": "s", "schema": schema, "key_properties": ["id"]},
+        {"type": "RECORD", "stream": "s", "record": {"id": 1}},
+        {"type": "STATE", "value": {"done": True}},
+    ]
+    return subprocess.run(
+        [script("target-dativo-parquet"), "--config", str(tmp_path / "config.json")],
+        input="".join(json.dumps(m) + "\n" for m in messages),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env(), **extra_env},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_singer_mode_resolves_references_with_meltano_project_roots_backend(
+    tmp_path: Path,
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    out = tmp_path / "out-from-secret"
+    (secrets / "out_dir").write_text(f"{out}\n")
+    (secrets / "out_dir").chmod(0o600)
+    data = {"version": 1, "dativo": {"secrets": {"backend": "files", "directory": str(secrets)}}}
+    (tmp_path / "meltano.yml").write_text(yaml.safe_dump(data))
+    root = {"MELTANO_PROJECT_ROOT": str(tmp_path)}
+    done = _singer_target(tmp_path, {"path": "${SECRET:out_dir}"}, root)
+    assert done.returncode == 0, done.stderr
+    assert read_parquet_dir(out).column("id").to_pylist() == [1]
+    missing = _singer_target(tmp_path, {"path": "${SECRET:nope}"}, root)
+    assert missing.returncode == 1
+    assert (
+        f"setting 'path': ${{SECRET:nope}} from backend 'files' (files in {secrets}): "
+        f"no file {secrets / 'nope'}"
+    ) in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -17,7 +17,12 @@ import yaml
 from dativo_bridge.errors import ConfigError
 from dativo_bridge.project import Project
 from dativo_bridge.redact import MASK, Redactor
-from dativo_bridge.secret_refs import SecretError, SecretStore, resolve_references
+from dativo_bridge.secret_refs import (
+    SecretError,
+    SecretStore,
+    resolve_references,
+    resolve_singer_config,
+)
 
 VALUE = "s3cr3t-Value-9f8e7d"
 
@@ -315,3 +320,31 @@ def test_secret_values_are_not_expanded_as_environment_variables(
     meltano = _project(tmp_path, {"password": "${SECRET:RAW}"})
     monkeypatch.setenv("RAW", value)
     assert Project(meltano).plugin("tap-x").config["password"] == value
+
+
+# --- Singer mode ---------------------------------------------------------------------------
+
+
+def test_singer_config_uses_the_backends_of_meltano_project_root(tmp_path: Path) -> None:
+    secrets_dir = tmp_path / "secrets"
+    _secret_file(secrets_dir, "pw", VALUE + "\n")
+    _project(tmp_path, {}, {"backend": "files", "directory": "$SECRETS_DIR"})
+    env = {"MELTANO_PROJECT_ROOT": str(tmp_path), "SECRETS_DIR": str(secrets_dir)}
+    redactor = Redactor()
+    redactor.install()
+    config = {"password": "${SECRET:pw}", "n": 1}
+    assert resolve_singer_config(config, "tap-x", env) == [VALUE]
+    assert config == {"password": VALUE, "n": 1}
+    assert redactor.redact(VALUE) == MASK
+    with pytest.raises(SecretError, match=r"\$\{SECRET:absent\} from backend 'files'"):
+        resolve_singer_config({"password": "${SECRET:absent}"}, "tap-x", env)
+
+
+def test_singer_config_without_a_project_reads_the_environment(tmp_path: Path) -> None:
+    config = {"token": "${SECRET:TOK}"}
+    assert resolve_singer_config(config, "tap-x", {"TOK": VALUE}) == [VALUE]
+    assert config == {"token": VALUE}
+    untouched = {"token": "plain"}
+    assert resolve_singer_config(untouched, "tap-x", {}) == []
+    with pytest.raises(SecretError, match="environment variable TOK is not set"):
+        resolve_singer_config({"token": "${SECRET:TOK}"}, "tap-x", {})
