@@ -33,10 +33,11 @@ phase "mypy"
 "$PY" -m mypy
 
 # The crate is compiled once in the release profile: `cargo test --release` and maturin's
-# release build share every dependency's build (clippy only type-checks).
+# release build share every dependency's build, and clippy checks in the same profile
+# so the build scripts (ring's C code) run once and no debug tree is made (~270 MB).
 phase "rust_accel: rustfmt, clippy, cargo test"
 export PYO3_PYTHON="$PY"
-(cd rust_accel && cargo fmt --check && cargo clippy --all-targets -j 2 -- -D warnings \
+(cd rust_accel && cargo fmt --check && cargo clippy --all-targets --release -j 2 -- -D warnings \
   && cargo test --release -j 2)
 phase "rust_accel: install dativo-accel (optional extension), check its stub"
 "${PIP[@]}" ./rust_accel
