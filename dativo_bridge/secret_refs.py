@@ -100,26 +100,31 @@ class FilesBackend(Backend):
             )
         path = self.directory / name
         try:
-            info = path.stat()  # follows Kubernetes' ..data symlinks
+            # Opened first and checked through the descriptor: what is checked is what is
+            # read. Symbolic links are followed (Kubernetes' ..data links).
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise SecretError(f"no file {path}") from None
         except OSError as exc:
             raise SecretError(f"cannot read {path}: {exc.strerror}") from None
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
             raise SecretError(f"{path} is not a regular file")
-        if self.check_permissions and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SecretError(
-                f"{path} is readable or writable by its group or others "
-                f"(mode {stat.filemode(info.st_mode)}): run `chmod 600 {path}`, or set "
-                "check_permissions: false on the backend if the directory itself is private "
-                "(Docker and Kubernetes mount secrets 0444/0644 by default)"
-            )
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SecretError(f"cannot read {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise SecretError(f"{path} is not UTF-8 text") from None
+        with os.fdopen(fd, "rb") as fh:
+            if self.check_permissions and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise SecretError(
+                    f"{path} is readable or writable by its group or others "
+                    f"(mode {stat.filemode(info.st_mode)}): run `chmod 600 {path}`, or set "
+                    "check_permissions: false on the backend if the directory itself is "
+                    "private (Docker and Kubernetes mount secrets 0444/0644 by default)"
+                )
+            try:
+                text = fh.read().decode("utf-8")
+            except OSError as exc:
+                raise SecretError(f"cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise SecretError(f"{path} is not UTF-8 text") from None
         return text.rstrip("\r\n")
 
 
@@ -146,7 +151,10 @@ class AwsBackend(Backend):
         from dativo_bridge.aws import aws_session
 
         if self._client is None:
-            session = aws_session(self.settings)
+            try:
+                session = aws_session(self.settings)
+            except ConfigError as exc:  # an unknown profile, ...
+                raise SecretError(str(exc)) from None
             endpoint = self.settings.get("endpoint_url")
             try:
                 self._client = session.client(

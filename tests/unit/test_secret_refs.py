@@ -348,3 +348,29 @@ def test_singer_config_without_a_project_reads_the_environment(tmp_path: Path) -
     assert resolve_singer_config(untouched, "tap-x", {}) == []
     with pytest.raises(SecretError, match="environment variable TOK is not set"):
         resolve_singer_config({"token": "${SECRET:TOK}"}, "tap-x", {})
+
+
+def test_files_backend_refuses_a_fifo_or_directory_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo", 0o600)
+    (tmp_path / "dir").mkdir(mode=0o700)
+    store = _store({"backend": "files", "directory": str(tmp_path)})
+    with pytest.raises(SecretError, match="is not a regular file"):
+        store.resolve("fifo")
+    with pytest.raises(SecretError, match="dir is not a regular file"):
+        store.resolve("dir")
+
+
+def test_aws_backend_with_an_unknown_profile_names_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    store = _store({"backend": "aws", "aws_profile": "no-such-profile", "region": "us-east-1"})
+    with pytest.raises(SecretError) as err:
+        store.resolve("db/password")
+    assert "${SECRET:db/password} from backend 'aws' (AWS Secrets Manager, us-east-1)" in str(
+        err.value
+    )
+    assert "no-such-profile" in str(err.value)
