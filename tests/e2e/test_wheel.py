@@ -215,3 +215,40 @@ def test_the_readme_demo_runs_against_the_installed_wheel(installed: Path, tmp_p
     ran = read_parquet_dir(tmp_path / "output" / "run" / "orders")
     assert sorted(ran.column("id").to_pylist()) == ids
     assert ran.schema == piped.schema
+
+
+def test_the_accel_extra_resolves_to_the_crates_wheel(
+    installed: Path, dists: dict[str, Path], tmp_path: Path
+) -> None:
+    """`dativo[accel]` with --find-links to a dativo-accel wheel picks that wheel (a dry
+    run: the wheel environment keeps the pure-Python paths the demo runs)."""
+    wheels = REPO / "rust_accel" / "target" / "wheels"
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    if not list(wheels.glob(f"dativo_accel-*-{tag}-*.whl")):
+        pytest.skip(
+            f"no dativo-accel wheel for {tag} in {wheels} (maturin build: docs/packaging.md)"
+        )
+    crate = tomllib.loads((REPO / "rust_accel" / "pyproject.toml").read_text())["project"]
+    report = tmp_path / "report.json"
+    _run(
+        str(installed / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-index",
+        "--find-links",
+        str(wheels),
+        "--report",
+        str(report),
+        f"dativo[accel] @ {dists['wheel'].as_uri()}",
+        cwd=tmp_path,
+        env=_env(installed),
+    )
+    chosen = [
+        (item["metadata"]["name"], item["metadata"]["version"])
+        for item in json.loads(report.read_text())["install"]
+    ]
+    assert (crate["name"], crate["version"]) in chosen, chosen
