@@ -484,6 +484,28 @@ def main() -> None:
     show_default=True,
     help="Off a terminal, seconds between one-line progress reports on stderr (0: none).",
 )
+@click.option(
+    "--metrics-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the run's metrics as Prometheus text to this file (for node_exporter's "
+    "textfile collector), atomically, every --metrics-interval seconds and at the end "
+    "[default: dativo: metrics_file: in meltano.yml, else none].",
+)
+@click.option(
+    "--metrics-push",
+    "metrics_push",
+    default=None,
+    help="PUT the run's metrics (Prometheus text) to this push gateway URL at the end, e.g. "
+    "http://gateway:9091/metrics/job/dativo [default: dativo: metrics_push:, else none].",
+)
+@click.option(
+    "--metrics-interval",
+    type=float,
+    default=None,
+    help="Seconds between two writes of --metrics-file while the run goes "
+    "[default: dativo: metrics_interval:, else 15].",
+)
 def run_command(
     tap: str,
     target: str,
@@ -498,6 +520,9 @@ def run_command(
     log_level: str,
     log_format: str,
     progress_interval: float,
+    metrics_file: str | None,
+    metrics_push: str | None,
+    metrics_interval: float | None,
 ) -> None:
     """Run TAP into TARGET as defined in meltano.yml.
 
@@ -581,6 +606,12 @@ def run_command(
             else "with subprocess plugins"
         )
         logger.info("running %s -> %s %s (state id %s)", tap, target, mode, sid)
+        try:
+            metrics = _run_metrics(
+                project, metrics_file, metrics_push, metrics_interval, sid, tap, target
+            )
+        except ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
         logger.info("state store: %s", store.describe(sid))
         result = _run_with_display(
             console,
@@ -598,6 +629,7 @@ def run_command(
             project=project,
             cancel=cancel,
             progress_interval=progress_interval,
+            metrics=metrics,
         )
         store.flush()
     except RunInterrupted as exc:
@@ -627,6 +659,10 @@ def run_command(
         summary = {
             **result.to_dict(),
             "state_store": {"kind": store.kind, "location": store.location(sid)},
+            "plugins": {
+                "source": plugin_version(tap, source),
+                "destination": plugin_version(target, destination),
+            },
         }
         if isinstance(store, MeltanoStateStore):
             summary["state_store"]["backend"] = store.backend
@@ -656,6 +692,66 @@ def run_command(
             "of WAL retained (docs/cdc.md: monitoring)",
             highlight=False,
         )
+
+
+def _run_metrics(
+    project: Project,
+    file: str | None,
+    push_url: str | None,
+    interval: float | None,
+    sid: str,
+    tap: str,
+    target: str,
+) -> Any:
+    """The run's metrics from the options, else meltano.yml's top-level ``dativo:``
+    mapping (``metrics_file``, ``metrics_push``, ``metrics_interval``), and OpenTelemetry
+    when the OTEL_* variables configure it; None when everything is off."""
+    settings = project.data.get("dativo") or {}
+    if not isinstance(settings, Mapping):
+        raise ConfigError("meltano.yml: 'dativo:' must be a mapping")
+    file = file or settings.get("metrics_file")
+    push_url = push_url or settings.get("metrics_push")
+    if interval is None:
+        interval = float(settings.get("metrics_interval", 15.0))
+    if interval <= 0:
+        raise ConfigError(f"the metrics interval must be more than 0 seconds, not {interval}")
+    from dativo_bridge.metrics import MetricsConfig, RunMetrics
+
+    if file and not Path(str(file)).is_absolute():
+        file = str(project.dir / str(file))
+    config = MetricsConfig(file=file, push_url=push_url, interval=interval)
+    if not config.enabled:
+        return None
+    return RunMetrics(config, {"pipeline": sid, "tap": tap, "target": target})
+
+
+def plugin_version(name: str, plugin: Any) -> dict[str, Any]:
+    """What ran as a plugin: its name, class, distribution and version (None where
+    unknown: a user class outside any installed package, a foreign executable)."""
+    if isinstance(plugin, ForeignTap | ForeignTarget):
+        return {
+            "name": name,
+            "command": plugin.command[0] if plugin.command else None,
+            "version": None,
+        }
+    from importlib import metadata
+
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    top = cls.__module__.split(".")[0]
+    dists = metadata.packages_distributions().get(top) or []
+    distribution = dists[0] if dists else None
+    version = None
+    if distribution is not None:
+        try:
+            version = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            version = None
+    return {
+        "name": name,
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "distribution": distribution,
+        "version": version,
+    }
 
 
 def _flush_state(store: StateStore | None) -> None:

@@ -91,6 +91,8 @@ class StreamWriters:
         self._last_commit = time.monotonic()
         self.last_state: Any = None
         self._consumed_files: list[BatchFile] = []
+        #: Operations the closed writers retried (their ``retries`` counters).
+        self.retries = 0
 
     def schema(self, stream: StreamInfo) -> None:
         """Declare (or re-declare) a stream's schema.
@@ -224,6 +226,9 @@ class StreamWriters:
         """Close every writer (uncommitted data is discarded by the writers)."""
         writers, self.writers = self.writers, {}
         for writer in writers.values():
+            count = getattr(writer, "retries", 0)
+            if isinstance(count, int) and not isinstance(count, bool):
+                self.retries += count
             try:
                 writer.close()
             except Exception:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -52,6 +53,7 @@ from dativo_bridge.state import StateStore
 
 if TYPE_CHECKING:  # singer-sdk (which dativo_bridge.maps uses) only for runs with maps
     from dativo_bridge.maps import StreamMaps
+    from dativo_bridge.metrics import RunMetrics
 
 logger = logging.getLogger("dativo.run")
 
@@ -78,6 +80,8 @@ class RunResult:
     #: WAL bytes a log-based reader's replication slot retains after the run's last
     #: acknowledged commit (None: no log-based stream, or nothing acknowledged).
     replication_lag: int | None = None
+    #: Operations the reader and writers retried (their ``retries`` counters, if any).
+    retries: int = 0
 
     @property
     def rows(self) -> int:
@@ -97,17 +101,42 @@ class RunResult:
             "elapsed_seconds": round(self.elapsed, 3),
             "rows": self.rows,
             "replication_lag_bytes": self.replication_lag,
+            "retries": self.retries,
             "streams": {
                 name: {
                     "rows": s.rows,
                     "bytes": s.bytes,
                     "batches": s.batches,
                     "committed_rows": s.committed_rows,
+                    "committed_bytes": s.committed_bytes,
+                    "commits": s.commits,
+                    "expected_rows": s.expected_rows,
+                    "stage_seconds": {
+                        "read": round(s.read_seconds, 6),
+                        "write": round(s.write_seconds, 6),
+                        "commit": round(s.commit_seconds, 6),
+                    },
                     "files": s.files,
+                    "file_sizes": {f: _file_size(f) for f in s.files},
                 }
                 for name, s in self.streams.items()
             },
         }
+
+
+def _file_size(file: str) -> int | None:
+    """Bytes of a committed local file (a path or a ``file:`` URI); None for an object in
+    a store (``s3://``) or a file that is gone."""
+    if file.startswith("file://"):
+        file = file[len("file://") :]
+    elif file.startswith("file:"):
+        file = file[len("file:") :]
+    elif "://" in file:
+        return None
+    try:
+        return os.stat(file).st_size
+    except OSError:
+        return None
 
 
 class RunInterrupted(DativoError):
@@ -191,10 +220,16 @@ class RunContext:
     #: The opened in-process reader's ``acknowledge(state)`` (log-based readers confirm
     #: their replication slot up to what the destination made durable), if it has one.
     acknowledge: Callable[[Any], int | None] | None = None
+    #: The run's metrics (None: off).
+    metrics: RunMetrics | None = None
+    #: The in-process reader once opened (its ``retries`` counter goes into the result).
+    reader: ArrowReader | None = None
 
     def tick(self, streams: Mapping[str, StreamStats]) -> None:
-        """Report progress now and then."""
+        """Report progress now and then (and rewrite the metrics file when it is due)."""
         self.progress.tick(streams)
+        if self.metrics is not None:
+            self.metrics.update(streams, time.monotonic() - self.progress.started)
 
     def check_cancelled(self) -> None:
         """Raise RunInterrupted if the run was asked to stop."""
@@ -313,6 +348,7 @@ def run(
     redactor: Redactor | None = None,
     cancel: Cancellation | None = None,
     progress_interval: float = 0.5,
+    metrics: RunMetrics | None = None,
 ) -> RunResult:
     """Move every selected stream of ``source`` into ``destination``.
 
@@ -337,6 +373,8 @@ def run(
         cancel: Request on it (e.g. from a signal handler) to stop the run: it stops
             between batches, terminates foreign plugins and discards what is not committed.
         progress_interval: Seconds between two calls of ``progress``.
+        metrics: Where the run's metrics go (dativo_bridge.metrics; None: nowhere). They
+            are updated as the run goes and finished however it ends.
 
     Returns:
         A RunResult with the final durable state and per-stream counts.
@@ -394,7 +432,67 @@ def run(
         queue_size=queue_size,
         cancel=cancel or Cancellation(),
         maps=maps,
+        metrics=metrics,
     )
+    try:
+        _run_paths(
+            source,
+            destination,
+            ctx,
+            state_store,
+            state_id,
+            settings,
+            destination_config,
+            checkpoint_rows,
+            checkpoint_seconds,
+        )
+    except BaseException as exc:
+        result.retries += _retries(ctx.reader)
+        if metrics is not None:
+            stopped = ctx.cancel.is_set() or isinstance(exc, RunInterrupted | KeyboardInterrupt)
+            _finish_metrics(metrics, result, started, "interrupted" if stopped else "failed")
+        raise
+    result.retries += _retries(ctx.reader)
+    result.elapsed = time.monotonic() - started
+    _finish_streams(result.streams)
+    ctx.progress.final(result.streams, result.elapsed)
+    if metrics is not None:
+        _finish_metrics(metrics, result, started, "success")
+    return result
+
+
+def _retries(plugin: Any) -> int:
+    """A plugin's ``retries`` counter (operations it retried), 0 if it has none."""
+    value = getattr(plugin, "retries", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _finish_metrics(metrics: RunMetrics, result: RunResult, started: float, status: str) -> None:
+    """The run's last metrics (a failure to export them is logged, never raised)."""
+    elapsed = time.monotonic() - started
+    _finish_streams(result.streams)
+    metrics.finish(
+        result.streams,
+        elapsed,
+        status,
+        replication_lag=result.replication_lag,
+        retries=result.retries,
+    )
+
+
+def _run_paths(
+    source: Source,
+    destination: Destination,
+    ctx: RunContext,
+    state_store: StateStore | None,
+    state_id: str | None,
+    settings: Mapping[str, Any],
+    destination_config: Mapping[str, Any] | None,
+    checkpoint_rows: int | None,
+    checkpoint_seconds: float | None,
+) -> None:
+    """The run itself, on the path its source and destination take."""
+    result = ctx.result
 
     def record_state(value: Any) -> None:
         result.state = value
@@ -451,10 +549,8 @@ def run(
             if not isinstance(exc, RunInterrupted) and ctx.cancel.is_set():
                 raise RunInterrupted(ctx.cancel.signum or signal.SIGINT, result) from exc
             raise
-    result.elapsed = time.monotonic() - started
-    _finish_streams(result.streams)
-    ctx.progress.final(result.streams, result.elapsed)
-    return result
+        finally:
+            result.retries += writers.retries
 
 
 def _uses_maps(config: Mapping[str, Any]) -> bool:
@@ -537,6 +633,7 @@ def _open_reader(source: Source, ctx: RunContext) -> ArrowReader:
     if not isinstance(reader, ArrowReader):
         raise ConfigError(f"not a source: {source!r}")
     reader.open(dict(ctx.source_config or {}))
+    ctx.reader = reader
     acknowledge = getattr(reader, "acknowledge", None)
     ctx.acknowledge = acknowledge if callable(acknowledge) else None
     return reader

@@ -481,6 +481,7 @@ class PostgresReader(ArrowReader):
         Raises:
             ConnectionLost: The server cannot be reached again.
         """
+        self.retries = getattr(self, "retries", 0) + 1  # for the run's metrics
         time.sleep(min(2.0 ** (attempt - 1), 30.0))
         with contextlib.suppress(psycopg.Error):
             self._conn.close()
