@@ -305,3 +305,31 @@ def test_csv_files_are_partitions_and_a_rerun_resumes_from_the_tables_state(
     )
     assert third.tasks == [] and third.rows == 0
     assert len(open_catalog(target).load_table("ray.items").snapshots()) == 2
+
+
+def _rewriting_reader(dsn: str) -> type[PartitionedPostgresReader]:
+    """A reader whose first partition rewrites every row before it reads: each row gets a
+    new version at the table's end, which a read outside the planned snapshot would see."""
+
+    class Rewriting(PartitionedPostgresReader):
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            if partition.index == 0:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"UPDATE {SCHEMA}.events SET payload = 'changed'")
+            yield from super().read_partition(partition)
+
+    return Rewriting
+
+
+def test_every_partition_reads_the_snapshot_planned_by_the_driver(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    run_with_ray(
+        _rewriting_reader(events),
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=_target(tmp_path),
+    )
+    rows = _table(tmp_path).scan().to_arrow()
+    assert sorted(rows.column("id").to_pylist()) == list(range(1, ROWS + 1))
+    assert set(rows.column("payload").to_pylist()) == {"x" * 200}
