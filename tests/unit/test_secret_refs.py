@@ -374,3 +374,30 @@ def test_aws_backend_with_an_unknown_profile_names_the_reference(
         err.value
     )
     assert "no-such-profile" in str(err.value)
+
+
+def test_env_backend_reads_the_projects_dotenv_and_environment_overrides(
+    tmp_path: Path,
+) -> None:
+    data = {
+        "version": 1,
+        "default_environment": "prod",
+        "environments": [
+            {
+                "name": "prod",
+                "config": {
+                    "plugins": {
+                        "extractors": [{"name": "tap-x", "config": {"token": "${SECRET:PROD}"}}]
+                    }
+                },
+            }
+        ],
+        "plugins": {
+            "extractors": [{"name": "tap-x", "config": {"token": "${SECRET:DEV}"}}],
+            "loaders": [],
+        },
+    }
+    (tmp_path / "meltano.yml").write_text(yaml.safe_dump(data))
+    (tmp_path / ".env").write_text(f"PROD={VALUE}\n")
+    plugin = Project(tmp_path / "meltano.yml", "prod").plugin("tap-x")
+    assert plugin.config == {"token": VALUE}  # DEV, unset, is never looked up
