@@ -261,12 +261,37 @@ def _flag(settings: Mapping[str, Any], key: str, label: str, *, default: bool) -
     raise ConfigError(f"secrets backend '{label}': {key} must be true or false, not {value!r}")
 
 
-_KINDS: dict[str, Callable[[str, Mapping[str, Any], Mapping[str, str]], Backend]] = {
+BackendFactory = Callable[[str, Mapping[str, Any], Mapping[str, str]], Backend]
+
+_KINDS: dict[str, BackendFactory] = {
     "env": lambda label, s, env: EnvBackend(label, s, env),
     "files": lambda label, s, env: FilesBackend(label, s),
     "aws": lambda label, s, env: AwsBackend(label, s),
     "vault": lambda label, s, env: VaultBackend(label, s, env),
 }
+
+#: The entry-point group of backends from other packages: ``KIND = "module:Class"``,
+#: a Backend subclass called as ``Class(label, settings, env)``.
+ENTRY_POINT_GROUP = "dativo.secret_backends"
+
+
+def _factory(kind: str) -> BackendFactory | None:
+    """The built-in backend ``kind``, else the one an installed package declares."""
+    if kind in _KINDS:
+        return _KINDS[kind]
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name == kind:
+            factory: BackendFactory = point.load()
+            return factory
+    return None
+
+
+def _known_kinds() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return [*_KINDS, *sorted(p.name for p in entry_points(group=ENTRY_POINT_GROUP))]
 
 
 class SecretStore:
@@ -307,10 +332,11 @@ class SecretStore:
         self.settings.setdefault("env", {"backend": "env"})
         for label, backend in self.settings.items():
             kind = str(backend.get("backend") or label)
-            if kind not in _KINDS:
+            if kind not in _KINDS and kind not in _known_kinds():
                 raise ConfigError(
                     f"{where}: secrets backend '{label}' is of unknown kind '{kind}' "
-                    f"(known: {', '.join(_KINDS)})"
+                    f"(known: {', '.join(_known_kinds())}; another package can add one "
+                    f"with the entry point group {ENTRY_POINT_GROUP})"
                 )
         if self.default not in self.settings:
             raise ConfigError(
@@ -326,7 +352,10 @@ class SecretStore:
             settings = self.settings[label]
             kind = str(settings.get("backend") or label)
             register_secrets(secret_values(settings))  # the backend's own credentials
-            self._backends[label] = _KINDS[kind](label, settings, self.env)
+            factory = _factory(kind)
+            if factory is None:
+                raise KeyError(label)
+            self._backends[label] = factory(label, settings, self.env)
         return self._backends[label]
 
     def resolve(self, body: str) -> str:
@@ -354,6 +383,10 @@ class SecretStore:
             value = _pick(self._cache[cache_key], key)
         except SecretError as exc:
             raise SecretError(f"{reference} from {backend.describe()}: {exc}") from None
+        except Exception as exc:  # a backend from another package failing its own way
+            raise SecretError(
+                f"{reference} from {backend.describe()}: {type(exc).__name__}: {exc}"
+            ) from None
         if value == "":
             raise SecretError(f"{reference} from {backend.describe()}: the secret is empty")
         return value

@@ -401,3 +401,52 @@ def test_env_backend_reads_the_projects_dotenv_and_environment_overrides(
     (tmp_path / ".env").write_text(f"PROD={VALUE}\n")
     plugin = Project(tmp_path / "meltano.yml", "prod").plugin("tap-x")
     assert plugin.config == {"token": VALUE}  # DEV, unset, is never looked up
+
+
+# --- backends from other packages ----------------------------------------------------------
+
+PLUGIN_BACKEND = """
+from dativo_bridge.secret_refs import Backend, SecretError
+
+
+class TableBackend(Backend):
+    kind = "table"
+
+    def __init__(self, label, settings, env):
+        super().__init__(label)
+        self.table = dict(settings.get("values") or {})
+
+    def read(self, name):
+        if name == "boom":
+            raise RuntimeError("the table is on fire")
+        if name not in self.table:
+            raise SecretError(f"no row {name}")
+        return self.table[name]
+"""
+
+
+def test_a_backend_kind_from_an_installed_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "dativo_table_backend.py").write_text(PLUGIN_BACKEND)
+    info = tmp_path / "dativo_table_backend-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: dativo-table-backend\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[dativo.secret_backends]\ntable = dativo_table_backend:TableBackend\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = _store({"backend": "table", "values": {"pw": VALUE}})
+    assert store.resolve("pw") == VALUE
+    with pytest.raises(
+        SecretError, match=r"\$\{SECRET:nope\} from backend 'table' \(table\): no row"
+    ):
+        store.resolve("nope")
+    with pytest.raises(SecretError, match="RuntimeError: the table is on fire"):
+        store.resolve("boom")
+    with pytest.raises(
+        ConfigError, match=r"unknown kind 'tabel' \(known: env, files, aws, vault, table"
+    ):
+        _store({"backend": "tabel"})
