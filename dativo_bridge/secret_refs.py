@@ -42,7 +42,8 @@ class Backend:
     """Where secrets come from: :meth:`read` returns the secret ``name`` as text.
 
     Attributes:
-        kind: ``env``, ``files``, ``aws`` or ``vault``.
+        kind: ``env``, ``files``, ``aws``, ``vault`` or one from another package
+            (:data:`ENTRY_POINT_GROUP`).
         label: The backend as error messages name it.
     """
 
@@ -355,7 +356,14 @@ class SecretStore:
             factory = _factory(kind)
             if factory is None:
                 raise KeyError(label)
-            self._backends[label] = factory(label, settings, self.env)
+            try:
+                self._backends[label] = factory(label, settings, self.env)
+            except ConfigError:
+                raise
+            except Exception as exc:  # a setting of the wrong type (timeout: soon)
+                raise ConfigError(
+                    f"{self.where}: secrets backend '{label}': {type(exc).__name__}: {exc}"
+                ) from None
         return self._backends[label]
 
     def resolve(self, body: str) -> str:

@@ -450,3 +450,9 @@ def test_a_backend_kind_from_an_installed_entry_point(
         ConfigError, match=r"unknown kind 'tabel' \(known: env, files, aws, vault, table"
     ):
         _store({"backend": "tabel"})
+
+
+def test_a_backend_setting_of_the_wrong_type_is_a_config_error() -> None:
+    store = _store({"backend": "vault", "address": "http://127.0.0.1:9", "timeout": "soon"})
+    with pytest.raises(ConfigError, match="secrets backend 'vault': ValueError"):
+        store.resolve("a#b")
