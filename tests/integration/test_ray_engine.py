@@ -333,3 +333,39 @@ def test_every_partition_reads_the_snapshot_planned_by_the_driver(
     rows = _table(tmp_path).scan().to_arrow()
     assert sorted(rows.column("id").to_pylist()) == list(range(1, ROWS + 1))
     assert set(rows.column("payload").to_pylist()) == {"x" * 200}
+
+
+def _dying_reader(marker: Path) -> type[PartitionedPostgresReader]:
+    """A reader whose partition 1 kills its own worker (SIGKILL) on its first attempt,
+    after a batch reached the data file."""
+
+    class Dying(PartitionedPostgresReader):
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            batches = iter(super().read_partition(partition))
+            if partition.index != 1 or marker.exists():
+                yield from batches
+                return
+            yield next(batches)
+            yield next(batches)
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return Dying
+
+
+def test_a_worker_killed_mid_task_is_retried_and_leaves_nothing(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "killed"
+    result = run_with_ray(
+        _dying_reader(marker),
+        IcebergWriter,
+        source_config={**_source(events), "batch_size_bytes": 64 * 1024},
+        destination_config=_target(tmp_path),
+    )
+    assert marker.exists()  # a worker did die in the middle of partition 1
+    table = _table(tmp_path)
+    assert _ids(table) == list(range(1, ROWS + 1))
+    assert result.rows == ROWS
+    assert len(table.snapshots()) == 1
+    assert _data_files(tmp_path) == _referenced(table)  # the dead attempt's file is gone
