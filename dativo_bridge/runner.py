@@ -709,7 +709,7 @@ def _run_foreign_tap(tap: ForeignTap, writers: StreamWriters, ctx: RunContext) -
     with private_dir() as workdir:
         args = _plugin_files(tap, workdir, ctx)
         proc = ctx.cancel.adopt(RunningPlugin(tap, args, ctx.redactor))
-        singer_input = SingerInput(writers)
+        singer_input = SingerInput(_TimedWrites(writers))
         assert proc.proc.stdout is not None
         try:
             singer_input.consume(proc.proc.stdout, lambda: ctx.progress.tick(writers.stats))
@@ -733,6 +733,44 @@ def _run_foreign_tap(tap: ForeignTap, writers: StreamWriters, ctx: RunContext) -
             raise
         proc.check()
         singer_input.flush()
+
+
+class _TimedWrites:
+    """The run's writers as a foreign tap's decoded output sees them, with the stages
+    accounted: the time between two calls is the read stage (waiting for the tap's lines
+    and decoding them), the time in ``write`` the write stage (commits, which happen in
+    ``state``, are timed by the writers)."""
+
+    def __init__(self, writers: StreamWriters) -> None:
+        self.writers = writers
+        self._returned = time.monotonic()
+
+    def _since_last(self) -> float:
+        now = time.monotonic()
+        waited, self._returned = now - self._returned, now
+        return waited
+
+    def schema(self, stream: StreamInfo) -> None:
+        self._since_last()
+        self.writers.schema(stream)
+        self._returned = time.monotonic()
+
+    def write(self, stream: str, batch: Any) -> None:
+        waited = self._since_last()
+        self.writers.write(stream, batch)
+        stats = self.writers.stats.get(stream)
+        if stats is not None:
+            stats.read_seconds += waited
+            stats.write_seconds += self._since_last()
+        self._returned = time.monotonic()
+
+    def state(self, value: Any) -> None:
+        self._since_last()
+        self.writers.state(value)
+        self._returned = time.monotonic()
+
+    def discard_after_commit(self, files: Any) -> None:
+        self.writers.discard_after_commit(files)
 
 
 class _Counted:

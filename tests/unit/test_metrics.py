@@ -309,3 +309,33 @@ def test_no_opentelemetry_import_unless_configured(tmp_path: Path) -> None:
     assert (tmp_path / "m.prom").exists()
     loaded = _probe(tmp_path, OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="console")
     assert "opentelemetry.sdk.trace" in loaded and "opentelemetry.sdk.metrics" in loaded
+
+
+SLOW_SINGER_TAP = """
+import json, sys, time
+def out(message):
+    sys.stdout.write(json.dumps(message) + "\\n"); sys.stdout.flush()
+out({"type": "SCHEMA", "stream": "s", "schema": {"type": "object",
+     "properties": {"id": {"type": "integer"}}}, "key_properties": ["id"]})
+for i in range(4):
+    time.sleep(0.15)
+    out({"type": "RECORD", "stream": "s", "record": {"id": i}})
+out({"type": "STATE", "value": {"done": True}})
+"""
+
+
+def test_a_foreign_taps_stages_are_measured(tmp_path: Path) -> None:
+    from dativo_bridge.foreign import ForeignTap
+
+    script = tmp_path / "tap.py"
+    script.write_text(SLOW_SINGER_TAP)
+    path = tmp_path / "m.prom"
+    tap = ForeignTap(name="tap-slow-singer", command=[sys.executable, str(script)])
+    result = run(tap, Memory, metrics=RunMetrics(MetricsConfig(file=str(path))))
+    stats = result.streams["s"]
+    assert stats.rows == 4 and stats.committed_rows == 4
+    # Waiting for the tap's lines (and decoding them) is the read stage.
+    assert stats.read_seconds >= 0.3, stats
+    assert stats.write_seconds > 0 and stats.commit_seconds > 0
+    samples = _samples(path.read_text())
+    assert _value(samples, "dativo_stream_stage_seconds_total", stream="s", stage="read") >= 0.3
