@@ -144,6 +144,10 @@ try:
         other = "OK " + fh.read().strip()
 except OSError as exc:
     other = f"DENIED {exc.errno}"
+import base64
+sys.stderr.write("token=" + config["token"] + "\\n")
+sys.stderr.write("basic=" + base64.b64encode(config["token"].encode()).decode() + "\\n")
+sys.stderr.flush()
 checks = {
     "token": config["token"],
     "env": os.environ.get("PARENT_ONLY_SECRET", "absent"),
@@ -192,7 +196,7 @@ def test_sandboxed_foreign_plugin_gets_only_the_secret_its_config_references(
     }
     project = tmp_path / "meltano.yml"
     project.write_text(yaml.safe_dump(data, sort_keys=False))
-    done = dativo_run(project, "tap-probe", "target-dativo-parquet")
+    done = dativo_run(project, "tap-probe", "target-dativo-parquet", "--log-level", "DEBUG")
     rows = read_parquet_dir(out).to_pylist()
     results = {row["check"]: row["result"] for row in rows}
     assert results == {
@@ -201,7 +205,11 @@ def test_sandboxed_foreign_plugin_gets_only_the_secret_its_config_references(
         "other_file": "DENIED 13",
         "config_keys": "other_secret_file,token",
     }
+    # What the plugin prints to stderr is relayed masked, its base64 form too.
+    assert "[tap-probe] token=********" in done.stderr
+    assert "[tap-probe] basic=********" in done.stderr
     assert VALUE not in done.stderr
+    assert base64.b64encode(VALUE.encode()).decode() not in done.stderr
 
 
 def _singer_target(
