@@ -369,3 +369,46 @@ def test_a_worker_killed_mid_task_is_retried_and_leaves_nothing(
     assert result.rows == ROWS
     assert len(table.snapshots()) == 1
     assert _data_files(tmp_path) == _referenced(table)  # the dead attempt's file is gone
+
+
+def _cli_has_engine() -> bool:
+    from tests.e2e.helpers import env, script
+
+    done = subprocess.run(
+        [script("dativo"), "run", "--help"], capture_output=True, text=True, env=env(), check=False
+    )
+    return "--engine" in done.stdout and "--ray-address" in done.stdout
+
+
+def test_dativo_run_engine_ray_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    if not _cli_has_engine():
+        pytest.skip("dativo run has no --engine/--ray-address option yet")
+    from tests.e2e.helpers import dativo_run, write_project
+
+    incoming = tmp_path / "incoming"
+    _csv_files(incoming, 0, 3)
+    target = _target(tmp_path)
+    project = write_project(
+        tmp_path,
+        [
+            {
+                "name": "tap-dativo-csv",
+                "config": {"files": [{"stream": "items", "path": str(incoming / "*.csv")}]},
+            }
+        ],
+        [{"name": "target-dativo-iceberg", "config": target}],
+    )
+    args = ["--engine", "ray", "--ray-address", cluster.address, "--json"]
+    done = dativo_run(project, "tap-dativo-csv", "target-dativo-iceberg", *args)
+    summary = json.loads(done.stdout)
+    assert summary["engine"] == "ray"
+    assert summary["rows"] == 1500
+    assert sorted(t["partition"] for t in summary["tasks"]) == [
+        "part-000000.csv",
+        "part-000500.csv",
+        "part-001000.csv",
+    ]
+    assert all(t["node_id"] for t in summary["tasks"])
+    table = open_catalog(target).load_table("ray.items")
+    assert _ids(table) == list(range(1500))
+    assert len(table.snapshots()) == 1
