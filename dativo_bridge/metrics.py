@@ -138,6 +138,13 @@ def render_prometheus(
             "1 if the run completed, 0 if it failed or was interrupted.",
             int(status == "success"),
         )
+    out.add(
+        "dativo_run_info",
+        "gauge",
+        "The run's status (running, success, failed, interrupted) as a label.",
+        1,
+        {"status": status},
+    )
     out.add("dativo_run_retries_total", "counter", "Operations the plugins retried.", retries)
     if replication_lag is not None:
         out.add(

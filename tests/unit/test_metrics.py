@@ -168,6 +168,31 @@ def test_a_run_writes_the_metrics_file_as_it_goes_and_at_the_end(tmp_path: Path)
     assert [p.name for p in path.parent.iterdir()] == ["dativo.prom"]
 
 
+def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
+    from dativo_bridge.runner import Cancellation, RunInterrupted
+
+    path = tmp_path / "dativo.prom"
+    cancel = Cancellation()
+
+    def progress(streams: Any, elapsed: float) -> None:
+        if sum(s.rows for s in streams.values()) >= 20:
+            cancel.request()
+
+    with pytest.raises(RunInterrupted):
+        run(
+            Numbers,
+            Memory,
+            source_config={"batches": 50, "pause": 0.01},
+            cancel=cancel,
+            progress=progress,
+            progress_interval=1e-6,
+            metrics=RunMetrics(MetricsConfig(file=str(path))),
+        )
+    samples = _samples(path.read_text())
+    assert _value(samples, "dativo_run_info", status="interrupted") == 1
+    assert _value(samples, "dativo_run_success") == 0
+
+
 def test_a_failed_run_still_writes_its_metrics(tmp_path: Path) -> None:
     path = tmp_path / "dativo.prom"
     metrics = RunMetrics(MetricsConfig(file=str(path)), {"pipeline": "p"})
@@ -176,6 +201,7 @@ def test_a_failed_run_still_writes_its_metrics(tmp_path: Path) -> None:
     samples = _samples(path.read_text())
     assert _value(samples, "dativo_run_success") == 0
     assert _value(samples, "dativo_run_running") == 0
+    assert _value(samples, "dativo_run_info", status="failed") == 1
 
 
 def test_write_atomically_replaces_the_file_whole(tmp_path: Path) -> None:
@@ -290,7 +316,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "openteleme
 """
 
 
-def _probe(tmp_path: Path, **env: str) -> list[str]:
+def _probe(tmp_path: Path, **env: str) -> tuple[list[str], str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     code = PROBE.format(here=str(Path(__file__).parent), file=str(tmp_path / "m.prom"))
     done = subprocess.run(
@@ -301,14 +327,18 @@ def _probe(tmp_path: Path, **env: str) -> list[str]:
         check=True,
         timeout=120,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout
 
 
 def test_no_opentelemetry_import_unless_configured(tmp_path: Path) -> None:
-    assert _probe(tmp_path) == []
+    assert _probe(tmp_path)[0] == []
     assert (tmp_path / "m.prom").exists()
-    loaded = _probe(tmp_path, OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="console")
+    loaded, printed = _probe(
+        tmp_path, OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="console"
+    )
     assert "opentelemetry.sdk.trace" in loaded and "opentelemetry.sdk.metrics" in loaded
+    # The console exporters, made from the variables, printed the run's span and metrics.
+    assert '"name": "dativo run"' in printed and "dativo.stream.rows" in printed
 
 
 SLOW_SINGER_TAP = """
