@@ -234,3 +234,52 @@ def test_a_class_reference_is_checked_too(tmp_path: Path) -> None:
         assert current.interface_version == INTERFACE_VERSION
     finally:
         sys.modules.pop("acme_dir_plugin", None)
+
+
+def test_dativo_run_stops_at_start_with_one_line_naming_the_plugin(tmp_path: Path) -> None:
+    """meltano.yml's reader_class naming a reader built for interface 2.0: `dativo run`
+    exits 1 before reading, with the loader's message and no traceback."""
+    from dativo_bridge.cli import main
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "acme_run_plugin.py").write_text(MODULE)
+    (tmp_path / "meltano.yml").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "default_environment": "dev",
+                "environments": [{"name": "dev"}],
+                "plugins": {
+                    "extractors": [
+                        {
+                            "name": "tap-acme",
+                            "config": {
+                                "reader_class": "acme_run_plugin:NewerMajor",
+                                "plugin_dirs": ["plugins"],
+                            },
+                        }
+                    ],
+                    "loaders": [
+                        {"name": "target-dativo-parquet", "config": {"path": str(tmp_path / "out")}}
+                    ],
+                },
+            }
+        )
+    )
+    try:
+        result = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "tap-acme",
+                "target-dativo-parquet",
+                "--project",
+                str(tmp_path / "meltano.yml"),
+            ],
+        )
+    finally:
+        sys.modules.pop("acme_run_plugin", None)
+    assert result.exit_code == 1, result.output
+    assert "newer Dativo reader interface (2.0)" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
