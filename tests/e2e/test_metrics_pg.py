@@ -75,3 +75,64 @@ def test_a_reconnect_is_counted_as_a_retry(tmp_path: Path) -> None:
     assert result.rows >= ROWS
     assert result.retries == 1
     assert "dativo_run_retries_total 1\n" in path.read_text()
+
+
+CDC_SCHEMA = "dativo_metrics_cdc"
+CDC_SLOT = "dativo_mtest_cdc"  # not dativo_test_%: other tests drop those
+
+
+def _drop_cdc(conn: psycopg.Connection) -> None:
+    if conn.execute(
+        "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [CDC_SLOT]
+    ).fetchone():
+        conn.execute("SELECT pg_drop_replication_slot(%s)", [CDC_SLOT])
+    conn.execute(f"DROP PUBLICATION IF EXISTS {CDC_SLOT}")
+
+
+def test_the_slot_lag_of_a_log_based_run_is_a_metric(tmp_path: Path) -> None:
+    import pytest
+
+    from dativo_bridge.state import LocalStateStore
+    from target_dativo_parquet.writer import ParquetWriter
+    from tests.integration.postgres.server import logical_decoding_missing
+
+    reason = logical_decoding_missing()
+    if reason:
+        pytest.skip(reason)
+    fresh_schema(CDC_SCHEMA)
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        _drop_cdc(conn)
+        conn.execute(f"CREATE TABLE {CDC_SCHEMA}.items (id int PRIMARY KEY, n int)")
+        conn.execute(f"ALTER TABLE {CDC_SCHEMA}.items REPLICA IDENTITY FULL")
+        conn.execute(f"INSERT INTO {CDC_SCHEMA}.items SELECT g, g FROM generate_series(1, 100) g")
+    store = LocalStateStore(tmp_path / "state")
+    path = tmp_path / "m.prom"
+    try:
+        results = []
+        for number in (1, 2):
+            results.append(
+                run(
+                    PostgresReader,
+                    ParquetWriter,
+                    source_config={
+                        "dsn": pg_dsn(),
+                        "filter_schemas": [CDC_SCHEMA],
+                        "replication_slot": CDC_SLOT,
+                        "max_parallelism": 1,
+                    },
+                    destination_config={"path": str(tmp_path / f"out{number}")},
+                    state_store=store,
+                    state_id="test:metrics-cdc",
+                    metadata={f"{CDC_SCHEMA}-*": {"replication-method": "LOG_BASED"}},
+                    metrics=RunMetrics(MetricsConfig(file=str(path))),
+                )
+            )
+            with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+                conn.execute(f"UPDATE {CDC_SCHEMA}.items SET n = n + 1 WHERE id <= 10")
+        lag = results[1].replication_lag
+        assert lag is not None
+        text = path.read_text()
+        assert f"dativo_run_replication_lag_bytes {lag}\n" in text, text
+    finally:
+        with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+            _drop_cdc(conn)
