@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,10 @@ from dativo_bridge.engines.partitions import Partition, PartitionedReader
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.reading import check_batch
-from dativo_bridge.runner import RunResult
+from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult
 from dativo_bridge.settings import with_defaults
 from dativo_bridge.sources import bookmark_state, selected_streams, starting_bookmark
-from dativo_bridge.state import RUN_KEY
+from dativo_bridge.state import RUN_KEY, StateStore
 
 logger = logging.getLogger("dativo.run")
 
@@ -180,6 +181,8 @@ def run_with_ray(
     ray_address: str | None = None,
     max_retries: int = 3,
     progress: Callable[[int, int], None] | None = None,
+    state_store: StateStore | None = None,
+    cancel: Cancellation | None = None,
 ) -> RayRunResult:
     """Move every selected stream of ``source`` into Iceberg with partitions as Ray tasks.
 
@@ -197,12 +200,15 @@ def run_with_ray(
         ray_address: The cluster to join (None: ``RAY_ADDRESS`` or a new local one).
         max_retries: Attempts after the first for a task that failed or lost its worker.
         progress: Called with (tasks done, tasks planned) as tasks finish.
+        state_store: Also gets each committed STATE under ``state_id`` (as ``run`` does).
+        cancel: Request on it to stop: the tasks are cancelled, nothing more is committed.
 
     Returns:
         The run's result, with one TaskResult per partition.
 
     Raises:
         ConfigError: Ray is missing, or the source/destination/stream cannot run on Ray.
+        RunInterrupted: ``cancel`` was requested; its result holds the committed state.
         DativoError: A task failed for good (nothing of the run is committed).
     """
     ray = require_ray()
@@ -273,7 +279,7 @@ def run_with_ray(
                     )
                     for part in parts
                 ]
-                outcomes = _wait(ray, refs, progress)
+                outcomes = _wait(ray, refs, progress, cancel, result)
                 result.tasks_seconds += time.monotonic() - clock
                 clock = time.monotonic()
                 table = open_catalog(settings).load_table(identifier)
@@ -306,6 +312,8 @@ def run_with_ray(
                     remove_uncommitted(table, names, files)
                 result.commit_seconds += time.monotonic() - clock
                 result.state = staged
+                if state_store is not None and state_id:
+                    state_store.put(state_id, staged)
                 stats = result.streams.setdefault(stream.name, _stats())
                 for part, outcome in zip(parts, outcomes, strict=True):
                     result.tasks.append(
@@ -349,11 +357,21 @@ def _stats() -> Any:
     return StreamStats()
 
 
-def _wait(ray: Any, refs: list[Any], progress: Callable[[int, int], None] | None) -> list[Any]:
+def _wait(
+    ray: Any,
+    refs: list[Any],
+    progress: Callable[[int, int], None] | None,
+    cancel: Cancellation | None,
+    result: RunResult,
+) -> list[Any]:
     """The tasks' results in plan order; a task that failed for good fails the run."""
     pending = list(refs)
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
+        if cancel is not None and cancel.is_set():
+            raise RunInterrupted(cancel.signum or signal.SIGINT, result)
+        ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+        if not ready:
+            continue
         try:
             ray.get(ready)
         except ray.exceptions.RayTaskError as exc:

@@ -412,3 +412,60 @@ def test_dativo_run_engine_ray_on_the_cluster(cluster: Cluster, tmp_path: Path) 
     table = open_catalog(target).load_table("ray.items")
     assert _ids(table) == list(range(1500))
     assert len(table.snapshots()) == 1
+
+
+def test_the_state_store_gets_the_committed_state(cluster: Cluster, tmp_path: Path) -> None:
+    from dativo_bridge.state import LocalStateStore
+    from tap_dativo_csv.reader import CsvReader
+
+    _csv_files(tmp_path / "in", 0, 2)
+    store = LocalStateStore(tmp_path / "state")
+    result = run_with_ray(
+        CsvReader,
+        IcebergWriter,
+        source_config={"files": [{"stream": "items", "path": str(tmp_path / "in" / "*.csv")}]},
+        destination_config=_target(tmp_path),
+        state_id="dev:csv",
+        state_store=store,
+    )
+    committed = open_catalog(_target(tmp_path)).load_table("ray.items").current_snapshot()
+    assert store.get("dev:csv") == result.state == json.loads(committed.summary["dativo.state"])
+    assert result.state["bookmarks"]["items"]["replication_key"] == "_sdc_modified_at"
+
+
+def test_a_cancelled_run_stops_its_tasks_and_commits_nothing(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    import threading
+
+    from dativo_bridge.runner import Cancellation, RunInterrupted
+
+    started = tmp_path / "started"
+
+    class Slow(PartitionedPostgresReader):
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            started.touch()
+            for batch in super().read_partition(partition):
+                yield batch
+                time.sleep(0.5)
+
+    cancel = Cancellation()
+
+    def stop_when_started() -> None:
+        while not started.exists():
+            time.sleep(0.05)
+        cancel.request(signal.SIGTERM)
+
+    threading.Thread(target=stop_when_started, daemon=True).start()
+    with pytest.raises(RunInterrupted) as raised:
+        run_with_ray(
+            Slow,
+            IcebergWriter,
+            source_config=_source(events),
+            destination_config=_target(tmp_path),
+            cancel=cancel,
+        )
+    assert raised.value.signum == signal.SIGTERM
+    assert _table(tmp_path).snapshots() == []
+    time.sleep(1)  # the cancelled tasks' workers end
+    assert _data_files(tmp_path) == set()
