@@ -294,6 +294,7 @@ class Project:
         from dativo_bridge.secret_refs import (
             SecretStore,
             has_references,
+            project_secret_settings,
             register_secrets,
             resolve_references,
         )
@@ -301,7 +302,7 @@ class Project:
         if not has_references(config):
             return config, []
         if self._secret_store is None:
-            settings = (self.data.get("dativo") or {}).get("secrets")
+            settings = project_secret_settings(self.data, str(self.file))
             self._secret_store = SecretStore(
                 expand_env(settings, self.env), self.env, str(self.file)
             )

@@ -400,6 +400,16 @@ class SecretStore:
         return value
 
 
+def project_secret_settings(data: Any, where: str) -> Any:
+    """meltano.yml's ``dativo: secrets:`` (None when it has none)."""
+    dativo = data.get("dativo") if isinstance(data, Mapping) else None
+    if dativo is None:
+        return None
+    if not isinstance(dativo, Mapping):
+        raise ConfigError(f"{where}: dativo: must be a mapping (of secrets:, ...)")
+    return dativo.get("secrets")
+
+
 def _pick(secret: str | Mapping[str, Any], key: str | None) -> str:
     """The secret itself, or its ``key`` when it is a JSON object."""
     if isinstance(secret, str):
@@ -508,8 +518,8 @@ def resolve_singer_config(
         path = Path(root) / "meltano.yml"
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
-        settings = (data.get("dativo") or {}).get("secrets") if isinstance(data, dict) else None
         where = str(path)
+        settings = project_secret_settings(data, where)
     store = SecretStore(expand_env(settings, env), env, where)
     resolved, values, _ = resolve_references(config, store, plugin)
     register_secrets(values)

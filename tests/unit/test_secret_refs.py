@@ -456,3 +456,12 @@ def test_a_backend_setting_of_the_wrong_type_is_a_config_error() -> None:
     store = _store({"backend": "vault", "address": "http://127.0.0.1:9", "timeout": "soon"})
     with pytest.raises(ConfigError, match="secrets backend 'vault': ValueError"):
         store.resolve("a#b")
+
+
+def test_a_dativo_key_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    meltano = _project(tmp_path, {"password": "${SECRET:X}"})
+    data = yaml.safe_load(meltano.read_text())
+    data["dativo"] = ["secrets"]
+    meltano.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="dativo: must be a mapping"):
+        Project(meltano).plugin("tap-x")
