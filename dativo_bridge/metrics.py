@@ -23,9 +23,10 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,18 +282,43 @@ class RunMetrics:
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
         self._last_write = 0.0
+        self._lock = threading.Lock()
+        self._finished = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._otel = _Otel(config, self.labels) if config.otel_enabled else None
+
+    def watch(self, streams: Callable[[], Mapping[str, StreamStats]]) -> None:
+        """Rewrite the metrics file every ``interval`` seconds from a timer thread until
+        :meth:`finish`, also while no batch arrives (a slow first query, a stuck
+        destination): ``dativo_run_duration_seconds`` keeps moving."""
+        if not self.config.file or self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(self.config.interval):
+                try:
+                    snapshot = dict(streams())
+                except RuntimeError:  # a stream was added while copying: next time
+                    continue
+                self.update(snapshot, time.monotonic() - self.started_monotonic)
+
+        self._thread = threading.Thread(target=loop, name="dativo-metrics", daemon=True)
+        self._thread.start()
 
     def update(self, streams: Mapping[str, StreamStats], elapsed: float) -> None:
         """Rewrite the metrics file, at most every ``interval`` seconds (a failure to write
         it is a warning: metrics never fail a run)."""
         if not self.config.file:
             return
-        now = time.monotonic()
-        if self._last_write and now - self._last_write < self.config.interval:
-            return
-        self._last_write = now
-        self._write(self._text(streams, elapsed, "running", None, 0))
+        with self._lock:
+            now = time.monotonic()
+            if self._finished or (
+                self._last_write and now - self._last_write < self.config.interval
+            ):
+                return
+            self._last_write = now
+            self._write(self._text(streams, elapsed, "running", None, 0))
 
     def _text(
         self,
@@ -330,9 +356,14 @@ class RunMetrics:
     ) -> None:
         """The run ended (``status``: success, failed or interrupted): write the file,
         push, and export to OpenTelemetry. A failure is a warning."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         text = self._text(streams, elapsed, status, replication_lag, retries)
-        if self.config.file:
-            self._write(text)
+        with self._lock:
+            self._finished = True
+            if self.config.file:
+                self._write(text)
         if self.config.push_url:
             try:
                 push(self.config.push_url, text)

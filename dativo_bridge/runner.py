@@ -434,6 +434,8 @@ def run(
         maps=maps,
         metrics=metrics,
     )
+    if metrics is not None:
+        metrics.watch(lambda: result.streams)
     try:
         _run_paths(
             source,

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pytest
@@ -38,7 +38,11 @@ class Numbers(ArrowReader):
     name = "numbers"
     config_jsonschema = {
         "type": "object",
-        "properties": {"batches": {"type": "integer"}, "pause": {"type": "number"}},
+        "properties": {
+            "batches": {"type": "integer"},
+            "pause": {"type": "number"},
+            "prom": {"type": "string"},
+        },
     }
 
     def discover(self) -> Sequence[StreamInfo]:
@@ -191,6 +195,31 @@ def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
     samples = _samples(path.read_text())
     assert _value(samples, "dativo_run_info", status="interrupted") == 1
     assert _value(samples, "dativo_run_success") == 0
+
+
+class SlowStart(Numbers):
+    """A source whose first batch takes a while (a slow first query)."""
+
+    seen: ClassVar[list[str]] = []
+
+    def read(self, stream: StreamInfo, bookmark: Any | None) -> Iterator[pa.RecordBatch]:
+        path = Path(str(self.config["prom"]))
+        for _ in range(10 if stream.name == "one" else 0):
+            time.sleep(0.1)
+            if path.exists():
+                self.seen.append(path.read_text())
+        yield from super().read(stream, bookmark)
+
+
+def test_the_metrics_file_moves_while_no_batch_arrives(tmp_path: Path) -> None:
+    path = tmp_path / "dativo.prom"
+    metrics = RunMetrics(MetricsConfig(file=str(path), interval=0.1))
+    run(SlowStart, Memory, source_config={"prom": str(path)}, metrics=metrics)
+    durations = [_value(_samples(t), "dativo_run_duration_seconds") for t in SlowStart.seen]
+    assert len(set(durations)) >= 3, durations
+    assert all(_value(_samples(t), "dativo_run_running") == 1 for t in SlowStart.seen)
+    # The end wins over the timer: the last file is the final one.
+    assert _value(_samples(path.read_text()), "dativo_run_success") == 1
 
 
 def test_a_failed_run_still_writes_its_metrics(tmp_path: Path) -> None:
