@@ -311,6 +311,7 @@ def _deliver_timed(
         if stats is not None:
             stats.read_seconds += read_seconds
             stats.write_seconds += now - began
+            stats.finished = None  # streams that interleave (stream maps) are not ended
     elif isinstance(event, SchemaEvent):
         name = event.stream.name
         stats = streams.get(name)
