@@ -48,6 +48,15 @@ def dativo_version() -> str:
         return "unknown"
 
 
+def accelerator_version() -> str | None:
+    """The installed ``dativo-accel``'s version (the Rust accelerators, ``dativo[accel]``),
+    or None when it is not installed."""
+    try:
+        return importlib.metadata.version("dativo-accel")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _capabilities(ep: EntryPoint, cls: type) -> list[str]:
     """The capabilities of the plugin's singer-sdk class: the console script of the same
     name when it wraps this class, else the tap or target ``make_tap``/``make_target``
@@ -146,11 +155,16 @@ def plugins(as_json: bool) -> None:
         document: dict[str, Any] = {
             "dativo_version": dativo_version(),
             "interface_version": INTERFACE_VERSION,
+            "accelerator_version": accelerator_version(),
             "plugins": [asdict(r) for r in rows],
         }
         click.echo(json.dumps(document, indent=2))
         return
-    click.echo(f"Dativo {dativo_version()}, reader/writer interface {INTERFACE_VERSION}")
+    accel = accelerator_version()
+    click.echo(
+        f"Dativo {dativo_version()}, reader/writer interface {INTERFACE_VERSION}, "
+        + (f"dativo-accel {accel}" if accel else "dativo-accel not installed")
+    )
     if not rows:
         click.echo("no plugins installed (no dativo.plugins entry points)")
         return

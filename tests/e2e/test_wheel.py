@@ -160,6 +160,7 @@ def test_versions_come_from_pyproject(installed: Path, tmp_path: Path) -> None:
         _run("python", "-m", "dativo_bridge.plugins_cli", "--json", cwd=tmp_path, env=env).stdout
     )
     assert listing["dativo_version"] == VERSION
+    assert listing["accelerator_version"] is None  # dativo[accel] was not asked for
     rows = {row["name"]: row for row in listing["plugins"]}
     assert sorted(rows) == PLUGINS
     assert all(row["status"] == "ok" and row["version"] == VERSION for row in rows.values())

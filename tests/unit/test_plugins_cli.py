@@ -115,6 +115,11 @@ def test_json_lists_dativos_own_plugins_with_the_distributions_version() -> None
     version = importlib.metadata.version("dativo")
     assert document["dativo_version"] == version
     assert document["interface_version"] == INTERFACE_VERSION
+    try:
+        accel: str | None = importlib.metadata.version("dativo-accel")
+    except importlib.metadata.PackageNotFoundError:
+        accel = None
+    assert document["accelerator_version"] == accel
     rows = {row["name"]: row for row in document["plugins"]}
     for name, kind in OWN.items():
         row = rows[name]
@@ -163,9 +168,9 @@ def test_the_table_has_one_line_per_plugin_and_the_reasons_on_stderr(acme: Path)
     code, out, err = _listing()
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == (
+    assert lines[0].startswith(
         f"Dativo {importlib.metadata.version('dativo')}, reader/writer interface "
-        f"{INTERFACE_VERSION}"
+        f"{INTERFACE_VERSION}, dativo-accel "
     )
     assert lines[1].split() == [
         "name",
