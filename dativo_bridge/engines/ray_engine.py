@@ -135,6 +135,7 @@ def _task(
     identifier: str,
     schema: Any,
     names: Any,
+    boundary: Any,
 ) -> dict[str, Any]:
     """One partition read and written as data files (runs on a worker)."""
     import ray
@@ -157,6 +158,7 @@ def _task(
             names.for_task(table, partition.index),
             compression=str(settings["compression"]),
             target_bytes=int(float(settings["target_file_size_mb"]) * 2**20),
+            keep=boundary.drop_known if boundary is not None else None,
         )
     finally:
         reader.close()
@@ -276,6 +278,7 @@ def run_with_ray(
                         identifier,
                         schema,
                         names,
+                        writer._boundary,  # rows at the committed bookmark already held
                     )
                     for part in parts
                 ]

@@ -1,5 +1,6 @@
-"""PostgreSQL full-table reads as partitions (dativo_bridge.engines.partitions): ctid page
-ranges, all read under one snapshot that the driver exported and holds open.
+"""PostgreSQL reads as partitions (dativo_bridge.engines.partitions): ctid page ranges
+(FULL_TABLE) or replication-key ranges (INCREMENTAL), all read under one snapshot that
+the driver exported and holds open.
 
 ``partitions`` opens a coordinator connection, exports its snapshot and keeps the
 transaction open until the reader is closed: a worker's ``read_partition`` imports that
@@ -39,21 +40,25 @@ class PartitionedPostgresReader(PostgresReader):
         self._coordinators: list[psycopg.Connection] = []
 
     def partitions(self, stream: StreamInfo, bookmark: Any | None) -> Sequence[Partition]:
-        """ctid ranges of ``pages_per_partition`` pages under one new exported snapshot.
+        """The stream's partitions under one new exported snapshot: ctid ranges of
+        ``pages_per_partition`` pages for a FULL_TABLE read; for an INCREMENTAL read,
+        replication-key ranges from ``bookmark`` (``>=``) to the largest key the snapshot
+        holds (the bookmark the run ends with), split at quantiles into pieces of about
+        as many rows as ``pages_per_partition`` pages hold, and the NULL keys on a first
+        read.
 
         Raises:
-            ConfigError: The stream is not a FULL_TABLE read of a table (views and
-                incremental or log-based reads are not partitioned yet).
+            ConfigError: A LOG_BASED stream, or a view (not partitioned yet).
         """
-        if stream.replication_method != "FULL_TABLE":
+        if stream.replication_method not in ("FULL_TABLE", "INCREMENTAL"):
             raise ConfigError(
-                f"stream '{stream.name}': the ray engine reads FULL_TABLE streams only so "
-                f"far, not {stream.replication_method}; use the local engine"
+                f"stream '{stream.name}': the ray engine reads FULL_TABLE and INCREMENTAL "
+                f"streams, not {stream.replication_method}; use the local engine"
             )
         table = self._table(stream)
         if table.kind not in ("r", "m"):
             raise ConfigError(
-                f"stream '{stream.name}' is a view: ctid ranges need a table; use the local engine"
+                f"stream '{stream.name}' is a view: partitions need a table; use the local engine"
             )
         coordinator = connect(self.config)
         _repeatable_read(coordinator)
@@ -61,13 +66,25 @@ class PartitionedPostgresReader(PostgresReader):
         assert exported is not None
         snapshot = str(exported[0])
         self._coordinators.append(coordinator)
-        pages = coordinator.execute(
-            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int "
+        size = coordinator.execute(
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "
+            "greatest(c.reltuples, 0) / greatest(c.relpages, 1) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s",
             [table.schema, table.table],
         ).fetchone()
-        npages = int(pages[0]) if pages else 0
+        npages, per_page = (int(size[0]), float(size[1])) if size else (0, 0.0)
+        if stream.replication_method == "INCREMENTAL" and stream.replication_key:
+            rows = max(1, int(self._pages_per_partition * (per_page or 100.0)))
+            planned = self._key_ranges(coordinator, stream, bookmark, snapshot, rows)
+        else:
+            planned = self._ctid_ranges(stream, npages, snapshot)
+        logger.info(
+            "stream '%s': %d partition(s) under snapshot %s", stream.name, len(planned), snapshot
+        )
+        return planned
+
+    def _ctid_ranges(self, stream: StreamInfo, npages: int, snapshot: str) -> list[Partition]:
         step = self._pages_per_partition
         bounds = list(range(0, max(npages, 1), step))
         planned = []
@@ -75,13 +92,55 @@ class PartitionedPostgresReader(PostgresReader):
             hi = bounds[i + 1] if i + 1 < len(bounds) else None
             label = f"ctid [{lo},{hi if hi is not None else 'end'})"
             planned.append(Partition(stream, i, label, {"snapshot": snapshot, "lo": lo, "hi": hi}))
-        logger.info(
-            "stream '%s': %d pages in %d ctid range(s) under snapshot %s",
-            stream.name,
-            npages,
-            len(planned),
-            snapshot,
-        )
+        return planned
+
+    def _key_ranges(
+        self,
+        coordinator: psycopg.Connection,
+        stream: StreamInfo,
+        bookmark: Any | None,
+        snapshot: str,
+        rows_per_partition: int,
+    ) -> list[Partition]:
+        table = self._table(stream)
+        relation = sql.Identifier(table.schema, table.table)
+        key = sql.Identifier(str(stream.replication_key))
+        where = _and([*self._where(stream, bookmark), sql.SQL("{k} IS NOT NULL").format(k=key)])
+        assert where is not None
+        found = coordinator.execute(
+            sql.SQL("SELECT count(*), max({k}) FROM {r} WHERE {w}").format(
+                k=key, r=relation, w=where
+            )
+        ).fetchone()
+        count, newest = (int(found[0]), found[1]) if found else (0, None)
+        bounds: list[Any] = [bookmark]
+        pieces = -(-count // rows_per_partition)
+        if pieces > 1:
+            fractions = [i / pieces for i in range(1, pieces)]
+            cuts = coordinator.execute(
+                sql.SQL(
+                    "SELECT percentile_disc({f}::float8[]) WITHIN GROUP (ORDER BY {k}) "
+                    "FROM {r} WHERE {w}"
+                ).format(f=sql.Literal(fractions), k=key, r=relation, w=where)
+            ).fetchone()
+            for cut in (cuts[0] if cuts else None) or []:
+                if cut is not None and cut != bounds[-1]:
+                    bounds.append(cut)
+        spec = {"snapshot": snapshot, "nulls": False}
+        planned = []
+        if bookmark is None:  # a first read also delivers the rows without a key
+            planned.append(Partition(stream, 0, "key IS NULL", {**spec, "nulls": True}))
+        if count:
+            for i, lo in enumerate(bounds):
+                hi = bounds[i + 1] if i + 1 < len(bounds) else None
+                label = (
+                    f"key [{lo if lo is not None else 'start'},{hi if hi is not None else newest}]"
+                )
+                planned.append(
+                    Partition(
+                        stream, len(planned), label, {**spec, "from": lo, "below": hi}, newest
+                    )
+                )
         return planned
 
     def read_partition(self, partition: Partition) -> Iterator[pa.RecordBatch]:
@@ -90,11 +149,8 @@ class PartitionedPostgresReader(PostgresReader):
         table = self._table(stream)
         plans = [table.column(name) for name in stream.schema.names]
         relation = sql.Identifier(table.schema, table.table)
-        lo, hi, snapshot = partition.spec["lo"], partition.spec["hi"], partition.spec["snapshot"]
-        ctid: list[sql.Composable] = [sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)"))]
-        if hi is not None:
-            ctid.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
-        condition = _and(self._where(stream, None) + ctid)
+        snapshot = partition.spec["snapshot"]
+        condition = _and(self._where(stream, None) + _bounds(stream, partition))
         where = f"stream '{stream.name}', {partition.label}"
         finite = finite_values(stream.schema, self._infinity)
         set_snapshot = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
@@ -128,3 +184,24 @@ class PartitionedPostgresReader(PostgresReader):
             coordinator.close()
         self._coordinators = []
         super().close()
+
+
+def _bounds(stream: StreamInfo, partition: Partition) -> list[sql.Composable]:
+    """The conditions that make one partition (see PartitionedPostgresReader.partitions)."""
+    spec = partition.spec
+    if "lo" in spec:
+        ctid: list[sql.Composable] = [
+            sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({spec['lo']},0)"))
+        ]
+        if spec["hi"] is not None:
+            ctid.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({spec['hi']},0)")))
+        return ctid
+    key = sql.Identifier(str(stream.replication_key))
+    if spec["nulls"]:
+        return [sql.SQL("{k} IS NULL").format(k=key)]
+    conditions: list[sql.Composable] = [sql.SQL("{k} IS NOT NULL").format(k=key)]
+    if spec["from"] is not None:
+        conditions.append(sql.SQL("{k} >= {v}").format(k=key, v=sql.Literal(spec["from"])))
+    if spec["below"] is not None:
+        conditions.append(sql.SQL("{k} < {v}").format(k=key, v=sql.Literal(spec["below"])))
+    return conditions

@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,11 +69,14 @@ def write_data_files(
     *,
     compression: str,
     target_bytes: int,
+    keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
 ) -> tuple[list[str], int]:
     """Write ``batches`` (cast to the table's Arrow ``schema``) as Parquet data files.
 
     One file per partition value when the table is partitioned, else files of about
-    ``target_bytes``. On any error the files written so far are deleted.
+    ``target_bytes``. ``keep`` filters each converted batch (the rows at the committed
+    bookmark the table already holds out: the writer's boundary). On any error the files
+    written so far are deleted.
 
     Returns:
         The files' locations and the rows written.
@@ -95,6 +98,10 @@ def write_data_files(
     try:
         for batch in batches:
             batch = to_iceberg(batch.select(schema.names), schema)
+            if keep is not None:
+                batch = keep(batch)
+            if batch.num_rows == 0:
+                continue
             parts = (
                 [
                     b

@@ -469,3 +469,63 @@ def test_a_cancelled_run_stops_its_tasks_and_commits_nothing(
     assert _table(tmp_path).snapshots() == []
     time.sleep(1)  # the cancelled tasks' workers end
     assert _data_files(tmp_path) == set()
+
+
+INCREMENTAL = {
+    f"{SCHEMA}-orders": {"replication-method": "INCREMENTAL", "replication-key": "updated_at"}
+}
+
+
+def test_incremental_key_ranges_resume_from_the_tables_state_exactly_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    fresh_schema(SCHEMA)
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {SCHEMA}.orders (id bigint PRIMARY KEY, updated_at timestamptz)"
+        )
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.orders SELECT g, timestamptz '2026-01-01' + g * "
+            "interval '1 minute' FROM generate_series(1, 9000) g"
+        )
+        conn.execute(f"INSERT INTO {SCHEMA}.orders VALUES (0, NULL)")  # no key: first run only
+        conn.execute(f"ANALYZE {SCHEMA}.orders")
+    source = {**_source(pg_dsn()), "pages_per_partition": 10}
+    target = _target(tmp_path)
+
+    def once() -> Any:
+        return run_with_ray(
+            PostgresReader,
+            IcebergWriter,
+            source_config=source,
+            destination_config=target,
+            metadata=INCREMENTAL,
+            state_id="dev:inc",
+        )
+
+    first = once()
+    ranges = [t for t in first.tasks if t.partition.startswith("key [")]
+    assert len(ranges) >= 3
+    assert len({t.node_id for t in first.tasks}) == 2
+    table = open_catalog(target).load_table("ray.dativo_ray_orders")
+    assert _ids(table) == list(range(9001))
+    bookmark = first.state["bookmarks"][f"{SCHEMA}-orders"]
+    assert bookmark["replication_key"] == "updated_at"
+    assert bookmark["replication_key_value"].startswith("2026-01-07T06:00:00")  # id 9000's
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        # A row at the bookmark's own key (committed after the run) and newer rows.
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.orders VALUES (9001, timestamptz '2026-01-01' + "
+            "9000 * interval '1 minute')"
+        )
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.orders SELECT g, timestamptz '2026-01-01' + g * "
+            "interval '1 minute' FROM generate_series(9002, 9500) g"
+        )
+    second = once()
+    table = open_catalog(target).load_table("ray.dativo_ray_orders")
+    assert _ids(table) == list(range(9501))  # id 9000 (at the bookmark) not twice
+    assert second.rows == 500
+    assert len(table.snapshots()) == 2
+    assert json.loads(table.current_snapshot().summary["dativo.state"]) == second.state
