@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -57,6 +58,8 @@ def estimated_rows(reader: ArrowReader, stream: StreamInfo, bookmark: Any) -> in
         logger.debug("stream '%s': no row estimate: %s", stream.name, exc)
         return None
     if isinstance(estimate, bool) or not isinstance(estimate, int | float):
+        return None
+    if isinstance(estimate, float) and not math.isfinite(estimate):
         return None
     return max(0, int(estimate))
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from dativo_bridge.cli import (
     JsonFormatter,
@@ -124,6 +125,19 @@ class _Memory(ArrowWriter):
     def commit(self) -> CommitResult:
         rows, self.rows = getattr(self, "rows", 0), 0
         return CommitResult(rows=rows, bytes=rows * 8)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [(12.7, 12), (-5, 0), (float("nan"), None), (True, None), ("9", None)]
+)
+def test_an_estimate_that_is_not_a_count_is_ignored(given: Any, kept: int | None) -> None:
+    from dativo_bridge.sources import estimated_rows
+
+    class Odd(_Sized):
+        def estimated_rows(self, stream: StreamInfo, bookmark: Any | None) -> Any:
+            return given
+
+    assert estimated_rows(Odd(), StreamInfo("a", SCHEMA), None) == kept
 
 
 def test_the_runner_records_estimates_stream_ends_and_stage_seconds() -> None:
