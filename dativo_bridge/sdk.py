@@ -548,6 +548,9 @@ class ArrowTarget(_MaskedCli, Target):
             )
 
 
+_OWN_MODULES = ("dativo_bridge.", "tap_dativo_", "target_dativo_")
+
+
 def _plugin_class(
     base: type[Any], part: type[Any], attribute: str, name: str | None, schema: dict[str, Any]
 ) -> type[Any]:
@@ -558,7 +561,9 @@ def _plugin_class(
     kind = "tap" if base is ArrowTap else "target"
     attrs = {
         "name": plugin,
-        "package_name": "dativo",
+        # --about's version: Dativo's for its own plugins; else (None) singer-sdk's default,
+        # the distribution named as the plugin (a user's tap-weather reports its own).
+        "package_name": "dativo" if part.__module__.startswith(_OWN_MODULES) else None,
         "config_jsonschema": schema,
         attribute: part,
         "__module__": part.__module__,

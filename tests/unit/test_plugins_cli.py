@@ -288,3 +288,27 @@ def test_dativo_run_stops_at_start_with_one_line_naming_the_plugin(tmp_path: Pat
     assert "newer Dativo reader interface (2.0)" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_users_tap_reports_its_own_distributions_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--about's version of a tap built with make_tap around a user's reader is the user's
+    distribution's (named as the plugin, as singer-sdk expects), not Dativo's; Dativo's
+    own plugins keep Dativo's."""
+    from dativo_bridge.sdk import make_tap
+    from tap_dativo_csv.reader import CsvReader
+
+    site = tmp_path / "site"
+    info = site / "tap_weather-3.2.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tap-weather\nVersion: 3.2.1\n")
+    (site / "acme_weather.py").write_text(MODULE.replace('"acme-current"', '"tap-weather"'))
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        import acme_weather  # type: ignore[import-not-found]
+
+        assert make_tap(acme_weather.Current).plugin_version == "3.2.1"
+    finally:
+        sys.modules.pop("acme_weather", None)
+    assert make_tap(CsvReader).plugin_version == importlib.metadata.version("dativo")
