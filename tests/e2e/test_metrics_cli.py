@@ -97,3 +97,37 @@ def test_a_bad_metrics_interval_is_a_usage_error(tmp_path: Path) -> None:
     done = dativo_run(project, "tap-slow", "target-dativo-parquet", check=False)
     assert done.returncode == 2, done.stderr
     assert "metrics interval" in done.stderr
+
+
+def test_metrics_push_option_puts_to_the_gateway(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    received: list[tuple[str, bytes]] = []
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics/job/dativo"
+        dativo_run(
+            _project(tmp_path, {"metrics_push": "http://127.0.0.1:9/not-this-one"}),
+            "tap-slow",
+            "target-dativo-parquet",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--metrics-push",
+            url,  # the option wins over meltano.yml
+        )
+    finally:
+        server.shutdown()
+    assert [path for path, _ in received] == ["/metrics/job/dativo"]
+    assert 'stream="counter"} 3000' in received[0][1].decode()
