@@ -29,6 +29,7 @@ from dativo_bridge.foreign import ForeignTap, ForeignTarget, remove_stale_privat
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.loading import load_class, registered_plugin
 from dativo_bridge.meltano_state import MODES, MeltanoStateStore, choose_state_store
+from dativo_bridge.plugins_cli import plugins
 from dativo_bridge.project import PluginDef, Project
 from dativo_bridge.redact import Redactor, secret_values
 from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult, run
@@ -829,6 +830,7 @@ main.add_command(decrypt)
 main.add_command(sandbox)
 main.add_command(test_plugin)
 main.add_command(init)
+main.add_command(plugins)
 
 
 if __name__ == "__main__":  # pragma: no cover
