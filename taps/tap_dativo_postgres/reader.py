@@ -614,14 +614,26 @@ class PostgresReader(ArrowReader):
                         except queue.Full:
                             continue
 
+            # Nothing is yielded before every worker holds the snapshot itself: from then
+            # on the coordinator's connection is not needed (its loss loses nothing).
+            imported = threading.Semaphore(0)
+
             def work() -> None:
                 try:
-                    conn = connect(self.config)
-                    _repeatable_read(conn)
-                    with conn:
+                    conn = None
+                    try:
+                        conn = connect(self.config)
+                        _repeatable_read(conn)
                         conn.execute(
                             sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
                         )
+                    except BaseException:
+                        if conn is not None:
+                            conn.close()
+                        raise
+                    finally:
+                        imported.release()  # a failure is reported through ``results``
+                    with conn:
                         while not stop.is_set():
                             try:
                                 lo, hi = partitions.get_nowait()
@@ -641,6 +653,8 @@ class PostgresReader(ArrowReader):
             ]
             for thread in threads:
                 thread.start()
+            for _ in threads:
+                imported.acquire()
             finished = 0
             while finished < workers:
                 item = results.get()

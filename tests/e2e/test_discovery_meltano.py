@@ -129,9 +129,9 @@ def test_dativo_run_warns_once_per_plugin_lacking_capabilities(tmp_path: Path) -
     )
     done = dativo_run(project, "tap-dativo-csv", "target-dativo-parquet")
     warned = [line for line in done.stderr.splitlines() if "does not declare the capab" in line]
-    assert len(warned) == 2, done.stderr
-    tap_line, target_line = sorted(warned, key=lambda line: "target-dativo" in line)
+    # The loader lacks only descriptive capabilities: Meltano invokes it the same way.
+    assert len(warned) == 1, done.stderr
+    (tap_line,) = warned
     assert "plugin 'tap-dativo-csv'" in tap_line and "without --catalog/--state" in tap_line
     assert "capabilities: [catalog, state, discover" in tap_line
-    assert "plugin 'target-dativo-parquet'" in target_line
     assert read_parquet_dir(tmp_path / "out" / "o").num_rows == 1

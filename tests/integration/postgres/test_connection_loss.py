@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -175,4 +176,35 @@ def test_losing_the_snapshot_holder_after_the_workers_started_loses_nothing(
     ROLLBACK at the end must not turn a complete read into an AdminShutdown."""
     reader, info = open_reader("python", max_parallelism=4, pages_per_partition=2000)
     ids = read_killing(reader, info, kill=kill_snapshot_holder)
+    assert sorted(ids) == list(range(1, ROWS + 1))
+
+
+def test_a_worker_slow_to_start_still_gets_the_snapshot(
+    open_reader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No batch is yielded before every worker imported the snapshot: a worker whose
+    connection comes late is not left without it when the coordinator dies after the
+    first batch (it was an error whenever the kill came before the last import)."""
+    import tap_dativo_postgres.reader as module
+
+    reader, info = open_reader("python", max_parallelism=4, pages_per_partition=2000)
+    real = module.connect
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def slow_last(config: Any) -> Any:
+        with lock:
+            calls.append(threading.current_thread().name)
+            late = threading.current_thread().name == "dativo-pg-3"
+        if late:
+            time.sleep(1.5)
+        return real(config)
+
+    monkeypatch.setattr(module, "connect", slow_last)
+
+    def kill_now() -> None:
+        _kill("SELECT pg_export_snapshot()", "idle in transaction")
+
+    ids = read_killing(reader, info, kill=kill_now)
+    assert "dativo-pg-3" in calls
     assert sorted(ids) == list(range(1, ROWS + 1))
