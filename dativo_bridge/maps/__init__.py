@@ -333,7 +333,7 @@ def map_events(events: Iterable[Event], maps: StreamMaps) -> Iterator[Event]:
                 raise ConfigError(f"stream '{event.stream.name}': stream_maps: {exc}") from None
             plans[event.stream.name] = plan
             for out in plan.outputs:
-                yield SchemaEvent(out.info)
+                yield SchemaEvent(out.info, event.expected_rows)  # source rows: an estimate
         elif isinstance(event, BatchEvent):
             plan = plans[event.stream]
             if plan.identity:

@@ -504,3 +504,14 @@ def test_a_struct_child_is_read_as_singer_sdk_reads_a_dict() -> None:
     (out,) = StreamMaps(config).plan(NESTED_STREAM).outputs
     with pytest.raises(MapEvaluationError, match="'lat' is read"):
         out.apply(NESTED_BATCH)
+
+
+def test_mapped_streams_keep_the_readers_row_estimate() -> None:
+    """The progress display's % and ETA come from SchemaEvent.expected_rows: a stream
+    alias or a copy must not drop it."""
+    from dativo_bridge.events import SchemaEvent
+    from dativo_bridge.maps import map_events
+
+    config = {"stream_maps": {"people": {"__alias__": "persons"}, "copy": {"__source__": "people"}}}
+    events = list(map_events(iter([SchemaEvent(STREAM, 1234)]), StreamMaps(config)))
+    assert {e.stream.name: e.expected_rows for e in events} == {"persons": 1234, "copy": 1234}
