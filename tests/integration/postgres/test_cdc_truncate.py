@@ -211,3 +211,40 @@ def test_the_singer_tap_stops_at_a_truncate_with_a_clear_error(items: str, tmp_p
         if m["type"] == "STATE"
     ]
     assert lsns and set(lsns) == {copied}
+
+
+def test_a_keyless_tables_truncate_is_an_all_null_row_of_its_log(
+    items: str, tmp_path: Path
+) -> None:
+    _execute(
+        items,
+        [
+            f"CREATE TABLE {SCHEMA}.events (kind text NOT NULL, n int)",
+            f"ALTER TABLE {SCHEMA}.events REPLICA IDENTITY FULL",
+            f"INSERT INTO {SCHEMA}.events VALUES ('a', 1)",
+        ],
+    )
+    store = LocalStateStore(tmp_path / "state")
+    stream = f"{SCHEMA}-events"
+    for n in (1, 2):
+        if n == 2:
+            _execute(
+                items,
+                [f"TRUNCATE {SCHEMA}.events", f"INSERT INTO {SCHEMA}.events VALUES ('b', 2)"],
+            )
+        run(
+            PostgresReader,
+            ParquetWriter,
+            source_config=_config(items),
+            destination_config={"path": str(tmp_path / f"out{n}")},
+            state_store=store,
+            state_id="test:truncate-keyless",
+            metadata={stream: {"replication-method": "LOG_BASED"}},
+            select=[f"{stream}.*"],
+        )
+    files = [str(p) for p in (tmp_path / "out2").rglob("*.parquet") if stream in str(p)]
+    log = ds.dataset(files).to_table().to_pylist()
+    assert [(r["kind"], r["n"], r["_sdc_deleted_at"] is not None) for r in log] == [
+        (None, None, True),
+        ("b", 2, False),
+    ]
