@@ -19,6 +19,7 @@ Ray is optional: :func:`require_ray` is the one place that imports it.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import logging
 import signal
@@ -140,7 +141,7 @@ def _task(
     """One partition read and written as data files (runs on a worker)."""
     import ray
 
-    from target_dativo_iceberg.files import write_data_files
+    from target_dativo_iceberg.files import data_file, write_data_files
     from target_dativo_iceberg.writer import CONFIG_JSONSCHEMA, open_catalog
 
     started = time.monotonic()
@@ -165,6 +166,7 @@ def _task(
     return {
         "rows": rows,
         "files": files,
+        "data_files": [data_file(table, location) for location in files],
         "seconds": time.monotonic() - started,
         "node_id": ray.get_runtime_context().get_node_id(),
     }
@@ -303,8 +305,8 @@ def run_with_ray(
                 try:
                     if files:
                         commit_files(
-                            lambda name=identifier: open_catalog(settings).load_table(name),
-                            files,
+                            functools.partial(_load_table, settings, identifier),
+                            [d for o in outcomes for d in o["data_files"]],
                             snapshot_properties(stream.name, state_id, staged),
                             retries=int(settings["commit_retries"]),
                         )
@@ -352,6 +354,12 @@ def run_with_ray(
             ray.shutdown()
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _load_table(settings: Mapping[str, Any], identifier: str) -> Any:
+    from target_dativo_iceberg.writer import open_catalog
+
+    return open_catalog(settings).load_table(identifier)
 
 
 def _stats() -> Any:

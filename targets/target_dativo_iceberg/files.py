@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import PyArrowFileIO
-from pyiceberg.table import Table
+from pyiceberg.io.pyarrow import PyArrowFileIO, parquet_file_to_data_file
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, TableProperties
 
 from dativo_bridge.errors import WriteError
 from target_dativo_iceberg.cow import split_partitions
@@ -188,8 +189,17 @@ def snapshot_properties(stream: str, state_id: str | None, state: Any) -> dict[s
     return props
 
 
-def commit_files(load: Any, files: Sequence[str], props: dict[str, str], *, retries: int) -> Table:
-    """Add ``files`` to the table in one snapshot with ``props`` (retried on conflicts).
+def data_file(table: Table, location: str) -> DataFile:
+    """The metadata of one written file (statistics, partition) as its commit needs it:
+    made where the file was written, so the driver does not read its footer again."""
+    return parquet_file_to_data_file(table.io, table.metadata, location)
+
+
+def commit_files(
+    load: Callable[[], Table], files: Sequence[DataFile], props: dict[str, str], *, retries: int
+) -> Table:
+    """Append ``files`` to the table in one snapshot with ``props`` (retried on conflicts),
+    as ``add_files`` would, from metadata made by the writers.
 
     Args:
         load: Loads the table from its catalog (again after a conflict).
@@ -199,9 +209,15 @@ def commit_files(load: Any, files: Sequence[str], props: dict[str, str], *, retr
     """
     delay = 0.1
     for attempt in range(retries + 1):
-        table: Table = load()
+        table = load()
         try:
-            table.add_files(list(files), snapshot_properties=props, check_duplicate_files=False)
+            with table.transaction() as tx:
+                if tx.table_metadata.name_mapping() is None:
+                    mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
+                    tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
+                with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                    for file in files:
+                        append.append_data_file(file)
             return table
         except CommitFailedException as exc:
             if attempt == retries:

@@ -113,6 +113,7 @@ def test_partitions_run_on_both_nodes_exactly_once_in_one_snapshot(
     with_data = [s for s in table.snapshots() if int(s.summary["added-data-files"] or 0)]
     assert len(with_data) == 1 == len(table.snapshots())
     assert with_data[0].summary["dativo.state-id"] == "dev:ray"
+    assert with_data[0].summary["added-records"] == str(ROWS)  # the tasks' file metadata
     assert json.loads(with_data[0].summary["dativo.state"]) == {}
     summary = result.to_dict()
     assert summary["engine"] == "ray"
