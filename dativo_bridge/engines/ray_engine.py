@@ -200,7 +200,8 @@ def run_with_ray(
         state_id: The pipeline's state id, kept with the STATE in each commit.
         select: Meltano-style selection patterns.
         metadata: Catalog metadata overrides per stream pattern.
-        full_refresh: Ignore the committed state.
+        full_refresh: Refused for now: a full refresh replaces the table's rows, and the
+            ray engine only appends (use the local engine).
         ray_address: The cluster to join (None: ``RAY_ADDRESS`` or a new local one).
         max_retries: Attempts after the first for a task that failed or lost its worker.
         progress: Called with (tasks done, tasks planned) as tasks finish.
@@ -234,7 +235,12 @@ def run_with_ray(
             f"the ray engine appends only so far (load_method {settings['load_method']!r})"
         )
     reader_cls = partitioned_reader(source)
-    start = None if full_refresh else destination.recover_state(settings, state_id)
+    if full_refresh:
+        raise ConfigError(
+            "--full-refresh with the ray engine is not supported yet (it would append a "
+            "second copy instead of replacing the rows): use the local engine"
+        )
+    start = destination.recover_state(settings, state_id)
     state: dict[str, Any] = copy.deepcopy(dict(start or {}))
     state.pop("currently_syncing", None)
     previous = state.pop(RUN_KEY, None)

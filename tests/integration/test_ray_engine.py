@@ -530,3 +530,16 @@ def test_incremental_key_ranges_resume_from_the_tables_state_exactly_once(
     assert second.rows == 500
     assert len(table.snapshots()) == 2
     assert json.loads(table.current_snapshot().summary["dativo.state"]) == second.state
+
+
+def test_a_full_refresh_is_refused_rather_than_appending_a_second_copy(tmp_path: Path) -> None:
+    from dativo_bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="full-refresh with the ray engine"):
+        run_with_ray(
+            PostgresReader,
+            IcebergWriter,
+            source_config={},
+            destination_config=_target(tmp_path),
+            full_refresh=True,
+        )
