@@ -543,3 +543,21 @@ def test_a_full_refresh_is_refused_rather_than_appending_a_second_copy(tmp_path:
             destination_config=_target(tmp_path),
             full_refresh=True,
         )
+
+
+def test_what_cannot_run_on_ray_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from dativo_bridge.errors import ConfigError
+    from tap_dativo_rest.reader import RestReader
+    from target_dativo_parquet.writer import ParquetWriter
+
+    with pytest.raises(ConfigError, match=r"partitions\(stream, bookmark\)"):
+        run_with_ray(RestReader, IcebergWriter, destination_config=_target(tmp_path))
+    with pytest.raises(ConfigError, match="target-dativo-iceberg only"):
+        run_with_ray(PostgresReader, ParquetWriter, destination_config={"path": str(tmp_path)})
+    with pytest.raises(ConfigError, match="appends only"):
+        run_with_ray(
+            PostgresReader,
+            IcebergWriter,
+            destination_config={**_target(tmp_path), "load_method": "upsert"},
+        )
+    assert not (tmp_path / "warehouse").exists()  # no catalog or table was made
