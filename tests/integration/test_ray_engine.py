@@ -561,3 +561,42 @@ def test_what_cannot_run_on_ray_is_refused_before_anything_starts(tmp_path: Path
             destination_config={**_target(tmp_path), "load_method": "upsert"},
         )
     assert not (tmp_path / "warehouse").exists()  # no catalog or table was made
+
+
+def test_a_rerun_after_a_failed_stream_does_not_read_the_finished_ones_again(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(events, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {SCHEMA}.zz (id bigint PRIMARY KEY)")
+        conn.execute(f"INSERT INTO {SCHEMA}.zz SELECT generate_series(1, 100)")
+
+    class FailsOnZz(PartitionedPostgresReader):
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            if partition.stream.name == f"{SCHEMA}-zz":
+                raise RuntimeError("stream zz fails")
+            yield from super().read_partition(partition)
+
+    with pytest.raises(Exception, match="stream zz fails"):
+        run_with_ray(
+            FailsOnZz,
+            IcebergWriter,
+            source_config=_source(events),
+            destination_config=_target(tmp_path),
+            state_id="dev:two",
+            max_retries=0,
+        )
+    marked = json.loads(_table(tmp_path).current_snapshot().summary["dativo.state"])
+    assert marked["dativo_run"]["completed"] == [f"{SCHEMA}-events"]
+
+    again = run_with_ray(
+        PostgresReader,
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=_target(tmp_path),
+        state_id="dev:two",
+    )
+    assert {t.stream for t in again.tasks} == {f"{SCHEMA}-zz"}  # events: not read again
+    assert _ids(_table(tmp_path)) == list(range(1, ROWS + 1))
+    zz = open_catalog(_target(tmp_path)).load_table("ray.dativo_ray_zz")
+    assert _ids(zz) == list(range(1, 101))
+    assert "dativo_run" not in json.loads(zz.current_snapshot().summary["dativo.state"])
