@@ -278,7 +278,13 @@ def run_with_ray(
                 result.plan_seconds += time.monotonic() - clock
                 clock = time.monotonic()
                 refs = [
-                    remote.options(max_retries=max_retries, retry_exceptions=True).remote(
+                    # SPREAD: the partitions go round the nodes (each holds its own
+                    # connection and disk bandwidth), not first to the emptiest one.
+                    remote.options(
+                        max_retries=max_retries,
+                        retry_exceptions=True,
+                        scheduling_strategy="SPREAD",
+                    ).remote(
                         reader_cls,
                         dict(source_config or {}),
                         part,
