@@ -600,3 +600,51 @@ def test_a_rerun_after_a_failed_stream_does_not_read_the_finished_ones_again(
     zz = open_catalog(_target(tmp_path)).load_table("ray.dativo_ray_zz")
     assert _ids(zz) == list(range(1, 101))
     assert "dativo_run" not in json.loads(zz.current_snapshot().summary["dativo.state"])
+
+
+def test_the_warehouse_on_s3_takes_the_tasks_files_in_one_commit(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    from .s3server import CREDENTIALS, new_bucket, s3_endpoint
+
+    bucket = new_bucket("dativo-ray")
+    target = {
+        "namespace": "ray",
+        "catalog": {
+            "type": "sql",
+            "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
+            "warehouse": f"s3://{bucket}/warehouse",
+            "s3.endpoint": s3_endpoint(),
+            "s3.access-key-id": CREDENTIALS["aws_access_key_id"],
+            "s3.secret-access-key": CREDENTIALS["aws_secret_access_key"],
+            "s3.region": CREDENTIALS["region"],
+        },
+    }
+    marker = tmp_path / "failed-once"
+    result = run_with_ray(
+        _flaky_reader(marker),
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=target,
+    )
+    assert marker.exists()
+    assert len({t.node_id for t in result.tasks}) == 2
+    table = open_catalog(target).load_table("ray.dativo_ray_events")
+    assert _ids(table) == list(range(1, ROWS + 1))
+    assert len(table.snapshots()) == 1
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(),
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+        region_name=CREDENTIALS["region"],
+    )
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="warehouse/")
+    stored = {
+        os.path.basename(o["Key"])
+        for o in listed.get("Contents", [])
+        if o["Key"].endswith(".parquet") and "/data/" in o["Key"]
+    }
+    assert stored == _referenced(table)  # the failed attempt's file is gone from S3 too
