@@ -357,6 +357,26 @@ def describe_error(
     )
 
 
+def _run_on_ray(
+    source: Any, destination: Any, *, refused: Mapping[str, Any], **kwargs: Any
+) -> RunResult:
+    """``--engine ray``: the run's partitions as Ray tasks (dativo_bridge.engines); options
+    the engine does not implement are refused, not ignored."""
+    given = [name for name, value in refused.items() if value is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: not supported with --engine ray (one commit at the end, "
+            "no periodic checkpoints or metrics yet): remove it or use --engine local"
+        )
+    from dativo_bridge.engines.ray_engine import run_with_ray
+
+    def tasks(done: int, total: int) -> None:
+        logger.info("ray: %d of %d tasks done", done, total)
+
+    result: RunResult = run_with_ray(source, destination, progress=tasks, **kwargs)
+    return result
+
+
 def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], list[str]]:
     """(class or Foreign plugin, config, schema-declared secrets) for a plugin definition.
 
@@ -507,6 +527,20 @@ def main() -> None:
     help="Seconds between two writes of --metrics-file while the run goes "
     "[default: dativo: metrics_interval:, else 15].",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="local: this process; ray: partitions as tasks on a Ray cluster with one Iceberg "
+    'commit (docs/scale-out.md; pip install "dativo[ray]") [default: dativo: engine:, '
+    "else local].",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="The Ray cluster to join [default: dativo: ray_address:, else RAY_ADDRESS, else a "
+    "local Ray instance].",
+)
 def run_command(
     tap: str,
     target: str,
@@ -524,6 +558,8 @@ def run_command(
     metrics_file: str | None,
     metrics_push: str | None,
     metrics_interval: float | None,
+    engine: str | None,
+    ray_address: str | None,
 ) -> None:
     """Run TAP into TARGET as defined in meltano.yml.
 
@@ -614,24 +650,45 @@ def run_command(
         except ConfigError as exc:
             fail(str(exc), EXIT_USAGE)
         logger.info("state store: %s", store.describe(sid))
-        result = _run_with_display(
-            console,
-            source,
-            destination,
-            source_config=source_config,
-            destination_config=dest_config,
-            state_store=store,
-            state_id=sid,
-            select=tap_def.select,
-            metadata=tap_def.metadata,
-            full_refresh=full_refresh,
-            checkpoint_rows=checkpoint_rows,
-            redactor=redactor,
-            project=project,
-            cancel=cancel,
-            progress_interval=progress_interval,
-            metrics=metrics,
-        )
+        run_settings = project.data.get("dativo") or {}
+        run_settings = run_settings if isinstance(run_settings, dict) else {}
+        if (engine or run_settings.get("engine") or "local") == "ray":
+            result = _run_on_ray(
+                source,
+                destination,
+                source_config=source_config,
+                destination_config=dest_config,
+                state_store=store,
+                state_id=sid,
+                select=tap_def.select,
+                metadata=tap_def.metadata,
+                full_refresh=full_refresh,
+                ray_address=ray_address or run_settings.get("ray_address"),
+                cancel=cancel,
+                refused={
+                    "--checkpoint-rows": checkpoint_rows,
+                    "--metrics-file / --metrics-push (or dativo: metrics_*)": metrics,
+                },
+            )
+        else:
+            result = _run_with_display(
+                console,
+                source,
+                destination,
+                source_config=source_config,
+                destination_config=dest_config,
+                state_store=store,
+                state_id=sid,
+                select=tap_def.select,
+                metadata=tap_def.metadata,
+                full_refresh=full_refresh,
+                checkpoint_rows=checkpoint_rows,
+                redactor=redactor,
+                project=project,
+                cancel=cancel,
+                progress_interval=progress_interval,
+                metrics=metrics,
+            )
         store.flush()
     except RunInterrupted as exc:
         _flush_state(store)

@@ -382,8 +382,7 @@ def _cli_has_engine() -> bool:
 
 
 def test_dativo_run_engine_ray_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
-    if not _cli_has_engine():
-        pytest.skip("dativo run has no --engine/--ray-address option yet")
+    assert _cli_has_engine(), "dativo run lists --engine and --ray-address"
     from tests.e2e.helpers import dativo_run, write_project
 
     incoming = tmp_path / "incoming"
@@ -648,3 +647,28 @@ def test_the_warehouse_on_s3_takes_the_tasks_files_in_one_commit(
         if o["Key"].endswith(".parquet") and "/data/" in o["Key"]
     }
     assert stored == _referenced(table)  # the failed attempt's file is gone from S3 too
+
+
+def test_options_the_ray_engine_does_not_implement_are_refused(tmp_path: Path) -> None:
+    """--checkpoint-rows (and the metrics options) with --engine ray: one clear error
+    before anything runs, never silently ignored."""
+    from tests.e2e.helpers import dativo_run, write_project
+
+    incoming = tmp_path / "incoming"
+    _csv_files(incoming, 0, 1)
+    target = _target(tmp_path)
+    project = write_project(
+        tmp_path,
+        [
+            {
+                "name": "tap-dativo-csv",
+                "config": {"files": [{"stream": "items", "path": str(incoming / "*.csv")}]},
+            }
+        ],
+        [{"name": "target-dativo-iceberg", "config": target}],
+    )
+    args = ["--engine", "ray", "--checkpoint-rows", "10"]
+    done = dativo_run(project, "tap-dativo-csv", "target-dativo-iceberg", *args, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "--checkpoint-rows: not supported with --engine ray" in done.stderr
+    assert "Traceback" not in done.stderr
