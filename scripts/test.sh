@@ -44,4 +44,4 @@ phase "rust_accel: install dativo-accel (optional extension), check its stub"
 "$PY" -m mypy.stubtest dativo_accel
 
 phase "pytest"
-"$PY" -m pytest -q -p no:cacheprovider "$@"
+"$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@"
