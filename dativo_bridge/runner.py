@@ -497,15 +497,31 @@ def _run_paths(
     """The run itself, on the path its source and destination take."""
     result = ctx.result
 
+    recover: Callable[[], Any] | None = None
+    if (
+        isinstance(destination, type)
+        and issubclass(destination, ArrowWriter)
+        and getattr(destination.recover_state, "__func__", None)
+        is not getattr(ArrowWriter.recover_state, "__func__", None)
+    ):
+        writer_class = destination
+
+        def recover() -> Any:
+            return writer_class.recover_state(dict(destination_config or {}), state_id)
+
     def record_state(value: Any) -> None:
         result.state = value
         if state_store is not None and state_id and isinstance(value, dict):
             state_store.put(state_id, value)
         if ctx.acknowledge is not None and isinstance(value, dict):
             # The destination committed everything up to ``value``: a log-based reader
-            # may now let its server recycle the WAL before it.
+            # may now let its server recycle the WAL before it. A destination that keeps
+            # its own state (Iceberg: each stream's in its table) is asked for it, since
+            # that is what the next run resumes from (a stream with no rows this run keeps
+            # its older bookmark there).
             try:
-                lag = ctx.acknowledge(value)
+                durable = recover() if recover is not None else value
+                lag = ctx.acknowledge(durable) if isinstance(durable, dict) else None
             except Exception as exc:  # the data is safe; only the slot lags behind
                 logger.warning("could not confirm the replication slot: %s", exc)
             else:

@@ -3,8 +3,10 @@
 # own files into the project's virtual environment (.venv: dativo with its dev extras and
 # meltano from PyPI; on Debian/Ubuntu as root, PostgreSQL from apt for the TLS tests),
 # builds the Rust extension once, then runs ruff, mypy, rustfmt, clippy, the Rust tests
-# and the whole pytest suite. About 10 minutes on 2 cores the first time (most of it
-# compiling the Rust crate), about 6 after. Usage: bash scripts/test.sh [pytest args]
+# and the whole pytest suite (about 1,700 tests; the third-party plugins it tests against
+# go into their own venvs under .dativo/test-venvs, once). About 20 minutes on 2 cores the
+# first time (the Rust crate's compile ~5 min, the suite ~13), less after.
+# Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
