@@ -220,6 +220,9 @@ class RunContext:
     #: The opened in-process reader's ``acknowledge(state)`` (log-based readers confirm
     #: their replication slot up to what the destination made durable), if it has one.
     acknowledge: Callable[[Any], int | None] | None = None
+    #: Set once the in-process reader closed: a log-based reader holds its replication
+    #: slot while it reads, and the server lets one backend use a slot at a time.
+    reader_closed: bool = False
     #: The run's metrics (None: off).
     metrics: RunMetrics | None = None
     #: The in-process reader once opened (its ``retries`` counter goes into the result).
@@ -513,9 +516,10 @@ def _run_paths(
         result.state = value
         if state_store is not None and state_id and isinstance(value, dict):
             state_store.put(state_id, value)
-        if ctx.acknowledge is not None and isinstance(value, dict):
+        if ctx.acknowledge is not None and ctx.reader_closed and isinstance(value, dict):
             # The destination committed everything up to ``value``: a log-based reader
-            # may now let its server recycle the WAL before it. A destination that keeps
+            # may now let its server recycle the WAL before it (after the read: while it
+            # reads, the reader's own connection holds the slot). A destination that keeps
             # its own state (Iceberg: each stream's in its table) is asked for it, since
             # that is what the next run resumes from (a stream with no rows this run keeps
             # its older bookmark there).
@@ -671,6 +675,7 @@ def _run_in_process(source: Source, sink: StreamWriters, ctx: RunContext) -> Non
                     if ctx.cancel.is_set():
                         raise _Cancelled
                     pipe.put((event, seconds))
+            ctx.reader_closed = True
             pipe.put(_END)
         except _Cancelled:
             return
@@ -861,6 +866,7 @@ def _run_to_foreign(
                         ctx.check_cancelled()
                         _deliver_timed(event, sink, ctx.result.streams, seconds)
                         ctx.tick(ctx.result.streams)
+                ctx.reader_closed = True
                 output.flush()
                 target_proc.proc.stdin.close()
             else:
