@@ -463,3 +463,24 @@ def test_full_table_append_appends_each_run(tmp_path: Path) -> None:
     for _ in range(2):
         run(_Full, IcebergWriter, destination_config=config, state_id="dev:full")
     assert _ids(config) == [1, 1, 2, 2, 3, 3]
+
+
+def test_a_first_overwrite_into_an_empty_table_shows_no_library_noise(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The first-hour issue's case: pyiceberg warns 'Delete operation did not match any
+    records' when a delete matches nothing; the target's overwrite of a new (empty) table,
+    and of a table emptied by an earlier overwrite, must show no such warning."""
+    import warnings
+
+    config = {"warehouse": str(tmp_path), "load_method": "overwrite"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TargetDativoIceberg(config=config).listen(_lines(_schema_message("users")))
+        TargetDativoIceberg(config=config).listen(
+            _lines(_schema_message("users"), _record("users", 1))
+        )
+        TargetDativoIceberg(config=config).listen(_lines(_schema_message("users")))
+    assert [str(w.message) for w in caught] == []
+    assert "did not match" not in capfd.readouterr().err
+    assert _ids(config) == []
