@@ -392,13 +392,11 @@ def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], l
         or registered_plugin(plugin.name) is not None
     )
     if plugin.sandbox and in_process:
-        raise ConfigError(
-            f"plugin '{plugin.name}': its sandbox: mapping applies to plugins dativo run "
-            "starts as subprocesses, and this one runs in process (a Dativo plugin or a "
-            f"{setting}); running in-process code out of process under a sandbox is not "
-            "built yet: remove sandbox:, or wrap the plugin's executable with "
-            "`dativo sandbox` and run it as a foreign plugin (docs/sandbox.md)"
-        )
+        # In-process code under a sandbox runs out of process (docs/sandbox.md).
+        from dativo_bridge.ipc_plugins import sandboxed_plugin_class
+
+        sandboxed = sandboxed_plugin_class(plugin, config, setting, str(project.dir))
+        return sandboxed, *_checked(plugin, sandboxed, config)
     base: type[ArrowReader] | type[ArrowWriter] = (
         ArrowReader if plugin.kind == "extractors" else ArrowWriter
     )

@@ -56,16 +56,17 @@ def test_dativo_run_applies_a_plugins_sandbox_mapping(
     assert _results(out) == expected
 
 
-def test_a_sandbox_mapping_on_an_in_process_plugin_is_refused(tmp_path: Path) -> None:
-    """In-process code cannot be sandboxed yet: the mapping is refused, never ignored."""
+def test_a_malformed_sandbox_mapping_on_an_in_process_plugin_is_refused(tmp_path: Path) -> None:
+    """In-process code with a sandbox: mapping runs out of process under it
+    (tests/e2e/test_sandbox_classes.py); a malformed mapping is refused, never ignored."""
     out = tmp_path / "out"
     project = write_project(
         tmp_path,
-        [{"name": "tap-dativo-csv", "config": {"files": []}, "sandbox": {"memory_mb": 256}}],
+        [{"name": "tap-dativo-csv", "config": {"files": []}, "sandbox": {"memroy_mb": 256}}],
         [{"name": "target-dativo-parquet", "config": {"path": str(out)}}],
     )
     done = dativo_run(project, "tap-dativo-csv", "target-dativo-parquet", check=False)
     assert done.returncode == 1, done.stderr
-    assert "error: plugin 'tap-dativo-csv': its sandbox:" in done.stderr
+    assert "error: plugin 'tap-dativo-csv': sandbox: unknown key 'memroy_mb'" in done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists()
