@@ -21,7 +21,8 @@ __all__ = ["Outcome", "Policy", "check_layers", "supervise"]
 def check_layers(*, network: bool = False) -> str:
     """Which layers are active on this machine, as printed by ``dativo sandbox --check``:
     a probe child enters every layer (with a process limit) and exits."""
-    probe = Policy(command=[sys.executable], network=network, max_processes=1024)
+    # Limits high enough never to bind, so that the probe makes the run's cgroups too.
+    probe = Policy(command=[sys.executable], network=network, max_processes=1024, memory_mb=1 << 20)
     outcome = supervise(probe, probe=True)
     report = outcome.report
     lines = [f"uid {os.getuid()}, Landlock ABI {landlock.abi()}"]

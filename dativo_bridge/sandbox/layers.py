@@ -61,13 +61,14 @@ def enter(policy: Policy, plan: Plan) -> Report:
         try:
             plan.cgroup.join()
             in_pids_cgroup = "pids" in plan.cgroup.dirs
-            report.active[CGROUP] = ", ".join(
-                f"{name} ({path})" for name, path in plan.cgroup.dirs.items()
-            )
+            report.active[CGROUP] = plan.cgroup.describe()
         except OSError as exc:
             report.missing[CGROUP] = _reason(exc)
     elif plan.cgroup is not None and plan.cgroup.errors:
-        report.unused[CGROUP] = "; ".join(f"{k}: {v}" for k, v in plan.cgroup.errors.items())
+        report.unused[CGROUP] = (
+            "; ".join(f"{k}: {v}" for k, v in plan.cgroup.errors.items())
+            + " (the watchdog and rlimits bound memory and processes instead)"
+        )
     userns = False
     try:
         namespaces.enter_user_namespace()

@@ -41,6 +41,11 @@ def _users() -> list[object]:
         reason = "switching to nobody needs root"
     elif shutil.which("setpriv") is None:
         reason = "setpriv (util-linux) is not installed"
+    elif (
+        subprocess.run([*NOBODY, "test", "-x", sys.executable], check=False).returncode != 0
+        or subprocess.run([*NOBODY, "test", "-r", __file__], check=False).returncode != 0
+    ):
+        reason = f"nobody cannot run {sys.executable} or read the tests (a 0700 directory)"
     users.append(
         pytest.param(
             NOBODY, id="nobody", marks=pytest.mark.skipif(bool(reason), reason=reason or "")
