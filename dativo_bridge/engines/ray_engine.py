@@ -225,10 +225,35 @@ def run_with_ray(
         snapshot_properties,
     )
     from target_dativo_iceberg.writer import CONFIG_JSONSCHEMA, IcebergWriter, open_catalog
+    from target_dativo_parquet.writer import ParquetWriter
 
     started = time.monotonic()
-    if not (isinstance(destination, type) and issubclass(destination, IcebergWriter)):
-        raise ConfigError("the ray engine writes to target-dativo-iceberg only so far")
+    parquet = isinstance(destination, type) and issubclass(destination, ParquetWriter)
+    if not parquet and not (
+        isinstance(destination, type) and issubclass(destination, IcebergWriter)
+    ):
+        raise ConfigError(
+            "the ray engine writes to target-dativo-iceberg and target-dativo-parquet only"
+        )
+    if parquet:
+        return _run_parquet(
+            ray,
+            source,
+            destination,
+            source_config=source_config,
+            destination_config=destination_config,
+            state_id=state_id,
+            select=select,
+            metadata=metadata,
+            full_refresh=full_refresh,
+            ray_address=ray_address,
+            max_retries=max_retries,
+            progress=progress,
+            state_store=state_store,
+            cancel=cancel,
+            started=started,
+        )
+    assert isinstance(destination, type) and issubclass(destination, IcebergWriter)
     settings = with_defaults(CONFIG_JSONSCHEMA, dict(destination_config or {}))
     if str(settings["load_method"]) not in ("append", "append-only"):
         raise ConfigError(
@@ -362,6 +387,49 @@ def run_with_ray(
                 writer.close()
     finally:
         reader.close()
+        if owned:
+            ray.shutdown()
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _run_parquet(
+    ray: ModuleType,
+    source: ArrowReader | type[ArrowReader],
+    destination: type[ArrowWriter],
+    *,
+    source_config: Mapping[str, Any] | None,
+    destination_config: Mapping[str, Any] | None,
+    full_refresh: bool,
+    ray_address: str | None,
+    started: float,
+    **kwargs: Any,
+) -> RayRunResult:
+    """run_with_ray into target-dativo-parquet (dativo_bridge.engines.ray_parquet)."""
+    from dativo_bridge.engines.ray_parquet import parquet_settings, run_parquet
+
+    settings = parquet_settings(destination_config)
+    reader_cls = partitioned_reader(source)
+    if full_refresh:
+        raise ConfigError(
+            "--full-refresh with the ray engine is not supported yet: use the local engine "
+            "(or load_method overwrite, which replaces the stream's files)"
+        )
+    result = RayRunResult(state_id=kwargs.get("state_id"), state=None)
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+    try:
+        run_parquet(
+            ray,
+            reader_cls,
+            destination,
+            settings,
+            source_config=dict(source_config or {}),
+            result=result,
+            **kwargs,
+        )
+    finally:
         if owned:
             ray.shutdown()
     result.elapsed = time.monotonic() - started

@@ -548,11 +548,18 @@ def test_what_cannot_run_on_ray_is_refused_before_anything_starts(tmp_path: Path
     from dativo_bridge.errors import ConfigError
     from tap_dativo_rest.reader import RestReader
     from target_dativo_parquet.writer import ParquetWriter
+    from target_dativo_s3.writer import EncryptedS3Writer
 
     with pytest.raises(ConfigError, match=r"partitions\(stream, bookmark\)"):
         run_with_ray(RestReader, IcebergWriter, destination_config=_target(tmp_path))
-    with pytest.raises(ConfigError, match="target-dativo-iceberg only"):
-        run_with_ray(PostgresReader, ParquetWriter, destination_config={"path": str(tmp_path)})
+    with pytest.raises(ConfigError, match="iceberg and target-dativo-parquet only"):
+        run_with_ray(PostgresReader, EncryptedS3Writer, destination_config={})
+    with pytest.raises(ConfigError, match="load_method 'upsert' is not supported"):
+        run_with_ray(
+            PostgresReader,
+            ParquetWriter,
+            destination_config={"path": str(tmp_path), "load_method": "upsert"},
+        )
     with pytest.raises(ConfigError, match="appends only"):
         run_with_ray(
             PostgresReader,
