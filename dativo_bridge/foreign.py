@@ -26,7 +26,8 @@ from typing import IO, Any
 from dativo_bridge.errors import PluginFailedError
 from dativo_bridge.ownership import pid_alive
 from dativo_bridge.redact import Redactor
-from dativo_bridge.sandbox.plugins import audit_line, sandboxed_command
+from dativo_bridge.sandbox.plugins import audit_line, sandbox_options, sandboxed_command
+from dativo_bridge.sandbox.policy import plugin_name
 
 logger = logging.getLogger("dativo.foreign")
 audit = logging.getLogger("dativo.audit")
@@ -58,6 +59,11 @@ class ForeignPlugin:
     cwd: str | None = None
     sandbox: Mapping[str, Any] | None = None
 
+    @property
+    def sandboxed(self) -> bool:
+        """Whether the plugin runs under ``dativo sandbox`` (a policy, not ``level: off``)."""
+        return self.sandbox is not None and self.sandbox.get("level") != "off"
+
     def argv(self, args: Sequence[str]) -> list[str]:
         """The command line that starts the plugin with ``args``: under ``dativo sandbox``
         when it has a policy. Logs the audit line (executable, sha256, policy)."""
@@ -65,9 +71,68 @@ class ForeignPlugin:
         audit.info(audit_line(self.name, argv, self.sandbox, self.cwd))
         if self.sandbox is None:
             return argv
+        # Checked even at level off: a malformed mapping is an error, never ignored.
+        sandbox_options(self.name, self.sandbox, self.cwd)
+        if not self.sandboxed:
+            return argv
         return sandboxed_command(
             self.name, self.sandbox, argv, cwd=self.cwd, env_names=sorted(self.env)
         )
+
+    def environment(self) -> dict[str, str]:
+        """The plugin's environment: the caller's for ``dativo sandbox`` to scrub, else
+        the scrubbed one of :func:`plugin_environment`."""
+        if self.sandboxed:
+            return {**os.environ, **self.env}
+        named = list((self.sandbox or {}).get("env") or [])
+        return plugin_environment(self.name, self.command, self.env, named)
+
+
+#: What a plugin not run under ``dativo sandbox`` keeps of the caller's environment,
+#: besides its own settings' variables (docs/sandbox.md).
+BASE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR")
+#: Names (comma-separated) of more variables every foreign plugin gets; ``*`` gives them
+#: the caller's whole environment (the opt-out).
+PLUGIN_ENV = "DATIVO_PLUGIN_ENV"
+
+
+def _prefix(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
+
+
+def plugin_environment(
+    name: str,
+    command: Sequence[str],
+    own: Mapping[str, str],
+    named: Sequence[str] = (),
+    parent: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """A foreign plugin's scrubbed environment: :data:`BASE_ENV`, the variables Meltano
+    names a plugin's settings by (``<PLUGIN_NAME>_*`` for the plugin's name and its
+    program's, ``MELTANO_*``), the names in ``named`` (``NAME`` copies, ``NAME=VALUE``
+    sets) and in ``$DATIVO_PLUGIN_ENV``, then ``own`` (what Dativo sets). ``*`` among the
+    names passes the caller's whole environment."""
+    parent = os.environ if parent is None else parent
+    names = [n.strip() for n in parent.get(PLUGIN_ENV, "").split(",") if n.strip()]
+    names += [str(n) for n in named]
+    if "*" in names:
+        return {**parent, **own}
+    prefixes = {_prefix(name), "MELTANO_"}
+    if command:
+        prefixes.add(_prefix(plugin_name(list(command))))
+    env = {
+        key: value
+        for key, value in parent.items()
+        if key in BASE_ENV or key.startswith(tuple(prefixes))
+    }
+    for item in names:
+        key, sep, value = item.partition("=")
+        if sep:
+            env[key] = value
+        elif key in parent:
+            env[key] = parent[key]
+    env.update(own)
+    return env
 
 
 class ForeignTap(ForeignPlugin):
@@ -111,7 +176,7 @@ class RunningPlugin:
         stdin: Any = subprocess.DEVNULL,
     ) -> None:
         self.plugin = plugin
-        env = {**os.environ, **plugin.env}
+        env = plugin.environment()
         argv = plugin.argv(args)
         logger.info("starting %s: %s", plugin.name, redactor.redact(" ".join(argv)))
         try:
@@ -275,7 +340,7 @@ def discover_catalog(tap: ForeignTap, config_path: str, redactor: Redactor) -> d
         done = subprocess.run(
             argv,
             capture_output=True,
-            env={**os.environ, **tap.env},
+            env=tap.environment(),
             cwd=tap.cwd,
             pass_fds=passed_fds(argv),
             timeout=600,

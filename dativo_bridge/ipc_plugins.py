@@ -82,7 +82,7 @@ class _Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=spec.project_dir,
-            env=dict(os.environ),
+            env=self._environment(command),
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         assert self.proc.stderr is not None
@@ -104,6 +104,17 @@ class _Worker:
         except BaseException:
             self.stop()
             raise
+
+    def _environment(self, command: list[str]) -> dict[str, str]:
+        """The caller's for ``dativo sandbox`` to scrub; at ``level: off`` (no sandbox)
+        the scrubbed one foreign plugins get (dativo_bridge.foreign)."""
+        from dativo_bridge.foreign import plugin_environment
+
+        policy = self.spec.policy
+        if policy.get("level") != "off":
+            return dict(os.environ)
+        named = [str(n) for n in policy.get("env") or []]
+        return plugin_environment(self.spec.plugin, command, {}, named)
 
     def died(self) -> PluginFailedError:
         """The worker is gone (a sandbox breach, a crash): its exit code and stderr tail."""

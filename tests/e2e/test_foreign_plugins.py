@@ -80,6 +80,8 @@ def test_crashing_foreign_tap_reports_stderr_and_keeps_state(
     before = {"bookmarks": {"animals": {"replication_key": "id", "replication_key_value": 7}}}
     store.put(state_id, before)
     os.environ["FAIL_AFTER_STATE"] = "1"
+    # Foreign plugins get a scrubbed environment: the tap's switch is named to pass.
+    os.environ["DATIVO_PLUGIN_ENV"] = "FAIL_AFTER_STATE"
     try:
         done = dativo_run(
             project,
@@ -93,6 +95,7 @@ def test_crashing_foreign_tap_reports_stderr_and_keeps_state(
         )
     finally:
         del os.environ["FAIL_AFTER_STATE"]
+        del os.environ["DATIVO_PLUGIN_ENV"]
     assert done.returncode == 1
     assert "tap-animals" in done.stderr and "exited 3" in done.stderr
     assert "disk on fire" in done.stderr
@@ -170,3 +173,65 @@ def test_shell_pipe_into_target_jsonl(tmp_path: Path, target_jsonl: Path) -> Non
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len((out / "orders.jsonl").read_text().splitlines()) == 5
+
+
+ENV_TAP = r"""#!/bin/sh
+# Reports the variables it was given (names only for the secret's presence).
+secret=absent
+[ -n "$AWS_SECRET_ACCESS_KEY" ] && secret="$AWS_SECRET_ACCESS_KEY"
+echo '{"type": "SCHEMA", "stream": "env", "key_properties": ["name"], "schema": {"type": "object", "properties": {"name": {"type": "string"}, "value": {"type": ["string", "null"]}}}}'
+for pair in "secret=$secret" "token=${TAP_ENVPROBE_TOKEN:-absent}" "meltano=${MELTANO_EXTRACT_TOKEN:-absent}" "home=${HOME:-absent}" "path_set=${PATH:+yes}" "extra=${EXTRA_NAMED:-absent}"; do
+  echo "{\"type\": \"RECORD\", \"stream\": \"env\", \"record\": {\"name\": \"${pair%%=*}\", \"value\": \"${pair#*=}\"}}"
+done
+echo '{"type": "STATE", "value": {"done": true}}'
+"""
+
+
+@pytest.mark.parametrize(
+    ("named", "sandbox", "secret", "extra"),
+    [
+        (None, None, "absent", "absent"),
+        ("EXTRA_NAMED", None, "absent", "named"),
+        ("AWS_SECRET_ACCESS_KEY,EXTRA_NAMED", None, "parent-secret", "named"),
+        ("*", None, "parent-secret", "named"),
+        (None, {"level": "off", "env": ["EXTRA_NAMED"]}, "absent", "named"),
+    ],
+    ids=["default", "one-named", "secret-named", "opt-out", "level-off-mapping"],
+)
+def test_an_unsandboxed_foreign_tap_gets_a_scrubbed_environment(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    named: str | None,
+    sandbox: dict | None,
+    secret: str,
+    extra: str,
+) -> None:
+    """PATH, LANG, HOME, TMPDIR, its own settings' variables (Meltano's
+    TAP_<NAME>_* and MELTANO_*) and what is named; never the parent's other secrets."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "parent-secret")
+    monkeypatch.setenv("TAP_ENVPROBE_TOKEN", "tap-token")
+    monkeypatch.setenv("MELTANO_EXTRACT_TOKEN", "meltano-token")
+    monkeypatch.setenv("EXTRA_NAMED", "named")
+    if named is not None:
+        monkeypatch.setenv("DATIVO_PLUGIN_ENV", named)
+    tap = tmp_path / "tap-envprobe.sh"
+    tap.write_text(ENV_TAP)
+    tap.chmod(0o755)
+    extractor: dict = {"name": "tap-envprobe", "executable": str(tap)}
+    if sandbox is not None:
+        extractor["sandbox"] = sandbox
+    out = tmp_path / "out"
+    project = write_project(
+        tmp_path, [extractor], [{"name": "target-dativo-parquet", "config": {"path": str(out)}}]
+    )
+    done = dativo_run(project, "tap-envprobe", "target-dativo-parquet")
+    seen = {r["name"]: r["value"] for r in read_parquet_dir(out / "env").to_pylist()}
+    assert seen == {
+        "secret": secret,
+        "token": "tap-token",
+        "meltano": "meltano-token",
+        "home": os.environ["HOME"],
+        "path_set": "yes",
+        "extra": extra,
+    }
+    assert "parent-secret" not in done.stderr

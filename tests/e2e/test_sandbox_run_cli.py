@@ -26,7 +26,8 @@ def _results(out: Path) -> dict[str, str]:
         ({"memory_mb": 256}, {"file": "DENIED 13", "env": "absent", "held": "0"}),
         (
             None,
-            {"file": "OK aws_secret_access_key = from-home", "env": "parent-secret", "held": "0"},
+            # Not sandboxed: files are readable, the environment is still scrubbed.
+            {"file": "OK aws_secret_access_key = from-home", "env": "absent", "held": "0"},
         ),
     ],
     ids=["sandboxed", "not-sandboxed"],
