@@ -567,3 +567,51 @@ def _otlp(module: str, cls: str) -> Any:
         "(pip install opentelemetry-exporter-otlp)"
     )
     return None
+
+
+#: The variables that turn a Dativo Singer plugin's metrics on (docs/operations.md: "Singer
+#: mode"); OpenTelemetry is turned on by the OTEL_* variables, as for ``dativo run``.
+SINGER_VARIABLES = {
+    "DATIVO_METRICS_FILE": "Prometheus text file, rewritten while the plugin runs and at its "
+    "end; {plugin} is replaced by the plugin's name",
+    "DATIVO_METRICS_PUSH": "push gateway URL that gets one HTTP PUT at the end; {plugin} is "
+    "replaced by the plugin's name",
+    "DATIVO_METRICS_INTERVAL": "seconds between two writes of DATIVO_METRICS_FILE (default 15)",
+}
+
+
+def singer_metrics(
+    plugin: str, role: str, env: Mapping[str, str] | None = None
+) -> RunMetrics | None:
+    """The metrics of a Dativo tap or target run as a Singer plugin (``role``: ``tap`` or
+    ``target``, the label its name goes in), from ``DATIVO_METRICS_FILE``,
+    ``DATIVO_METRICS_PUSH``, ``DATIVO_METRICS_INTERVAL`` and the OTEL_* variables; None
+    when none of them asks for anything (then nothing is measured)."""
+    env = os.environ if env is None else env
+
+    def value(name: str) -> str | None:
+        text = env.get(name, "").strip()
+        return text.replace("{plugin}", plugin) if text else None
+
+    interval = 15.0
+    raw = env.get("DATIVO_METRICS_INTERVAL", "").strip()
+    if raw:
+        try:
+            interval = float(raw)
+        except ValueError:
+            interval = 0.0
+        if not interval > 0:
+            logger.warning(
+                "DATIVO_METRICS_INTERVAL must be a number of seconds above 0, not %r: using 15",
+                raw,
+            )
+            interval = 15.0
+    config = MetricsConfig(
+        file=value("DATIVO_METRICS_FILE"),
+        push_url=value("DATIVO_METRICS_PUSH"),
+        interval=interval,
+        otel=otel_configured(env),
+    )
+    if not config.enabled:
+        return None
+    return RunMetrics(config, {role: plugin})

@@ -15,9 +15,10 @@ import decimal
 import json
 import logging
 import sys
+import time
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping
-from typing import IO, Any, ClassVar, NoReturn, cast
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 import click
 import orjson
@@ -37,7 +38,7 @@ from dativo_bridge.batch_files import BATCH_CONFIG_SCHEMA, BatchFileWriter, Batc
 from dativo_bridge.codecs.decode import loads
 from dativo_bridge.codecs.encode import encode_records
 from dativo_bridge.codecs.messages import SingerInput
-from dativo_bridge.delivery import StreamWriters
+from dativo_bridge.delivery import StreamStats, StreamWriters
 from dativo_bridge.errors import DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
 from dativo_bridge.maps import MappedStream, StreamMaps, StreamPlan, UnsupportedMap
@@ -55,6 +56,9 @@ from dativo_bridge.settings import (
 )
 from dativo_bridge.state import jsonable
 
+if TYPE_CHECKING:
+    from dativo_bridge.metrics import RunMetrics
+
 
 def write_bytes(data: bytes) -> None:
     """Write raw bytes to stdout after whatever text the SDK already wrote."""
@@ -67,6 +71,37 @@ def write_bytes(data: bytes) -> None:
     else:
         out.write(data.decode("utf-8"))
         out.flush()
+
+
+def _measured(
+    stats: StreamStats | None, items: Iterable[tuple[pa.RecordBatch, Any]]
+) -> Iterator[tuple[pa.RecordBatch, Any]]:
+    """``items`` (a reader's batches), counted into ``stats`` when metrics are on: rows,
+    Arrow bytes, batches, seconds waiting for the reader (read) and seconds the tap spends
+    on each batch before asking for the next (write: encoding and printing it)."""
+    if stats is None:
+        yield from items
+        return
+    if stats.started is None:
+        stats.started = time.monotonic()
+    iterator = iter(items)
+    try:
+        while True:
+            began = time.monotonic()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            got = time.monotonic()
+            stats.read_seconds += got - began
+            if item[0].num_rows:
+                stats.rows += item[0].num_rows
+                stats.bytes += item[0].nbytes
+                stats.batches += 1
+            yield item
+            stats.write_seconds += time.monotonic() - got
+    finally:
+        stats.finished = time.monotonic()
 
 
 class ArrowStream(Stream):
@@ -206,7 +241,10 @@ class ArrowStream(Stream):
 
         with self.get_batch_counter() as counter:
             try:
-                for batch, released in checked_batches(reader, info, bookmark, truncates=False):
+                for batch, released in _measured(
+                    self._arrow_tap.stream_stats(self.name),
+                    checked_batches(reader, info, bookmark, truncates=False),
+                ):
                     if batch.num_rows:
                         for index, (out, mapped) in enumerate(self._mapped(batch)):
                             if not mapped.num_rows:
@@ -256,7 +294,10 @@ class ArrowStream(Stream):
             or pa.types.is_fixed_size_binary(f.type)
         ]
         json_columns = [f.name for f in info.schema if f.type == JSON_TYPE]
-        for batch, _ in checked_batches(self._arrow_tap.reader, info, bookmark, truncates=False):
+        for batch, _ in _measured(
+            self._arrow_tap.stream_stats(self.name),
+            checked_batches(self._arrow_tap.reader, info, bookmark, truncates=False),
+        ):
             rows = batch.to_pylist()
             for name in binary:
                 for row in rows:
@@ -296,7 +337,10 @@ class ArrowStream(Stream):
         )
         record_counter = self.get_record_counter()
         with record_counter, self.get_sync_timer():
-            for batch, released in checked_batches(reader, info, bookmark, truncates=False):
+            for batch, released in _measured(
+                self._arrow_tap.stream_stats(self.name),
+                checked_batches(reader, info, bookmark, truncates=False),
+            ):
                 over = limit is not None and sent + batch.num_rows > limit
                 if over:
                     batch = batch.slice(0, max(0, cast(int, limit) - sent))
@@ -318,6 +362,38 @@ class ArrowStream(Stream):
         if not context:
             self._finalize_state(self.stream_state)
         self._write_state_message()
+
+
+def _finish_singer_metrics(
+    metrics: RunMetrics,
+    streams: Mapping[str, StreamStats],
+    began: float,
+    error: BaseException | None,
+    plugin: Any,
+) -> None:
+    """A Singer plugin's last metrics: status from how it ended, the plugin's ``retries``
+    and, for a reader with a replication slot, its lag (never raises)."""
+    status = "success"
+    if error is not None:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        if isinstance(error, SystemExit) and not error.code:
+            status = "success"
+    retries = getattr(plugin, "retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool):
+        retries = 0
+    lag = None
+    measure = getattr(plugin, "replication_lag", None)
+    if callable(measure):
+        try:
+            found = measure()
+        except Exception as exc:
+            logging.getLogger("dativo.metrics").warning("could not measure the slot lag: %s", exc)
+        else:
+            lag = found if isinstance(found, int) else None
+    for stats in streams.values():
+        if stats.finished is None:
+            stats.finished = time.monotonic()
+    metrics.finish(streams, time.monotonic() - began, status, replication_lag=lag, retries=retries)
 
 
 def end_with_error(logger: logging.Logger, exc: BaseException) -> NoReturn:
@@ -357,6 +433,10 @@ def about_text(info: AboutInfo) -> str:
             f"    Description: {schema.get('description') or '(none)'}",
             f"    Environment Variable: {env_var}",
         ]
+    from dativo_bridge.metrics import SINGER_VARIABLES
+
+    lines.append("Metrics (environment variables; OTEL_* for OpenTelemetry; docs/operations.md):")
+    lines += [f"  - {name}: {meaning}" for name, meaning in SINGER_VARIABLES.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -443,6 +523,46 @@ class ArrowTap(_MaskedCli, Tap):
     def discover_streams(self) -> list[Stream]:
         return [ArrowStream(self, info) for info in self.reader.discover()]
 
+    _metrics: RunMetrics | None = None
+    _metric_streams: dict[str, StreamStats] | None = None
+
+    def stream_stats(self, stream: str) -> StreamStats | None:
+        """The counters of ``stream`` for the run's metrics (None: metrics are off)."""
+        if self._metric_streams is None:
+            return None
+        return self._metric_streams.setdefault(stream, StreamStats())
+
+    def sync_all(self) -> None:  # type: ignore[misc]
+        """singer-sdk's sync, measured when DATIVO_METRICS_* or OTEL_* ask for metrics
+        (dativo_bridge.metrics.singer_metrics; docs/operations.md)."""
+        from dativo_bridge.metrics import singer_metrics
+
+        metrics = self._metrics = singer_metrics(self.name, "tap")
+        if metrics is None:
+            super().sync_all()
+            return
+        streams = self._metric_streams = {}
+        metrics.watch(lambda: streams)
+        began = time.monotonic()
+        try:
+            super().sync_all()
+        except BaseException as exc:
+            _finish_singer_metrics(metrics, streams, began, exc, self._reader)
+            raise
+        _finish_singer_metrics(metrics, streams, began, None, self._reader)
+
+
+class _TimedWriters(StreamWriters):
+    """StreamWriters that also count the seconds spent handing batches to the writers
+    (the ``write`` stage of a Singer target's metrics)."""
+
+    def write(self, stream: str, batch: pa.RecordBatch) -> None:
+        began = time.monotonic()
+        super().write(stream, batch)
+        stats = self.stats.get(stream)
+        if stats is not None:
+            stats.write_seconds += time.monotonic() - began
+
 
 class _ArrowMessageReader(GenericSingerReader[str]):
     """Routes the target's input through Dativo's batch decoder instead of per-line callbacks."""
@@ -477,6 +597,7 @@ class ArrowTarget(_MaskedCli, Target):
     """
 
     writer_class: ClassVar[type[ArrowWriter]]
+    _metrics: RunMetrics | None = None
     capabilities: ClassVar[list[CapabilitiesEnum]] = [
         PluginCapabilities.ABOUT,
         PluginCapabilities.STRUCTURED_LOGGING,
@@ -503,7 +624,10 @@ class ArrowTarget(_MaskedCli, Target):
         self.message_reader = _ArrowMessageReader(self)
         # The SDK validated the settings; the writers get them with every default.
         config = validated(self.config_jsonschema, self.config, plugin=self.name)
-        self.writers = StreamWriters(
+        from dativo_bridge.metrics import singer_metrics
+
+        self._metrics = singer_metrics(self.name, "target")
+        self.writers = (StreamWriters if self._metrics is None else _TimedWriters)(
             self.writer_class,
             config,
             self._emit_state,
@@ -515,6 +639,23 @@ class ArrowTarget(_MaskedCli, Target):
             batch_rows=target_batch_rows(config),
             validate_records=bool(config["validate_records"]),
         )
+
+    def listen(self, file_input: IO[str] | None = None) -> None:  # type: ignore[misc]
+        """singer-sdk's loop over the input, measured when DATIVO_METRICS_* or OTEL_* ask
+        for metrics (docs/operations.md)."""
+        metrics = self._metrics
+        if metrics is None:
+            super().listen(file_input)
+            return
+        streams = self.writers.stats
+        metrics.watch(lambda: streams)
+        began = time.monotonic()
+        try:
+            super().listen(file_input)
+        except BaseException as exc:
+            _finish_singer_metrics(metrics, streams, began, exc, self.writers)
+            raise
+        _finish_singer_metrics(metrics, streams, began, None, self.writers)
 
     def _emit_state(self, state: Any) -> None:
         # Singer targets print the bare state value, one JSON object per line; Meltano
