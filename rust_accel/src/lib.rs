@@ -1,5 +1,6 @@
 //! `dativo_accel`: PostgreSQL binary COPY decoded straight into Arrow record batches, and
-//! the Singer RECORD codecs (`encode`: Arrow -> lines, `decode`: lines -> Arrow).
+//! the Singer RECORD codecs (`encode`: Arrow -> lines, `decode`: lines -> Arrow), and a
+//! logical replication client (`repl`: a slot's pgoutput messages).
 //!
 //! Two subsystems without PyO3, so `cargo test` runs without Python: `copy` (source ->
 //! stream -> batch -> columns, see its module docs) and `singer` (the codecs). `py` is
@@ -7,6 +8,7 @@
 
 mod copy;
 mod py;
+mod repl;
 mod singer;
 
 use pyo3::prelude::*;
@@ -22,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::encode_records, m)?)?;
     m.add_class::<py::RecordDecoder>()?;
     m.add_class::<py::DecodedBatch>()?;
+    m.add_class::<py::ReplicationReader>()?;
     m.add_function(wrap_pyfunction!(py::record_run, m)?)?;
     m.add("CopyError", py.get_type::<py::CopyError>())?;
     m.add("ConnectError", py.get_type::<py::ConnectError>())?;

@@ -19,8 +19,9 @@ shape target-dativo-iceberg applies by emptying the table (docs/cdc.md, 'TRUNCAT
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -97,6 +98,11 @@ class ChangeStream:
         batch_rows: Rows per batch (transactions are never split; a larger one is one
             batch).
         where: ``stream '<name>'`` for errors.
+        rust_dsn: Read the slot with the extension's replication client
+            (``dativo_accel.ReplicationReader``, START_REPLICATION over a walsender
+            connection) at this connection string; None: poll
+            ``pg_logical_slot_peek_binary_changes`` (the Python path). Both hand the
+            same pgoutput messages to the same decoding.
     """
 
     def __init__(
@@ -109,8 +115,10 @@ class ChangeStream:
         schema: pa.Schema,
         batch_rows: int,
         where: str,
+        rust_dsn: str | None = None,
     ) -> None:
         self.conn = conn
+        self.rust_dsn = rust_dsn
         self.slot = slot
         self.publication = publication
         self.table = table
@@ -196,15 +204,9 @@ class ChangeStream:
         txn: _Transaction | None = None
         keys = list(self.table.primary_key)
         pgslot.wait_until_free(self.conn, self.slot)
-        with self.conn.cursor(name="dativo_cdc_changes") as cur:
-            cur.itersize = 2000
-            cur.execute(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, NULL, "
-                "'proto_version', '1', 'publication_names', %s)",
-                [self.slot, pgoutput.format_lsn(upto), self.publication],
-            )
-            for (data,) in cur:
-                message = pgoutput.decode(bytes(data))
+        with contextlib.closing(self._messages(after, upto)) as messages:
+            for data in messages:
+                message = pgoutput.decode(data)
                 if isinstance(message, pgoutput.Begin):
                     txn = _Transaction(message)
                 elif isinstance(message, pgoutput.Relation):
@@ -231,6 +233,41 @@ class ChangeStream:
                             message.end_lsn,
                         )
                     txn = None
+
+    def _messages(self, after: int, upto: int) -> Generator[bytes, None, None]:
+        """The slot's pgoutput messages for transactions committed before ``upto`` (the
+        Python path also gives those up to ``after``, which the caller skips)."""
+        if self.rust_dsn is None:
+            with self.conn.cursor(name="dativo_cdc_changes") as cur:
+                cur.itersize = 2000
+                cur.execute(
+                    "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, "
+                    "NULL, 'proto_version', '1', 'publication_names', %s)",
+                    [self.slot, pgoutput.format_lsn(upto), self.publication],
+                )
+                for (data,) in cur:
+                    yield bytes(data)
+            return
+        import dativo_accel
+
+        confirmed = pgslot.slot_position(self.conn, self.slot)
+        self.conn.commit()
+        if confirmed is None:
+            raise ReadError(f"{self.where}: replication slot '{self.slot}' does not exist")
+        try:
+            stream = dativo_accel.ReplicationReader(
+                self.rust_dsn, self.slot, self.publication, after, upto, confirmed
+            )
+        except dativo_accel.CopyError as exc:
+            raise ReadError(f"{self.where}: cannot stream slot '{self.slot}': {exc}") from None
+        try:
+            for chunk in stream:
+                for _lsn, data in chunk:
+                    yield data
+        except dativo_accel.CopyError as exc:
+            raise ReadError(f"{self.where}: reading slot '{self.slot}': {exc}") from None
+        finally:
+            stream.close()
 
     def _batch(self, rows: list[Row]) -> pa.RecordBatch:
         """Arrow columns for ``rows``, converted through a temporary table (see the

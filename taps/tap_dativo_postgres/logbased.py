@@ -79,6 +79,7 @@ class LogBasedReads:
         self._ack_conn: psycopg.Connection | None = None
         self._ack_lock = threading.Lock()
         self._closed = False  # acknowledgements after close use a connection each
+        self._tls_logged = False
 
     @property
     def slot(self) -> str:
@@ -211,6 +212,7 @@ class LogBasedReads:
                 stream.schema,
                 self.batch_rows,
                 where,
+                rust_dsn=self.rust_dsn(),
             )
             after = start
             while True:
@@ -233,6 +235,23 @@ class LogBasedReads:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
             conn.close()
+
+    def rust_dsn(self) -> str | None:
+        """Where the extension's replication client connects, or None for the Python
+        path: the reader's ``accelerator`` decides (as for COPY); a connection over TLS
+        reads the slot with the Python path (the replication client has no TLS)."""
+        reader = self.reader
+        if getattr(reader, "accelerator", "python") != "rust" or reader._rust_dsn is None:
+            return None
+        if reader._rust_tls is not None:
+            if not self._tls_logged:
+                logger.info(
+                    "the connection uses TLS, which the Rust replication client does not "
+                    "implement: LOG_BASED streams are read with the Python path"
+                )
+                self._tls_logged = True
+            return None
+        return reader._rust_dsn
 
     def acknowledge(self, state: Mapping[str, Any]) -> int | None:
         """Confirm the slot up to the smallest LOG_BASED LSN of a committed ``state``, and

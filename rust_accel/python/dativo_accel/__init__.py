@@ -15,6 +15,10 @@ with the values ``dativo_bridge.codecs.decode.RecordDecoder`` gives, or declines
 (anything invalid or read differently by Python), which Python then decodes and reports.
 ``record_run`` finds runs of RECORD lines of one stream in a block of input, so a target
 hands whole blocks to the decoder (``RecordDecoder.decode_segments``).
+
+``ReplicationReader`` streams a logical replication slot (``START_REPLICATION ...
+LOGICAL``, pgoutput) up to a given LSN, as chunks of ``(wal_position, message)``; its
+standby status updates only ever report the LSN it is told the slot is confirmed at.
 """
 
 from dativo_accel._core import (
@@ -23,6 +27,7 @@ from dativo_accel._core import (
     CopyReader,
     DecodedBatch,
     RecordDecoder,
+    ReplicationReader,
     __version__,
     encode_records,
     read_copy,
@@ -36,6 +41,7 @@ __all__ = [
     "CopyReader",
     "DecodedBatch",
     "RecordDecoder",
+    "ReplicationReader",
     "__version__",
     "encode_records",
     "read_copy",

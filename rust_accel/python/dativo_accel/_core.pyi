@@ -9,6 +9,7 @@ __all__ = [
     "CopyReader",
     "DecodedBatch",
     "RecordDecoder",
+    "ReplicationReader",
     "__version__",
     "encode_records",
     "read_copy",
@@ -186,3 +187,48 @@ def record_run(
         lines. The run is empty when the first line names another stream or ``stream``
         is None: ask again with that stream's limits.
     """
+
+@final
+class ReplicationReader:
+    """A running ``START_REPLICATION SLOT ... LOGICAL`` read (pgoutput, proto_version 1)
+    of a slot over a walsender connection, iterated as chunks of ``(wal_position,
+    message)``; it ends once the read reached ``upto``, the way
+    ``pg_logical_slot_peek_binary_changes(slot, upto, ...)`` ends.
+
+    Standby status updates report ``confirmed`` (as written, flushed and applied), never
+    the position read: the slot is not moved by the read.
+
+    Args:
+        dsn: A libpq ``key=value`` connection string or a ``postgresql://`` URI, without
+            TLS (a ``host`` starting with ``/`` is a unix-socket directory).
+        slot: The logical (pgoutput) slot; the server lets one backend use it at a time.
+        publication: The publication to decode.
+        start: Stream transactions committed from this LSN on.
+        upto: The WAL end seen when the read began.
+        confirmed: The LSN the slot is confirmed at (what status updates report).
+        chunk: Messages per chunk at most.
+    """
+
+    def __new__(
+        cls,
+        dsn: str,
+        slot: str,
+        publication: str,
+        start: int,
+        upto: int,
+        confirmed: int,
+        chunk: int = 4096,
+    ) -> ReplicationReader: ...
+    def __iter__(self) -> ReplicationReader: ...
+    def __next__(self) -> list[tuple[int, bytes]]: ...
+    def close(self) -> None:
+        """End the session (the server releases the slot as its backend exits)."""
+    @property
+    def reported_lsn(self) -> int:
+        """The highest LSN a standby status update reported as flushed (0: none sent)."""
+    @property
+    def status_updates(self) -> int:
+        """Standby status updates sent."""
+    @property
+    def server_lsn(self) -> int:
+        """The highest WAL position the server reported (XLogData or keepalive)."""
