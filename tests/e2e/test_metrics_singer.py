@@ -151,3 +151,24 @@ def test_about_lists_the_metrics_variables() -> None:
         )
         for name in ("DATIVO_METRICS_FILE", "DATIVO_METRICS_PUSH", "DATIVO_METRICS_INTERVAL"):
             assert f"  - {name}: " in done.stdout
+
+
+def test_a_singer_pipe_exports_both_sides_over_otlp(tmp_path: Path) -> None:
+    from tests.unit.test_metrics_otlp import otlp_receiver
+
+    _csv(tmp_path / "orders.csv", 2_500)
+    command = _configs(tmp_path, str(tmp_path / "orders.csv"))
+    clean = {k: "" for k in env() if k.startswith("OTEL_")}
+    with otlp_receiver() as (endpoint, received):
+        pipe(command, tmp_path, {**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    rows = {
+        (p.metric, p.attributes.get("dativo.tap") or p.attributes.get("dativo.target")): p.value
+        for p in received.points()
+        if p.attributes.get("dativo.stream") == "orders"
+    }
+    assert rows[("dativo.stream.rows", "tap-dativo-csv")] == 2_500
+    assert rows[("dativo.stream.rows", "target-dativo-parquet")] == 2_500
+    assert rows[("dativo.stream.committed_rows", "target-dativo-parquet")] == 2_500
+    assert rows[("dativo.stream.commits", "target-dativo-parquet")] >= 1
+    roots = [s for s in received.spans() if s.name == "dativo run"]
+    assert len(roots) == 2  # one trace per plugin process
