@@ -193,8 +193,12 @@ class _Worker:
         return retries
 
     def stop(self) -> None:
+        """End the worker: its stdin closed (it exits at the end of its requests), and its
+        stdout too, so that a worker still writing a read nobody waits for gets EPIPE."""
         with contextlib.suppress(OSError):
             self.out.close()
+        with contextlib.suppress(OSError):
+            self.inp.close()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -204,8 +208,6 @@ class _Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        with contextlib.suppress(OSError):
-            self.inp.close()
 
 
 class _Spec:

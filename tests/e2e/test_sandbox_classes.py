@@ -6,8 +6,10 @@ the hostile checks hold for such a class; a breach fails the run with the one li
 from __future__ import annotations
 
 import json
+import os
 import socket
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +113,16 @@ MODULE = textwrap.dedent(
             yield pa.record_batch(
                 {"check": list(found), "result": list(found.values())}, schema=PROBE
             )
+
+
+    class FailingWriter(ArrowWriter):
+        name = "failing-writer"
+
+        def write(self, batch):
+            raise ValueError("disk on fire")
+
+        def commit(self):
+            return CommitResult()
 
 
     class HostileWriter(ArrowWriter):
@@ -345,3 +357,47 @@ def test_a_sandboxed_reader_past_its_memory_limit_fails_the_run_with_the_one_lin
     assert "sandbox: tap-hog exceeded its memory limit of 128 MB" in done.stderr
     assert "Traceback" not in done.stderr
     assert not any(p.is_file() for p in state_dir.rglob("*")) if state_dir.exists() else True
+
+
+def test_a_run_that_fails_mid_read_stops_the_sandboxed_reader(project_dir: Path) -> None:
+    """The writer fails at its first batch while the sandboxed reader still has many to
+    send: the run ends at once with the writer's error, and no worker is left behind."""
+    project = write_project(
+        project_dir,
+        [
+            {
+                "name": "tap-typed",
+                "config": {
+                    "reader_class": "sandbox_classes:TypedReader",
+                    "plugin_dirs": ["plugins"],
+                    "rows": 400000,
+                },
+                "sandbox": {"memory_mb": 512},
+            }
+        ],
+        [
+            {
+                "name": "target-failing",
+                "config": {
+                    "writer_class": "sandbox_classes:FailingWriter",
+                    "plugin_dirs": ["plugins"],
+                },
+            }
+        ],
+    )
+    began = time.monotonic()
+    done = dativo_run(project, "tap-typed", "target-failing", check=False, timeout=120)
+    took = time.monotonic() - began
+    assert done.returncode != 0
+    assert "disk on fire" in done.stderr, done.stderr[-3000:]
+    assert took < 30, took
+    workers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"dativo_bridge.ipc" in command and cwd.startswith(str(project_dir)):
+            workers.append(entry.name)
+    assert workers == []
