@@ -4,14 +4,16 @@ pieces, each on its own worker.
 A reader opts in with two methods (:class:`PartitionedReader`): ``partitions(stream,
 bookmark)``, called once on the driver, plans the pieces and holds whatever keeps them
 consistent (PostgreSQL: the transaction that exported the snapshot every piece reads) until
-the reader is closed; ``read_partition(partition)``, called on a worker by a freshly opened
-reader, yields the piece's batches. Invariant: the union of the pieces is exactly what
-``read(stream, bookmark)`` would yield (each row in one piece), and a piece read twice
-yields the same rows, so a retried task neither loses nor adds rows.
+the reader is closed (a reader that also takes ``target_bytes`` sizes them for the
+target's file size: :func:`plan`); ``read_partition(partition)``, called on a worker by a
+freshly opened reader, yields the piece's batches. Invariant: the union of the pieces is
+exactly what ``read(stream, bookmark)`` would yield (each row in one piece), and a piece
+read twice yields the same rows, so a retried task neither loses nor adds rows.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -52,3 +54,19 @@ class PartitionedReader(Protocol):
     def read_partition(self, partition: Partition) -> Iterator[pa.RecordBatch]:
         """The batches of one piece, in the stream's declared schema."""
         ...
+
+
+def plan(
+    reader: PartitionedReader, stream: StreamInfo, bookmark: Any | None, target_bytes: int | None
+) -> Sequence[Partition]:
+    """``reader.partitions(stream, bookmark)``, sized for ``target_bytes`` (the target's
+    file size) where the reader's ``partitions`` takes a ``target_bytes`` argument: each
+    partition then holds about that much of the source's data by its size estimate, so a
+    task writes about one file of at most the target size."""
+    try:
+        takes = "target_bytes" in inspect.signature(reader.partitions).parameters
+    except (TypeError, ValueError):  # no signature to read: the plain call
+        takes = False
+    if takes and target_bytes is not None:
+        return reader.partitions(stream, bookmark, target_bytes=target_bytes)  # type: ignore[call-arg]
+    return reader.partitions(stream, bookmark)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from dativo_bridge.engines.partitions import Partition, PartitionedReader
+from dativo_bridge.engines.partitions import Partition, PartitionedReader, plan
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.reading import check_batch
@@ -299,7 +299,9 @@ def run_with_ray(
                 identifier = writer._identifier
                 schema = writer._schema
                 clock = time.monotonic()
-                parts = reader.partitions(stream, starting_bookmark(state, stream))
+                parts = plan(
+                    reader, stream, starting_bookmark(state, stream), target_bytes(settings)
+                )
                 result.plan_seconds += time.monotonic() - clock
                 clock = time.monotonic()
                 refs = [
@@ -434,6 +436,12 @@ def _run_parquet(
             ray.shutdown()
     result.elapsed = time.monotonic() - started
     return result
+
+
+def target_bytes(settings: Mapping[str, Any]) -> int | None:
+    """The target's file size in bytes (``target_file_size_mb``; both targets have it)."""
+    size = settings.get("target_file_size_mb")
+    return None if size is None else max(1, int(float(size) * 2**20))
 
 
 def _load_table(settings: Mapping[str, Any], identifier: str) -> Any:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dativo_bridge.engines.partitions import Partition, PartitionedReader
+from dativo_bridge.engines.partitions import Partition, PartitionedReader, plan
 from dativo_bridge.errors import ConfigError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.reading import check_batch
@@ -108,7 +108,7 @@ def run_parquet(
 ) -> None:
     """The Parquet run of :func:`~dativo_bridge.engines.ray_engine.run_with_ray` (Ray is
     initialised, ``result`` a RayRunResult filled in here)."""
-    from dativo_bridge.engines.ray_engine import TaskResult, _cancel, _wait
+    from dativo_bridge.engines.ray_engine import TaskResult, _cancel, _wait, target_bytes
     from target_dativo_parquet.files import adopt, remove_run_leftovers, run_id
 
     overwrite = load_method(settings, ("append", "overwrite"), "target-dativo-parquet") == (
@@ -151,7 +151,7 @@ def run_parquet(
             try:
                 clock = time.monotonic()
                 bookmark = None if overwrite else starting_bookmark(state, stream)
-                parts = reader.partitions(stream, bookmark)
+                parts = plan(reader, stream, bookmark, target_bytes(settings))
                 result.plan_seconds += time.monotonic() - clock
                 clock = time.monotonic()
                 run = run_id(writer)  # type: ignore[arg-type]

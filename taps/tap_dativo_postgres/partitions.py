@@ -38,14 +38,22 @@ class PartitionedPostgresReader(PostgresReader):
     def open(self, config: Any) -> None:
         super().open(config)
         self._coordinators: list[psycopg.Connection] = []
+        #: pages_per_partition given in the settings wins over sizing for the target.
+        self._pages_given = "pages_per_partition" in (config or {})
 
-    def partitions(self, stream: StreamInfo, bookmark: Any | None) -> Sequence[Partition]:
+    def partitions(
+        self, stream: StreamInfo, bookmark: Any | None, target_bytes: int | None = None
+    ) -> Sequence[Partition]:
         """The stream's partitions under one new exported snapshot: ctid ranges of
-        ``pages_per_partition`` pages for a FULL_TABLE read; for an INCREMENTAL read,
-        replication-key ranges from ``bookmark`` (``>=``) to the largest key the snapshot
-        holds (the bookmark the run ends with), split at quantiles into pieces of about
-        as many rows as ``pages_per_partition`` pages hold, and the NULL keys on a first
-        read.
+        ``step`` pages for a FULL_TABLE read; for an INCREMENTAL read, replication-key
+        ranges from ``bookmark`` (``>=``) to the largest key the snapshot holds (the
+        bookmark the run ends with), split at quantiles into pieces of about as many rows
+        as ``step`` pages hold, and the NULL keys on a first read.
+
+        ``step`` is ``pages_per_partition`` when the settings give it; otherwise, with
+        ``target_bytes`` (the target's file size), as many pages as hold that many bytes
+        of the table (its relation size is the size estimate), so each partition is about
+        one target file before compression; else the setting's default.
 
         Raises:
             ConfigError: A LOG_BASED stream, or a view (not partitioned yet).
@@ -68,24 +76,41 @@ class PartitionedPostgresReader(PostgresReader):
         self._coordinators.append(coordinator)
         size = coordinator.execute(
             "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "
-            "greatest(c.reltuples, 0) / greatest(c.relpages, 1) "
+            "greatest(c.reltuples, 0) / greatest(c.relpages, 1), "
+            "current_setting('block_size')::int "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s",
             [table.schema, table.table],
         ).fetchone()
-        npages, per_page = (int(size[0]), float(size[1])) if size else (0, 0.0)
+        npages, per_page, block = (
+            (int(size[0]), float(size[1]), int(size[2])) if size else (0, 0.0, 8192)
+        )
+        step = self.pages_per_partition(target_bytes, block)
         if stream.replication_method == "INCREMENTAL" and stream.replication_key:
-            rows = max(1, int(self._pages_per_partition * (per_page or 100.0)))
+            rows = max(1, int(step * (per_page or 100.0)))
             planned = self._key_ranges(coordinator, stream, bookmark, snapshot, rows)
         else:
-            planned = self._ctid_ranges(stream, npages, snapshot)
+            planned = self._ctid_ranges(stream, npages, snapshot, step)
         logger.info(
-            "stream '%s': %d partition(s) under snapshot %s", stream.name, len(planned), snapshot
+            "stream '%s': %d partition(s) of %d page(s) (%.1f MiB) of %d under snapshot %s",
+            stream.name,
+            len(planned),
+            step,
+            step * block / 2**20,
+            npages,
+            snapshot,
         )
         return planned
 
-    def _ctid_ranges(self, stream: StreamInfo, npages: int, snapshot: str) -> list[Partition]:
-        step = self._pages_per_partition
+    def pages_per_partition(self, target_bytes: int | None, block_size: int = 8192) -> int:
+        """The pages a partition spans (see :meth:`partitions`)."""
+        if self._pages_given or target_bytes is None:
+            return self._pages_per_partition
+        return max(1, -(-int(target_bytes) // max(1, block_size)))
+
+    def _ctid_ranges(
+        self, stream: StreamInfo, npages: int, snapshot: str, step: int
+    ) -> list[Partition]:
         bounds = list(range(0, max(npages, 1), step))
         planned = []
         for i, lo in enumerate(bounds):

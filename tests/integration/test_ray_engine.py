@@ -258,6 +258,10 @@ def test_without_ray_the_engine_says_how_to_install_it(tmp_path: Path) -> None:
     assert 'pip install "dativo[ray]"' in out.stdout
 
 
+#: A target file size below one of _csv_files' files (about 7 kB): no two share a partition.
+CSV_FILE_MB = 0.006
+
+
 def _csv_files(directory: Path, first: int, count: int, rows: int = 500) -> None:
     """``count`` files of ``rows`` rows each, modified a second apart, ids from ``first``."""
     directory.mkdir(exist_ok=True)
@@ -278,7 +282,7 @@ def test_csv_files_are_partitions_and_a_rerun_resumes_from_the_tables_state(
     incoming = tmp_path / "incoming"
     _csv_files(incoming, 0, 4)
     source = {"files": [{"stream": "items", "path": str(incoming / "*.csv")}]}
-    target = _target(tmp_path)
+    target = {**_target(tmp_path), "target_file_size_mb": CSV_FILE_MB}  # a partition a file
     first = run_with_ray(
         CsvReader, IcebergWriter, source_config=source, destination_config=target, state_id="csv"
     )
@@ -387,7 +391,7 @@ def test_dativo_run_engine_ray_on_the_cluster(cluster: Cluster, tmp_path: Path) 
 
     incoming = tmp_path / "incoming"
     _csv_files(incoming, 0, 3)
-    target = _target(tmp_path)
+    target = {**_target(tmp_path), "target_file_size_mb": CSV_FILE_MB}
     project = write_project(
         tmp_path,
         [

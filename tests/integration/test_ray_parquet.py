@@ -299,3 +299,95 @@ def test_upsert_and_full_refresh_into_parquet_are_refused(tmp_path: Path) -> Non
             full_refresh=True,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_postgres_partitions_are_sized_for_the_target_file_size(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    fresh_schema(SCHEMA + "_size")
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {SCHEMA}_size.rows (id bigint, payload text)")
+        conn.execute(
+            f"INSERT INTO {SCHEMA}_size.rows SELECT g, repeat(md5(g::text), 4) "
+            "FROM generate_series(1, 20000) g"
+        )
+        conn.execute(f"VACUUM ANALYZE {SCHEMA}_size.rows")
+        found = conn.execute(
+            f"SELECT pg_relation_size('{SCHEMA}_size.rows'), current_setting('block_size')::int"
+        ).fetchone()
+    assert found is not None
+    size, block = int(found[0]), int(found[1])
+    target_mb = 0.5
+    pages = -(-int(target_mb * 2**20) // block)  # a partition holds the target's bytes
+    expected = -(-(size // block) // pages)
+    assert expected >= 4, size  # the table spans several target files
+    source = {"dsn": pg_dsn(), "filter_schemas": [SCHEMA + "_size"]}
+    reader = PartitionedPostgresReader()
+    reader.open(source)
+    try:
+        stream = next(s for s in reader.discover() if s.name.endswith("-rows"))
+        assert len(reader.partitions(stream, None, target_bytes=int(target_mb * 2**20))) == (
+            expected
+        )
+        assert len(reader.partitions(stream, None)) == 1  # no target: pages_per_partition
+    finally:
+        reader.close()
+    given = PartitionedPostgresReader()
+    given.open({**source, "pages_per_partition": 10})  # a setting given wins
+    try:
+        stream = next(s for s in given.discover() if s.name.endswith("-rows"))
+        assert len(given.partitions(stream, None, target_bytes=2**20)) == -(-(size // block) // 10)
+    finally:
+        given.close()
+
+    target = {"path": str(tmp_path), "target_file_size_mb": target_mb, "compression": "none"}
+    result = run_with_ray(
+        PostgresReader, ParquetWriter, source_config=source, destination_config=target
+    )
+    assert len(result.tasks) == expected
+    assert result.rows == 20000
+    sizes = [os.path.getsize(t.files[0]) for t in result.tasks]
+    assert all(len(t.files) == 1 for t in result.tasks), [t.files for t in result.tasks]
+    low, high = 0.6 * target_mb * 2**20, 1.05 * target_mb * 2**20
+    assert all(low <= s <= high for s in sizes[:-1]), (sizes, low, high)
+
+
+def _fixed_csv(directory: Path, count: int, size: int) -> None:
+    """``count`` CSV files of exactly ``size`` bytes, modified a second apart."""
+    directory.mkdir()
+    for n in range(count):
+        lines = ["id,name"]
+        body = len(lines[0]) + 1
+        row = 0
+        while body + 24 <= size:
+            start = n * 10_000 + row
+            line = f"{start},{'x' * (22 - len(str(start)))}"
+            lines.append(line)
+            body += len(line) + 1
+            row += 1
+        lines[-1] += "y" * (size - body)
+        path = directory / f"f{n}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        assert path.stat().st_size == size
+        os.utime(path, (1_700_000_000 + n, 1_700_000_000 + n))
+
+
+def test_csv_files_are_grouped_up_to_the_target_file_size(cluster: Cluster, tmp_path: Path) -> None:
+    from tap_dativo_csv.reader import CsvReader
+
+    _fixed_csv(tmp_path / "in", 6, 8000)
+    source = {"files": [{"stream": "items", "path": str(tmp_path / "in" / "*.csv")}]}
+    # 20,971 bytes: two 8,000-byte files fit, a third does not.
+    target = {"path": str(tmp_path / "out"), "target_file_size_mb": 0.02}
+    result = run_with_ray(CsvReader, ParquetWriter, source_config=source, destination_config=target)
+    assert [t.partition for t in result.tasks] == [
+        "f0.csv .. f1.csv (2 files)",
+        "f2.csv .. f3.csv (2 files)",
+        "f4.csv .. f5.csv (2 files)",
+    ]
+    ids = _rows(tmp_path / "out" / "items").column("id").to_pylist()
+    per_file = len(ids) // 6
+    assert ids == sorted(n * 10_000 + r for n in range(6) for r in range(per_file))
+    assert result.state["bookmarks"]["items"]["replication_key_value"].startswith(
+        "2023-11-14T22:13:25"
+    )  # the newest file's
