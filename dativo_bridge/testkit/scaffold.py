@@ -22,8 +22,23 @@ TEMPLATES = Path(__file__).parent / "templates"
 _NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$|^[a-z]$")
 
 
-def create_project(kind: str, name: str, destination: Path, description: str | None = None) -> Path:
+def create_project(
+    kind: str,
+    name: str,
+    destination: Path,
+    description: str | None = None,
+    *,
+    rust: bool = False,
+    template: str | Path | None = None,
+    vcs_ref: str | None = None,
+) -> Path:
     """Generate a ``kind`` (reader or writer) project for ``name`` under ``destination``.
+
+    Args:
+        rust: A reader whose hot path is a Rust extension module (maturin and PyO3).
+        template: Another copy of the template (a directory or a git URL; default: the
+            one installed with Dativo).
+        vcs_ref: The template's git tag or commit to use (a git template only).
 
     Returns:
         The project directory (``destination``).
@@ -36,6 +51,8 @@ def create_project(kind: str, name: str, destination: Path, description: str | N
         raise ConfigError(
             f"plugin name {name!r}: use lower-case letters, digits and dashes (e.g. weather)"
         )
+    if rust and kind != "reader":
+        raise ConfigError("--rust is for readers: dativo init reader NAME --rust")
     if destination.exists() and any(destination.iterdir()):
         raise ConfigError(f"{destination} exists and is not empty")
     try:
@@ -44,16 +61,19 @@ def create_project(kind: str, name: str, destination: Path, description: str | N
         raise ConfigError(
             "dativo init needs copier: pip install 'dativo[scaffold]' (or pip install copier)"
         ) from None
-    data = {"name": name}
+    data: dict[str, object] = {"name": name}
     if description:
         data["description"] = description
+    if rust:
+        data["rust"] = True
     run_copy(
-        str(TEMPLATES / kind),
+        str(template or TEMPLATES / kind),
         str(destination),
         data=data,
         defaults=True,
         quiet=True,
         unsafe=False,
+        vcs_ref=vcs_ref,
     )
     return destination
 
@@ -67,14 +87,21 @@ def create_project(kind: str, name: str, destination: Path, description: str | N
     help="Project directory (default: ./tap-NAME or ./target-NAME).",
 )
 @click.option("--description", help="One line for --about and the README.")
-def init(kind: str, name: str, dest: Path | None, description: str | None) -> None:
+@click.option(
+    "--rust",
+    is_flag=True,
+    help="A reader whose hot path is a Rust extension module built by maturin (PyO3); "
+    "needs a Rust toolchain to install.",
+)
+def init(kind: str, name: str, dest: Path | None, description: str | None, rust: bool) -> None:
     """Create a reader or writer project that passes the conformance suite."""
     short = name.removeprefix("tap-").removeprefix("target-")
     plugin = f"{'tap' if kind == 'reader' else 'target'}-{short}"
     destination = dest or Path.cwd() / plugin
     try:
-        create_project(kind, short, destination, description)
+        create_project(kind, short, destination, description, rust=rust)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created {plugin} in {destination}")
-    click.echo(f"next: cd {destination} && pip install -e '.[test]' && pytest")
+    needs = " (needs cargo: https://rustup.rs)" if rust else ""
+    click.echo(f"next: cd {destination} && pip install -e '.[test]' && pytest{needs}")

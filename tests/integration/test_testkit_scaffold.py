@@ -1,5 +1,5 @@
 """``dativo init reader|writer NAME``: the generated projects install with ``pip install -e .``
-into a fresh venv (dativo from the system site), register their entry points and console
+into a fresh venv (that sees this interpreter's packages: dativo, pyarrow, pytest), register their entry points and console
 scripts, and pass their own tests, which run the conformance suite (and fail when the
 generated reader is broken)."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,22 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def dev_venv(path: Path) -> Path:
+    """A fresh venv (its own pip) that also sees the packages of the interpreter running
+    the tests, through a .pth file (``--system-site-packages`` would give the base
+    interpreter's, which need not hold dativo). Returns its python."""
+    done = _run([sys.executable, "-m", "venv", str(path)], path.parent)
+    assert done.returncode == 0, done.stderr
+    python = path / "bin" / "python"
+    purelib = _run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        path.parent,
+    ).stdout.strip()
+    ours = sysconfig.get_paths()["purelib"]
+    (Path(purelib) / "_dativo_tests.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    return python
+
+
 def test_generated_projects_install_and_pass_their_own_tests(tmp_path: Path) -> None:
     reader, writer = tmp_path / "tap-weather", tmp_path / "target-lake"
     result = CliRunner().invoke(init, ["reader", "weather", "--dest", str(reader)])
@@ -36,10 +53,8 @@ def test_generated_projects_install_and_pass_their_own_tests(tmp_path: Path) -> 
         assert (project / package / "__init__.py").is_file()
     assert "| `api_key` | string (secret) |" in (reader / "README.md").read_text()
 
-    venv = tmp_path / "venv"
-    done = _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path)
-    assert done.returncode == 0, done.stderr
-    python, bin_dir = venv / "bin" / "python", venv / "bin"
+    python = dev_venv(tmp_path / "venv")
+    bin_dir = python.parent
     pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(reader)]
     done = _run([*pip, "-e", str(writer)], tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
