@@ -358,7 +358,13 @@ def describe_error(
 
 
 def _run_on_ray(
-    source: Any, destination: Any, *, refused: Mapping[str, Any], **kwargs: Any
+    source: Any,
+    destination: Any,
+    *,
+    refused: Mapping[str, Any],
+    console: Console | None = None,
+    progress_interval: float = 0.0,
+    **kwargs: Any,
 ) -> RunResult:
     """``--engine ray``: the run's partitions as Ray tasks (dativo_bridge.engines); options
     the engine does not implement are refused, not ignored."""
@@ -368,12 +374,10 @@ def _run_on_ray(
             f"{', '.join(given)}: not supported with --engine ray (one commit at the end, "
             "no periodic checkpoints or metrics yet): remove it or use --engine local"
         )
-    from dativo_bridge.engines.ray_engine import run_with_ray
+    from dativo_bridge.engines.ray_engine import TasksDisplay, run_with_ray
 
-    def tasks(done: int, total: int) -> None:
-        logger.info("ray: %d of %d tasks done", done, total)
-
-    result: RunResult = run_with_ray(source, destination, progress=tasks, **kwargs)
+    with TasksDisplay(console, progress_interval) as tasks:  # tasks done / total
+        result: RunResult = run_with_ray(source, destination, progress=tasks, **kwargs)
     return result
 
 
@@ -663,6 +667,8 @@ def run_command(
                 full_refresh=full_refresh,
                 ray_address=ray_address or run_settings.get("ray_address"),
                 cancel=cancel,
+                console=console,
+                progress_interval=progress_interval,
                 refused={
                     "--checkpoint-rows": checkpoint_rows,
                     "--metrics-file / --metrics-push (or dativo: metrics_*)": metrics,

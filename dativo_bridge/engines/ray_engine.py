@@ -287,6 +287,7 @@ def run_with_ray(
             if set(earlier) < set(previous.get("streams") or []):
                 done = [n for n in earlier if n in stream_names]
         completed = list(done)
+        counted = RunTasks()
         for stream in streams:
             if stream.name in done:
                 logger.info("stream '%s': finished by the run this one resumes", stream.name)
@@ -323,7 +324,9 @@ def run_with_ray(
                     )
                     for part in parts
                 ]
-                outcomes = _wait(ray, refs, progress, cancel, result)
+                report = None if progress is None else functools.partial(counted, progress)
+                outcomes = _wait(ray, refs, report, cancel, result)
+                counted.add(len(parts))
                 result.tasks_seconds += time.monotonic() - clock
                 clock = time.monotonic()
                 table = open_catalog(settings).load_table(identifier)
@@ -470,6 +473,8 @@ def _wait(
             raise RunInterrupted(cancel.signum or signal.SIGINT, result)
         ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
         if not ready:
+            if progress is not None:  # a periodic display shows the count meanwhile
+                progress(len(refs) - len(pending), len(refs))
             continue
         try:
             ray.get(ready)
@@ -483,6 +488,78 @@ def _wait(
         if progress is not None:
             progress(len(refs) - len(pending), len(refs))
     return list(ray.get(refs))
+
+
+class RunTasks:
+    """The run's task count across its streams: ``progress`` gets the earlier streams'
+    tasks added to the running stream's (done, planned)."""
+
+    def __init__(self) -> None:
+        self.before = 0
+
+    def add(self, tasks: int) -> None:
+        self.before += tasks
+
+    def __call__(self, progress: Callable[[int, int], None], done: int, total: int) -> None:
+        progress(self.before + done, self.before + total)
+
+
+class TasksDisplay:
+    """The live display of a ray run, fed with (tasks done, tasks planned) as the run's
+    tasks finish: on a terminal a live line; off one a ``progress:`` log line at most every
+    ``interval`` seconds and when the planned tasks are all done, with ``tasks_done`` /
+    ``tasks_total`` fields for ``--log-format json`` records (the local engine's
+    ``progress_fields``).
+
+    Use it as a context manager around the run (the terminal's live line is shown inside).
+    """
+
+    def __init__(self, console: Any, interval: float) -> None:
+        self._console = console
+        self._interval = float(interval)
+        self._started = time.monotonic()
+        self._last: float | None = None
+        self._shown: tuple[int, int] | None = None
+        self._live: Any = None
+
+    def __enter__(self) -> TasksDisplay:
+        self._started = time.monotonic()
+        if self._console is not None and self._console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(console=self._console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def line(self, done: int, total: int) -> str:
+        elapsed = time.monotonic() - self._started
+        return f"progress: ray tasks {done}/{total} done, {elapsed:.1f}s elapsed"
+
+    def fields(self, done: int, total: int) -> dict[str, Any]:
+        return {
+            "tasks_done": done,
+            "tasks_total": total,
+            "elapsed_seconds": round(time.monotonic() - self._started, 3),
+        }
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.update(Text(self.line(done, total)))
+            return
+        now = time.monotonic()
+        finished = done >= total and self._shown != (done, total)
+        due = self._interval > 0 and (self._last is None or now - self._last >= self._interval)
+        if not (finished or due):
+            return
+        self._last, self._shown = now, (done, total)
+        logger.info("%s", self.line(done, total), extra={"dativo_fields": self.fields(done, total)})
 
 
 def _cancel(ray: Any, refs: Sequence[Any]) -> None:

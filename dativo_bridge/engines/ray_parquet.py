@@ -108,7 +108,13 @@ def run_parquet(
 ) -> None:
     """The Parquet run of :func:`~dativo_bridge.engines.ray_engine.run_with_ray` (Ray is
     initialised, ``result`` a RayRunResult filled in here)."""
-    from dativo_bridge.engines.ray_engine import TaskResult, _cancel, _wait, target_bytes
+    from dativo_bridge.engines.ray_engine import (
+        RunTasks,
+        TaskResult,
+        _cancel,
+        _wait,
+        target_bytes,
+    )
     from target_dativo_parquet.files import adopt, remove_run_leftovers, run_id
 
     overwrite = load_method(settings, ("append", "overwrite"), "target-dativo-parquet") == (
@@ -123,7 +129,7 @@ def run_parquet(
     state.pop("currently_syncing", None)
     previous = state.pop(RUN_KEY, None)
     remote = ray.remote(_parquet_task)
-    counted = functools.partial(_counted, progress) if progress is not None else None
+    counted = RunTasks()
     reader = reader_cls()
     reader.open(dict(source_config))
     #: Overwrite writers wait for the end of the run, with their tasks' results.
@@ -138,7 +144,6 @@ def run_parquet(
             if set(earlier) < set(previous.get("streams") or []):
                 done = [n for n in earlier if n in stream_names]
         completed = list(done)
-        totals = [0, 0]  # tasks finished and planned before this stream's
         for stream in streams:
             if stream.name in done:
                 logger.info("stream '%s': finished by the run this one resumes", stream.name)
@@ -163,10 +168,9 @@ def run_parquet(
                     ).remote(reader_cls, dict(source_config), part, dict(settings), run)
                     for part in parts
                 ]
-                report = None if counted is None else functools.partial(counted, totals)
+                report = None if progress is None else functools.partial(counted, progress)
                 outcomes = _wait(ray, refs, report, cancel, result)
-                totals[0] += len(parts)
-                totals[1] += len(parts)
+                counted.add(len(parts))
                 result.tasks_seconds += time.monotonic() - clock
                 handed = [f for o in outcomes for f in o["finished"]]
                 adopt(writer, handed)  # type: ignore[arg-type]
@@ -256,10 +260,3 @@ def _stats_of() -> Any:
     from dativo_bridge.delivery import StreamStats
 
     return StreamStats()
-
-
-def _counted(
-    progress: Callable[[int, int], None], totals: list[int], done: int, total: int
-) -> None:
-    """The run's tasks so far: the earlier streams' and this one's."""
-    progress(totals[0] + done, totals[1] + total)

@@ -391,3 +391,86 @@ def test_csv_files_are_grouped_up_to_the_target_file_size(cluster: Cluster, tmp_
     assert result.state["bookmarks"]["items"]["replication_key_value"].startswith(
         "2023-11-14T22:13:25"
     )  # the newest file's
+
+
+def _csv_project(tmp_path: Path, files: int) -> Path:
+    from tests.e2e.helpers import write_project
+
+    tmp_path.mkdir(exist_ok=True)
+    _fixed_csv(tmp_path / "in", files, 8000)
+    return write_project(
+        tmp_path,
+        [
+            {
+                "name": "tap-dativo-csv",
+                "config": {"files": [{"stream": "items", "path": str(tmp_path / "in" / "*.csv")}]},
+            }
+        ],
+        # below one file's size: a partition (task) per file
+        [
+            {
+                "name": "target-dativo-parquet",
+                "config": {"path": str(tmp_path / "out"), "target_file_size_mb": 0.005},
+            }
+        ],
+    )
+
+
+def test_the_progress_lines_carry_tasks_done_and_total(cluster: Cluster, tmp_path: Path) -> None:
+    import json
+
+    from tests.e2e.helpers import dativo_run
+
+    args = ["--engine", "ray", "--ray-address", cluster.address, "--progress-interval", "0.1"]
+    project = _csv_project(tmp_path / "json", 4)
+    done = dativo_run(
+        project, "tap-dativo-csv", "target-dativo-parquet", *args, "--log-format", "json"
+    )
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    progress = [r for r in records if r["message"].startswith("progress: ray tasks")]
+    assert progress, done.stderr[-3000:]
+    assert all(0 <= r["tasks_done"] <= r["tasks_total"] for r in progress)
+    assert (progress[-1]["tasks_done"], progress[-1]["tasks_total"]) == (4, 4)
+    assert progress[-1]["message"].startswith("progress: ray tasks 4/4 done")
+
+    project = _csv_project(tmp_path / "text", 4)
+    text = dativo_run(project, "tap-dativo-csv", "target-dativo-parquet", *args)
+    assert "progress: ray tasks 4/4 done" in text.stderr, text.stderr[-3000:]
+
+
+def test_on_a_terminal_the_live_display_shows_tasks_done_and_total(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    import pty
+
+    from tests.e2e.helpers import env, script
+
+    project = _csv_project(tmp_path, 3)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            script("dativo"),
+            "run",
+            "tap-dativo-csv",
+            "target-dativo-parquet",
+            "--project",
+            str(project),
+            "--engine",
+            "ray",
+            "--ray-address",
+            cluster.address,
+        ],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=project.parent,
+        env={**env(), "COLUMNS": "200", "TERM": "xterm"},
+    )
+    os.close(follower)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while chunk := os.read(leader, 65536):
+            seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")[-3000:]
+    assert b"progress: ray tasks 3/3 done" in seen, seen.decode(errors="replace")[-3000:]
