@@ -187,15 +187,20 @@ class _Worker:
 
     def load(self, request: dict[str, Any]) -> dict[str, Any]:
         from dativo_bridge.interfaces import ArrowReader, ArrowWriter
-        from dativo_bridge.loading import load_class
+        from dativo_bridge.loading import load_class, registered_plugin
 
         base = ArrowReader if request["kind"] == "reader" else ArrowWriter
-        self.cls = load_class(
-            request["reference"],
-            base,
-            allowed_dirs=request.get("plugin_dirs") or [],
-            project_dir=request.get("project_dir") or ".",
-        )
+        registered = request.get("registered")
+        found = registered_plugin(str(registered)) if registered else None
+        if isinstance(found, type) and issubclass(found, base):
+            self.cls = found  # a Dativo plugin, by its entry point (as in process)
+        else:
+            self.cls = load_class(
+                request["reference"],
+                base,
+                allowed_dirs=request.get("plugin_dirs") or [],
+                project_dir=request.get("project_dir") or ".",
+            )
         cls = self.cls
         return {
             "ok": True,

@@ -11,6 +11,7 @@ their secrets found before any instance starts.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -96,6 +97,7 @@ class _Worker:
                 "load",
                 kind=spec.kind,
                 reference=spec.reference,
+                registered=spec.registered,
                 plugin_dirs=list(spec.plugin_dirs),
                 project_dir=spec.project_dir,
             )
@@ -223,6 +225,11 @@ class _Spec:
         self.kind = kind
         self.plugin = plugin
         self.reference = reference
+        #: A Dativo plugin's registered name: the worker loads it by its entry point.
+        self.registered: str | None = None
+        #: The worker that described the class, kept for the first instance (one
+        #: sandboxed start less per plugin).
+        self.spare: _Worker | None = None
         self.project_dir = project_dir
         self.plugin_dirs = list(plugin_dirs)
         # The worker reads the user's module where load_class may find it.
@@ -230,6 +237,29 @@ class _Spec:
         readable = [readable] if isinstance(readable, str) else list(readable)
         extra = [os.path.join(project_dir, d) for d in plugin_dirs]
         self.policy = {**policy, "readable": [*readable, *extra]}
+
+
+def _take(spec: _Spec) -> _Worker:
+    """A worker with a fresh instance of the class: the spare one if it is still there."""
+    worker, spec.spare = spec.spare, None
+    if worker is not None and worker.usable and worker.proc.poll() is None:
+        try:
+            worker.call("new")
+            return worker
+        except DativoError:
+            worker.stop()
+    return _Worker(spec)
+
+
+_spares: list[_Spec] = []
+
+
+@atexit.register
+def _stop_spares() -> None:
+    for spec in _spares:
+        worker, spec.spare = spec.spare, None
+        if worker is not None:
+            worker.stop()
 
 
 class SandboxedReader(ArrowReader):
@@ -246,7 +276,7 @@ class SandboxedReader(ArrowReader):
 
     def _started(self) -> _Worker:
         if self._worker is None:
-            self._worker = _Worker(self.spec)
+            self._worker = _take(self.spec)
         return self._worker
 
     def open(self, config: Mapping[str, Any]) -> None:
@@ -310,7 +340,7 @@ class SandboxedWriter(ArrowWriter):
 
     def _started(self) -> _Worker:
         if self._worker is None:
-            self._worker = _Worker(self.spec)
+            self._worker = _take(self.spec)
         return self._worker
 
     def open(self, config: Mapping[str, Any], stream: StreamInfo) -> None:
@@ -371,6 +401,7 @@ def sandboxed_class(
     *,
     project_dir: str,
     plugin_dirs: Sequence[str] = (),
+    registered: str | None = None,
 ) -> type[ArrowReader] | type[ArrowWriter]:
     """A stand-in for ``reference`` (``package.module:Class``) whose instances run the
     class in a worker under ``policy`` (a meltano.yml ``sandbox:`` mapping). ``kind`` is
@@ -383,9 +414,11 @@ def sandboxed_class(
     if kind not in ("reader", "writer"):
         raise ConfigError(f"plugin '{plugin}': unknown plugin kind {kind!r}")
     spec = _Spec(kind, plugin, reference, policy, project_dir, plugin_dirs)
+    spec.registered = registered
     probe = _Worker(spec, instantiate=False)
     described = probe.described
-    probe.close()
+    spec.spare = probe
+    _spares.append(spec)
     base: type[SandboxedReader] | type[SandboxedWriter]
     base = SandboxedReader if kind == "reader" else SandboxedWriter
     attributes: dict[str, Any] = {
@@ -417,9 +450,13 @@ def sandboxed_plugin_class(
 
     dirs = [str(d) for d in (config.pop("plugin_dirs", None) or [])]
     reference = config.pop(setting, None)
+    registered = None
     if not reference:
-        found = registered_plugin(plugin.executable or "") or registered_plugin(plugin.name)
-        if found is None:
+        for registered in (plugin.executable or "", plugin.name):
+            found = registered_plugin(registered)
+            if found is not None:
+                break
+        else:
             raise ConfigError(f"plugin '{plugin.name}': the config needs '{setting}'")
         reference = f"{found.__module__}:{found.__qualname__}"
     return sandboxed_class(
@@ -429,4 +466,5 @@ def sandboxed_plugin_class(
         plugin.sandbox or {},
         project_dir=project_dir,
         plugin_dirs=dirs,
+        registered=registered,
     )
