@@ -474,3 +474,29 @@ def test_on_a_terminal_the_live_display_shows_tasks_done_and_total(
     os.close(leader)
     assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")[-3000:]
     assert b"progress: ray tasks 3/3 done" in seen, seen.decode(errors="replace")[-3000:]
+
+
+def test_log_based_streams_and_views_are_refused_with_the_local_engine_named(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE OR REPLACE VIEW {SCHEMA}.recent AS SELECT id FROM {SCHEMA}.events")
+    log_based = {STREAM: {"replication-method": "LOG_BASED"}}
+    with pytest.raises(ConfigError, match="not LOG_BASED; use the local engine"):
+        run_with_ray(
+            PostgresReader,
+            ParquetWriter,
+            source_config=_source(events),
+            destination_config={"path": str(tmp_path / "out")},
+            select=[f"{STREAM}.*"],
+            metadata=log_based,
+        )
+    with pytest.raises(ConfigError, match="is a view: partitions need a table"):
+        run_with_ray(
+            PostgresReader,
+            ParquetWriter,
+            source_config=_source(events),
+            destination_config={"path": str(tmp_path / "out")},
+            select=[f"{SCHEMA}-recent.*"],
+        )
+    assert _visible(tmp_path / "out") == [] and _hidden(tmp_path / "out") == []
