@@ -172,3 +172,41 @@ def test_a_singer_pipe_exports_both_sides_over_otlp(tmp_path: Path) -> None:
     assert rows[("dativo.stream.commits", "target-dativo-parquet")] >= 1
     roots = [s for s in received.spans() if s.name == "dativo run"]
     assert len(roots) == 2  # one trace per plugin process
+
+
+def test_a_failed_target_reports_failed_with_what_it_committed(tmp_path: Path) -> None:
+    (tmp_path / "target.json").write_text(
+        json.dumps({"path": str(tmp_path / "out"), "checkpoint_rows": 1})
+    )
+    schema = {
+        "type": "SCHEMA",
+        "stream": "orders",
+        "schema": {"type": "object", "properties": {"id": {"type": "integer"}}},
+        "key_properties": ["id"],
+    }
+    lines = [
+        schema,
+        *({"type": "RECORD", "stream": "orders", "record": {"id": i}} for i in range(7)),
+    ]
+    lines += [{"type": "STATE", "value": {"at": 7}}]  # a commit of the 7 rows
+    lines += [{"type": "RECORD", "stream": "orders", "record": {"id": 8}}]
+    lines += [{"type": "RECORD", "stream": "other", "record": {"id": 1}}]  # no SCHEMA: fails
+    prom = tmp_path / "target.prom"
+    done = subprocess.run(
+        [script("target-dativo-parquet"), "--config", "target.json"],
+        cwd=tmp_path,
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        env={**env(), "DATIVO_METRICS_FILE": str(prom)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.strip() == '{"at":7}'
+    samples = _samples(prom.read_text())
+    label = 'target="target-dativo-parquet"'
+    assert samples[f"dativo_run_success{{{label}}}"] == 0
+    assert samples[f'dativo_run_info{{{label},status="failed"}}'] == 1
+    assert samples[f'dativo_stream_committed_rows_total{{{label},stream="orders"}}'] == 7
+    assert samples[f'dativo_stream_commits_total{{{label},stream="orders"}}'] == 1
