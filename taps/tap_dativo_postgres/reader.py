@@ -98,8 +98,12 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         },
         "batch_size_bytes": {
             "type": "integer",
-            "default": 4 * 1024 * 1024,
-            "description": "CSV bytes per Arrow batch (memory grows with it).",
+            "minimum": 1,
+            "description": (
+                "COPY bytes per Arrow batch (memory grows with it). Default: 4 MiB of "
+                "binary COPY with the Rust extension, 1 MiB of CSV on the pure-Python path "
+                "(its CSV parse holds several times a batch while it works)."
+            ),
         },
         "max_parallelism": {
             "type": "integer",
@@ -161,6 +165,12 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
 }
 
 _PASSWORD_IN_TEXT = re.compile(r"(password=)\S+", re.IGNORECASE)
+
+#: Default batch_size_bytes: binary COPY bytes per batch on the Rust path; CSV bytes on the
+#: pure-Python path, where pyarrow's CSV parse of a block holds several times its size (1M
+#: rows of the `wide` table: 4 MiB blocks peaked at 377 MB RSS, 1 MiB blocks at 200 MB).
+RUST_BATCH_BYTES = 4 * 1024 * 1024
+PYTHON_BATCH_BYTES = 1024 * 1024
 
 
 def connection_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,7 +274,10 @@ class PostgresReader(ArrowReader):
                 )
                 self.accelerator = "python"
         self._tables: dict[str, TableInfo] = {}
-        self._batch_bytes = int(config["batch_size_bytes"])
+        self._batch_bytes = int(
+            config.get("batch_size_bytes")
+            or (RUST_BATCH_BYTES if self._rust_dsn is not None else PYTHON_BATCH_BYTES)
+        )
         self._parallelism = max(1, int(config.get("max_parallelism") or os.cpu_count() or 1))
         self._pages_per_partition = max(1, int(config["pages_per_partition"]))
         self._reconnects = max(0, int(config["max_reconnects"]))

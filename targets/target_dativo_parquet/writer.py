@@ -9,7 +9,7 @@ import shutil
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from dativo_bridge.aws import S3_SETTINGS
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.row_groups import RowGroup, row_group_settings
 from dativo_bridge.settings import load_method, with_defaults
 from target_dativo_parquet.leftovers import (
     abandoned_upload,
@@ -58,11 +59,7 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "items": {"type": "string"},
             "description": "Columns for hive-style folders col=value/.",
         },
-        "row_group_rows": {
-            "type": "integer",
-            "default": 1_000_000,
-            "description": "Rows per Parquet row group.",
-        },
+        **row_group_settings(),
         "load_method": {
             "type": "string",
             "enum": ["append-only", "append", "overwrite"],
@@ -115,6 +112,7 @@ class _OpenFile:
     sink: HashingSink
     writer: pq.ParquetWriter
     rows: int = 0
+    group: RowGroup = field(default_factory=RowGroup)
 
 
 @dataclass
@@ -150,6 +148,7 @@ class ParquetWriter(ArrowWriter):
         self._finished: list[_Finished] = []
         self._schema: pa.Schema | None = None
         self._seq = 0
+        self._pending_total = 0  # Arrow bytes gathered in every open file's row group
         self._run = new_run_id()
         self._method = "append"
         self._swapped = False
@@ -176,6 +175,7 @@ class ParquetWriter(ArrowWriter):
         self._compression = str(config["compression"])
         self._target_bytes = int(float(config["target_file_size_mb"]) * 1024 * 1024)
         self._row_group_rows = int(config["row_group_rows"])
+        self._row_group_bytes = int(float(config["row_group_mb"]) * 1024 * 1024)
         self._partition_by: Sequence[str] = list(config.get("partition_by") or [])
         missing = [c for c in self._partition_by if c not in stream.schema.names]
         if missing:
@@ -235,8 +235,23 @@ class ParquetWriter(ArrowWriter):
         )
         return _OpenFile(temp, f"{folder}/{base}", sink, writer)
 
+    def _flush_row_group(self, handle: _OpenFile) -> None:
+        """Write the gathered batches as one row group (or several of row_group_rows)."""
+        self._pending_total -= handle.group.bytes
+        table = handle.group.take()
+        if table is not None:
+            handle.writer.write_table(table, row_group_size=self._row_group_rows)
+
+    def _roll_if_full(self, handle: _OpenFile) -> None:
+        """Finish ``handle``'s file once it reached the target size (the next rows of
+        its folder open a new one)."""
+        if handle.sink.size >= self._target_bytes:
+            key = next(k for k, h in self._files.items() if h is handle)
+            self._finish(key)
+
     def _finish(self, key: tuple[Any, ...]) -> None:
         handle = self._files.pop(key)
+        self._flush_row_group(handle)
         handle.writer.close()
         handle.sink.close()
         self._finished.append(
@@ -277,10 +292,30 @@ class ParquetWriter(ArrowWriter):
         handle = self._files.get(key)
         if handle is None:
             handle = self._files[key] = self._new_file(key)
-        handle.writer.write_batch(batch, row_group_size=self._row_group_rows)
-        handle.rows += batch.num_rows
-        if handle.sink.size >= self._target_bytes:
-            self._finish(key)
+        # Rows are gathered into row groups of row_group_rows (bounded by row_group_mb):
+        # pyarrow writes each call as its own row group, and a reader's batches are small.
+        while batch.num_rows:
+            room = self._row_group_rows - handle.group.rows
+            part, batch = batch.slice(0, room), batch.slice(room)
+            handle.group.add(part)
+            self._pending_total += part.nbytes
+            handle.rows += part.num_rows
+            if self._pending_total >= self._row_group_bytes and len(self._files) > 1:
+                # Many open folders: the one holding the most goes out first.
+                largest = max(self._files.values(), key=lambda h: h.group.bytes)
+                if largest is not handle:
+                    self._flush_row_group(largest)
+                    self._roll_if_full(largest)
+            if (
+                handle.group.rows >= self._row_group_rows
+                or self._pending_total >= self._row_group_bytes
+                or handle.group.fills(handle.sink.size, self._target_bytes)
+            ):
+                self._flush_row_group(handle)
+                if handle.sink.size >= self._target_bytes:
+                    self._finish(key)
+                    if batch.num_rows:
+                        handle = self._files[key] = self._new_file(key)
 
     def update_schema(self, schema: pa.Schema) -> None:
         """Later batches get the new schema: open files are finished, new files follow it."""
@@ -333,6 +368,7 @@ class ParquetWriter(ArrowWriter):
                 self._storage.delete(done.temp)
             self._files = {}
             self._finished = []
+            self._pending_total = 0  # the gathered rows went with their files
             if self._method == "overwrite" and not self._swapped and self._location:
                 shutil.rmtree(self._root, ignore_errors=True)  # an unpublished overwrite
         finally:

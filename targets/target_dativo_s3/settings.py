@@ -6,6 +6,7 @@ from typing import Any
 
 from dativo_bridge.aws import S3_SETTINGS
 from dativo_bridge.crypto.format import DEFAULT_FRAME_LENGTH
+from dativo_bridge.row_groups import row_group_settings
 
 #: Object key suffix of encrypted objects: ``part-....parquet.dtve``.
 EXTENSION = ".dtve"
@@ -41,11 +42,7 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "enum": ["zstd", "snappy", "gzip", "lz4", "brotli", "none"],
             "description": "Parquet compression (applied before encryption).",
         },
-        "row_group_rows": {
-            "type": "integer",
-            "default": 1_000_000,
-            "description": "Rows per Parquet row group (format parquet).",
-        },
+        **row_group_settings(),
         "target_file_size_mb": {
             "type": "number",
             "default": 128,

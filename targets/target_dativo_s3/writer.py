@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -33,6 +33,7 @@ from dativo_bridge.crypto.reading import (
 )
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.row_groups import RowGroup
 from dativo_bridge.settings import with_defaults
 from target_dativo_parquet.writer import stream_dir_name
 from target_dativo_s3.settings import CONFIG_JSONSCHEMA, EXTENSION, OBJECT_METADATA
@@ -51,6 +52,13 @@ class _OpenObject:
     encryptor: Encryptor
     parquet: pq.ParquetWriter | None
     rows: int = 0
+    group: RowGroup = field(default_factory=RowGroup)
+
+    def write_group(self, row_group_rows: int) -> None:
+        """Write the gathered rows as a row group (dativo_bridge.row_groups)."""
+        table = self.group.take()
+        if table is not None and self.parquet is not None:
+            self.parquet.write_table(table, row_group_size=row_group_rows)
 
 
 class EncryptedS3Writer(ArrowWriter):
@@ -95,6 +103,7 @@ class EncryptedS3Writer(ArrowWriter):
         self._target_bytes = int(float(config["target_file_size_mb"]) * 1024 * 1024)
         self._compression = str(config["compression"])
         self._row_group_rows = int(config["row_group_rows"])
+        self._row_group_bytes = int(float(config["row_group_mb"]) * 1024 * 1024)
         session = s3_session(config)  # every S3 and KMS call bounded by the timeouts
         self._providers: list[KeyProvider] = encryption_providers(config, session)
         self._client = s3_client(config, session)
@@ -137,6 +146,7 @@ class EncryptedS3Writer(ArrowWriter):
             return
         try:
             if handle.parquet is not None:
+                handle.write_group(self._row_group_rows)
                 handle.parquet.close()
             handle.encryptor.close()
             handle.upload.finish()
@@ -155,17 +165,37 @@ class EncryptedS3Writer(ArrowWriter):
             self._open = self._new_object()
         handle = self._open
         try:
-            if handle.parquet is not None:
-                handle.parquet.write_batch(batch, row_group_size=self._row_group_rows)
-            else:
+            if handle.parquet is None:
                 handle.encryptor.write(encode_rows(batch))
+                handle.rows += batch.num_rows
+            else:
+                self._gather(handle, batch)
         except BaseException:
-            self._open = None
-            _discard(handle)
+            current, self._open = self._open, None  # the object being written, if any
+            if current is not None:
+                _discard(current)
             raise
-        handle.rows += batch.num_rows
-        if handle.encryptor.plaintext_bytes >= self._target_bytes:
+        if self._open is handle and handle.encryptor.plaintext_bytes >= self._target_bytes:
             self._finish()
+
+    def _gather(self, handle: _OpenObject, batch: pa.RecordBatch) -> None:
+        """Rows into row groups of row_group_rows, bounded by row_group_mb and by the
+        object's target size (dativo_bridge.row_groups)."""
+        while batch.num_rows:
+            room = self._row_group_rows - handle.group.rows
+            part, batch = batch.slice(0, room), batch.slice(room)
+            handle.group.add(part)
+            handle.rows += part.num_rows
+            written = handle.encryptor.plaintext_bytes
+            if (
+                handle.group.rows >= self._row_group_rows
+                or handle.group.bytes >= self._row_group_bytes
+                or handle.group.fills(written, self._target_bytes)
+            ):
+                handle.write_group(self._row_group_rows)
+                if batch.num_rows and handle.encryptor.plaintext_bytes >= self._target_bytes:
+                    self._finish()
+                    handle = self._open = self._new_object()
 
     def update_schema(self, schema: pa.Schema) -> None:
         """Later batches get the new schema: the open object is finished, new ones follow it."""

@@ -112,7 +112,7 @@ def _kill_loop(tmp_path: Path, loader: dict[str, Any], kills_wanted: int) -> tup
             # a new run (which reads FULL_TABLE streams again, as Singer says).
             return kills, time.monotonic() - started
         if proc.returncode != -signal.SIGKILL:
-            raise AssertionError(f"run failed: {stderr.decode()[-3000:]}")
+            raise AssertionError(f"run failed (exit {proc.returncode}): {stderr.decode()[-3000:]}")
         after = _state_text(state_dir)
         if after and "dativo_run" not in after:
             # Killed after its last STATE: the run had finished (a rerun is a new run).

@@ -190,7 +190,9 @@ def test_large_objects_stream_in_constant_memory(
 
 
 def test_objects_rotate_at_target_size(aws: dict[str, Any], bucket: str, key_file: Path) -> None:
-    config = {**aws, "bucket": bucket, "key_file": str(key_file), "target_file_size_mb": 0.001}
+    # Rows are gathered into row groups, counted at their Arrow size until written: a
+    # target below one batch's 395 Arrow bytes makes each batch an object of its own.
+    config = {**aws, "bucket": bucket, "key_file": str(key_file), "target_file_size_mb": 0.0003}
     paths = write(config, "visits", TYPES, TYPES, TYPES)
     assert len(paths) == 3
     keyring = [LocalKeyProvider.from_file(key_file)]
@@ -263,3 +265,22 @@ def test_settings_are_checked(
             EncryptedS3Writer().open({**base, **extra}, stream)
     with pytest.raises(ConfigError, match="bucket"):
         EncryptedS3Writer().open({"key_file": str(short)}, stream)
+
+
+def test_small_batches_are_gathered_into_row_groups(
+    aws: dict[str, Any], bucket: str, key_file: Path
+) -> None:
+    """row_group_rows means the row groups in the decrypted Parquet file, not the size of
+    the batches the writer was handed (pyarrow writes each call as a row group)."""
+    from dativo_bridge.crypto.reading import open_encrypted_parquet
+
+    config = {**aws, "bucket": bucket, "key_file": str(key_file), "row_group_rows": 1000}
+    batches = [
+        pa.record_batch({"id": pa.array(range(lo, lo + 300), pa.int64())})
+        for lo in range(0, 3000, 300)
+    ]
+    [uri] = write(config, "events", *batches)
+    parquet = open_encrypted_parquet(uri, [LocalKeyProvider.from_file(key_file)], aws=aws)
+    meta = parquet.metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000] * 3
+    assert parquet.read().column("id").to_pylist() == list(range(3000))
