@@ -23,6 +23,7 @@ import struct
 import sys
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
@@ -187,7 +188,7 @@ class _Worker:
 
     def load(self, request: dict[str, Any]) -> dict[str, Any]:
         from dativo_bridge.interfaces import ArrowReader, ArrowWriter
-        from dativo_bridge.loading import load_class, registered_plugin
+        from dativo_bridge.loading import load_class, registered_plugin, sha256_of
 
         base = ArrowReader if request["kind"] == "reader" else ArrowWriter
         registered = request.get("registered")
@@ -202,8 +203,11 @@ class _Worker:
                 project_dir=request.get("project_dir") or ".",
             )
         cls = self.cls
+        origin = str(getattr(sys.modules.get(cls.__module__), "__file__", "") or "?")
         return {
             "ok": True,
+            "origin": origin,
+            "sha256": sha256_of(Path(origin)) if origin != "?" else "?",
             "name": cls.name,
             "config_jsonschema": cls.config_jsonschema,
             "is_sorted": bool(getattr(cls, "is_sorted", False)),

@@ -75,7 +75,8 @@ class _Worker:
 
         self.spec = spec
         command = [sys.executable, "-m", "dativo_bridge.ipc"]
-        audit.info(audit_line(spec.plugin, command, spec.policy, spec.project_dir))
+        line = audit_line(spec.plugin, command, spec.policy, spec.project_dir)
+        audit.info("%s class=%s", line, spec.reference)
         argv = sandboxed_command(spec.plugin, spec.policy, command, cwd=spec.project_dir)
         self.proc = subprocess.Popen(
             argv,
@@ -100,6 +101,13 @@ class _Worker:
                 registered=spec.registered,
                 plugin_dirs=list(spec.plugin_dirs),
                 project_dir=spec.project_dir,
+            )
+            audit.info(
+                "audit: %s loaded %s from %s sha256=%s",
+                spec.plugin,
+                spec.reference,
+                self.described.get("origin"),
+                self.described.get("sha256"),
             )
             if instantiate:
                 self.call("new")

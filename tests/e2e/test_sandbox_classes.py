@@ -5,6 +5,7 @@ the hostile checks hold for such a class; a breach fails the run with the one li
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -204,7 +205,12 @@ def test_a_sandboxed_reader_gives_the_same_rows_types_and_state_as_in_process(
     assert boxed.schema == plain.schema
     assert boxed.equals(plain)
     # The user's bookmark() ran in the worker: the second run resumed from 1009.
-    assert "audit: tap-typed starts" in stderr and "memory_mb=512" in stderr
+    audit = [line for line in stderr.splitlines() if "audit: tap-typed starts" in line]
+    assert audit and "memory_mb=512" in audit[0], stderr[-3000:]
+    assert audit[0].endswith("class=sandbox_classes:TypedReader")
+    module = project_dir / "plugins" / "sandbox_classes.py"
+    digest = hashlib.sha256(module.read_bytes()).hexdigest()
+    assert f"loaded sandbox_classes:TypedReader from {module} sha256={digest}" in stderr
     assert plain_summary.get("state") == boxed_summary.get("state")
     assert "1009" in json.dumps(boxed_summary.get("state"))
 
