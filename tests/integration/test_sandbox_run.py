@@ -67,9 +67,14 @@ def test_without_a_policy_the_same_tap_reads_them_and_the_audit_says_none(
     run(_probe_tap(tmp_path, None), ParquetWriter, destination_config={"path": str(out)})
     results = _results(out)
     assert results["file"] == "OK aws_secret_access_key = from-home"
-    assert results["env"] == "parent-secret"
+    # Not confined, but its environment is scrubbed (docs/sandbox.md) unless opted out.
+    assert results["env"] == "absent"
     audits = [r.getMessage() for r in caplog.records if r.name == "dativo.audit"]
     assert len(audits) == 1 and audits[0].endswith("sandbox: none")
+    monkeypatch.setenv("DATIVO_PLUGIN_ENV", "*")
+    opted_out = tmp_path / "opted-out"
+    run(_probe_tap(tmp_path, None), ParquetWriter, destination_config={"path": str(opted_out)})
+    assert _results(opted_out)["env"] == "parent-secret"
 
 
 def test_a_policy_can_grant_a_file_and_a_variable(
