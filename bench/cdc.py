@@ -17,7 +17,11 @@ Every contender has its own slot, positioned before the changes, so each reads t
 changes. Needs the ``postgresql-<major>-wal2json`` package for the peer (without it the
 peer is reported as not run, and why).
 
-    python bench/cdc.py --changes 200000 --repeat 1 [--json out.json]
+    python bench/cdc.py --changes 200000 --repeat 1 [--accelerator both] [--json out.json]
+
+``--accelerator`` runs tap-dativo-postgres with the Rust replication client
+(``dativo_accel.ReplicationReader``), the Python path (``pg_logical_slot_peek_binary_changes``),
+or each in the same run (``both``, the default; own slots and warehouses).
 """
 
 from __future__ import annotations
@@ -205,15 +209,18 @@ def mirror_summary(warehouse: Path) -> tuple[int, int, str]:
     return len(rows), total, str(price)
 
 
-def tap_config(server: Server, slot: str) -> dict[str, Any]:
+def tap_config(server: Server, slot: str, accelerator: str) -> dict[str, Any]:
     return {
         "dsn": server.dsn,
         "filter_schemas": [SCHEMA],
         "replication_slot": slot,
+        "accelerator": accelerator,
     }
 
 
-def write_project(directory: Path, server: Server, slot: str, warehouse: Path) -> Path:
+def write_project(
+    directory: Path, server: Server, slot: str, warehouse: Path, accelerator: str
+) -> Path:
     data = {
         "version": 1,
         "default_environment": "bench",
@@ -222,7 +229,7 @@ def write_project(directory: Path, server: Server, slot: str, warehouse: Path) -
             "extractors": [
                 {
                     "name": "tap-dativo-postgres",
-                    "config": tap_config(server, slot),
+                    "config": tap_config(server, slot, accelerator),
                     "select": [f"{STREAM}.*"],
                     "metadata": {STREAM: {"replication-method": "LOG_BASED"}},
                 }
@@ -333,6 +340,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--accelerator",
+        choices=["python", "rust", "both"],
+        default="both",
+        help="tap-dativo-postgres's slot reader: the Rust replication client, the Python "
+        "peek path, or each (own slots, own warehouses)",
+    )
     args = parser.parse_args()
 
     from tests.e2e.helpers import peer_venv  # a PyPI peer in its own venv
@@ -344,19 +358,24 @@ def main() -> None:
         seed(server.dsn, args.seed_rows)
         ours_tap = [str(BIN / "tap-dativo-postgres")]
         peer_tap = [] if why_not else [str(peer_venv("meltanolabs-tap-postgres", "tap-postgres"))]
+        accelerators = ["rust", "python"] if args.accelerator == "both" else [args.accelerator]
         reps = []
         for r in range(args.repeat):
             rep = work / f"rep{r}"
-            slot = f"dativo_bench_{r}"
-            project = write_project(rep, server, slot, rep / "warehouse")
-            dativo_run(project)  # the initial copy: creates the slot, commits its LSN
-            lsn = committed_lsn(project)
-            config = rep / "tap.json"
-            config.write_text(json.dumps(tap_config(server, slot)))
-            state = rep / "tap-state.json"
-            bookmark = {"replication_key": "_sdc_lsn", "replication_key_value": lsn}
-            state.write_text(json.dumps({"bookmarks": {STREAM: bookmark}}))
-            singer_catalog(ours_tap, config, rep / "catalog.json", "replication-method")
+            ours: dict[str, tuple[Path, Path, Path]] = {}
+            for acc in accelerators:
+                home = rep / acc
+                slot = f"dativo_bench_{r}_{acc}"
+                project = write_project(home, server, slot, home / "warehouse", acc)
+                dativo_run(project)  # the initial copy: creates the slot, commits its LSN
+                lsn = committed_lsn(project)
+                config = home / "tap.json"
+                config.write_text(json.dumps(tap_config(server, slot, acc)))
+                state = home / "tap-state.json"
+                bookmark = {"replication_key": "_sdc_lsn", "replication_key_value": lsn}
+                state.write_text(json.dumps({"bookmarks": {STREAM: bookmark}}))
+                singer_catalog(ours_tap, config, home / "catalog.json", "replication-method")
+                ours[acc] = (project, config, state)
             peer_config = rep / "peer.json"
             if peer_tap:
                 with psycopg.connect(server.dsn, autocommit=True) as conn:
@@ -381,7 +400,7 @@ def main() -> None:
                 singer_catalog(
                     peer_tap, peer_config, rep / "peer-catalog.json", "replication-method"
                 )
-            reps.append((rep, project, config, state, peer_config))
+            reps.append((rep, ours, peer_config))
         began = time.monotonic()
         changes = make_changes(server.dsn, args.changes, args.seed_rows)
         print(f"{changes} changes committed in {time.monotonic() - began:.1f}s", flush=True)
@@ -396,29 +415,33 @@ def main() -> None:
             "peer": Result(
                 "meltanolabs-tap-postgres LOG_BASED (wal2json) -> file", note=why_not or ""
             ),
-            "tap": Result("tap-dativo-postgres LOG_BASED (Singer) -> file"),
-            "e2e": Result("dativo run LOG_BASED -> Iceberg (upsert, hard_delete)"),
         }
-        for rep, project, config, state, peer_config in reps:
+        for acc in accelerators:
+            results[f"tap-{acc}"] = Result(f"tap-dativo-postgres LOG_BASED ({acc}) -> file")
+            results[f"e2e-{acc}"] = Result(f"dativo run LOG_BASED ({acc}) -> Iceberg upsert+hd")
+        for rep, ours, peer_config in reps:
             if peer_tap:
                 out = rep / "peer.out"
                 took = run_tap(peer_tap, peer_config, rep / "peer-catalog.json", None, out)
                 results["peer"].seconds.append(took - IDLE_EXIT)
                 results["peer"].records = records_in(out)
                 out.unlink()
-            out = rep / "tap.out"
-            results["tap"].seconds.append(
-                run_tap(ours_tap, config, rep / "catalog.json", state, out)
-            )
-            results["tap"].records = records_in(out)
-            out.unlink()
-            results["e2e"].seconds.append(dativo_run(project))
-            mirror = mirror_summary(rep / "warehouse")
-            if mirror != expected:
-                raise SystemExit(
-                    f"the Iceberg mirror differs from the source: {mirror} != {expected}"
+            for acc, (project, config, state) in ours.items():
+                out = project.parent / "tap.out"
+                tap, e2e = results[f"tap-{acc}"], results[f"e2e-{acc}"]
+                tap.seconds.append(
+                    run_tap(ours_tap, config, project.parent / "catalog.json", state, out)
                 )
-            results["e2e"].note = f"mirror = source ({expected[0]} rows, checksums equal)"
+                tap.records = records_in(out)
+                out.unlink()
+                e2e.seconds.append(dativo_run(project))
+                mirror = mirror_summary(project.parent / "warehouse")
+                if mirror != expected:
+                    raise SystemExit(
+                        f"the Iceberg mirror ({acc}) differs from the source: "
+                        f"{mirror} != {expected}"
+                    )
+                e2e.note = f"mirror = source ({expected[0]} rows, checksums equal)"
         load = os.getloadavg()
         print(
             f"\n{changes} committed changes ({changes // PER_TXN} transactions, WAL {wal}), "
@@ -445,8 +468,10 @@ def main() -> None:
             }
         if results["peer"].seconds:
             peer = statistics.median(results["peer"].seconds)
-            for key in ("tap", "e2e"):
-                print(f"{key}: {peer / statistics.median(results[key].seconds):.2f}x the peer")
+            for key, result in results.items():
+                if key != "peer" and result.seconds:
+                    ratio = peer / statistics.median(result.seconds)
+                    print(f"{key}: {ratio:.2f}x the peer")
         if args.json:
             args.json.write_text(
                 json.dumps(

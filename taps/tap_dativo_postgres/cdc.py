@@ -206,7 +206,7 @@ class ChangeStream:
         pgslot.wait_until_free(self.conn, self.slot)
         with contextlib.closing(self._messages(after, upto)) as messages:
             for data in messages:
-                message = pgoutput.decode(data)
+                message = data if isinstance(data, pgoutput.Change) else pgoutput.decode(data)
                 if isinstance(message, pgoutput.Begin):
                     txn = _Transaction(message)
                 elif isinstance(message, pgoutput.Relation):
@@ -234,9 +234,10 @@ class ChangeStream:
                         )
                     txn = None
 
-    def _messages(self, after: int, upto: int) -> Generator[bytes, None, None]:
+    def _messages(self, after: int, upto: int) -> Generator[bytes | pgoutput.Change, None, None]:
         """The slot's pgoutput messages for transactions committed before ``upto`` (the
-        Python path also gives those up to ``after``, which the caller skips)."""
+        Python path also gives those up to ``after``, which the caller skips). The Rust
+        client decodes row changes itself (the values as ``pgoutput.decode`` gives them)."""
         if self.rust_dsn is None:
             with self.conn.cursor(name="dativo_cdc_changes") as cur:
                 cur.itersize = 2000
@@ -256,14 +257,21 @@ class ChangeStream:
             raise ReadError(f"{self.where}: replication slot '{self.slot}' does not exist")
         try:
             stream = dativo_accel.ReplicationReader(
-                self.rust_dsn, self.slot, self.publication, after, upto, confirmed
+                self.rust_dsn,
+                self.slot,
+                self.publication,
+                after,
+                upto,
+                confirmed,
+                unchanged=pgoutput.UNCHANGED,
             )
         except dativo_accel.CopyError as exc:
             raise ReadError(f"{self.where}: cannot stream slot '{self.slot}': {exc}") from None
         try:
+            change = pgoutput.Change
             for chunk in stream:
                 for _lsn, data in chunk:
-                    yield data
+                    yield data if type(data) is bytes else change(*data)
         except dativo_accel.CopyError as exc:
             raise ReadError(f"{self.where}: reading slot '{self.slot}': {exc}") from None
         finally:

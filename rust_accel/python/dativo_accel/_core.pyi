@@ -207,6 +207,11 @@ class ReplicationReader:
         upto: The WAL end seen when the read began.
         confirmed: The LSN the slot is confirmed at (what status updates report).
         chunk: Messages per chunk at most.
+        unchanged: Given, each insert, update and delete comes decoded, as ``(kind,
+            relation_oid, new, old, key_only)`` (``kind`` ``insert``, ``update`` or
+            ``delete``; ``new``/``old`` tuples of None, str for a text value, bytes for
+            a binary one, or ``unchanged`` for an unchanged TOASTed value; None when the
+            message has no such tuple), other messages as bytes.
     """
 
     def __new__(
@@ -218,9 +223,16 @@ class ReplicationReader:
         upto: int,
         confirmed: int,
         chunk: int = 4096,
+        unchanged: object | None = None,
     ) -> ReplicationReader: ...
     def __iter__(self) -> ReplicationReader: ...
-    def __next__(self) -> list[tuple[int, bytes]]: ...
+    def __next__(
+        self,
+    ) -> list[
+        tuple[
+            int, bytes | tuple[str, int, tuple[object, ...] | None, tuple[object, ...] | None, bool]
+        ]
+    ]: ...
     def close(self) -> None:
         """End the session (the server releases the slot as its backend exits)."""
     @property

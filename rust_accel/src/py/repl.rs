@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::copy::CopyError;
 use crate::copy::Error;
@@ -19,11 +19,110 @@ fn to_py(e: Error) -> PyErr {
 }
 
 /// A running `START_REPLICATION ... LOGICAL` read of a slot, iterated as lists of
-/// `(wal_position, pgoutput_message)`; it ends once the read reached `upto`.
+/// `(wal_position, pgoutput_message)`; it ends once the read reached `upto`. Given
+/// `unchanged`, row changes come decoded (`change`) and other messages as bytes.
 #[pyclass(module = "dativo_accel", name = "ReplicationReader", frozen)]
 pub struct ReplicationReader {
     inner: Mutex<Option<Replication>>,
     chunk: usize,
+    /// With it, row changes come decoded (see `change`), an unchanged TOAST-ed value as
+    /// this object.
+    unchanged: Option<Py<PyAny>>,
+}
+
+/// One column value of a pgoutput tuple: None ('n'), `unchanged` ('u'), str ('t') or
+/// bytes ('b'); returns the position after it.
+fn value<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    pos: usize,
+    unchanged: &Py<PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, usize)> {
+    let bad = || CopyError::new_err("pgoutput: a truncated tuple");
+    let kind = *data.get(pos).ok_or_else(bad)?;
+    match kind {
+        b'n' => Ok((py.None().into_bound(py), pos + 1)),
+        b'u' => Ok((unchanged.clone_ref(py).into_bound(py), pos + 1)),
+        b't' | b'b' => {
+            let head = data.get(pos + 1..pos + 5).ok_or_else(bad)?;
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let raw = data.get(pos + 5..pos + 5 + len).ok_or_else(bad)?;
+            let item = if kind == b't' {
+                let text = std::str::from_utf8(raw)
+                    .map_err(|_| CopyError::new_err("pgoutput: a text value is not UTF-8"))?;
+                PyString::new(py, text).into_any()
+            } else {
+                PyBytes::new(py, raw).into_any()
+            };
+            Ok((item, pos + 5 + len))
+        }
+        other => Err(CopyError::new_err(format!(
+            "pgoutput: unknown tuple value kind {:?}",
+            char::from(other)
+        ))),
+    }
+}
+
+/// A pgoutput `TupleData` at `pos` as a Python tuple; returns the position after it.
+fn tuple<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    pos: usize,
+    unchanged: &Py<PyAny>,
+) -> PyResult<(Bound<'py, PyTuple>, usize)> {
+    let head = data
+        .get(pos..pos + 2)
+        .ok_or_else(|| CopyError::new_err("pgoutput: a truncated tuple"))?;
+    let count = u16::from_be_bytes([head[0], head[1]]) as usize;
+    let mut pos = pos + 2;
+    let mut values = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (item, next) = value(py, data, pos, unchanged)?;
+        values.push(item);
+        pos = next;
+    }
+    Ok((PyTuple::new(py, values)?, pos))
+}
+
+/// An insert, update or delete message as `(kind, relation, new, old, key_only)`, the
+/// fields of `tap_dativo_postgres.pgoutput.Change`; None for any other message.
+fn change<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    unchanged: &Py<PyAny>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let kind = match data.first() {
+        Some(b'I') => "insert",
+        Some(b'U') => "update",
+        Some(b'D') => "delete",
+        _ => return Ok(None),
+    };
+    let head = data
+        .get(1..5)
+        .ok_or_else(|| CopyError::new_err("pgoutput: a truncated change"))?;
+    let relation = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let mut pos = 5;
+    let mut old = py.None().into_bound(py);
+    let mut new = py.None().into_bound(py);
+    let mut key_only = false;
+    if let Some(&marker @ (b'K' | b'O')) = data.get(pos) {
+        key_only = marker == b'K';
+        let (values, next) = tuple(py, data, pos + 1, unchanged)?;
+        old = values.into_any();
+        pos = next;
+    }
+    if data.get(pos) == Some(&b'N') {
+        let (values, _) = tuple(py, data, pos + 1, unchanged)?;
+        new = values.into_any();
+    }
+    let items = [
+        PyString::new(py, kind).into_any(),
+        relation.into_pyobject(py)?.into_any(),
+        new,
+        old,
+        key_only.into_pyobject(py)?.to_owned().into_any(),
+    ];
+    Ok(Some(PyTuple::new(py, items)?))
 }
 
 impl ReplicationReader {
@@ -39,7 +138,7 @@ impl ReplicationReader {
 #[pymethods]
 impl ReplicationReader {
     #[new]
-    #[pyo3(signature = (dsn, slot, publication, start, upto, confirmed, chunk = 4096))]
+    #[pyo3(signature = (dsn, slot, publication, start, upto, confirmed, chunk = 4096, unchanged = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -50,6 +149,7 @@ impl ReplicationReader {
         upto: u64,
         confirmed: u64,
         chunk: usize,
+        unchanged: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let request = Request {
             dsn,
@@ -65,6 +165,7 @@ impl ReplicationReader {
         Ok(ReplicationReader {
             inner: Mutex::new(Some(replication)),
             chunk: chunk.max(1),
+            unchanged,
         })
     }
 
@@ -88,13 +189,12 @@ impl ReplicationReader {
         let items = messages
             .iter()
             .map(|(lsn, data)| {
-                PyTuple::new(
-                    py,
-                    [
-                        lsn.into_pyobject(py)?.into_any(),
-                        PyBytes::new(py, data).into_any(),
-                    ],
-                )
+                let decoded = match &self.unchanged {
+                    Some(unchanged) => change(py, data, unchanged)?.map(Bound::into_any),
+                    None => None,
+                };
+                let item = decoded.unwrap_or_else(|| PyBytes::new(py, data).into_any());
+                PyTuple::new(py, [lsn.into_pyobject(py)?.into_any(), item])
             })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items).map(Some)

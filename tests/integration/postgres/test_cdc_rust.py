@@ -81,6 +81,9 @@ def dsn() -> Iterator[str]:
             timestamptz '2026-01-01' + g * interval '1 hour', ARRAY[g, g + 1],
             CASE WHEN g <= 3 THEN {BIG} END FROM generate_series(1, 200) g""",
         f"INSERT INTO {SCHEMA}.other SELECT g, g / 3.0 FROM generate_series(1, 5) g",
+        # REPLICA IDENTITY DEFAULT: deletes and key changes carry only the key ('K').
+        f"CREATE TABLE {SCHEMA}.keyed (k int PRIMARY KEY, n int, d date)",
+        f"INSERT INTO {SCHEMA}.keyed SELECT g, g, date '2026-01-01' + g FROM generate_series(1, 5) g",
     )
     yield dsn
     _cleanup(dsn)
@@ -109,7 +112,7 @@ def _read(dsn: str, accelerator: str, bookmarks: dict[str, Any]) -> dict[str, li
     reader.open(_config(dsn, accelerator))
     try:
         out: dict[str, list[Any]] = {}
-        for name in (f"{SCHEMA}-items", f"{SCHEMA}-other"):
+        for name in (f"{SCHEMA}-items", f"{SCHEMA}-other", f"{SCHEMA}-keyed"):
             stream = _log_based(reader, name)
             previous = bookmarks.get(name)
             pairs = []
@@ -154,6 +157,9 @@ def test_the_rust_and_python_paths_give_the_same_batches(dsn: str) -> None:
         # Rolled back: never appears.
         f"BEGIN; INSERT INTO {SCHEMA}.items VALUES (9999, 'gone', 0, now(), NULL, NULL); ROLLBACK",
         f"TRUNCATE {SCHEMA}.other",
+        f"UPDATE {SCHEMA}.keyed SET n = NULL WHERE k = 1",
+        f"UPDATE {SCHEMA}.keyed SET k = 50 WHERE k = 2",
+        f"DELETE FROM {SCHEMA}.keyed WHERE k = 3",
         f"INSERT INTO {SCHEMA}.other VALUES (7, -0.0)",
         # One transaction larger than a batch.
         f"""INSERT INTO {SCHEMA}.items SELECT g, 'bulk', g, now(), ARRAY[g], NULL
@@ -180,6 +186,13 @@ def test_the_rust_and_python_paths_give_the_same_batches(dsn: str) -> None:
     truncate = [r for r in other if r["k"] is None]
     assert len(truncate) == 1 and truncate[0]["_sdc_deleted_at"] is not None
     assert [r["k"] for r in other] == [6, 1, None, 7]
+    keyed = pa.Table.from_batches([b for b, _ in rust[f"{SCHEMA}-keyed"]]).to_pylist()
+    assert [(r["k"], r["n"], r["_sdc_deleted_at"] is not None) for r in keyed] == [
+        (1, None, False),
+        (2, None, True),
+        (50, 2, False),
+        (3, None, True),
+    ]
     # Neither read was acknowledged: the slot is where the initial copies left it.
     assert _slot(dsn) == min(start.values())
 
