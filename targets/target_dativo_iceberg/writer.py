@@ -42,6 +42,7 @@ from pyiceberg.table import Table, TableProperties
 from dativo_bridge.conform import conform
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
+from dativo_bridge.row_groups import ROW_GROUP_MB, RowGroup
 from dativo_bridge.settings import hard_delete_refusal, load_method, with_defaults
 from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg import cow
@@ -68,6 +69,10 @@ logger = logging.getLogger("dativo.iceberg")
 __all__ = ["STATE_ID_PROPERTY", "STATE_PROPERTY", "STREAM_PROPERTY", "IcebergWriter"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
+#: Row groups of the data files: at most pyarrow's default row count, and ended early at
+#: the gathered rows' Arrow size (the writer's memory bound; dativo_bridge.row_groups).
+ROW_GROUP_ROWS = 1024 * 1024
+ROW_GROUP_BYTES = ROW_GROUP_MB * 1024 * 1024
 _CATALOGS: dict[str, Catalog] = {}
 #: Tables open in this process: (catalog, table) -> (stream, number of open writers).
 _OPEN_TABLES: dict[tuple[str, str], tuple[str, int]] = {}
@@ -254,6 +259,7 @@ class IcebergWriter(ArrowWriter):
         super().__init__()
         self._files: list[str] = []
         self._open: pq.ParquetWriter | None = None
+        self._group = RowGroup()  # rows gathered for the open file's next row group
         self._sink: Any = None
         self._buffer: list[pa.RecordBatch] = []
         self._state: Any = None
@@ -429,20 +435,51 @@ class IcebergWriter(ArrowWriter):
         parts = split_partitions(self._table, pa.Table.from_batches([batch]))
         return [b for part in parts for b in part.combine_chunks().to_batches()]
 
-    def _write_part(self, batch: pa.RecordBatch) -> None:
-        if self._table.spec().fields:
-            self._finish_file()  # one file per partition value
+    def _open_file(self) -> pq.ParquetWriter:
         if self._open is None:
             location = self._names.next(self._table)
             self._sink = self._table.io.new_output(location).create(overwrite=False)
             self._open = pq.ParquetWriter(self._sink, self._schema, compression=self._compression)
             self._files.append(location)
-        self._open.write_batch(batch)
-        self._rows += batch.num_rows
-        if self._table.spec().fields or self._sink.tell() >= self._target_bytes:
-            self._finish_file()
+        return self._open
 
-    def _finish_file(self) -> None:
+    def _write_part(self, batch: pa.RecordBatch) -> None:
+        if self._table.spec().fields:
+            self._finish_file()  # one file per partition value
+            self._open_file().write_batch(batch)
+            self._rows += batch.num_rows
+            self._finish_file()
+            return
+        # Rows are gathered into row groups (dativo_bridge.row_groups): pyarrow writes
+        # every call as a row group of its own, and a reader's batches are small.
+        self._open_file()
+        while batch.num_rows:
+            room = ROW_GROUP_ROWS - self._group.rows
+            part, batch = batch.slice(0, room), batch.slice(room)
+            self._group.add(part)
+            self._rows += part.num_rows
+            if (
+                self._group.rows >= ROW_GROUP_ROWS
+                or self._group.bytes >= ROW_GROUP_BYTES
+                or self._group.fills(self._sink.tell(), self._target_bytes)
+            ):
+                self._write_group()
+                if self._sink.tell() >= self._target_bytes:
+                    self._finish_file()
+                    if batch.num_rows:
+                        self._open_file()
+
+    def _write_group(self) -> None:
+        table = self._group.take()
+        if table is not None and self._open is not None:
+            self._open.write_table(table, row_group_size=ROW_GROUP_ROWS)
+
+    def _finish_file(self, *, discard: bool = False) -> None:
+        if discard:
+            self._group = RowGroup()
+        else:
+            self._write_group()
+        self._group.flushed_bytes = 0
         if self._open is not None:
             self._open.close()
             self._sink.close()
@@ -624,7 +661,7 @@ class IcebergWriter(ArrowWriter):
                 logger.warning("could not delete uncommitted data file %s", location)
 
     def close(self) -> None:
-        self._finish_file()
+        self._finish_file(discard=True)
         self._delete(self._files)  # written but never committed
         self._files = []
         self._buffer = []

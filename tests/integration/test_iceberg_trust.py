@@ -484,3 +484,24 @@ def test_a_first_overwrite_into_an_empty_table_shows_no_library_noise(
     assert [str(w.message) for w in caught] == []
     assert "did not match" not in capfd.readouterr().err
     assert _ids(config) == []
+
+
+def test_data_files_hold_row_groups_larger_than_the_batches(tmp_path: Path) -> None:
+    """pyarrow writes each call as a row group: without gathering, a data file's row groups
+    were as small as the batches handed to the writer (a few thousand rows)."""
+    import pyarrow.parquet as pq
+
+    config = {"warehouse": str(tmp_path)}
+    writer = IcebergWriter()
+    writer.open(config, StreamInfo("users", SCHEMA, ("id",)))
+    try:
+        for lo in range(0, 20000, 500):
+            writer.write(_batch(range(lo, lo + 500)))
+        writer.commit()
+    finally:
+        writer.close()
+    files = open_catalog(config).load_table("singer.users").inspect.files()
+    [path] = files.column("file_path").to_pylist()
+    meta = pq.read_metadata(path.removeprefix("file://"))
+    assert meta.num_row_groups == 1 and meta.num_rows == 20000
+    assert _ids(config) == list(range(20000))
