@@ -235,10 +235,10 @@ def _publish(writer: ArrowWriter, stream: str, tasks: list[Any], result: Any) ->
     committed = writer.commit()
     result.commit_seconds += time.monotonic() - clock
     published = list(committed.paths)
-    if getattr(writer, "publishes_at_end", False):  # the files moved with their folder
-        by_name = {p.rsplit("/", 1)[-1]: p for p in published}
-        for task in tasks:
-            task.files = [by_name.get(f.rsplit("/", 1)[-1], f) for f in task.files]
+    # Where each file was published (s3://... on S3; the live folder after an overwrite).
+    by_name = {p.rsplit("/", 1)[-1]: p for p in published}
+    for task in tasks:
+        task.files = [by_name.get(f.rsplit("/", 1)[-1], f) for f in task.files]
     stats = result.streams.setdefault(stream, _stats_of())
     for task in tasks:
         result.tasks.append(task)

@@ -500,3 +500,81 @@ def test_log_based_streams_and_views_are_refused_with_the_local_engine_named(
             select=[f"{SCHEMA}-recent.*"],
         )
     assert _visible(tmp_path / "out") == [] and _hidden(tmp_path / "out") == []
+
+
+def test_on_s3_the_tasks_files_are_published_and_no_in_progress_object_is_left(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    from .s3server import CREDENTIALS, new_bucket, s3_endpoint
+
+    bucket = new_bucket("dativo-ray-pq")
+    target = {"path": f"s3://{bucket}/lake", "endpoint_url": s3_endpoint(), **CREDENTIALS}
+    marker = tmp_path / "failed-once"
+
+    class Flaky(PartitionedPostgresReader):
+        """Partition 1 fails once after its first batch (a file is being written)."""
+
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            batches = iter(super().read_partition(partition))
+            if partition.index != 1 or marker.exists():
+                yield from batches
+                return
+            yield next(batches)
+            marker.write_text("failed once")
+            raise RuntimeError("partition 1 fails on its first attempt")
+
+    result = run_with_ray(
+        Flaky, ParquetWriter, source_config=_source(events), destination_config=target
+    )
+    assert marker.exists()
+    assert result.rows == ROWS
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(),
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+        region_name=CREDENTIALS["region"],
+    )
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert not [k for k in keys if k.endswith(".inprogress")], keys
+    published = {f"s3://{bucket}/{k}" for k in keys}
+    assert published == {f for t in result.tasks for f in t.files}, (published, result.tasks)
+    ids: list[int] = []
+    for key in keys:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        ids += pq.read_table(pa.BufferReader(body)).column("id").to_pylist()
+    assert sorted(ids) == list(range(1, ROWS + 1))
+
+
+def test_a_worker_killed_mid_task_is_retried_and_leaves_no_hidden_file(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "killed"
+
+    class Dying(PartitionedPostgresReader):
+        """Partition 1 kills its own worker (SIGKILL) on its first attempt, mid-file."""
+
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            batches = iter(super().read_partition(partition))
+            if partition.index != 1 or marker.exists():
+                yield from batches
+                return
+            yield next(batches)
+            yield next(batches)
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    target = {"path": str(tmp_path / "out"), "target_file_size_mb": 0.05}
+    result = run_with_ray(
+        Dying,
+        ParquetWriter,
+        source_config=_source(events, batch_size_bytes=32 * 1024),
+        destination_config=target,
+    )
+    assert marker.exists()  # a worker did die in the middle of partition 1
+    assert result.rows == ROWS
+    ids = _rows(tmp_path / "out" / STREAM).column("id").to_pylist()
+    assert ids == list(range(1, ROWS + 1))
+    assert _hidden(tmp_path / "out") == []
