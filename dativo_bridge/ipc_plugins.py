@@ -126,17 +126,27 @@ class _Worker:
         named = [str(n) for n in policy.get("env") or []]
         return plugin_environment(self.spec.plugin, command, {}, named)
 
-    def died(self) -> PluginFailedError:
-        """The worker is gone (a sandbox breach, a crash): its exit code and stderr tail."""
-        with contextlib.suppress(OSError):
-            self.out.close()
+    def died(self, reason: str | None = None) -> PluginFailedError:
+        """The worker is gone (a sandbox breach, a crash) or broke the protocol
+        (``reason``): stopped; its exit code and stderr tail."""
+        for pipe in (self.out, self.inp):
+            with contextlib.suppress(OSError):
+                pipe.close()
         try:
-            code = self.proc.wait(timeout=30)
+            code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+            # Still running (it sent garbage and went on): stopped, with its tree.
+            self.proc.terminate()
+            try:
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
         self.usable = False
-        return PluginFailedError(self.spec.plugin, code, self.stderr.text())
+        tail = self.stderr.text()
+        if reason:
+            tail = f"{tail}\n(dativo: its worker broke the protocol: {reason})".lstrip()
+        return PluginFailedError(self.spec.plugin, code, tail)
 
     def post(self, op: str, **fields: Any) -> None:
         if not self.usable:
@@ -149,8 +159,8 @@ class _Worker:
     def answer(self) -> dict[str, Any]:
         try:
             reply = receive(self.inp)
-        except ProtocolError:
-            raise self.died() from None
+        except ProtocolError as exc:
+            raise self.died(str(exc)) from None
         if not reply.get("ok", False):
             _raise_failure(self.spec.plugin, reply)
         return reply
@@ -175,8 +185,8 @@ class _Worker:
         while True:
             try:
                 header = receive(self.inp)
-            except ProtocolError:
-                raise self.died() from None
+            except ProtocolError as exc:
+                raise self.died(str(exc)) from None
             if not header.get("ok", True):
                 self.usable = True
                 _raise_failure(self.spec.plugin, header)
@@ -188,8 +198,8 @@ class _Worker:
                     text = metadata.get(b"bookmark")
                     value = decode(json.loads(text)) if text is not None else None
                     yield batch, value
-            except (pa.ArrowException, OSError):
-                raise self.died() from None
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise self.died(f"{type(exc).__name__}: {exc}") from None
 
     def close(self) -> int:
         retries = 0

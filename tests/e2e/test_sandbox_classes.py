@@ -116,6 +116,22 @@ MODULE = textwrap.dedent(
             )
 
 
+    class GarbageReader(TypedReader):
+        """Writes garbage into the protocol pipe (the worker's saved stdout) mid-read."""
+        name = "garbage"
+
+        def read(self, stream, bookmark):
+            for number, batch in enumerate(super().read(stream, bookmark)):
+                if number == 1:
+                    for fd in map(int, os.listdir("/proc/self/fd")):
+                        if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                            try:
+                                os.write(fd, bytes([255]) * 64 + b"garbage")
+                            except OSError:
+                                pass
+                yield batch
+
+
     class FailingWriter(ArrowWriter):
         name = "failing-writer"
 
@@ -407,3 +423,31 @@ def test_a_run_that_fails_mid_read_stops_the_sandboxed_reader(project_dir: Path)
         if b"dativo_bridge.ipc" in command and cwd.startswith(str(project_dir)):
             workers.append(entry.name)
     assert workers == []
+
+
+def test_garbage_from_a_hostile_worker_fails_the_run_cleanly(project_dir: Path) -> None:
+    """A class that writes into the protocol pipe itself: the run fails with the plugin
+    named, at once and without a traceback; nothing of the garbage is trusted."""
+    out = project_dir / "out"
+    project = write_project(
+        project_dir,
+        [
+            {
+                "name": "tap-garbage",
+                "config": {
+                    "reader_class": "sandbox_classes:GarbageReader",
+                    "plugin_dirs": ["plugins"],
+                    "rows": 40,
+                },
+                "sandbox": {"memory_mb": 256},
+            }
+        ],
+        [{"name": "target-dativo-parquet", "config": {"path": str(out)}}],
+    )
+    began = time.monotonic()
+    done = dativo_run(project, "tap-garbage", "target-dativo-parquet", check=False, timeout=120)
+    assert done.returncode != 0
+    assert "error: plugin 'tap-garbage' exited" in done.stderr, done.stderr[-3000:]
+    assert "its worker broke the protocol: a frame header of" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - began < 30
