@@ -1,14 +1,16 @@
 """``dativo init reader NAME --rust``: a reader project whose hot path is a PyO3 extension
 module built by maturin. Generated, ``pip install -e .`` into a fresh venv (compiling the
 crate: slow, but included; the time limit keeps it under 3 minutes), its console script
-answers, and its own tests pass, the conformance suite among them; then a bookmark bug
-planted in the Rust code and rebuilt makes the suite fail."""
+answers, and its own tests pass (pytest: the conformance suite among them; cargo test: the
+parsing without Python); then a bookmark bug planted in the Rust code and rebuilt makes
+both fail."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 170) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["CARGO_TARGET_DIR"] = str(CARGO_TARGET)
     env["CARGO_BUILD_JOBS"] = "2"
+    env["PYO3_PYTHON"] = sys.executable  # cargo test links this Python
     if _pyo3_cached():
         env["CARGO_NET_OFFLINE"] = "true"  # everything the crate needs is on this machine
     return subprocess.run(
@@ -70,6 +73,9 @@ def test_a_rust_reader_project_builds_and_passes_its_own_tests(tmp_path: Path) -
     tests = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     done = _run(tests, project)
     assert "4 passed" in done.stdout, done.stdout + done.stderr
+    cargo_test = ["cargo", "test", "--release", "--lib"]
+    done = _run(cargo_test, project)
+    assert "test result: ok. 2 passed" in done.stdout, done.stdout + done.stderr[-3000:]
 
     # The tests go through the Rust code: resume after the bookmark instead of at it.
     source = project / "src" / "lib.rs"
@@ -82,6 +88,10 @@ def test_a_rust_reader_project_builds_and_passes_its_own_tests(tmp_path: Path) -
     assert "2 failed, 2 passed" in done.stdout, done.stdout + done.stderr
     assert "FAILED  reader.resume" in done.stdout
     assert "test_lines_become_columns_from_the_bookmark_on" in done.stdout
+    done = _run(cargo_test, project)
+    assert "test tests::rows_at_or_after_the_bookmark_are_kept ... FAILED" in done.stdout, (
+        done.stdout
+    )
 
 
 def test_rust_is_for_readers(tmp_path: Path) -> None:
