@@ -563,10 +563,19 @@ class TasksDisplay:
 
 
 def _cancel(ray: Any, refs: Sequence[Any]) -> None:
-    for ref in refs:
+    """Stop the tasks of ``refs`` that have not finished and wait for them to end.
+
+    Finished tasks are left alone: Ray 2.60's driver can abort on a cancel that races with
+    a task's completion ("Tried to complete task that was not pending" in task_manager.cc,
+    seen in test_ray_parquet's failing-task test), so only tasks still running are
+    cancelled; the race stays possible for a task that ends at that very moment.
+    """
+    if not refs:
+        return
+    _done, running = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+    for ref in running:
         try:
             ray.cancel(ref, force=True)
         except Exception:  # finished or already gone
             continue
-    if refs:
-        ray.wait(list(refs), num_returns=len(refs), timeout=10)
+    ray.wait(list(refs), num_returns=len(refs), timeout=10)
