@@ -481,24 +481,28 @@ def test_log_based_streams_and_views_are_refused_with_the_local_engine_named(
 ) -> None:
     with psycopg.connect(pg_dsn(), autocommit=True) as conn:
         conn.execute(f"CREATE OR REPLACE VIEW {SCHEMA}.recent AS SELECT id FROM {SCHEMA}.events")
-    log_based = {STREAM: {"replication-method": "LOG_BASED"}}
-    with pytest.raises(ConfigError, match="not LOG_BASED; use the local engine"):
-        run_with_ray(
-            PostgresReader,
-            ParquetWriter,
-            source_config=_source(events),
-            destination_config={"path": str(tmp_path / "out")},
-            select=[f"{STREAM}.*"],
-            metadata=log_based,
-        )
-    with pytest.raises(ConfigError, match="is a view: partitions need a table"):
-        run_with_ray(
-            PostgresReader,
-            ParquetWriter,
-            source_config=_source(events),
-            destination_config={"path": str(tmp_path / "out")},
-            select=[f"{SCHEMA}-recent.*"],
-        )
+    try:
+        log_based = {STREAM: {"replication-method": "LOG_BASED"}}
+        with pytest.raises(ConfigError, match="not LOG_BASED; use the local engine"):
+            run_with_ray(
+                PostgresReader,
+                ParquetWriter,
+                source_config=_source(events),
+                destination_config={"path": str(tmp_path / "out")},
+                select=[f"{STREAM}.*"],
+                metadata=log_based,
+            )
+        with pytest.raises(ConfigError, match="is a view: partitions need a table"):
+            run_with_ray(
+                PostgresReader,
+                ParquetWriter,
+                source_config=_source(events),
+                destination_config={"path": str(tmp_path / "out")},
+                select=[f"{SCHEMA}-recent.*"],
+            )
+    finally:  # the module's other tests read every table of the schema
+        with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP VIEW {SCHEMA}.recent")
     assert _visible(tmp_path / "out") == [] and _hidden(tmp_path / "out") == []
 
 
