@@ -33,6 +33,8 @@ use crate::copy::Error;
 
 /// The socket waits this long for data before the client asks the server where it is.
 const QUIET: Duration = Duration::from_millis(100);
+/// Bytes asked of the socket at each read.
+const READ_BYTES: usize = 256 << 10;
 /// A status update goes out at least this often (well inside `wal_sender_timeout`).
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
@@ -106,6 +108,7 @@ pub struct Request {
 pub struct Replication {
     socket: Socket,
     buf: BytesMut,
+    scratch: Box<[u8]>,
     out: BytesMut,
     upto: u64,
     confirmed: u64,
@@ -176,6 +179,7 @@ impl Replication {
         let mut this = Replication {
             socket,
             buf: BytesMut::with_capacity(1 << 20),
+            scratch: vec![0; READ_BYTES].into_boxed_slice(),
             out: BytesMut::new(),
             upto: request.upto,
             confirmed: request.confirmed,
@@ -345,34 +349,26 @@ impl Replication {
             if let Some(m) = self.frame()? {
                 return Ok(Some(m));
             }
-            if self.buf.capacity() - self.buf.len() < 64 << 10 {
-                self.buf.reserve(1 << 20);
-            }
-            let len = self.buf.len();
-            let cap = self.buf.capacity();
-            self.buf.resize(cap, 0);
-            match self.socket.read(&mut self.buf[len..]) {
+            // Into a fixed scratch buffer, then appended: only the bytes read are
+            // copied (reading into the message buffer's spare capacity would need it
+            // zeroed first, its whole length at each read).
+            match self.socket.read(&mut self.scratch) {
                 Ok(0) => {
-                    self.buf.truncate(len);
                     return Err(Error::Server(
                         "the server closed the replication connection".into(),
                     ));
                 }
-                Ok(n) => self.buf.truncate(len + n),
+                Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    self.buf.truncate(len);
                     return Ok(None);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(len),
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(io_err(&e));
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(&e)),
             }
         }
     }
