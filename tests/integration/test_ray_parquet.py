@@ -582,3 +582,38 @@ def test_a_worker_killed_mid_task_is_retried_and_leaves_no_hidden_file(
     ids = _rows(tmp_path / "out" / STREAM).column("id").to_pylist()
     assert ids == list(range(1, ROWS + 1))
     assert _hidden(tmp_path / "out") == []
+
+
+def test_overwrite_replaces_no_folder_when_a_later_stream_fails(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    schema = SCHEMA + "_two"
+    fresh_schema(schema)
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        for name in ("a_first", "b_second"):
+            conn.execute(f"CREATE TABLE {schema}.{name} (id bigint PRIMARY KEY)")
+            conn.execute(f"INSERT INTO {schema}.{name} SELECT generate_series(1, 500)")
+    out = tmp_path / "out"
+    for name in ("a_first", "b_second"):
+        (out / f"{schema}-{name}").mkdir(parents=True)
+        pq.write_table(pa.table({"id": [-1]}), out / f"{schema}-{name}" / "part-old.parquet")
+
+    class SecondFails(PartitionedPostgresReader):
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            if partition.stream.name.endswith("b_second"):
+                raise RuntimeError("the second stream fails")
+            yield from super().read_partition(partition)
+
+    source = {"dsn": pg_dsn(), "filter_schemas": [schema]}
+    target = {"path": str(out), "load_method": "overwrite"}
+    with pytest.raises(Exception, match="the second stream fails"):
+        run_with_ray(
+            SecondFails,
+            ParquetWriter,
+            source_config=source,
+            destination_config=target,
+            max_retries=0,
+        )
+    for name in ("a_first", "b_second"):  # both folders as they were: the old file only
+        assert _visible(out / f"{schema}-{name}") == [out / f"{schema}-{name}" / "part-old.parquet"]
+    assert _hidden(out) == []  # the first stream's staged folder is gone
