@@ -105,6 +105,14 @@ def _log_based(reader: PostgresReader, name: str) -> StreamInfo:
     return reader.log_based_stream(dataclasses.replace(stream, replication_method="LOG_BASED"))
 
 
+def _walsenders(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'dativo_cdc'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _read(dsn: str, accelerator: str, bookmarks: dict[str, Any]) -> dict[str, list[Any]]:
     """Each stream's (batch, bookmark after it) pairs from ``bookmarks``, without
     acknowledging anything (the reader's close confirms only the LSNs it started from)."""
@@ -116,7 +124,11 @@ def _read(dsn: str, accelerator: str, bookmarks: dict[str, Any]) -> dict[str, li
             stream = _log_based(reader, name)
             previous = bookmarks.get(name)
             pairs = []
+            resumed = previous is not None
             for batch in reader.read(stream, previous):
+                if resumed and not pairs:
+                    # Mid-read: the Rust path streams over a walsender, the Python one not.
+                    assert _walsenders(dsn) == (1 if accelerator == "rust" else 0), accelerator
                 previous = reader.bookmark(stream, batch, previous)
                 pairs.append((batch, previous))
             out[name] = pairs
