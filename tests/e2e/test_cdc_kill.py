@@ -155,6 +155,7 @@ def test_log_based_into_iceberg_killed_at_random_moments(source: str, tmp_path: 
     committed: list[int] = [0]
     finished: list[float] = []  # seconds a run took when it was not killed
     kills = 0
+    stalled = 0  # trials in a row that committed nothing new while no run has finished
     try:
         for trial in range(TRIALS):
             launched = time.monotonic()
@@ -167,7 +168,9 @@ def test_log_based_into_iceberg_killed_at_random_moments(source: str, tmp_path: 
             )
             # A moment within a run: runs that finished show how long one takes here
             # (about 1 s idle, several under load), so kills land mid-way either way.
-            longest = 0.9 * min(finished) if finished else 3.5
+            # On a loaded box even a whole window can pass before the first commit: while
+            # no run has finished or committed, each such trial widens the next window.
+            longest = 0.9 * min(finished) if finished else min(60.0, 3.5 * 1.5**stalled)
             time.sleep(rng.uniform(0.3, max(0.6, longest)))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
@@ -181,6 +184,7 @@ def test_log_based_into_iceberg_killed_at_random_moments(source: str, tmp_path: 
             entry = (state.get("bookmarks") or {}).get(STREAM) or {}
             lsn = int(entry.get("replication_key_value") or 0)
             assert lsn >= committed[-1], f"trial {trial}: the committed LSN went back"
+            stalled = stalled + 1 if lsn == committed[-1] and not finished else 0
             committed.append(lsn)
             slot = _slot_lsn(source)
             if lsn and slot is not None:
