@@ -118,7 +118,10 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
             "type": "string",
             "enum": ["auto", "python", "rust"],
             "default": "auto",
-            "description": "COPY decoder: rust (dativo_accel), python, or auto (rust if built).",
+            "description": (
+                "COPY decoder and LOG_BASED change reader: rust (dativo_accel), python, or "
+                "auto (rust if built)."
+            ),
         },
         "max_reconnects": {
             "type": "integer",
