@@ -46,9 +46,8 @@ def _source() -> None:
         )
 
 
-def _kill_loop(tmp_path: Path, loader: dict[str, Any], kills_wanted: int) -> tuple[int, float]:
-    """Start the run, SIGKILL it at a random moment, resume, ... until one resumption is
-    let finish; returns (kills, seconds of the finishing run)."""
+def _run_command(tmp_path: Path, loader: dict[str, Any]) -> list[str]:
+    """`dativo run` of the two tables into ``loader``, with its project under tmp_path."""
     project = write_project(
         tmp_path,
         [
@@ -70,7 +69,7 @@ def _kill_loop(tmp_path: Path, loader: dict[str, Any], kills_wanted: int) -> tup
         ],
         [loader],
     )
-    command = [
+    return [
         script("dativo"),
         "run",
         "tap-dativo-postgres",
@@ -82,6 +81,12 @@ def _kill_loop(tmp_path: Path, loader: dict[str, Any], kills_wanted: int) -> tup
         "--state-dir",
         str(tmp_path / "state"),
     ]
+
+
+def _kill_loop(tmp_path: Path, loader: dict[str, Any], kills_wanted: int) -> tuple[int, float]:
+    """Start the run, SIGKILL it at a random moment, resume, ... until one resumption is
+    let finish; returns (kills, seconds of the finishing run)."""
+    command = _run_command(tmp_path, loader)
     rng = random.Random(7)
     state_dir = tmp_path / "state"
     kills = 0
@@ -180,39 +185,9 @@ def test_a_kill_right_after_the_first_publish_repeats_that_checkpoint_only(
     checkpoint does, and nothing is lost."""
     _source()
     out = tmp_path / "out"
-    project = write_project(
-        tmp_path,
-        [
-            {
-                "name": "tap-dativo-postgres",
-                "config": {
-                    "dsn": pg_dsn(),
-                    "filter_schemas": [SCHEMA],
-                    "batch_size_bytes": 16 * 1024,
-                    "max_parallelism": 1,
-                },
-                "metadata": {
-                    f"{SCHEMA}-b_docs": {
-                        "replication-method": "INCREMENTAL",
-                        "replication-key": "changed",
-                    }
-                },
-            }
-        ],
-        [{"name": "target-dativo-parquet", "config": {"path": str(out)}}],
+    command = _run_command(
+        tmp_path, {"name": "target-dativo-parquet", "config": {"path": str(out)}}
     )
-    command = [
-        script("dativo"),
-        "run",
-        "tap-dativo-postgres",
-        "target-dativo-parquet",
-        "--project",
-        str(project),
-        "--checkpoint-rows",
-        "1000",
-        "--state-dir",
-        str(tmp_path / "state"),
-    ]
     docs_dir = out / f"{SCHEMA}-b_docs"
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
