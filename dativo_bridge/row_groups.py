@@ -16,6 +16,10 @@ import pyarrow as pa
 
 #: Default of the writers' ``row_group_mb`` setting.
 ROW_GROUP_MB = 32
+#: Row groups of Iceberg data files (no setting there): at most pyarrow's default row
+#: count, ended early once the gathered rows take ROW_GROUP_MB of Arrow memory.
+ICEBERG_ROW_GROUP_ROWS = 1024 * 1024
+ROW_GROUP_BYTES = ROW_GROUP_MB * 1024 * 1024
 
 
 def row_group_settings() -> dict[str, dict[str, object]]:

@@ -28,6 +28,8 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties
 
 from dativo_bridge.errors import WriteError
+from dativo_bridge.row_groups import ICEBERG_ROW_GROUP_ROWS as ROW_GROUP_ROWS
+from dativo_bridge.row_groups import ROW_GROUP_BYTES, RowGroup
 from target_dativo_iceberg.cow import split_partitions
 from target_dativo_iceberg.orphans import DataFileNames
 from target_dativo_iceberg.tables import STATE_ID_PROPERTY, STATE_PROPERTY, STREAM_PROPERTY
@@ -87,9 +89,17 @@ def write_data_files(
     names = iter(locations)
     writer: pq.ParquetWriter | None = None
     sink: Any = None
+    group = RowGroup()  # rows gathered for the open file's next row group
+
+    def write_group() -> None:
+        table_ = group.take()
+        if table_ is not None and writer is not None:
+            writer.write_table(table_, row_group_size=ROW_GROUP_ROWS)
 
     def finish() -> None:
         nonlocal writer, sink
+        write_group()
+        group.flushed_bytes = 0
         if writer is not None:
             writer.close()
             sink.close()
@@ -120,10 +130,22 @@ def write_data_files(
                     sink = table.io.new_output(location).create(overwrite=False)
                     writer = pq.ParquetWriter(sink, schema, compression=compression)
                     files.append(location)
-                writer.write_batch(part)
-                rows += part.num_rows
-                if partitioned or sink.tell() >= target_bytes:
+                if partitioned:
+                    writer.write_batch(part)
+                    rows += part.num_rows
                     finish()
+                    continue
+                # Unpartitioned: rows gathered into row groups (dativo_bridge.row_groups).
+                group.add(part)
+                rows += part.num_rows
+                if (
+                    group.rows >= ROW_GROUP_ROWS
+                    or group.bytes >= ROW_GROUP_BYTES
+                    or group.fills(sink.tell(), target_bytes)
+                ):
+                    write_group()
+                    if sink.tell() >= target_bytes:
+                        finish()
         finish()
     except BaseException:
         finish_quietly(writer, sink)

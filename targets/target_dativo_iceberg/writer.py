@@ -42,7 +42,8 @@ from pyiceberg.table import Table, TableProperties
 from dativo_bridge.conform import conform
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from dativo_bridge.row_groups import ROW_GROUP_MB, RowGroup
+from dativo_bridge.row_groups import ICEBERG_ROW_GROUP_ROWS as ROW_GROUP_ROWS
+from dativo_bridge.row_groups import ROW_GROUP_BYTES, RowGroup
 from dativo_bridge.settings import hard_delete_refusal, load_method, with_defaults
 from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg import cow
@@ -69,10 +70,6 @@ logger = logging.getLogger("dativo.iceberg")
 __all__ = ["STATE_ID_PROPERTY", "STATE_PROPERTY", "STREAM_PROPERTY", "IcebergWriter"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
-#: Row groups of the data files: at most pyarrow's default row count, and ended early at
-#: the gathered rows' Arrow size (the writer's memory bound; dativo_bridge.row_groups).
-ROW_GROUP_ROWS = 1024 * 1024
-ROW_GROUP_BYTES = ROW_GROUP_MB * 1024 * 1024
 _CATALOGS: dict[str, Catalog] = {}
 #: Tables open in this process: (catalog, table) -> (stream, number of open writers).
 _OPEN_TABLES: dict[tuple[str, str], tuple[str, int]] = {}

@@ -505,3 +505,30 @@ def test_data_files_hold_row_groups_larger_than_the_batches(tmp_path: Path) -> N
     meta = pq.read_metadata(path.removeprefix("file://"))
     assert meta.num_row_groups == 1 and meta.num_rows == 20000
     assert _ids(config) == list(range(20000))
+
+
+def test_task_data_files_hold_row_groups_larger_than_the_batches(tmp_path: Path) -> None:
+    """The data files the ray engine's tasks write (write_data_files) gather rows into row
+    groups as the writer does (one row group per batch before)."""
+    import pyarrow.parquet as pq
+
+    from target_dativo_iceberg.files import write_data_files
+
+    config = {"warehouse": str(tmp_path)}
+    TargetDativoIceberg(config=config).listen(_lines(_schema_message("users"), _record("users", 1)))
+    table = open_catalog(config).load_table("singer.users")
+    schema = table.schema().as_arrow()
+    batches = [
+        pa.record_batch(
+            [pa.array(range(lo, lo + 500), pa.int64()), pa.array([f"n{i}" for i in range(500)])],
+            schema=schema,
+        )
+        for lo in range(0, 20000, 500)
+    ]
+    names = (f"{table.location()}/data/task-{i:04d}.parquet" for i in range(100))
+    files, rows = write_data_files(
+        table, schema, batches, names, compression="zstd", target_bytes=128 * 2**20
+    )
+    assert rows == 20000 and len(files) == 1
+    meta = pq.read_metadata(files[0].removeprefix("file://"))
+    assert meta.num_row_groups == 1 and meta.num_rows == 20000
