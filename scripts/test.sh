@@ -4,8 +4,8 @@
 # meltano from PyPI; on Debian/Ubuntu as root, PostgreSQL from apt for the TLS tests),
 # builds the Rust extension once, then runs ruff, mypy, rustfmt, clippy, the Rust tests
 # and the whole pytest suite (about 1,700 tests; the third-party plugins it tests against
-# go into their own venvs under .dativo/test-venvs, once). About 20 minutes on 2 cores the
-# first time (the Rust crate's compile ~5 min, the suite ~13), less after.
+# go into their own venvs under .dativo/test-venvs, once). About 30 minutes on 2 cores the
+# first time (install ~2 min, the Rust crate ~4, the suite ~21), less after.
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
