@@ -49,6 +49,17 @@ def starting_bookmark(state: Mapping[str, Any] | None, stream: StreamInfo) -> An
     return entry.get("replication_key_value")
 
 
+def finished_by_resumed_run(previous: Any, names: Sequence[str]) -> list[str]:
+    """Of ``names``, the streams an interrupted run finished, from the ``dativo_run``
+    marker its STATE held (``previous``); none when that run read every stream."""
+    if not isinstance(previous, dict):
+        return []
+    earlier = [str(n) for n in previous.get("completed") or []]
+    if not set(earlier) < set(previous.get("streams") or []):
+        return []
+    return [n for n in earlier if n in names]
+
+
 def estimated_rows(reader: ArrowReader, stream: StreamInfo, bookmark: Any) -> int | None:
     """The reader's row estimate for ``stream`` (None if it has none, gives something that
     is not a count, or fails: an estimate never stops a run)."""
@@ -93,11 +104,7 @@ def reader_events(
     previous = state.pop(RUN_KEY, None)
     selected = selected_streams(reader, select, metadata)
     names = [info.name for info in selected]
-    done: list[str] = []
-    if isinstance(previous, dict):
-        earlier = [str(n) for n in previous.get("completed") or []]
-        if set(earlier) < set(previous.get("streams") or []):
-            done = [n for n in earlier if n in names]
+    done = finished_by_resumed_run(previous, names)
     progress = {"streams": names, "completed": list(done)}
 
     def marked() -> dict[str, Any]:

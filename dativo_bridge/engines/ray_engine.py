@@ -35,7 +35,12 @@ from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.reading import check_batch
 from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult
 from dativo_bridge.settings import with_defaults
-from dativo_bridge.sources import bookmark_state, selected_streams, starting_bookmark
+from dativo_bridge.sources import (
+    bookmark_state,
+    finished_by_resumed_run,
+    selected_streams,
+    starting_bookmark,
+)
 from dativo_bridge.state import RUN_KEY, StateStore
 
 logger = logging.getLogger("dativo.run")
@@ -281,11 +286,7 @@ def run_with_ray(
         assert isinstance(reader, PartitionedReader)
         streams = selected_streams(reader, select, metadata)
         stream_names = [s.name for s in streams]
-        done: list[str] = []
-        if isinstance(previous, dict):
-            earlier = [str(n) for n in previous.get("completed") or []]
-            if set(earlier) < set(previous.get("streams") or []):
-                done = [n for n in earlier if n in stream_names]
+        done = finished_by_resumed_run(previous, stream_names)
         completed = list(done)
         counted = RunTasks()
         for stream in streams:
