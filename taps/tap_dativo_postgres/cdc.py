@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -103,6 +103,8 @@ class ChangeStream:
             connection) at this connection string; None: poll
             ``pg_logical_slot_peek_binary_changes`` (the Python path). Both hand the
             same pgoutput messages to the same decoding.
+        rust_tls: The extension's TLS settings for ``rust_dsn`` (``accel.rust_tls``: the
+            same sslmode and sslrootcert meanings as the COPY connections); None: no TLS.
     """
 
     def __init__(
@@ -116,9 +118,11 @@ class ChangeStream:
         batch_rows: int,
         where: str,
         rust_dsn: str | None = None,
+        rust_tls: Mapping[str, str] | None = None,
     ) -> None:
         self.conn = conn
         self.rust_dsn = rust_dsn
+        self.rust_tls = dict(rust_tls) if rust_tls else None
         self.slot = slot
         self.publication = publication
         self.table = table
@@ -264,6 +268,7 @@ class ChangeStream:
                 upto,
                 confirmed,
                 unchanged=pgoutput.UNCHANGED,
+                tls=self.rust_tls,
             )
         except dativo_accel.CopyError as exc:
             raise ReadError(f"{self.where}: cannot stream slot '{self.slot}': {exc}") from None

@@ -8,6 +8,11 @@ slot's position: the copy holds every transaction that committed before C, the s
 on with those that committed after it (``_sdc_lsn`` > C), and its bookmark is C only once
 the whole copy was yielded. A stream with an LSN resumes after it.
 
+One slot per pipeline: unless ``replication_slot`` names one, the slot is derived from the
+database and the pipeline's state id (slot.choose_slot), so two pipelines reading one
+database never confirm each other's slot; a pipeline resuming on the slot of the earlier
+default (derived from the tap's name) keeps it.
+
 Acknowledge only what is durable: the slot is confirmed (``pg_replication_slot_advance``)
 to the smallest LSN of the LOG_BASED bookmarks of a STATE the destination committed, never
 to a position merely read: :meth:`LogBasedReads.acknowledge` (``dativo run`` after each
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
@@ -44,6 +50,17 @@ logger = logging.getLogger("dativo.postgres")
 BATCH_ROWS = 10_000
 #: Seconds between polls of the slot under ``cdc_stop: follow``.
 POLL_SECONDS = 1.0
+
+
+def state_lsns(state: Mapping[str, Any]) -> dict[str, int]:
+    """The LSN of every LOG_BASED stream that has one in ``state`` (Singer STATE)."""
+    lsns: dict[str, int] = {}
+    for name, entry in (state.get("bookmarks") or {}).items():
+        if isinstance(entry, Mapping) and entry.get("replication_key") == LSN_COLUMN:
+            value = lsn_value(entry.get("replication_key_value"))
+            if value is not None:
+                lsns[name] = value
+    return lsns
 
 
 def lsn_value(value: Any) -> int | None:
@@ -79,15 +96,39 @@ class LogBasedReads:
         self._ack_conn: psycopg.Connection | None = None
         self._ack_lock = threading.Lock()
         self._closed = False  # acknowledgements after close use a connection each
-        self._tls_logged = False
 
     @property
     def slot(self) -> str:
-        """The pipeline's slot name (the setting, or one derived from the database)."""
+        """The pipeline's slot name: the setting, or one derived from the database and the
+        pipeline's state id (:meth:`choose_slot`)."""
         if self._slot is None:
-            row = self.reader._conn.execute("SELECT current_database()").fetchone()
-            self._slot = pgslot.default_slot_name(str(row[0]) if row else "db", self.reader.name)
+            self.choose_slot(None)
+        assert self._slot is not None
         return self._slot
+
+    def choose_slot(self, bookmark: Any) -> None:
+        """Name the pipeline's slot (once) when the setting does not (slot.choose_slot).
+
+        The pipeline resumes when the STATE the run started from holds an LSN for any
+        LOG_BASED stream (the reader's ``start_state``, set by ``dativo run``); when that
+        STATE is not known (a Singer tap), when the first stream read has one
+        (``bookmark``)."""
+        if self._slot is not None:
+            return
+        reader = self.reader
+        conn = reader._conn
+        row = conn.execute("SELECT current_database()").fetchone()
+        start_state = getattr(reader, "start_state", None)
+        if start_state is not None:
+            resuming = bool(state_lsns(start_state))
+        else:
+            resuming = lsn_value(bookmark) is not None
+        pipeline = pgslot.pipeline_id(getattr(reader, "state_id", None), os.environ)
+        self._slot = pgslot.choose_slot(
+            conn, str(row[0]) if row else "db", reader.name, pipeline, resuming
+        )
+        conn.commit()
+        logger.info("LOG_BASED streams read replication slot %s", self._slot)
 
     @property
     def publication(self) -> str:
@@ -119,6 +160,7 @@ class LogBasedReads:
                 "(its changes come from the WAL); remove it, or read it INCREMENTAL"
             )
         stream = self.stream(stream)
+        self.choose_slot(bookmark)
         table = reader._table(stream)
         if table.kind not in ("r", "p"):
             raise ConfigError(
@@ -137,11 +179,22 @@ class LogBasedReads:
         position = pgslot.slot_position(conn, self.slot)
         if start is not None:
             if position is None:
+                others = [s for s in pgslot.dativo_slots(conn) if s != self.slot]
+                conn.commit()
+                snapshot = (
+                    "re-read the stream from a new snapshot (remove its bookmark from the "
+                    "state, or --full-refresh)"
+                )
+                advice = (
+                    f"If this pipeline used another slot (this database has "
+                    f"{', '.join(others)}), name it in the replication_slot setting; else "
+                    f"{snapshot}"
+                    if others
+                    else f"The changes since are gone: {snapshot}"
+                )
                 raise ReadError(
                     f"{where}: the state has LSN {format_lsn(start)} but replication slot "
-                    f"'{self.slot}' does not exist (dropped?): the changes since are gone. "
-                    "Re-read the stream from a new snapshot (remove its bookmark from the "
-                    "state, or --full-refresh)"
+                    f"'{self.slot}' does not exist (dropped, or named otherwise). {advice}"
                 )
             pgslot.check_not_ahead(self.slot, position, start, stream.name)
         else:
@@ -213,6 +266,7 @@ class LogBasedReads:
                 self.batch_rows,
                 where,
                 rust_dsn=self.rust_dsn(),
+                rust_tls=self.reader._rust_tls,
             )
             after = start
             while True:
@@ -238,18 +292,10 @@ class LogBasedReads:
 
     def rust_dsn(self) -> str | None:
         """Where the extension's replication client connects, or None for the Python
-        path: the reader's ``accelerator`` decides (as for COPY); a connection over TLS
-        reads the slot with the Python path (the replication client has no TLS)."""
+        path: the reader's ``accelerator`` decides, as for COPY (and over TLS with the
+        COPY connections' TLS settings, ``reader._rust_tls``)."""
         reader = self.reader
         if getattr(reader, "accelerator", "python") != "rust" or reader._rust_dsn is None:
-            return None
-        if reader._rust_tls is not None:
-            if not self._tls_logged:
-                logger.info(
-                    "the connection uses TLS, which the Rust replication client does not "
-                    "implement: LOG_BASED streams are read with the Python path"
-                )
-                self._tls_logged = True
             return None
         return reader._rust_dsn
 
@@ -264,13 +310,7 @@ class LogBasedReads:
         started = list(self.started)  # the reader's thread may add to it meanwhile
         if not started:
             return None
-        bookmarks = state.get("bookmarks") or {}
-        lsns: dict[str, int] = {}
-        for name, entry in bookmarks.items():
-            if isinstance(entry, Mapping) and entry.get("replication_key") == LSN_COLUMN:
-                value = lsn_value(entry.get("replication_key_value"))
-                if value is not None:
-                    lsns[name] = value
+        lsns = state_lsns(state)
         if any(name not in lsns for name in started):
             return None
         if not lsns:

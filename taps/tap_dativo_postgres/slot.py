@@ -25,12 +25,90 @@ logger = logging.getLogger("dativo.postgres")
 _NAME = re.compile(r"[^a-z0-9_]+")
 
 
-def default_slot_name(database: str, tap_name: str) -> str:
-    """``dativo_<database>_<hash>``: one slot per database and tap, within the 63 bytes
-    PostgreSQL allows (slot names: lower-case letters, digits, underscores)."""
-    digest = hashlib.sha1(f"{tap_name}\x00{database}".encode()).hexdigest()[:8]
+def default_slot_name(database: str, pipeline: str) -> str:
+    """``dativo_<database>_<hash>``: one slot per database and pipeline (its state id, or
+    the tap's name when no state id is known: the only default before state ids), within
+    the 63 bytes PostgreSQL allows (slot names: lower-case letters, digits, underscores)."""
+    digest = hashlib.sha1(f"{pipeline}\x00{database}".encode()).hexdigest()[:8]
     stem = _NAME.sub("_", database.lower()).strip("_")[:40] or "db"
     return f"dativo_{stem}_{digest}"
+
+
+def pipeline_id(state_id: str | None, environ: Mapping[str, str]) -> str | None:
+    """What tells this pipeline apart from others reading the same database: the state id
+    ``dativo run`` gives the reader; in a tap started by Meltano, ``MELTANO_STATE_ID``
+    when set, else the environment, the extractor's name and the state id suffix
+    (Meltano passes its plugins neither the state id nor the loader's name; the suffix
+    only as ``MELTANO_RUN_STATE_ID_SUFFIX``). None when nothing is known (a plain pipe)."""
+    if state_id:
+        return state_id
+    if environ.get("MELTANO_STATE_ID"):
+        return environ["MELTANO_STATE_ID"]
+    extractor = environ.get("MELTANO_EXTRACTOR_NAME")
+    if not extractor:
+        return None
+    parts = [
+        "meltano",
+        environ.get("MELTANO_ENVIRONMENT") or "",
+        extractor,
+        environ.get("MELTANO_RUN_STATE_ID_SUFFIX") or "",
+    ]
+    return ":".join(parts)
+
+
+def choose_slot(
+    conn: psycopg.Connection, database: str, tap_name: str, pipeline: str | None, resuming: bool
+) -> str:
+    """The pipeline's slot when the setting names none: the one derived from the database
+    and ``pipeline``, except that a pipeline ``resuming`` from LSNs whose derived slot does
+    not exist keeps the slot of the earlier default (derived from the tap's name) if that
+    one exists: an existing pipeline is never moved to a fresh slot (which would have
+    skipped the WAL since its state's LSN)."""
+    legacy = default_slot_name(database, tap_name)
+    if pipeline is None:
+        return legacy
+    derived = default_slot_name(database, pipeline)
+    if derived == legacy:
+        return derived
+    exists = {
+        name
+        for (name,) in conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name IN (%s, %s)",
+            [derived, legacy],
+        ).fetchall()
+    }
+    if resuming and derived not in exists and legacy in exists:
+        logger.warning(
+            "replication slot %s (the default before slots were derived from the state "
+            "id) is kept for this pipeline, which resumes from it; set replication_slot: "
+            "%s to keep it for good (docs/cdc.md, 'Slots')",
+            legacy,
+            legacy,
+        )
+        return legacy
+    if legacy in exists:
+        logger.info(
+            "replication slot %s (the earlier default for %s) exists but this pipeline "
+            "(%s) uses %s; if no other pipeline resumes from it, drop it, or it keeps WAL "
+            "on the server: SELECT pg_drop_replication_slot('%s')",
+            legacy,
+            tap_name,
+            pipeline,
+            derived,
+            legacy,
+        )
+    return derived
+
+
+def dativo_slots(conn: psycopg.Connection) -> list[str]:
+    """The logical slots of the current database whose names start with ``dativo_``."""
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() "
+            "AND NOT temporary AND slot_name LIKE 'dativo%' ORDER BY slot_name"
+        ).fetchall()
+    ]
 
 
 def check_server(conn: psycopg.Connection) -> None:

@@ -199,8 +199,9 @@ class ReplicationReader:
     the position read: the slot is not moved by the read.
 
     Args:
-        dsn: A libpq ``key=value`` connection string or a ``postgresql://`` URI, without
-            TLS (a ``host`` starting with ``/`` is a unix-socket directory).
+        dsn: A libpq ``key=value`` connection string or a ``postgresql://`` URI (a
+            ``host`` starting with ``/`` is a unix-socket directory); with ``tls``,
+            ``sslmode=require``.
         slot: The logical (pgoutput) slot; the server lets one backend use it at a time.
         publication: The publication to decode.
         start: Stream transactions committed from this LSN on.
@@ -212,6 +213,9 @@ class ReplicationReader:
             ``delete``; ``new``/``old`` tuples of None, str for a text value, bytes for
             a binary one, or ``unchanged`` for an unchanged TOASTed value; None when the
             message has no such tuple), other messages as bytes.
+        tls: As for :func:`read_copy`: the connection asks for TLS (``SSLRequest``) and
+            checks the server's certificate as ``mode`` says; a server without TLS is an
+            error.
     """
 
     def __new__(
@@ -224,6 +228,7 @@ class ReplicationReader:
         confirmed: int,
         chunk: int = 4096,
         unchanged: object | None = None,
+        tls: Mapping[str, str] | None = None,
     ) -> ReplicationReader: ...
     def __iter__(self) -> ReplicationReader: ...
     def __next__(

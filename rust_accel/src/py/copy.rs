@@ -38,8 +38,11 @@ fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// The rustls configuration for a `tls` argument (`None`: no TLS), built once per read.
-fn tls_config(tls: Option<HashMap<String, String>>) -> PyResult<Option<Arc<rustls::ClientConfig>>> {
+/// The rustls configuration for a `tls` argument (`None`: no TLS), built once per read
+/// (the replication reader's too).
+pub(super) fn tls_config(
+    tls: Option<HashMap<String, String>>,
+) -> PyResult<Option<Arc<rustls::ClientConfig>>> {
     let Some(mut tls) = tls else {
         return Ok(None);
     };

@@ -1,12 +1,13 @@
 //! The Python face of the replication client: `ReplicationReader`, an iterator of
 //! chunks of pgoutput messages (see `crate::repl`).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::copy::CopyError;
+use super::copy::{tls_config, CopyError};
 use crate::copy::Error;
 use crate::repl::{Replication, Request};
 
@@ -138,7 +139,7 @@ impl ReplicationReader {
 #[pymethods]
 impl ReplicationReader {
     #[new]
-    #[pyo3(signature = (dsn, slot, publication, start, upto, confirmed, chunk = 4096, unchanged = None))]
+    #[pyo3(signature = (dsn, slot, publication, start, upto, confirmed, chunk = 4096, unchanged = None, tls = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -150,9 +151,11 @@ impl ReplicationReader {
         confirmed: u64,
         chunk: usize,
         unchanged: Option<Py<PyAny>>,
+        tls: Option<HashMap<String, String>>,
     ) -> PyResult<Self> {
         let request = Request {
             dsn,
+            tls: tls_config(tls)?,
             slot,
             publication,
             start,

@@ -1,10 +1,16 @@
 //! A logical replication client: `START_REPLICATION SLOT ... LOGICAL` over a walsender
 //! connection (`replication=database`), handing on the slot's pgoutput messages.
 //!
-//! The connection is a plain blocking socket (TCP or a unix socket), spoken with
+//! The connection is a blocking socket (TCP or a unix socket), spoken with
 //! `postgres-protocol`'s message codecs: tokio-postgres has no replication mode and no
 //! `CopyBoth`. Inside `CopyBoth` the server sends `XLogData` (`w`) and keepalives (`k`); the
 //! client answers with standby status updates (`r`).
+//!
+//! Over TLS (`Request::tls`, the rustls configuration the COPY connections use, with the
+//! same `sslmode` meanings, see `crate::copy::client_config`) the TCP socket first asks
+//! for it (`SSLRequest`), completes the handshake, and then carries the same protocol
+//! inside a `rustls::StreamOwned`. A server that declines TLS is an error, never a
+//! fallback to plain text.
 //!
 //! Acknowledging is not this client's job. Every status update reports, as written,
 //! flushed and applied, the LSN the caller says the slot is already confirmed at (what
@@ -20,6 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -27,7 +34,9 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
-use tokio_postgres::config::{Config, Host};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use tokio_postgres::config::{Config, Host, SslMode};
 
 use crate::copy::Error;
 
@@ -42,6 +51,7 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
 enum Socket {
     Tcp(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
     #[cfg(unix)]
     Unix(UnixStream),
 }
@@ -50,6 +60,7 @@ impl Socket {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.set_read_timeout(timeout),
+            Socket::Tls(s) => s.sock.set_read_timeout(timeout),
             #[cfg(unix)]
             Socket::Unix(s) => s.set_read_timeout(timeout),
         }
@@ -60,6 +71,7 @@ impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
             #[cfg(unix)]
             Socket::Unix(s) => s.read(buf),
         }
@@ -70,6 +82,7 @@ impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
             #[cfg(unix)]
             Socket::Unix(s) => s.write(buf),
         }
@@ -77,6 +90,7 @@ impl Write for Socket {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.flush(),
+            Socket::Tls(s) => s.flush(),
             #[cfg(unix)]
             Socket::Unix(s) => s.flush(),
         }
@@ -92,8 +106,10 @@ enum Frame {
 
 /// What a replication read is asked to do.
 pub struct Request {
-    /// A libpq `key=value` string or URI (no TLS: `sslmode` must be `disable`).
+    /// A libpq `key=value` string or URI (`sslmode=require` only with `tls`).
     pub dsn: String,
+    /// TLS for the connection (`crate::copy::client_config`); None: plain TCP.
+    pub tls: Option<Arc<ClientConfig>>,
     pub slot: String,
     pub publication: String,
     /// The LSN to stream from (transactions committed before it are skipped).
@@ -144,19 +160,34 @@ fn fields_text(mut fields: ErrorFields<'_>) -> String {
     format!("{severity}: {message} (SQLSTATE {code})")
 }
 
-fn connect(config: &Config) -> Result<Socket, Error> {
+fn connect(config: &Config, tls: Option<&Arc<ClientConfig>>) -> Result<Socket, Error> {
+    if tls.is_none() && config.get_ssl_mode() == SslMode::Require {
+        return Err(Error::Usage(
+            "the connection string asks for sslmode=require but no TLS settings were given".into(),
+        ));
+    }
     let hosts = config.get_hosts();
     let ports = config.get_ports();
     let mut last = String::from("no host to connect to");
     for (i, host) in hosts.iter().enumerate() {
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let result = match host {
-            Host::Tcp(name) => TcpStream::connect((name.as_str(), port)).map(|s| {
-                let _ = s.set_nodelay(true);
-                Socket::Tcp(s)
-            }),
+            Host::Tcp(name) => match TcpStream::connect((name.as_str(), port)) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return match tls {
+                        Some(tls) => start_tls(s, name, tls),
+                        None => Ok(Socket::Tcp(s)),
+                    };
+                }
+                Err(e) => Err(e),
+            },
             #[cfg(unix)]
             Host::Unix(dir) => {
+                if tls.is_some() {
+                    last = format!("{host:?}: PostgreSQL has no TLS over a unix socket");
+                    continue;
+                }
                 UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).map(Socket::Unix)
             }
         };
@@ -168,6 +199,41 @@ fn connect(config: &Config) -> Result<Socket, Error> {
     Err(Error::Connect(format!("cannot connect: {last}")))
 }
 
+/// Ask the server for TLS on `tcp` (`SSLRequest`) and complete the handshake with
+/// `tls`, checking the certificate against `host` as `tls`'s verifier does.
+fn start_tls(mut tcp: TcpStream, host: &str, tls: &Arc<ClientConfig>) -> Result<Socket, Error> {
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).map_err(|e| io_err(&e))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).map_err(|e| io_err(&e))?;
+    match answer[0] {
+        b'S' => {}
+        b'N' => {
+            return Err(Error::Connect(format!(
+                "{host}: the server does not accept TLS connections (ssl = off)"
+            )))
+        }
+        other => {
+            return Err(Error::Connect(format!(
+                "{host}: unexpected answer {:?} to the TLS request",
+                char::from(other)
+            )))
+        }
+    }
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| Error::Connect(format!("TLS: host name {host:?}: {e}")))?;
+    let mut conn = ClientConnection::new(Arc::clone(tls), name)
+        .map_err(|e| Error::Connect(format!("TLS setup failed: {e}")))?;
+    // The handshake here, so a refused certificate is a connection error naming the host
+    // (rather than a failed write later, during the login).
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)
+            .map_err(|e| Error::Connect(format!("TLS handshake with {host}: {e}")))?;
+    }
+    Ok(Socket::Tls(Box::new(StreamOwned::new(conn, tcp))))
+}
+
 impl Replication {
     /// Connect, log in as a walsender and start streaming the slot.
     pub fn start(request: &Request) -> Result<Replication, Error> {
@@ -175,7 +241,7 @@ impl Replication {
             .dsn
             .parse()
             .map_err(|e| Error::Connect(format!("invalid connection string: {e}")))?;
-        let socket = connect(&config)?;
+        let socket = connect(&config, request.tls.as_ref())?;
         let mut this = Replication {
             socket,
             buf: BytesMut::with_capacity(1 << 20),
@@ -493,6 +559,11 @@ impl Replication {
         if let Socket::Tcp(s) = &self.socket {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        if let Socket::Tls(s) = &mut self.socket {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+            let _ = s.sock.shutdown(std::net::Shutdown::Both);
+        }
         #[cfg(unix)]
         if let Socket::Unix(s) = &self.socket {
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -527,6 +598,16 @@ mod tests {
     fn lsn_text() {
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(format_lsn(0), "0/0");
+    }
+
+    #[test]
+    fn sslmode_require_needs_tls_settings() {
+        let config: Config = "host=localhost port=1 user=u sslmode=require"
+            .parse()
+            .unwrap();
+        assert!(
+            matches!(connect(&config, None), Err(Error::Usage(m)) if m.contains("sslmode=require"))
+        );
     }
 
     #[test]
