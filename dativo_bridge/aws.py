@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import pyarrow.fs as pafs
-
 from dativo_bridge.errors import ConfigError
+
+if TYPE_CHECKING:  # S3_SETTINGS is read by --about, which must not import pyarrow
+    import pyarrow.fs as pafs
 
 S3_SETTINGS: dict[str, Any] = {
     "endpoint_url": {"type": "string", "description": "S3-compatible endpoint (MinIO, ...)."},
@@ -152,6 +153,8 @@ def _operation_name(operation: str) -> str:
 def s3_filesystem(config: Mapping[str, Any]) -> pafs.S3FileSystem:
     """An S3 filesystem from the settings; credentials explicit, from a profile, or from
     the environment's default chain (never logged)."""
+    import pyarrow.fs as pafs
+
     options: dict[str, Any] = {}
     endpoint = config.get("endpoint_url")
     if endpoint:

@@ -9,6 +9,9 @@ file as a whole (IPC buffer codecs are inside the format), the encoding object
 inferred, so a target reads every arrow or parquet file against the stream's SCHEMA with
 the meaning a RECORD message would have (:func:`as_stream_schema`).
 
+Its settings (``batch_config``, ``batch_cleanup``) are parsed in
+dativo_bridge.batch_settings, which a plugin's ``--about`` imports without pyarrow.
+
 Invariants: every entry of a BATCH manifest is checked (a string naming an existing,
 non-empty regular file in the declared format) before any file is read; a target deletes
 only files it owns (:attr:`BatchFile.owned`), only after a successful commit, and only the
@@ -34,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import orjson
 import pyarrow as pa
@@ -42,139 +45,29 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+# The settings (no pyarrow) live in batch_settings; their names stay importable from here.
+from dativo_bridge.batch_settings import BATCH_CLEANUP_SETTING as BATCH_CLEANUP_SETTING
+from dativo_bridge.batch_settings import BATCH_CONFIG_SCHEMA as BATCH_CONFIG_SCHEMA
+from dativo_bridge.batch_settings import CLEANUP_MODES as CLEANUP_MODES
+from dativo_bridge.batch_settings import COMPRESSIONS as COMPRESSIONS
+from dativo_bridge.batch_settings import FORMATS as FORMATS
+from dativo_bridge.batch_settings import BatchSettings as BatchSettings
+from dativo_bridge.batch_settings import cleanup_mode as cleanup_mode
+from dativo_bridge.batch_settings import local_path as local_path
 from dativo_bridge.codecs.encode import encode_rows
 from dativo_bridge.conform import Mismatch, TypeMismatch
 from dativo_bridge.errors import ConfigError, DecodeError
 
 logger = logging.getLogger("dativo.batch")
 
-FORMATS = ("arrow", "parquet", "jsonl")
-
 #: Schema metadata key of the marker BatchFileWriter puts in arrow and parquet files:
 #: JSON ``{"stream": <stream>, "file": <file name>}``.
 MARKER_KEY = b"dativo.batch_file"
-
-#: The compressions each format accepts; the first is the default. ``arrow``: Arrow IPC
-#: buffer codecs inside the file (singer-sdk writes none, and readers without the codecs,
-#: such as some nanoarrow or arrow-rs builds, cannot read compressed buffers); ``parquet``:
-#: the column chunks' codec; ``jsonl``: the whole file is gzip.
-COMPRESSIONS: dict[str, tuple[str, ...]] = {
-    "arrow": ("none", "zstd", "lz4"),
-    "parquet": ("zstd", "none"),
-    "jsonl": ("gzip", "none"),
-}
-
-#: Values of the target setting ``batch_cleanup``.
-CLEANUP_MODES = ("dativo", "off")
-
-#: The ``batch_cleanup`` setting every Dativo target declares.
-BATCH_CLEANUP_SETTING: dict[str, Any] = {
-    "type": "string",
-    "enum": list(CLEANUP_MODES),
-    "default": "dativo",
-    "description": (
-        "Which BATCH files to delete after their rows are committed: 'dativo' deletes only "
-        "files a Dativo tap wrote for the stream (its file naming and, for arrow and "
-        "parquet, its marker; never symlinks); 'off' deletes none."
-    ),
-}
 
 _ARROW_MAGIC = b"ARROW1"
 _PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"
 _IPC_CONTINUATION = b"\xff\xff\xff\xff"  # an IPC stream (not file) starts with it
-
-#: The `batch_config` setting of Dativo taps (singer-sdk's, with `arrow` and `batch_size`).
-BATCH_CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Emit BATCH messages with files instead of RECORD messages.",
-    "properties": {
-        "encoding": {
-            "type": "object",
-            "description": "How the files are written.",
-            "properties": {
-                "format": {
-                    "type": "string",
-                    "enum": list(FORMATS),
-                    "description": "File format (default arrow: Arrow IPC).",
-                },
-                "compression": {
-                    "type": "string",
-                    "enum": ["none", "gzip", "zstd", "lz4"],
-                    "description": "Compression (arrow: none (default, as singer-sdk), "
-                    "zstd or lz4 buffers; parquet: zstd (default) or none; jsonl: gzip "
-                    "(default) or none; docs/batch-files.md).",
-                },
-            },
-        },
-        "storage": {
-            "type": "object",
-            "description": "Where the files are written.",
-            "properties": {
-                "root": {"type": "string", "description": "Directory or file:// URL."},
-                "prefix": {"type": "string", "description": "File name prefix (default batch-)."},
-            },
-        },
-        "batch_size": {"type": "integer", "description": "Rows per file (default 1,000,000)."},
-    },
-}
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """Parsed ``batch_config``."""
-
-    format: str
-    compression: str
-    root: Path
-    prefix: str
-    batch_size: int
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> BatchSettings:
-        """Validate a ``batch_config`` mapping.
-
-        Raises:
-            ConfigError: Unknown format or compression, or a root that is not local.
-        """
-        encoding = raw.get("encoding") or {}
-        fmt = str(encoding.get("format") or "arrow")
-        if fmt not in FORMATS:
-            raise ConfigError(f"batch_config.encoding.format must be one of {FORMATS}, not {fmt!r}")
-        allowed = COMPRESSIONS[fmt]
-        compression = str(encoding.get("compression") or allowed[0])
-        if compression not in allowed:
-            raise ConfigError(
-                f"batch_config: {fmt} files support compression {allowed}, not {compression!r}"
-            )
-        storage = raw.get("storage") or {}
-        root = str(storage.get("root") or "output/batches")
-        return cls(
-            fmt,
-            compression,
-            local_path(root),
-            str(storage.get("prefix") or "batch-"),
-            int(raw.get("batch_size") or 1_000_000),
-        )
-
-    def encoding(self) -> dict[str, str]:
-        """The ``encoding`` object of BATCH messages, as singer-sdk writes it: ``compression``
-        only when there is one (an SDK target builds its encoding class from these keys)."""
-        if self.compression == "none":
-            return {"format": self.format}
-        return {"format": self.format, "compression": self.compression}
-
-
-def cleanup_mode(config: Mapping[str, Any]) -> str:
-    """The target's ``batch_cleanup`` setting (default ``dativo``).
-
-    Raises:
-        ConfigError: A value other than ``dativo`` or ``off``.
-    """
-    mode = str(config.get("batch_cleanup") or "dativo")
-    if mode not in CLEANUP_MODES:
-        raise ConfigError(f"batch_cleanup must be one of {CLEANUP_MODES}, not {mode!r}")
-    return mode
 
 
 def file_suffix(fmt: str, compression: str | None) -> str:
@@ -186,18 +79,6 @@ def file_suffix(fmt: str, compression: str | None) -> str:
 def stream_file_part(stream: str) -> str:
     """The stream as it appears in a BATCH file name."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in stream)
-
-
-def local_path(uri: str) -> Path:
-    """A local path from a path or file:// URL (other schemes are refused)."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ConfigError(f"batch files must be local, not on host {parsed.netloc!r}")
-        return Path(unquote(parsed.path))
-    if parsed.scheme and len(parsed.scheme) > 1:
-        raise ConfigError(f"batch files must be local (a path or file:// URL), not {uri!r}")
-    return Path(uri)
 
 
 def file_uri(path: Path) -> str:

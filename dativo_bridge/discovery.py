@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Any, cast
 from singer_sdk.singerlib import Catalog, CatalogEntry, MetadataMapping, Schema
 from singer_sdk.singerlib.catalog import Metadata, StreamMetadata
 
-from dativo_bridge.interfaces import ArrowReader, StreamInfo
-
 if TYPE_CHECKING:
     from singer_sdk import Stream
 
+    from dativo_bridge.interfaces import ArrowReader, StreamInfo
     from dativo_bridge.sdk import ArrowTap
 
 
@@ -55,7 +54,7 @@ class SqlDetails:
 
 
 #: How a tap finds the SqlDetails of one of its reader's streams (None: not a SQL stream).
-DetailsOf = Callable[[ArrowReader, StreamInfo], "SqlDetails | None"]
+DetailsOf = Callable[["ArrowReader", "StreamInfo"], "SqlDetails | None"]
 
 
 @dataclass(slots=True)

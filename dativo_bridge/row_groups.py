@@ -11,8 +11,10 @@ its target size with them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:  # row_group_settings is read by --about, which must not import pyarrow
+    import pyarrow as pa
 
 #: Default of the writers' ``row_group_mb`` setting.
 ROW_GROUP_MB = 32
@@ -70,6 +72,8 @@ class RowGroup:
         """The gathered rows as one table (None if there are none); the group restarts."""
         if not self.batches:
             return None
+        import pyarrow as pa
+
         table = pa.Table.from_batches(self.batches)
         self.flushed_bytes += self.bytes
         self.batches, self.rows, self.bytes = [], 0, 0

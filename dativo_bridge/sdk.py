@@ -21,8 +21,6 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 import click
-import orjson
-import pyarrow as pa
 from singer_sdk import Stream, Tap, Target
 from singer_sdk.about import AboutInfo, TextFormatter
 from singer_sdk.helpers.capabilities import (
@@ -34,18 +32,9 @@ from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.singerlib import SchemaMessage
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
-from dativo_bridge.batch_files import BATCH_CONFIG_SCHEMA, BatchFileWriter, BatchSettings
-from dativo_bridge.codecs.decode import loads
-from dativo_bridge.codecs.encode import encode_records
-from dativo_bridge.codecs.messages import SingerInput
-from dativo_bridge.delivery import StreamStats, StreamWriters
+from dativo_bridge.batch_settings import BATCH_CONFIG_SCHEMA, BatchSettings
+from dativo_bridge.deferred import DeferredClass
 from dativo_bridge.errors import DativoError
-from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
-from dativo_bridge.maps import MappedStream, StreamMaps, StreamPlan, UnsupportedMap
-from dativo_bridge.reading import checked_batches, stream_to_read
-from dativo_bridge.redact import environment_secrets, process_redactor, redact, secret_values
-from dativo_bridge.schema import JSON_TYPE, arrow_to_jsonschema
-from dativo_bridge.secret_refs import resolve_singer_config
 from dativo_bridge.settings import TARGET_COMMON_SETTINGS as TARGET_COMMON_SETTINGS
 from dativo_bridge.settings import (
     check_target_settings,
@@ -54,9 +43,17 @@ from dativo_bridge.settings import (
     validated,
     with_settings,
 )
-from dativo_bridge.state import jsonable
 
+# What only reading or writing needs (pyarrow, the codecs, stream maps, the redactor) is
+# imported where it is first used: ``--about`` imports no more than singer-sdk and the
+# plugin's settings (tests/unit/test_startup_imports.py).
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from dativo_bridge.batch_files import BatchFileWriter
+    from dativo_bridge.delivery import StreamStats, StreamWriters
+    from dativo_bridge.interfaces import ArrowReader, ArrowWriter, StreamInfo
+    from dativo_bridge.maps import MappedStream, StreamMaps, StreamPlan
     from dativo_bridge.metrics import RunMetrics
 
 
@@ -113,6 +110,8 @@ class ArrowStream(Stream):
         return bool(self._arrow_tap.reader_class.is_sorted)
 
     def __init__(self, tap: ArrowTap, info: StreamInfo) -> None:
+        from dativo_bridge.schema import arrow_to_jsonschema
+
         self.info = info
         super().__init__(tap, schema=arrow_to_jsonschema(info.schema), name=info.name)
         self.primary_keys = list(info.key_properties)
@@ -134,6 +133,8 @@ class ArrowStream(Stream):
         )
         if info.replication_method != "LOG_BASED":
             return info
+        from dativo_bridge.reading import stream_to_read
+
         info = stream_to_read(self._arrow_tap.reader, info)  # the reader's change form
         self.replication_key = info.replication_key  # its LSN column: the bookmark
         return info
@@ -151,6 +152,8 @@ class ArrowStream(Stream):
         expression needs singer-sdk's row path (then this stream takes it, with a warning).
         """
         if not self._plan_made:
+            from dativo_bridge.maps import UnsupportedMap
+
             self._plan_made = True
             try:
                 self._plan = self._arrow_tap.arrow_maps.plan(self._selected_info())
@@ -206,6 +209,12 @@ class ArrowStream(Stream):
 
     def _sync_batches(self, batch_config: Any, context: Mapping[str, Any] | None = None) -> None:
         """BATCH files of up to ``batch_size`` rows, each followed by the STATE it covers."""
+        import orjson
+
+        from dativo_bridge.batch_files import BatchFileWriter
+        from dativo_bridge.reading import checked_batches
+        from dativo_bridge.state import jsonable
+
         settings: BatchSettings = batch_config
         info = self._selected_info()
         reader = self._arrow_tap.reader
@@ -284,6 +293,11 @@ class ArrowStream(Stream):
         be serialised otherwise: binary columns as base64 text (``contentEncoding``), JSON
         columns as the JSON value (numbers exact, as Decimal), not as its text.
         """
+        import pyarrow as pa
+
+        from dativo_bridge.reading import checked_batches
+        from dativo_bridge.schema import JSON_TYPE
+
         info = self._selected_info()
         bookmark = self._start_bookmark(context)
         binary = [
@@ -324,6 +338,10 @@ class ArrowStream(Stream):
         if not (write_messages and self._fast_path()):
             yield from super()._sync_records(context, write_messages=write_messages)
             return
+        from dativo_bridge.codecs.encode import encode_records
+        from dativo_bridge.reading import checked_batches
+        from dativo_bridge.state import jsonable
+
         info = self._selected_info()
         reader = self._arrow_tap.reader
         self._write_starting_replication_value(context)
@@ -399,6 +417,8 @@ def _finish_singer_metrics(
 def end_with_error(logger: logging.Logger, exc: BaseException) -> NoReturn:
     """End a Singer plugin run: one masked line for a DativoError (its traceback only at
     DEBUG), a masked traceback for anything else; exit status 1."""
+    from dativo_bridge.redact import redact
+
     line = redact(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, DativoError) and not logger.isEnabledFor(logging.DEBUG):
         logger.error("%s", line)
@@ -449,6 +469,8 @@ def _masked_errors(command: click.Command) -> click.Command:
 def _register_secrets(plugin: type[Tap] | type[Target], config: Any) -> None:
     """Mask the secrets of the config (files and, with ``--config ENV``, the environment)
     in every log record and error of this process."""
+    from dativo_bridge.redact import environment_secrets, process_redactor, secret_values
+
     schema = plugin.config_jsonschema
     found = secret_values(getattr(config, "config", None) or {}, schema)
     if getattr(config, "parse_env", False):
@@ -472,7 +494,10 @@ class _MaskedCli:
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
         config = super().cb_config(ctx, param, value)  # type: ignore[misc]
-        if isinstance(getattr(config, "config", None), dict):  # ${SECRET:...} (docs/secrets.md)
+        given = getattr(config, "config", None)
+        if isinstance(given, dict) and given:  # ${SECRET:...} (docs/secrets.md)
+            from dativo_bridge.secret_refs import resolve_singer_config
+
             resolve_singer_config(config.config, cls.name)  # type: ignore[attr-defined]
         _register_secrets(cls, config)  # type: ignore[arg-type]
         return config
@@ -497,6 +522,8 @@ class ArrowTap(_MaskedCli, Tap):
     def arrow_maps(self) -> StreamMaps:
         """The tap's stream maps and flattening, for its streams' Arrow batches."""
         if self._arrow_maps is None:
+            from dativo_bridge.maps import StreamMaps
+
             self._arrow_maps = StreamMaps.from_mapper(self.mapper)
         return self._arrow_maps
 
@@ -530,6 +557,8 @@ class ArrowTap(_MaskedCli, Tap):
         """The counters of ``stream`` for the run's metrics (None: metrics are off)."""
         if self._metric_streams is None:
             return None
+        from dativo_bridge.delivery import StreamStats
+
         return self._metric_streams.setdefault(stream, StreamStats())
 
     def sync_all(self) -> None:  # type: ignore[misc]
@@ -552,16 +581,23 @@ class ArrowTap(_MaskedCli, Tap):
         _finish_singer_metrics(metrics, streams, began, None, self._reader)
 
 
-class _TimedWriters(StreamWriters):
-    """StreamWriters that also count the seconds spent handing batches to the writers
-    (the ``write`` stage of a Singer target's metrics)."""
+def _stream_writers(timed: bool) -> type[StreamWriters]:
+    """StreamWriters, or (``timed``) a subclass that also counts the seconds spent handing
+    batches to the writers (the ``write`` stage of a Singer target's metrics)."""
+    from dativo_bridge.delivery import StreamWriters
 
-    def write(self, stream: str, batch: pa.RecordBatch) -> None:
-        began = time.monotonic()
-        super().write(stream, batch)
-        stats = self.stats.get(stream)
-        if stats is not None:
-            stats.write_seconds += time.monotonic() - began
+    if not timed:
+        return StreamWriters
+
+    class _TimedWriters(StreamWriters):
+        def write(self, stream: str, batch: pa.RecordBatch) -> None:
+            began = time.monotonic()
+            super().write(stream, batch)
+            stats = self.stats.get(stream)
+            if stats is not None:
+                stats.write_seconds += time.monotonic() - began
+
+    return _TimedWriters
 
 
 class _ArrowMessageReader(GenericSingerReader[str]):
@@ -576,6 +612,8 @@ class _ArrowMessageReader(GenericSingerReader[str]):
         return sys.stdin
 
     def deserialize_json(self, line: str) -> dict:
+        from dativo_bridge.codecs.decode import loads
+
         return cast(dict, loads(line.encode()))
 
     def process_lines(self, file_input: IO[str] | None, callbacks: Any) -> Counter[str]:
@@ -624,10 +662,11 @@ class ArrowTarget(_MaskedCli, Target):
         self.message_reader = _ArrowMessageReader(self)
         # The SDK validated the settings; the writers get them with every default.
         config = validated(self.config_jsonschema, self.config, plugin=self.name)
+        from dativo_bridge.codecs.messages import SingerInput
         from dativo_bridge.metrics import singer_metrics
 
         self._metrics = singer_metrics(self.name, "target")
-        self.writers = (StreamWriters if self._metrics is None else _TimedWriters)(
+        self.writers = _stream_writers(self._metrics is not None)(
             self.writer_class,
             config,
             self._emit_state,
@@ -660,6 +699,8 @@ class ArrowTarget(_MaskedCli, Target):
     def _emit_state(self, state: Any) -> None:
         # Singer targets print the bare state value, one JSON object per line; Meltano
         # stores each such line as the pipeline's state.
+        import orjson
+
         write_bytes(orjson.dumps(state) + b"\n")
 
     def process_endofpipe(self) -> None:
@@ -693,32 +734,45 @@ _OWN_MODULES = ("dativo_bridge.", "tap_dativo_", "target_dativo_")
 
 
 def _plugin_class(
-    base: type[Any], part: type[Any], attribute: str, name: str | None, schema: dict[str, Any]
+    base: type[Any],
+    part: type[Any] | DeferredClass,
+    attribute: str,
+    name: str | None,
+    schema: dict[str, Any],
 ) -> type[Any]:
     """A subclass of ``base`` (ArrowTap or ArrowTarget) around ``part`` (the reader or
-    writer class, kept as ``attribute``), named as the plugin."""
+    writer class, or a DeferredClass naming it, kept as ``attribute``), named as the plugin."""
     plugin = name or part.name
     verb = "reading" if base is ArrowTap else "writing"
     kind = "tap" if base is ArrowTap else "target"
+    if isinstance(part, DeferredClass):
+        module, class_name = part.module, part.class_name
+    else:
+        module, class_name = part.__module__, part.__name__
     attrs = {
         "name": plugin,
         # --about's version: Dativo's for its own plugins; else (None) singer-sdk's default,
         # the distribution named as the plugin (a user's tap-weather reports its own).
-        "package_name": "dativo" if part.__module__.startswith(_OWN_MODULES) else None,
+        "package_name": "dativo" if module.startswith(_OWN_MODULES) else None,
         "config_jsonschema": schema,
         attribute: part,
-        "__module__": part.__module__,
-        "__doc__": f"Singer {kind} '{plugin}' {verb} with {part.__name__}.",
+        "__module__": module,
+        "__doc__": f"Singer {kind} '{plugin}' {verb} with {class_name}.",
     }
     prefix = "Tap" if base is ArrowTap else "Target"
-    return type(f"{prefix}{part.__name__}", (base,), attrs)
+    return type(f"{prefix}{class_name}", (base,), attrs)
 
 
-def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> type[ArrowTap]:
+def make_tap(
+    reader_class: type[ArrowReader] | DeferredClass, *, name: str | None = None
+) -> type[ArrowTap]:
     """Build a singer-sdk Tap class around an ArrowReader class.
 
     Args:
         reader_class: The reader; its ``name`` and ``config_jsonschema`` become the tap's.
+            A :class:`~dativo_bridge.deferred.DeferredClass` (``module:Class``, name and
+            settings) is imported only when the tap first reads, so that ``--about``
+            does not import the reader's module.
         name: Override the plugin name.
 
     Returns:
@@ -729,14 +783,18 @@ def make_tap(reader_class: type[ArrowReader], *, name: str | None = None) -> typ
 
     schema = with_settings(reader_class.config_jsonschema, {"batch_config": BATCH_CONFIG_SCHEMA})
     tap = _plugin_class(ArrowTap, reader_class, "reader_class", name, schema)
-    return with_catalog(cast(type[ArrowTap], tap))
+    return with_catalog(cast("type[ArrowTap]", tap))
 
 
-def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> type[ArrowTarget]:
+def make_target(
+    writer_class: type[ArrowWriter] | DeferredClass, *, name: str | None = None
+) -> type[ArrowTarget]:
     """Build a singer-sdk Target class around an ArrowWriter class.
 
     Args:
         writer_class: The writer; its ``name`` and ``config_jsonschema`` become the target's.
+            A :class:`~dativo_bridge.deferred.DeferredClass` is imported only when the
+            target first writes (see :func:`make_tap`).
         name: Override the plugin name.
 
     Returns:
@@ -744,5 +802,6 @@ def make_target(writer_class: type[ArrowWriter], *, name: str | None = None) -> 
     """
     schema = target_schema(writer_class.config_jsonschema)
     return cast(
-        type[ArrowTarget], _plugin_class(ArrowTarget, writer_class, "writer_class", name, schema)
+        "type[ArrowTarget]",
+        _plugin_class(ArrowTarget, writer_class, "writer_class", name, schema),
     )

@@ -15,6 +15,7 @@ same settings whichever way it runs. Invariants:
 - A malformed setting is one ConfigError line naming the plugin, the setting's path and
   what was expected. It never contains a setting's value (which may be a secret): only
   the schema's words and the kind of value that was given.
+- Importing it costs no pyarrow (a plugin's ``--about`` builds its settings from here).
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from dativo_bridge.batch_files import BATCH_CLEANUP_SETTING
+from dativo_bridge.batch_settings import BATCH_CLEANUP_SETTING
 from dativo_bridge.errors import ConfigError
-from dativo_bridge.schema import json_type_of
 
 #: Commit (and release STATE) after this many rows / seconds, unless a setting says otherwise.
 CHECKPOINT_ROWS = 1_000_000
@@ -240,6 +240,8 @@ _KIND_WORDS = {
 
 
 def _kind(value: Any) -> str:
+    from dativo_bridge.schema import json_type_of  # imports pyarrow: only for an error
+
     kind = json_type_of(value)
     if kind == "any" and isinstance(value, Sequence):
         kind = "array"

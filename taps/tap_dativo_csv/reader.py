@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from dativo_bridge.errors import ConfigError, ReadError
@@ -26,6 +25,7 @@ from dativo_bridge.interfaces import ArrowReader, StreamInfo
 from dativo_bridge.schema import JSON_TYPE, jsonschema_to_arrow
 from dativo_bridge.settings import with_defaults
 from tap_dativo_csv.diagnose import explain, header, line_of_row
+from tap_dativo_csv.settings import CONFIG_JSONSCHEMA
 
 logger = logging.getLogger("dativo.csv")
 
@@ -52,70 +52,6 @@ def _without_own_columns(stream: str, schema: pa.Schema) -> pa.Schema:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-CONFIG_JSONSCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "files": {
-            "type": "array",
-            "description": "One entry per stream.",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "stream": {
-                        "type": "string",
-                        "description": "Stream name (the table a target writes).",
-                    },
-                    "path": {"type": "string", "description": "File path or glob."},
-                    "key_properties": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "description": "Primary-key columns of the stream.",
-                    },
-                    "schema": {
-                        "type": "object",
-                        "description": "JSON Schema of the columns (else inferred).",
-                    },
-                    "delimiter": {
-                        "type": "string",
-                        "description": "This stream's delimiter (else the top-level one).",
-                    },
-                    "encoding": {
-                        "type": "string",
-                        "description": "This stream's encoding (else the top-level one).",
-                    },
-                },
-                "required": ["stream", "path"],
-            },
-        },
-        "delimiter": {
-            "type": "string",
-            "default": ",",
-            "description": "Field delimiter (one character).",
-        },
-        "encoding": {
-            "type": "string",
-            "default": "utf-8",
-            "description": "Text encoding of the files.",
-        },
-        "null_values": {
-            "type": "array",
-            "items": {"type": "string"},
-            "default": [""],
-            "description": "Field texts read as null.",
-        },
-        "block_size_mb": {
-            "type": "number",
-            "default": 16,
-            "description": "Bytes parsed per Arrow batch.",
-        },
-        "base_dir": {
-            "type": "string",
-            "description": "Relative paths are resolved against this directory.",
-        },
-    },
-    "required": ["files"],
-}
 
 
 class CsvReader(ArrowReader):
@@ -365,6 +301,8 @@ class CsvReader(ArrowReader):
             column = batch.column(f.name)
             if not column.null_count:
                 continue
+            import pyarrow.compute as pc  # here: --discover does not need it
+
             row = rows_before + int(pc.index(column.is_null(), True).as_py())
             line = line_of_row(path, read.encoding, parse.delimiter, row)
             at = f"line {line}, " if line is not None else ""

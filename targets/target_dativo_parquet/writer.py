@@ -18,10 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dativo_bridge.aws import S3_SETTINGS
 from dativo_bridge.errors import ConfigError, WriteError
 from dativo_bridge.interfaces import ArrowWriter, CommitResult, StreamInfo
-from dativo_bridge.row_groups import RowGroup, row_group_settings
+from dativo_bridge.row_groups import RowGroup
 from dativo_bridge.settings import load_method, with_defaults
 from target_dativo_parquet.leftovers import (
     abandoned_upload,
@@ -31,6 +30,7 @@ from target_dativo_parquet.leftovers import (
     replaced_name,
     staged_name,
 )
+from target_dativo_parquet.settings import CONFIG_JSONSCHEMA
 from target_dativo_parquet.storage import HashingSink, Storage
 from target_dativo_parquet.swap import replace_dir
 
@@ -38,44 +38,6 @@ logger = logging.getLogger("dativo.parquet")
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
-
-CONFIG_JSONSCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "path": {"type": "string", "description": "Directory the stream folders go in."},
-        "compression": {
-            "type": "string",
-            "default": "zstd",
-            "enum": ["zstd", "snappy", "gzip", "lz4", "brotli", "none"],
-            "description": "Parquet codec of the files.",
-        },
-        "target_file_size_mb": {
-            "type": "number",
-            "default": 128,
-            "description": "Start a new file once one reaches this size.",
-        },
-        "partition_by": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "Columns for hive-style folders col=value/.",
-        },
-        **row_group_settings(),
-        "load_method": {
-            "type": "string",
-            "enum": ["append-only", "append", "overwrite"],
-            "default": "append-only",
-            "description": (
-                "singer-sdk's load methods: append-only (alias append) adds the run's "
-                "files; overwrite replaces the stream's folder with the run's files in one "
-                "step when the run ends (local disk only: on S3 use target-dativo-iceberg). "
-                "upsert is refused at start: Parquet files have no keys to update (use "
-                "target-dativo-iceberg)."
-            ),
-        },
-        **S3_SETTINGS,
-    },
-    "required": ["path"],
-}
 
 
 def stream_dir_name(stream: str) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from dativo_bridge.aws import S3_SETTINGS
-from dativo_bridge.crypto.format import DEFAULT_FRAME_LENGTH
 from dativo_bridge.row_groups import row_group_settings
+
+#: dativo_bridge.crypto.format.DEFAULT_FRAME_LENGTH, not imported from there: the crypto
+#: package imports cryptography and pyarrow, which --about does not need (a unit test
+#: checks that the two agree).
+DEFAULT_FRAME_LENGTH = 1024 * 1024
 
 #: Object key suffix of encrypted objects: ``part-....parquet.dtve``.
 EXTENSION = ".dtve"

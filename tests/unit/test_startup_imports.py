@@ -1,0 +1,150 @@
+"""What a plugin's start-up imports: ``--about`` of every Dativo tap and target loads
+singer-sdk and the plugin's settings, nothing of pyarrow, psycopg, pyiceberg or the
+codecs; the Python API's ``run`` loads no singer-sdk (issue 22; bench/startup.py measures
+the times)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dativo_bridge.deferred import DeferredClass
+from dativo_bridge.errors import PluginLoadError
+from dativo_bridge.sdk import make_target
+
+#: Each plugin's Singer entry point (pyproject.toml [project.scripts]).
+ENTRY_POINTS = {
+    "tap-dativo-csv": ("tap_dativo_csv.tap", "TapDativoCsv"),
+    "tap-dativo-postgres": ("tap_dativo_postgres.tap", "TapDativoPostgres"),
+    "tap-dativo-rest": ("tap_dativo_rest.tap", "TapDativoRest"),
+    "target-dativo-parquet": ("target_dativo_parquet.target", "TargetDativoParquet"),
+    "target-dativo-iceberg": ("target_dativo_iceberg.target", "TargetDativoIceberg"),
+    "target-dativo-s3": ("target_dativo_s3.target", "TargetDativoS3"),
+}
+
+#: Modules no --about may load (singer-sdk itself loads fsspec and singer_sdk.helpers._batch,
+#: as every singer-sdk plugin does; they are checked as "nothing beyond singer-sdk" below).
+HEAVY = ("pyarrow", "psycopg", "pyiceberg", "cryptography", "boto3", "orjson", "dativo_accel")
+OWN = ("dativo_bridge", "tap_dativo_", "target_dativo_")
+
+#: Runs ``argv`` of one plugin's CLI as its console script does, then prints the names of
+#: the modules loaded (at exit: the CLI ends with sys.exit).
+_RUN = """\
+import atexit, importlib, json, sys
+module, attr, *argv = sys.argv[1:]
+atexit.register(lambda: sys.__stderr__.write("\\nMODULES " + json.dumps(sorted(sys.modules))))
+sys.argv = [module, *argv]
+getattr(importlib.import_module(module), attr).cli()
+"""
+
+
+def _loaded(code: str, *args: str) -> tuple[set[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
+    marker = done.stderr.rpartition("\nMODULES ")
+    assert marker[1], done.stderr
+    return set(json.loads(marker[2])), done.stdout
+
+
+def _singer_sdk_modules() -> set[str]:
+    code = (
+        "import atexit, json, sys, singer_sdk, singer_sdk.about\n"
+        "atexit.register(lambda: sys.__stderr__.write('\\nMODULES ' + json.dumps(sorted(sys.modules))))"
+    )
+    return _loaded(code)[0]
+
+
+def _top(name: str) -> str:
+    return name.partition(".")[0]
+
+
+@pytest.fixture(scope="module")
+def sdk_modules() -> set[str]:
+    return _singer_sdk_modules()
+
+
+@pytest.mark.parametrize("plugin", sorted(ENTRY_POINTS))
+def test_about_imports_only_singer_sdk_and_settings(plugin: str, sdk_modules: set[str]) -> None:
+    module, attr = ENTRY_POINTS[plugin]
+    loaded, out = _loaded(_RUN, module, attr, "--about", "--format=json")
+    assert json.loads(out)["name"] == plugin
+    heavy = sorted(m for m in loaded if _top(m) in HEAVY)
+    assert not heavy, f"{plugin} --about imports {heavy[:8]}"
+    # Packages singer-sdk loads may load more of themselves (--about reads the version).
+    sdk_packages = {_top(m) for m in sdk_modules}
+    extra = sorted(
+        m
+        for m in loaded
+        if not m.startswith(OWN) and _top(m) not in (sdk_packages | sys.stdlib_module_names)
+    )
+    assert not extra, f"{plugin} --about imports more than singer-sdk does: {extra[:8]}"
+    # Dativo's own: the plugin's settings, never its reader/writer or the codecs.
+    own = sorted(m for m in loaded if m.startswith(OWN))
+    for name in own:
+        assert not name.endswith((".reader", ".writer")), f"{plugin} --about imports {name}"
+        assert not name.startswith(("dativo_bridge.codecs", "dativo_bridge.maps")), name
+    assert "dativo_bridge.batch_files" not in loaded
+
+
+@pytest.mark.parametrize(
+    "statement", ["import dativo_bridge; dativo_bridge.run", "from dativo_bridge import run"]
+)
+def test_run_loads_no_singer_sdk(statement: str) -> None:
+    code = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: sys.__stderr__.write('\\nMODULES ' + json.dumps(sorted(sys.modules))))\n"
+        + statement
+    )
+    loaded, _ = _loaded(code)
+    assert not sorted(m for m in loaded if _top(m) == "singer_sdk")
+
+
+@pytest.mark.parametrize("plugin", sorted(ENTRY_POINTS))
+def test_deferred_class_is_the_plugins_class(plugin: str) -> None:
+    """The class imported on first use has the plugin's name and the very settings dict
+    its --about shows (the settings module's)."""
+    import importlib
+
+    module, attr = ENTRY_POINTS[plugin]
+    cls = getattr(importlib.import_module(module), attr)
+    part_attr = "reader_class" if plugin.startswith("tap-") else "writer_class"
+    deferred = cls.__dict__.get(part_attr) or next(
+        k.__dict__[part_attr] for k in cls.__mro__ if part_attr in k.__dict__
+    )
+    assert isinstance(deferred, DeferredClass)
+    part = getattr(cls, part_attr)
+    assert part.name == plugin
+    assert part.config_jsonschema is deferred.config_jsonschema
+    for key, value in part.config_jsonschema["properties"].items():
+        assert cls.config_jsonschema["properties"][key] == value
+
+
+def test_deferred_class_with_other_settings_is_refused() -> None:
+    from target_dativo_parquet.settings import CONFIG_JSONSCHEMA
+
+    other = {**CONFIG_JSONSCHEMA, "required": []}
+    target = make_target(
+        DeferredClass("target_dativo_parquet.writer:ParquetWriter", "target-dativo-parquet", other)
+    )
+    with pytest.raises(PluginLoadError, match="target-dativo-parquet: the config_jsonschema"):
+        _ = target.writer_class
+    misnamed = make_target(
+        DeferredClass("target_dativo_parquet.writer:ParquetWriter", "target-x", CONFIG_JSONSCHEMA)
+    )
+    with pytest.raises(PluginLoadError, match=r"target-x: .* is named 'target-dativo-parquet'"):
+        _ = misnamed.writer_class
+    with pytest.raises(PluginLoadError, match="target-x: cannot load"):
+        DeferredClass("target_dativo_parquet.writer:NoSuchWriter", "target-x", {}).load()
+    with pytest.raises(PluginLoadError, match="is not a module:Class reference"):
+        DeferredClass("target_dativo_parquet.writer", "target-x", {})
+
+
+def test_s3_frame_size_default_is_the_crypto_formats() -> None:
+    from dativo_bridge.crypto.format import DEFAULT_FRAME_LENGTH
+    from target_dativo_s3.settings import CONFIG_JSONSCHEMA
+
+    assert CONFIG_JSONSCHEMA["properties"]["frame_size"]["default"] == DEFAULT_FRAME_LENGTH
