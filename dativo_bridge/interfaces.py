@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 #: The version of the reader/writer interface this Dativo provides, ``MAJOR.MINOR``. A
 #: plugin declares the one it was built for as ``interface_version`` (the default is this
@@ -92,6 +91,11 @@ class ArrowReader(abc.ABC):
 
     def __init__(self) -> None:
         self.config: Mapping[str, Any] = {}
+        #: The pipeline's state id and the STATE the run starts from, set by the caller
+        #: before ``open`` when known (``dativo run``; None: not known). A reader that
+        #: keeps something per pipeline on the source (a replication slot) keys it by them.
+        self.state_id: str | None = None
+        self.start_state: Mapping[str, Any] | None = None
 
     def open(self, config: Mapping[str, Any]) -> None:
         """Receive the validated settings and connect to the source."""
@@ -122,6 +126,8 @@ class ArrowReader(abc.ABC):
         """
         if not stream.replication_key or batch.num_rows == 0:
             return previous
+        import pyarrow.compute as pc  # here: a tap's --discover does not need it
+
         column = batch.column(stream.replication_key)
         top = pc.max(column)
         if not top.is_valid:

@@ -227,6 +227,8 @@ class RunContext:
     metrics: RunMetrics | None = None
     #: The in-process reader once opened (its ``retries`` counter goes into the result).
     reader: ArrowReader | None = None
+    #: The pipeline's state id (given to the reader, as to the writers).
+    state_id: str | None = None
 
     def tick(self, streams: Mapping[str, StreamStats]) -> None:
         """Report progress now and then (and rewrite the metrics file when it is due)."""
@@ -437,6 +439,7 @@ def run(
         cancel=cancel or Cancellation(),
         maps=maps,
         metrics=metrics,
+        state_id=state_id,
     )
     if metrics is not None:
         metrics.watch(lambda: result.streams)
@@ -655,6 +658,8 @@ def _open_reader(source: Source, ctx: RunContext) -> ArrowReader:
     reader = source() if isinstance(source, type) else source
     if not isinstance(reader, ArrowReader):
         raise ConfigError(f"not a source: {source!r}")
+    reader.state_id = ctx.state_id
+    reader.start_state = dict(ctx.start_state or {})
     reader.open(dict(ctx.source_config or {}))
     ctx.reader = reader
     acknowledge = getattr(reader, "acknowledge", None)

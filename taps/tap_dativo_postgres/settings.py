@@ -95,8 +95,10 @@ CONFIG_JSONSCHEMA: dict[str, Any] = {
         "replication_slot": {
             "type": "string",
             "description": (
-                "LOG_BASED streams: the logical replication slot (default "
-                "dativo_<database>_<hash of tap and database>; one per pipeline)."
+                "LOG_BASED streams: the logical replication slot, one per pipeline "
+                "(default dativo_<database>_<hash of the database and the pipeline's "
+                "state id>; a pipeline resuming on the earlier default's slot keeps it; "
+                "docs/cdc.md)."
             ),
         },
         "publication": {
