@@ -45,5 +45,18 @@ phase "rust_accel: install dativo-accel (optional extension), check its stub"
 "${PIP[@]}" ./rust_accel
 "$PY" -m mypy.stubtest dativo_accel
 
-phase "pytest"
-"$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@"
+# One pytest-xdist worker per core (at most 4; DATIVO_TEST_WORKERS=N to choose, 0 for
+# none). Each worker starts its own PostgreSQL and S3 servers; external ones
+# (DATIVO_TEST_PG_DSN, DATIVO_TEST_S3_ENDPOINT) are shared, so the suite then runs in one
+# process unless DATIVO_TEST_WORKERS says otherwise.
+workers=${DATIVO_TEST_WORKERS:-}
+if [ -z "$workers" ]; then
+  if [ -n "${DATIVO_TEST_PG_DSN:-}${DATIVO_TEST_S3_ENDPOINT:-}" ]; then
+    workers=0
+  else
+    workers=$(nproc 2>/dev/null || echo 2)
+    [ "$workers" -gt 4 ] && workers=4
+  fi
+fi
+phase "pytest ($workers workers)"
+"$PY" -m pytest -q -p no:cacheprovider --durations=25 -n "$workers" --dist loadgroup "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -97,26 +98,35 @@ def pipe(
 def peer_venv(requirement: str, executable: str, *more: str) -> Path:
     """A plugin or tool from PyPI in its own venv under .dativo/test-venvs (cached), so
     versions never clash with ours. Returns the path of ``executable``."""
-    import venv
-
     name = re.split(r"[<>=\[]", requirement)[0]
     home = REPO / ".dativo" / "test-venvs" / name
     exe = home / "bin" / executable
-    if not exe.exists():
-        venv.create(home, with_pip=True, clear=True)
-        subprocess.run(
-            [
-                str(home / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                requirement,
-                *more,
-            ],
-            check=True,
-            timeout=900,
-        )
+    home.parent.mkdir(parents=True, exist_ok=True)
+    # Two test workers (or two sessions) may want the same venv at once: one builds it,
+    # the other waits and uses it.
+    with open(home.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not exe.exists():
+            _build_venv(home, requirement, *more)
     assert exe.exists(), f"{requirement} did not install {executable}"
     return exe
+
+
+def _build_venv(home: Path, requirement: str, *more: str) -> None:
+    import venv
+
+    venv.create(home, with_pip=True, clear=True)
+    subprocess.run(
+        [
+            str(home / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            requirement,
+            *more,
+        ],
+        check=True,
+        timeout=900,
+    )
