@@ -532,6 +532,9 @@ class ArrowTap(_MaskedCli, Tap):
         """The opened reader (one per tap run)."""
         if self._reader is None:
             reader = self.reader_class()
+            # The STATE the run starts from: the SDK loads --state into this dict in place
+            # (after discovery may have opened the reader).
+            reader.start_state = self.state
             # The SDK validated the settings; the reader gets them with every default.
             reader.open(validated(self.config_jsonschema, self.config, plugin=self.name))
             self._reader = reader

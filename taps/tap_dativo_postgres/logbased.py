@@ -110,8 +110,8 @@ class LogBasedReads:
         """Name the pipeline's slot (once) when the setting does not (slot.choose_slot).
 
         The pipeline resumes when the STATE the run started from holds an LSN for any
-        LOG_BASED stream (the reader's ``start_state``, set by ``dativo run``); when that
-        STATE is not known (a Singer tap), when the first stream read has one
+        LOG_BASED stream (the reader's ``start_state``, set by ``dativo run`` and by the
+        Singer tap); when a caller gives no STATE, when the first stream read has one
         (``bookmark``)."""
         if self._slot is not None:
             return

@@ -208,7 +208,11 @@ def test_a_resumed_pipeline_whose_slot_is_missing_names_the_slots_there(
 
 
 def _singer_tap(
-    path: Path, config: dict[str, Any], state: dict[str, Any] | None, env: dict[str, str]
+    path: Path,
+    config: dict[str, Any],
+    state: dict[str, Any] | None,
+    env: dict[str, str],
+    streams: tuple[str, ...] = (STREAM,),
 ) -> tuple[int | None, str]:
     """Run the Singer tap (as Meltano would, with ``env``); returns the LSN of its last
     STATE and its log."""
@@ -232,7 +236,7 @@ def _singer_tap(
             entry["replication_method"] = "LOG_BASED"
             for meta in entry["metadata"]:
                 if not meta["breadcrumb"]:
-                    meta["metadata"]["selected"] = entry["tap_stream_id"] == STREAM
+                    meta["metadata"]["selected"] = entry["tap_stream_id"] in streams
         (path / "catalog.json").write_text(json.dumps(catalog))
     args = [*base, "--catalog", str(path / "catalog.json")]
     if state is not None:
@@ -272,6 +276,27 @@ def test_singer_taps_under_meltano(items: str, tmp_path: Path) -> None:
     derived = pgslot.default_slot_name(database, str(pgslot.pipeline_id(None, dev)))
     assert _slots(items) == {legacy, derived}, log
     assert derived != pgslot.default_slot_name(database, str(pgslot.pipeline_id(None, prod)))
+
+
+def test_singer_tap_decides_on_the_whole_state(items: str, tmp_path: Path) -> None:
+    """A table added to a Meltano pipeline of the earlier default, read before the
+    pipeline's resumed table: the slot is chosen on the whole STATE the tap was given, not
+    on the first stream's bookmark (which would have moved the pipeline to a fresh slot)."""
+    database = _database(items)
+    legacy = pgslot.default_slot_name(database, TAP)
+    config = {"dsn": items, "filter_schemas": [SCHEMA], "accelerator": "python"}
+    old_lsn, _ = _singer_tap(tmp_path / "p", {**config, "replication_slot": legacy}, None, {})
+    with psycopg.connect(items, autocommit=True) as conn:
+        # Discovered (and read) before items.
+        conn.execute(f"CREATE TABLE {SCHEMA}.aa_added (id int PRIMARY KEY)")
+        conn.execute(f"INSERT INTO {SCHEMA}.aa_added VALUES (1)")
+    _change(items, 1)
+    (tmp_path / "p" / "catalog.json").unlink()  # discover the new table
+    both = (f"{SCHEMA}-aa_added", STREAM)
+    resumed, log = _singer_tap(tmp_path / "p", config, _lsn_state(old_lsn), MELTANO["prod"], both)
+    assert log.index("aa_added") < log.index(f"{STREAM}'")
+    assert resumed is not None and resumed > old_lsn
+    assert _slots(items) == {legacy}, log
 
 
 def test_meltano_pipelines_are_told_apart_by_environment_and_suffix() -> None:
