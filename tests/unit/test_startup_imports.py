@@ -1,13 +1,14 @@
 """What a plugin's start-up imports: ``--about`` of every Dativo tap and target loads
 singer-sdk and the plugin's settings, nothing of pyarrow, psycopg, pyiceberg or the
-codecs; the Python API's ``run`` loads no singer-sdk (issue 22; bench/startup.py measures
-the times)."""
+codecs; ``--discover`` of tap-dativo-csv needs no pyarrow.compute; the Python API's
+``run`` loads no singer-sdk (issue 22; bench/startup.py measures the times)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,6 +89,22 @@ def test_about_imports_only_singer_sdk_and_settings(plugin: str, sdk_modules: se
         assert not name.endswith((".reader", ".writer")), f"{plugin} --about imports {name}"
         assert not name.startswith(("dativo_bridge.codecs", "dativo_bridge.maps")), name
     assert "dativo_bridge.batch_files" not in loaded
+
+
+def test_discover_of_csv_tap_needs_no_pyarrow_compute(tmp_path: Path) -> None:
+    data = tmp_path / "one.csv"
+    data.write_text("id,name\n1,a\n", encoding="utf-8")
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"files": [{"stream": "one", "path": str(data), "key_properties": ["id"]}]}),
+        encoding="utf-8",
+    )
+    module, attr = ENTRY_POINTS["tap-dativo-csv"]
+    loaded, out = _loaded(_RUN, module, attr, "--config", str(config), "--discover")
+    assert [s["tap_stream_id"] for s in json.loads(out)["streams"]] == ["one"]
+    assert "pyarrow.csv" in loaded  # it did read the file
+    for name in ("pyarrow.compute", "psycopg", "dativo_bridge.codecs.decode"):
+        assert name not in loaded, f"tap-dativo-csv --discover imports {name}"
 
 
 @pytest.mark.parametrize(
