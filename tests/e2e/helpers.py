@@ -113,20 +113,23 @@ def peer_venv(requirement: str, executable: str, *more: str) -> Path:
 
 
 def _build_venv(home: Path, requirement: str, *more: str) -> None:
+    """With uv when the set-up installed it (scripts/test.sh: about ten times faster than
+    pip on an empty cache, and its files are hard links into uv's cache), else venv + pip."""
+    uv = BIN / "uv"
+    if uv.exists():
+        base = [str(uv), "--quiet"]
+        subprocess.run(
+            [*base, "venv", "--seed", "--python", sys.executable, "--clear", str(home)],
+            check=True,
+            timeout=300,
+        )
+        install = [*base, "pip", "install", "--python", str(home / "bin" / "python")]
+        subprocess.run([*install, requirement, *more], check=True, timeout=900)
+        return
     import venv
 
     venv.create(home, with_pip=True, clear=True)
+    pip = [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     subprocess.run(
-        [
-            str(home / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            requirement,
-            *more,
-        ],
-        check=True,
-        timeout=900,
+        [*pip, "--disable-pip-version-check", requirement, *more], check=True, timeout=900
     )
