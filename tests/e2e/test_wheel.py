@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,10 @@ from .helpers import REPO, read_parquet_dir
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 PLUGINS = sorted(PYPROJECT["project"]["entry-points"]["dativo.plugins"])
+CRATE = tomllib.loads((REPO / "rust_accel" / "pyproject.toml").read_text())["project"]
+CPYTHON = f"cp{sys.version_info.major}{sys.version_info.minor}"
+#: Imported as the first thing of the extension's own code (PYTHONPROFILEIMPORTTIME lines).
+ACCEL_IMPORT = re.compile(r"^import time:.*\| +dativo_accel\._core$", re.MULTILINE)
 
 
 def _run(
@@ -44,11 +49,17 @@ def _run(
     return done
 
 
+def _build_wheels(out: Path, *args: str) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "CARGO_BUILD_JOBS": "2"}
+    script = str(REPO / "scripts" / "build_wheels.sh")
+    _run("bash", script, "--out", str(out), *args, env=env, timeout=1800)
+
+
 @pytest.fixture(scope="session")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The sdist and the wheel built from it."""
     out = tmp_path_factory.mktemp("dist")
-    _run(sys.executable, "-m", "build", "--outdir", str(out), str(REPO))
+    _build_wheels(out, "dativo")
     (sdist,) = out.glob("dativo-*.tar.gz")
     (wheel,) = out.glob("dativo-*.whl")
     return {"sdist": sdist, "wheel": wheel}
@@ -78,6 +89,41 @@ def installed(dists: dict[str, Path]) -> Path:
             _run(*pip, str(wheel))  # the dependencies from PyPI (pip's cache after once)
             ready.write_text(key)
         _run(*pip, "--no-deps", "--force-reinstall", str(wheel))
+    return home / "bin"
+
+
+@pytest.fixture(scope="session", params=["native", "zig"])
+def accel_wheel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dativo-accel's wheel for this Python: linked against this host's glibc (sharing
+    rust_accel/target with scripts/test.sh's build), or through zig for manylinux_2_28 (the
+    default of scripts/build_wheels.sh: its own cargo target under .dativo/, about five
+    minutes to build cold, so only with DATIVO_TEST_ZIG_WHEEL=1)."""
+    if request.param == "zig" and os.environ.get("DATIVO_TEST_ZIG_WHEEL") != "1":
+        pytest.skip("the zig (manylinux_2_28) build runs with DATIVO_TEST_ZIG_WHEEL=1")
+    out = tmp_path_factory.mktemp(f"accel-{request.param}")
+    _build_wheels(out, *(["--native"] if request.param == "native" else []), "accel")
+    (wheel,) = out.glob("dativo_accel-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def installed_accel(installed: Path, dists: dict[str, Path], accel_wheel: Path) -> Path:
+    """The bin directory of a venv with the dativo wheel and the dativo-accel wheel; its
+    other dependencies are the wheel venv's (a .pth file puts that venv's site-packages
+    after its own, so what is installed here comes first)."""
+    home = installed.parent.parent / f"{installed.parent.name}-accel"
+    python = home / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    with open(home.parent / f"{home.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not python.exists():
+            venv.create(home, with_pip=True, clear=True, system_site_packages=False)
+        site = "import sysconfig; print(sysconfig.get_path('purelib'))"
+        deps = _run(str(installed / "python"), "-c", site).stdout.strip()
+        own = Path(_run(str(python), "-c", site).stdout.strip())
+        (own / "_dativo_wheel_dependencies.pth").write_text(deps + "\n")
+        _run(*pip, "--no-deps", "--no-index", "--force-reinstall", str(dists["wheel"]))
+        _run(*pip, "--no-deps", "--no-index", "--force-reinstall", str(accel_wheel))
     return home / "bin"
 
 
@@ -167,7 +213,15 @@ def test_versions_come_from_pyproject(installed: Path, tmp_path: Path) -> None:
 
 
 def test_the_readme_demo_runs_against_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
-    env = _env(installed)
+    stderr = _run_the_readme_demo(installed, tmp_path)
+    assert not ACCEL_IMPORT.search(stderr)  # the pure-Python paths ran
+
+
+def _run_the_readme_demo(bin_dir: Path, tmp_path: Path) -> str:
+    """Run the README's demo (the shell pipe, then `dativo run`) with `bin_dir`'s console
+    scripts, check the Parquet files; returns the runs' stderr with Python's import-time
+    lines (PYTHONPROFILEIMPORTTIME), which name every module each process imported."""
+    env = {**_env(bin_dir), "PYTHONPROFILEIMPORTTIME": "1"}
     (tmp_path / "demo").mkdir()
     shutil.copy2(REPO / "demo" / "orders.csv", tmp_path / "demo" / "orders.csv")
     with open(REPO / "demo" / "orders.csv", newline="") as fh:
@@ -176,7 +230,7 @@ def test_the_readme_demo_runs_against_the_installed_wheel(installed: Path, tmp_p
     tap = {"files": [{"stream": "orders", "path": "demo/orders.csv", "key_properties": ["id"]}]}
     (tmp_path / "tap.json").write_text(json.dumps(tap))
     (tmp_path / "target.json").write_text(json.dumps({"path": "output/pipe"}))
-    _run(
+    pipe = _run(
         "bash",
         "-euo",
         "pipefail",
@@ -216,20 +270,15 @@ def test_the_readme_demo_runs_against_the_installed_wheel(installed: Path, tmp_p
     ran = read_parquet_dir(tmp_path / "output" / "run" / "orders")
     assert sorted(ran.column("id").to_pylist()) == ids
     assert ran.schema == piped.schema
+    return pipe.stderr + done.stderr
 
 
+@pytest.mark.timeout(1800)  # a cold cargo build of the crate is minutes
 def test_the_accel_extra_resolves_to_the_crates_wheel(
-    installed: Path, dists: dict[str, Path], tmp_path: Path
+    installed: Path, dists: dict[str, Path], accel_wheel: Path, tmp_path: Path
 ) -> None:
-    """`dativo[accel]` with --find-links to a dativo-accel wheel picks that wheel (a dry
-    run: the wheel environment keeps the pure-Python paths the demo runs)."""
-    wheels = REPO / "rust_accel" / "target" / "wheels"
-    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
-    if not list(wheels.glob(f"dativo_accel-*-{tag}-*.whl")):
-        pytest.skip(
-            f"no dativo-accel wheel for {tag} in {wheels} (maturin build: docs/packaging.md)"
-        )
-    crate = tomllib.loads((REPO / "rust_accel" / "pyproject.toml").read_text())["project"]
+    """`dativo[accel]` with --find-links to the built dativo-accel wheel picks that wheel
+    (a dry run: the wheel environment keeps the pure-Python paths)."""
     report = tmp_path / "report.json"
     _run(
         str(installed / "python"),
@@ -241,7 +290,7 @@ def test_the_accel_extra_resolves_to_the_crates_wheel(
         "--disable-pip-version-check",
         "--no-index",
         "--find-links",
-        str(wheels),
+        str(accel_wheel.parent),
         "--report",
         str(report),
         f"dativo[accel] @ {dists['wheel'].as_uri()}",
@@ -252,4 +301,51 @@ def test_the_accel_extra_resolves_to_the_crates_wheel(
         (item["metadata"]["name"], item["metadata"]["version"])
         for item in json.loads(report.read_text())["install"]
     ]
-    assert (crate["name"], crate["version"]) in chosen, chosen
+    assert (CRATE["name"], CRATE["version"]) in chosen, chosen
+
+
+def _wheel_tags(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/WHEEL"))
+        metadata = Parser().parsestr(archive.read(name).decode())
+    return metadata.get_all("Tag") or []
+
+
+@pytest.mark.timeout(1800)  # a cold cargo build of the crate is minutes
+def test_the_accel_wheel_is_manylinux_as_auditwheel_finds(accel_wheel: Path) -> None:
+    (tag,) = _wheel_tags(accel_wheel)
+    found = re.fullmatch(rf"{CPYTHON}-{CPYTHON}-manylinux_2_(\d+)_x86_64", tag)
+    assert found, tag
+    if accel_wheel.parent.name.startswith("accel-zig"):
+        assert int(found[1]) == 28, tag
+    else:  # linked against this host's glibc: no newer than it
+        glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+        assert int(found[1]) <= int(glibc.split(".")[1]), (tag, glibc)
+    assert accel_wheel.name.endswith(f"-{tag}.whl"), accel_wheel.name
+    shown = _run(sys.executable, "-m", "auditwheel", "show", str(accel_wheel)).stdout
+    platform = tag.split("-")[2]
+    assert f'consistent with the following platform tag: "{platform}"' in " ".join(shown.split()), (
+        shown
+    )
+
+
+@pytest.mark.timeout(1800)  # a cold cargo build of the crate is minutes
+def test_the_readme_demo_runs_with_the_installed_accel_wheel(
+    installed_accel: Path, tmp_path: Path
+) -> None:
+    env = _env(installed_accel)
+    probe = (
+        "import json, dativo_accel\n"
+        "from dativo_bridge.codecs.encode import _rust_encode_records as f\n"
+        "print(json.dumps([dativo_accel.__file__, f.__module__, f.__name__]))"
+    )
+    where, module, name = json.loads(_run("python", "-c", probe, cwd=tmp_path, env=env).stdout)
+    assert Path(where).is_relative_to(installed_accel.parent), where
+    assert (module, name) == ("dativo_accel._core", "encode_records")
+    listing = json.loads(
+        _run("python", "-m", "dativo_bridge.plugins_cli", "--json", cwd=tmp_path, env=env).stdout
+    )
+    assert listing["accelerator_version"] == CRATE["version"]
+    stderr = _run_the_readme_demo(installed_accel, tmp_path)
+    # The tap, the target and `dativo run`: each process loaded the extension.
+    assert len(ACCEL_IMPORT.findall(stderr)) == 3, stderr[-4000:]

@@ -1,6 +1,7 @@
 //! The Python face of the Singer RECORD encoder (`singer::encode_batch`), and the
 //! `bytes` object its lines are copied into.
 
+#[cfg(not(feature = "abi3"))]
 use std::sync::Mutex;
 
 use arrow_schema::{DataType, Field};
@@ -62,13 +63,17 @@ pub fn encode_records<'py>(
 
 /// The last output, kept so the next call can write into its memory when nothing else
 /// holds it any more (a fresh 100 MB `bytes` costs more in page faults than to fill).
+/// Not under the stable ABI (`abi3` feature), which has no way to resize a `bytes`.
+#[cfg(not(feature = "abi3"))]
 static LAST: Mutex<Option<Py<PyBytes>>> = Mutex::new(None);
 /// Outputs up to this size are kept in `LAST`.
+#[cfg(not(feature = "abi3"))]
 const KEEP_BYTES: usize = 256 << 20;
 
+#[cfg(not(feature = "abi3"))]
 unsafe extern "C" {
     // CPython's own resize of a bytes object that only its caller references (used by
-    // `bytes.join` and friends); pyo3-ffi does not export it.
+    // `bytes.join` and friends); pyo3-ffi does not export it, and the stable ABI lacks it.
     fn _PyBytes_Resize(
         bytes: *mut *mut pyo3::ffi::PyObject,
         newsize: pyo3::ffi::Py_ssize_t,
@@ -77,8 +82,8 @@ unsafe extern "C" {
 
 /// A `bytes` object of `size` (> 0) bytes with unspecified contents, not shared: the last
 /// output resized when this module holds its only reference (so no one can see it
-/// change), else a new one (allocated uninitialised: pyo3's `PyBytes::new_with` would
-/// zero it first).
+/// change), else a new one.
+#[cfg(not(feature = "abi3"))]
 fn blank_bytes(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyBytes>> {
     let last = LAST.lock().ok().and_then(|mut last| last.take());
     if let Some(last) = last {
@@ -101,6 +106,18 @@ fn blank_bytes(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyBytes>> {
             pyo3::ffi::Py_DECREF(ptr);
         }
     }
+    new_bytes(py, size)
+}
+
+/// Under the stable ABI every output is a new `bytes` object.
+#[cfg(feature = "abi3")]
+fn blank_bytes(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyBytes>> {
+    new_bytes(py, size)
+}
+
+/// A new `bytes` object of `size` bytes, allocated uninitialised (pyo3's
+/// `PyBytes::new_with` would zero it first).
+fn new_bytes(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyBytes>> {
     // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new bytes object of n bytes
     // (uninitialised) or NULL with an exception set; it is owned here until returned.
     unsafe {
@@ -136,6 +153,7 @@ fn concat_bytes<'py>(py: Python<'py>, parts: &[Vec<u8>]) -> PyResult<Bound<'py, 
             }
         });
     });
+    #[cfg(not(feature = "abi3"))]
     if total <= KEEP_BYTES {
         if let Ok(mut last) = LAST.lock() {
             *last = Some(object.clone().unbind());
