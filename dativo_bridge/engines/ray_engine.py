@@ -34,6 +34,7 @@ from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.interfaces import ArrowReader, ArrowWriter
 from dativo_bridge.reading import check_batch
 from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult
+from dativo_bridge.runner import _replacing as replacing
 from dativo_bridge.settings import with_defaults
 from dativo_bridge.sources import (
     bookmark_state,
@@ -198,15 +199,17 @@ def run_with_ray(
     Args:
         source: A reader (class or instance) that reads in partitions, or one with a
             partitioned twin (tap-dativo-postgres, tap-dativo-csv).
-        destination: target-dativo-iceberg's writer class (``load_method`` append).
+        destination: target-dativo-iceberg's writer class (``load_method`` append or
+            overwrite: every stream read, then each table replaced in one snapshot), or
+            target-dativo-parquet's (append or overwrite, dativo_bridge.engines.ray_parquet).
         source_config: The reader's settings (sent to every task).
         destination_config: The writer's settings; the table's location must be reachable
             from every node.
         state_id: The pipeline's state id, kept with the STATE in each commit.
         select: Meltano-style selection patterns.
         metadata: Catalog metadata overrides per stream pattern.
-        full_refresh: Refused for now: a full refresh replaces the table's rows, and the
-            ray engine only appends (use the local engine).
+        full_refresh: Ignore the committed state and read everything; each table is
+            replaced (``load_method`` overwrite, as with the local engine).
         ray_address: The cluster to join (None: ``RAY_ADDRESS`` or a new local one).
         max_retries: Attempts after the first for a task that failed or lost its worker.
         progress: Called with (tasks done, tasks planned) as tasks finish.
@@ -260,16 +263,16 @@ def run_with_ray(
         )
     assert isinstance(destination, type) and issubclass(destination, IcebergWriter)
     settings = with_defaults(CONFIG_JSONSCHEMA, dict(destination_config or {}))
-    if str(settings["load_method"]) not in ("append", "append-only"):
+    if full_refresh:  # the local engine's meaning: everything read, the tables replaced
+        settings = dict(replacing(destination, settings) or settings)
+    if str(settings["load_method"]) not in ("append", "append-only", "overwrite"):
         raise ConfigError(
-            f"the ray engine appends only so far (load_method {settings['load_method']!r})"
+            f"target-dativo-iceberg: load_method {settings['load_method']!r} is not "
+            "supported with --engine ray (append or overwrite): use --engine local"
         )
+    replace = settings["load_method"] == "overwrite"
     reader_cls = partitioned_reader(source)
-    if full_refresh:
-        raise ConfigError(
-            "--full-refresh with the ray engine is not supported yet (it would append a "
-            "second copy instead of replacing the rows): use the local engine"
-        )
+    # overwrite: {"bookmarks": {}}, every stream read from its start.
     start = destination.recover_state(settings, state_id)
     state: dict[str, Any] = copy.deepcopy(dict(start or {}))
     state.pop("currently_syncing", None)
@@ -282,6 +285,8 @@ def run_with_ray(
     names = RunFileNames.for_driver()
     reader = reader_cls()
     reader.open(dict(source_config or {}))
+    #: overwrite: each stream's tasks' files, committed once every stream is read.
+    replacements: list[_Replacement] = []
     try:
         assert isinstance(reader, PartitionedReader)
         streams = selected_streams(reader, select, metadata)
@@ -336,6 +341,10 @@ def run_with_ray(
                 if ends and stream.replication_key:
                     bookmark_state(state, stream.name, stream.replication_key, ends[-1])
                 completed.append(stream.name)
+                if replace:  # the failed attempts' files go now, the run's stay for the end
+                    remove_uncommitted(table, names, files)
+                    replacements.append(_Replacement(stream.name, identifier, parts, outcomes))
+                    continue
                 last = set(completed) >= set(stream_names)
                 staged = (
                     copy.deepcopy(state)
@@ -362,28 +371,7 @@ def run_with_ray(
                 result.state = staged
                 if state_store is not None and state_id:
                     state_store.put(state_id, staged)
-                stats = result.streams.setdefault(stream.name, _stats())
-                for part, outcome in zip(parts, outcomes, strict=True):
-                    result.tasks.append(
-                        TaskResult(
-                            stream.name,
-                            part.label,
-                            int(outcome["rows"]),
-                            list(outcome["files"]),
-                            float(outcome["seconds"]),
-                            str(outcome["node_id"]),
-                        )
-                    )
-                    stats.rows += int(outcome["rows"])
-                    stats.committed_rows += int(outcome["rows"])
-                stats.files.extend(files)
-                logger.info(
-                    "stream '%s': %d row(s) in %d file(s) from %d task(s), one commit",
-                    stream.name,
-                    stats.rows,
-                    len(files),
-                    len(parts),
-                )
+                _count(result, _Replacement(stream.name, identifier, parts, outcomes), "one commit")
             except BaseException:
                 table = open_catalog(settings).load_table(writer._identifier)
                 _cancel(ray, refs)
@@ -391,12 +379,94 @@ def run_with_ray(
                 raise
             finally:
                 writer.close()
+        if replace:
+            _replace_tables(settings, state_id, state, replacements, names, result)
+            if state_store is not None and state_id:
+                state_store.put(state_id, result.state)
+    except BaseException:
+        for replacement in replacements:  # an overwrite not committed: its files go
+            remove_uncommitted(
+                _load_table(settings, replacement.identifier), names, replacement.committed
+            )
+        raise
     finally:
         reader.close()
         if owned:
             ray.shutdown()
     result.elapsed = time.monotonic() - started
     return result
+
+
+@dataclass
+class _Replacement:
+    """One stream's finished tasks: their files, committed together."""
+
+    stream: str
+    identifier: str
+    parts: Sequence[Partition]
+    outcomes: list[Any]
+    #: The files a commit took (an overwrite's, once its table is replaced).
+    committed: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[str]:
+        return [f for o in self.outcomes for f in o["files"]]
+
+
+def _replace_tables(
+    settings: Mapping[str, Any],
+    state_id: str | None,
+    state: dict[str, Any],
+    replacements: Sequence[_Replacement],
+    names: Any,
+    result: RayRunResult,
+) -> None:
+    """``overwrite`` (a full refresh): every stream read, each table replaced by its tasks'
+    files in one OVERWRITE snapshot carrying the run's final STATE, as the local engine's
+    end-of-run commit does (the tables one after the other)."""
+    from target_dativo_iceberg.files import commit_files, snapshot_properties
+
+    clock = time.monotonic()
+    final = copy.deepcopy(state)
+    for replacement in replacements:
+        commit_files(
+            functools.partial(_load_table, settings, replacement.identifier),
+            [d for o in replacement.outcomes for d in o["data_files"]],
+            snapshot_properties(replacement.stream, state_id, final),
+            retries=int(settings["commit_retries"]),
+            replace=True,
+        )
+        replacement.committed = replacement.files
+        result.state = final
+        _count(result, replacement, "replacing the table's rows")
+    result.commit_seconds += time.monotonic() - clock
+
+
+def _count(result: RayRunResult, done: _Replacement, how: str) -> None:
+    """A committed stream's tasks and rows in the run's result."""
+    stats = result.streams.setdefault(done.stream, _stats())
+    for part, outcome in zip(done.parts, done.outcomes, strict=True):
+        result.tasks.append(
+            TaskResult(
+                done.stream,
+                part.label,
+                int(outcome["rows"]),
+                list(outcome["files"]),
+                float(outcome["seconds"]),
+                str(outcome["node_id"]),
+            )
+        )
+        stats.rows += int(outcome["rows"])
+        stats.committed_rows += int(outcome["rows"])
+    stats.files.extend(done.files)
+    logger.info(
+        "stream '%s': %d row(s) in %d file(s) from %d task(s), %s",
+        done.stream,
+        stats.rows,
+        len(done.files),
+        len(done.parts),
+        how,
+    )
 
 
 def _run_parquet(
@@ -415,12 +485,9 @@ def _run_parquet(
     from dativo_bridge.engines.ray_parquet import parquet_settings, run_parquet
 
     settings = parquet_settings(destination_config)
+    if full_refresh:  # the local engine's meaning: load_method overwrite, read from the start
+        settings = dict(replacing(destination, settings) or settings)
     reader_cls = partitioned_reader(source)
-    if full_refresh:
-        raise ConfigError(
-            "--full-refresh with the ray engine is not supported yet: use the local engine "
-            "(or load_method overwrite, which replaces the stream's files)"
-        )
     result = RayRunResult(state_id=kwargs.get("state_id"), state=None)
     owned = not ray.is_initialized()
     if owned:

@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.io.pyarrow import PyArrowFileIO, parquet_file_to_data_file
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, DataFileContent
 from pyiceberg.table import Table, TableProperties
 
 from dativo_bridge.errors import WriteError
@@ -218,13 +218,21 @@ def data_file(table: Table, location: str) -> DataFile:
 
 
 def commit_files(
-    load: Callable[[], Table], files: Sequence[DataFile], props: dict[str, str], *, retries: int
+    load: Callable[[], Table],
+    files: Sequence[DataFile],
+    props: dict[str, str],
+    *,
+    retries: int,
+    replace: bool = False,
 ) -> Table:
     """Append ``files`` to the table in one snapshot with ``props`` (retried on conflicts),
     as ``add_files`` would, from metadata made by the writers.
 
     Args:
         load: Loads the table from its catalog (again after a conflict).
+        replace: One OVERWRITE snapshot instead: every data file of the table's current
+            snapshot out, ``files`` in (a full refresh; readers see the old rows or the
+            new ones, never both). Replaces even with no ``files`` (an empty source).
 
     Raises:
         WriteError: The commit kept conflicting.
@@ -237,11 +245,15 @@ def commit_files(
                 if tx.table_metadata.name_mapping() is None:
                     mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
                     tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
-                with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                update = tx.update_snapshot(snapshot_properties=props)
+                with update.overwrite() if replace else update.fast_append() as snapshot:
+                    if replace:
+                        for old in _current_data_files(table):
+                            snapshot.delete_data_file(old)
                     for file in files:
-                        append.append_data_file(file)
+                        snapshot.append_data_file(file)
             return table
-        except CommitFailedException as exc:
+        except (CommitFailedException, ValidationException) as exc:
             if attempt == retries:
                 raise WriteError(
                     f"commit to {table.name()} failed after {retries + 1} attempts: {exc}"
@@ -250,3 +262,16 @@ def commit_files(
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
+
+
+def _current_data_files(table: Table) -> list[DataFile]:
+    """The data files of the table's current snapshot (none for a new table)."""
+    current = table.current_snapshot()
+    if current is None:
+        return []
+    return [
+        entry.data_file
+        for manifest in current.manifests(table.io)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+        if entry.data_file.content == DataFileContent.DATA
+    ]

@@ -184,6 +184,7 @@ from ray import cloudpickle
 from tap_dativo_postgres.partitions import PartitionedPostgresReader
 from target_dativo_iceberg.writer import IcebergWriter
 from dativo_bridge.engines.ray_engine import run_with_ray
+from dativo_bridge.state import LocalStateStore
 
 class Slow(PartitionedPostgresReader):
     def read_partition(self, partition):
@@ -193,7 +194,7 @@ class Slow(PartitionedPostgresReader):
             time.sleep(0.5)
 
 run_with_ray(Slow, IcebergWriter, source_config={source!r}, destination_config={target!r},
-             state_id="dev:ray", ray_address={address!r})
+             state_id="dev:ray", ray_address={address!r}{extra})
 print("finished")
 """
 
@@ -204,7 +205,11 @@ def test_the_driver_killed_mid_run_then_rerun_is_exactly_once_without_orphans(
     pids = tmp_path / "pids"
     pids.mkdir()
     script = textwrap.dedent(_DRIVER).format(
-        source=_source(events), target=_target(tmp_path), address=cluster.address, pids=str(pids)
+        source=_source(events),
+        target=_target(tmp_path),
+        address=cluster.address,
+        pids=str(pids),
+        extra="",
     )
     driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -535,17 +540,139 @@ def test_incremental_key_ranges_resume_from_the_tables_state_exactly_once(
     assert json.loads(table.current_snapshot().summary["dativo.state"]) == second.state
 
 
-def test_a_full_refresh_is_refused_rather_than_appending_a_second_copy(tmp_path: Path) -> None:
-    from dativo_bridge.errors import ConfigError
+REFRESH = {
+    f"{SCHEMA}-refresh": {"replication-method": "INCREMENTAL", "replication-key": "updated_at"}
+}
 
-    with pytest.raises(ConfigError, match="full-refresh with the ray engine"):
-        run_with_ray(
-            PostgresReader,
-            IcebergWriter,
-            source_config={},
-            destination_config=_target(tmp_path),
-            full_refresh=True,
+
+def _refresh_table(rows: int) -> None:
+    fresh_schema(SCHEMA)
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {SCHEMA}.refresh (id bigint PRIMARY KEY, updated_at timestamptz)"
         )
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.refresh SELECT g, timestamptz '2026-01-01' + g * "
+            f"interval '1 minute' FROM generate_series(1, {rows}) g"
+        )
+        conn.execute(f"ANALYZE {SCHEMA}.refresh")
+
+
+def test_a_full_refresh_replaces_the_rows_in_one_snapshot_with_the_local_engines_state(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from dativo_bridge.runner import run
+    from dativo_bridge.state import LocalStateStore
+
+    _refresh_table(6000)
+    source = {**_source(pg_dsn()), "pages_per_partition": 10}
+    target = _target(tmp_path)
+    store = LocalStateStore(tmp_path / "state")
+    common: dict[str, Any] = {
+        "source_config": source,
+        "metadata": REFRESH,
+        "state_id": "dev:refresh",
+    }
+    run_with_ray(
+        PostgresReader, IcebergWriter, destination_config=target, state_store=store, **common
+    )
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        # Rows an incremental append would never take back, and rows below the bookmark.
+        conn.execute(f"DELETE FROM {SCHEMA}.refresh WHERE id <= 100")
+        conn.execute(f"UPDATE {SCHEMA}.refresh SET updated_at = updated_at - interval '1 day'")
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.refresh SELECT g, timestamptz '2026-01-01' + g * "
+            "interval '1 minute' FROM generate_series(6001, 6500) g"
+        )
+    refreshed = run_with_ray(
+        PostgresReader,
+        IcebergWriter,
+        destination_config=target,
+        state_store=store,
+        full_refresh=True,
+        **common,
+    )
+    table = open_catalog(target).load_table("ray.dativo_ray_refresh")
+    assert _ids(table) == list(range(101, 6501))  # the source's rows, each once
+    assert refreshed.rows == 6400
+    assert len([t for t in refreshed.tasks if t.partition.startswith("key [")]) >= 3
+    assert len(table.snapshots()) == 2  # the first run's, and the refresh: one commit
+    assert table.current_snapshot().summary.operation.value == "overwrite"
+    committed = json.loads(table.current_snapshot().summary["dativo.state"])
+
+    local_target = {"warehouse": str(tmp_path / "local"), "namespace": "ray"}
+    local_store = LocalStateStore(tmp_path / "local-state")
+    run(PostgresReader, IcebergWriter, destination_config=local_target, **common)
+    local = run(
+        PostgresReader,
+        IcebergWriter,
+        destination_config=local_target,
+        state_store=local_store,
+        full_refresh=True,
+        **common,
+    )
+    local_table = open_catalog(local_target).load_table("ray.dativo_ray_refresh")
+    assert committed == json.loads(local_table.current_snapshot().summary["dativo.state"])
+    assert refreshed.state == local.state == committed
+    assert store.get("dev:refresh") == local_store.get("dev:refresh") == committed
+    assert committed["bookmarks"][f"{SCHEMA}-refresh"]["replication_key"] == "updated_at"
+    assert _data_files(tmp_path) == _referenced(table)  # no file of the run left over
+
+
+def test_a_killed_full_refresh_leaves_the_old_rows_and_the_state_as_they_were(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    from dativo_bridge.state import LocalStateStore
+
+    store = LocalStateStore(tmp_path / "state")
+    run_with_ray(
+        PostgresReader,
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=_target(tmp_path),
+        state_id="dev:ray",
+        state_store=store,
+    )
+    before = _table(tmp_path).current_snapshot()
+    stored = store.get("dev:ray")
+    old = _data_files(tmp_path)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = textwrap.dedent(_DRIVER).format(
+        source=_source(events),
+        target=_target(tmp_path),
+        address=cluster.address,
+        pids=str(pids),
+        extra=f", full_refresh=True, state_store=LocalStateStore({str(tmp_path / 'state')!r})",
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _data_files(tmp_path) - old and time.monotonic() < deadline:
+        assert driver.poll() is None, "the driver ended before writing any file"
+        time.sleep(0.1)
+    assert _data_files(tmp_path) - old, "no task wrote a data file in time"
+    for pid in [driver.pid, *(int(p.name) for p in pids.iterdir())]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    table = _table(tmp_path)
+    assert table.current_snapshot() == before and len(table.snapshots()) == 1
+    assert _ids(table) == list(range(1, ROWS + 1))  # the old rows, still visible
+    assert store.get("dev:ray") == stored
+
+    run_with_ray(
+        PostgresReader,
+        IcebergWriter,
+        source_config=_source(events),
+        destination_config=_target(tmp_path),
+        state_id="dev:ray",
+        state_store=store,
+        full_refresh=True,
+    )
+    table = _table(tmp_path)
+    assert _ids(table) == list(range(1, ROWS + 1))
+    assert len(table.snapshots()) == 2
+    assert _data_files(tmp_path) == _referenced(table)  # the killed run's files are gone
 
 
 def test_what_cannot_run_on_ray_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -564,7 +691,7 @@ def test_what_cannot_run_on_ray_is_refused_before_anything_starts(tmp_path: Path
             ParquetWriter,
             destination_config={"path": str(tmp_path), "load_method": "upsert"},
         )
-    with pytest.raises(ConfigError, match="appends only"):
+    with pytest.raises(ConfigError, match="load_method 'upsert' is not supported with --engine"):
         run_with_ray(
             PostgresReader,
             IcebergWriter,

@@ -140,6 +140,7 @@ from pathlib import Path
 from tap_dativo_postgres.partitions import PartitionedPostgresReader
 from target_dativo_parquet.writer import ParquetWriter
 from dativo_bridge.engines.ray_engine import run_with_ray
+from dativo_bridge.state import LocalStateStore
 
 class Slow(PartitionedPostgresReader):
     def read_partition(self, partition):
@@ -149,7 +150,7 @@ class Slow(PartitionedPostgresReader):
             time.sleep(0.5)
 
 run_with_ray(Slow, ParquetWriter, source_config={source!r}, destination_config={target!r},
-             ray_address={address!r})
+             ray_address={address!r}{extra})
 print("finished")
 """
 
@@ -162,7 +163,7 @@ def test_a_killed_run_leaves_no_visible_file_and_the_next_run_cleans_up(
     target = {"path": str(tmp_path / "out"), "target_file_size_mb": 0.05}
     source = _source(events, batch_size_bytes=32 * 1024)
     script = textwrap.dedent(_DRIVER).format(
-        source=source, target=target, address=cluster.address, pids=str(pids)
+        source=source, target=target, address=cluster.address, pids=str(pids), extra=""
     )
     driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -284,21 +285,98 @@ def test_incremental_append_publishes_then_records_state_and_resumes(
     assert store.get("dev:inc")["bookmarks"][stream]["replication_key_value"] == 3500
 
 
-def test_upsert_and_full_refresh_into_parquet_are_refused(tmp_path: Path) -> None:
+def test_upsert_into_parquet_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="load_method 'upsert' is not supported"):
         run_with_ray(
             PostgresReader,
             ParquetWriter,
             destination_config={"path": str(tmp_path), "load_method": "upsert"},
         )
-    with pytest.raises(ConfigError, match="full-refresh with the ray engine"):
-        run_with_ray(
-            PostgresReader,
-            ParquetWriter,
-            destination_config={"path": str(tmp_path)},
-            full_refresh=True,
-        )
     assert list(tmp_path.iterdir()) == []
+
+
+BY_ID = {STREAM: {"replication-method": "INCREMENTAL", "replication-key": "id"}}
+
+
+def test_a_full_refresh_replaces_the_folder_with_the_local_engines_state(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    store = LocalStateStore(tmp_path / "state")
+    common: dict[str, Any] = {
+        "source_config": _source(events),
+        "metadata": BY_ID,
+        "state_id": "dev:fr",
+        "state_store": store,
+    }
+    run_with_ray(PostgresReader, ParquetWriter, destination_config={"path": str(out)}, **common)
+    first = {p.name for p in _visible(out / STREAM)}
+    refreshed = run_with_ray(
+        PostgresReader,
+        ParquetWriter,
+        destination_config={"path": str(out)},
+        full_refresh=True,
+        **common,
+    )
+    assert refreshed.rows == ROWS  # read from the start, whatever the bookmark
+    assert _rows(out / STREAM).column("id").to_pylist() == list(range(1, ROWS + 1))  # once
+    assert not first & {p.name for p in _visible(out / STREAM)}  # the folder was replaced
+    assert _hidden(out) == []
+
+    local_store = LocalStateStore(tmp_path / "local-state")
+    local = run(
+        PostgresReader,
+        ParquetWriter,
+        source_config=_source(events),
+        destination_config={"path": str(tmp_path / "local")},
+        metadata=BY_ID,
+        state_id="dev:fr",
+        state_store=local_store,
+        full_refresh=True,
+    )
+    assert refreshed.state == local.state == store.get("dev:fr") == local_store.get("dev:fr")
+    assert local.state["bookmarks"][STREAM]["replication_key_value"] == ROWS
+
+
+def test_a_killed_full_refresh_leaves_the_old_files_and_the_state_as_they_were(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    store = LocalStateStore(tmp_path / "state")
+    run_with_ray(
+        PostgresReader,
+        ParquetWriter,
+        source_config=_source(events),
+        destination_config={"path": str(out)},
+        metadata=BY_ID,
+        state_id="dev:fr",
+        state_store=store,
+    )
+    before = _visible(out / STREAM)
+    stored = store.get("dev:fr")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = textwrap.dedent(_DRIVER).format(
+        source=_source(events, batch_size_bytes=32 * 1024),
+        target={"path": str(out), "target_file_size_mb": 0.05},
+        address=cluster.address,
+        pids=str(pids),
+        extra=f", metadata={BY_ID!r}, state_id='dev:fr', full_refresh=True, "
+        f"state_store=LocalStateStore({str(tmp_path / 'state')!r})",
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(p.is_file() for p in _hidden(out)) and time.monotonic() < deadline:
+        assert driver.poll() is None, "the driver ended before writing any file"
+        time.sleep(0.1)
+    assert any(p.is_file() for p in _hidden(out)), "no task wrote a file in time"
+    for pid in [driver.pid, *(int(p.name) for p in pids.iterdir())]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert _visible(out / STREAM) == before  # the old files, still what a reader lists
+    assert _rows(out / STREAM).column("id").to_pylist() == list(range(1, ROWS + 1))
+    assert store.get("dev:fr") == stored
 
 
 def test_postgres_partitions_are_sized_for_the_target_file_size(
