@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tap_dativo_postgres.catalog import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 
@@ -21,6 +20,8 @@ def whole_key_groups(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa
     keys is held in memory whole.) Rows with a NULL key come first and pass straight
     through: they do not move the bookmark, so no STATE is released while they go by.
     """
+    import pyarrow.compute as pc  # here: --discover does not need it
+
     carry: pa.RecordBatch | None = None
     for batch in batches:
         if carry is not None and carry.num_rows:
@@ -54,6 +55,8 @@ def finite_values(schema: pa.Schema, mode: str) -> Callable[[pa.RecordBatch], pa
     timestamp columns) and time 24:00:00 by the nearest value engines can read, or by
     null (``mode``), in the top-level columns of a batch. Batches without them are
     returned unchanged (one min/max per such column)."""
+    import pyarrow.compute as pc  # here: --discover does not need it
+
     plans: list[tuple[int, int, int, int, int, pa.DataType]] = []
     for i, f in enumerate(schema):
         if pa.types.is_timestamp(f.type) and f.type.unit == "us":

@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pj
 from psycopg import sql
@@ -105,6 +104,8 @@ class CopyStream(io.RawIOBase):
 
 def _hex_to_binary(arr: pa.Array) -> pa.Array:
     """Hex text -> binary, one unhexlify over the whole value buffer."""
+    import pyarrow.compute as pc  # here: --discover does not need it
+
     if len(arr) == 0:
         return pa.array([], pa.binary())
     validity, offsets_buf, data = arr.buffers()
@@ -120,6 +121,8 @@ def _hex_to_binary(arr: pa.Array) -> pa.Array:
 
 def _json_arrays(plan: ColumnPlan, arr: pa.Array) -> pa.Array:
     """array_to_json text -> Arrow lists, parsed by Arrow's JSON reader."""
+    import pyarrow.compute as pc  # here: --discover does not need it
+
     if plan.arrow == JSON_TYPE:
         return arr.cast(JSON_TYPE)
     element = plan.arrow.value_type
