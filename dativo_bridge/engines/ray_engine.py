@@ -227,6 +227,7 @@ def run_with_ray(
     ray = require_ray()
     from target_dativo_iceberg.files import (
         RunFileNames,
+        abort_dead_uploads,
         commit_files,
         delete_files,
         remove_uncommitted,
@@ -303,6 +304,7 @@ def run_with_ray(
             writer.open(settings, stream)  # creates the table, deletes dead runs' files
             refs: list[Any] = []
             try:
+                abort_dead_uploads(writer._table)  # what killed runs' tasks left uploading
                 identifier = writer._identifier
                 schema = writer._schema
                 clock = time.monotonic()

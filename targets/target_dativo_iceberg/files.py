@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,13 @@ from pyiceberg.io.pyarrow import PyArrowFileIO, parquet_file_to_data_file
 from pyiceberg.manifest import DataFile, DataFileContent
 from pyiceberg.table import Table, TableProperties
 
+from dativo_bridge.aws import describe_s3_error
 from dativo_bridge.errors import WriteError
+from dativo_bridge.ownership import HOST_TAG, pid_alive
 from dativo_bridge.row_groups import ICEBERG_ROW_GROUP_ROWS as ROW_GROUP_ROWS
 from dativo_bridge.row_groups import ROW_GROUP_BYTES, RowGroup
 from target_dativo_iceberg.cow import split_partitions
-from target_dativo_iceberg.orphans import DataFileNames
+from target_dativo_iceberg.orphans import _NAME, DataFileNames
 from target_dativo_iceberg.tables import STATE_ID_PROPERTY, STATE_PROPERTY, STREAM_PROPERTY
 from target_dativo_iceberg.types import to_iceberg
 
@@ -190,13 +192,86 @@ def run_files(table: Table, names: RunFileNames) -> list[str]:
 
 
 def remove_uncommitted(table: Table, names: RunFileNames, committed: Sequence[str]) -> list[str]:
-    """Delete this run's files that ``committed`` does not hold; returns them."""
+    """Delete this run's files that ``committed`` does not hold, and abort this run's
+    unfinished multipart uploads (a task killed mid-file leaves one, billed until a bucket
+    lifecycle rule aborts it); returns the files deleted. Call it once no task of the run
+    is writing any more."""
     kept = {location.rsplit("/", 1)[-1] for location in committed}
     extra = [f for f in run_files(table, names) if f.rsplit("/", 1)[-1] not in kept]
     delete_files(table, extra)
     if extra:
         logger.info("table %s: deleted %d uncommitted data file(s)", table.name(), len(extra))
+    abort_uploads(table, lambda name: name.startswith(names.prefix))
     return extra
+
+
+def abort_dead_uploads(table: Table) -> int:
+    """Abort the unfinished multipart uploads in the table's ``data/`` of writers of this
+    host that are gone (orphans.py's names and rule: ``dativo-<host>-<pid>-...`` with
+    ``<host>`` this host and ``<pid>`` not running); an upload of a live writer, or of
+    another host, is left alone. Returns how many were aborted."""
+    return abort_uploads(table, dead_writers_name)
+
+
+def dead_writers_name(name: str) -> bool:
+    """True for a data file name of a writer of this host that is gone (orphans.py)."""
+    match = _NAME.match(name)
+    return match is not None and match.group(1) == HOST_TAG and not pid_alive(int(match[2]))
+
+
+def abort_uploads(table: Table, chosen: Callable[[str], bool]) -> int:
+    """Abort the unfinished multipart uploads directly in the table's ``data/`` (on S3)
+    whose file name ``chosen`` accepts; a failure is logged, not raised (the uploads are
+    invisible to readers). Returns how many were aborted."""
+    data = f"{table.location()}/data/"
+    if not data.startswith(("s3://", "s3a://", "s3n://")):
+        return 0
+    bucket, _, prefix = data.split("://", 1)[1].partition("/")
+    aborted = 0
+    client: Any = None
+    try:
+        client = _s3_client(table.io.properties)
+        pages = client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=bucket, Prefix=prefix
+        )
+        for page in pages:
+            for upload in page.get("Uploads") or []:
+                key = str(upload["Key"])
+                name = key[len(prefix) :]
+                # The prefix is checked here too: some S3 services ignore it.
+                if not key.startswith(prefix) or "/" in name or not chosen(name):
+                    continue
+                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+                aborted += 1
+    except Exception as exc:
+        logger.warning(
+            "table %s: could not abort unfinished uploads under s3://%s/%s: %s",
+            table.name(),
+            bucket,
+            prefix,
+            describe_s3_error(exc, client, "list_multipart_uploads"),
+        )
+    if aborted:
+        logger.info(
+            "table %s: aborted %d unfinished multipart upload(s) of data files",
+            table.name(),
+            aborted,
+        )
+    return aborted
+
+
+def _s3_client(properties: Mapping[str, Any]) -> Any:
+    """A boto3 S3 client with the FileIO's settings (pyiceberg's ``s3.*`` properties)."""
+    import boto3
+
+    options = {
+        "endpoint_url": properties.get("s3.endpoint"),
+        "aws_access_key_id": properties.get("s3.access-key-id"),
+        "aws_secret_access_key": properties.get("s3.secret-access-key"),
+        "aws_session_token": properties.get("s3.session-token"),
+        "region_name": properties.get("s3.region") or properties.get("client.region"),
+    }
+    return boto3.client("s3", **{k: v for k, v in options.items() if v})
 
 
 def snapshot_properties(stream: str, state_id: str | None, state: Any) -> dict[str, str]:

@@ -72,11 +72,21 @@ def run_id(writer: ParquetWriter) -> str:
 
 def remove_run_leftovers(writer: ParquetWriter, keep: Iterable[str] = ()) -> list[str]:
     """Delete the in-progress files of ``writer``'s run under its folder, but ``keep``
-    (temp paths): what attempts of tasks that failed or lost their worker left. Returns
-    the paths deleted."""
+    (temp paths): what attempts of tasks that failed or lost their worker left. On S3 the
+    run's unfinished multipart uploads are aborted too (a task killed mid-file leaves one,
+    billed until a bucket lifecycle rule aborts it); only the run's own, by its run id in
+    the name. Call it once no task of the run is writing any more. Returns the paths
+    deleted."""
     storage: Storage = writer._storage
     kept = set(keep)
     marker = f".part-{writer._run}-"
+    if not storage.local:
+        storage.abort_uploads(
+            writer._root + "/",
+            lambda key, _initiated: (
+                key.rsplit("/", 1)[-1].startswith(marker) and key.endswith(".parquet.inprogress")
+            ),
+        )
     selector = pafs.FileSelector(writer._root, recursive=True, allow_not_found=True)
     removed = []
     for info in storage.fs.get_file_info(selector):

@@ -739,15 +739,10 @@ def test_a_rerun_after_a_failed_stream_does_not_read_the_finished_ones_again(
     assert "dativo_run" not in json.loads(zz.current_snapshot().summary["dativo.state"])
 
 
-def test_the_warehouse_on_s3_takes_the_tasks_files_in_one_commit(
-    cluster: Cluster, events: str, tmp_path: Path
-) -> None:
-    import boto3
+def _s3_target(tmp_path: Path, bucket: str) -> dict[str, Any]:
+    from .s3server import CREDENTIALS, s3_endpoint
 
-    from .s3server import CREDENTIALS, new_bucket, s3_endpoint
-
-    bucket = new_bucket("dativo-ray")
-    target = {
+    return {
         "namespace": "ray",
         "catalog": {
             "type": "sql",
@@ -759,6 +754,90 @@ def test_the_warehouse_on_s3_takes_the_tasks_files_in_one_commit(
             "s3.region": CREDENTIALS["region"],
         },
     }
+
+
+def _s3_client() -> Any:
+    import boto3
+
+    from .s3server import CREDENTIALS, s3_endpoint
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(),
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+        region_name=CREDENTIALS["region"],
+    )
+
+
+def _uploads(bucket: str) -> set[str]:
+    listed = _s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads") or []
+    return {str(u["Key"]) for u in listed}
+
+
+def test_on_s3_killed_tasks_uploads_are_aborted_and_a_live_runs_upload_stays(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    """A task killed mid-file leaves a multipart upload: the live driver aborts its run's
+    at the end of the run; a killed driver's are aborted by the next run; an upload of
+    another live writer (its pid running) is never touched."""
+    import uuid
+
+    from dativo_bridge.ownership import HOST_TAG
+
+    from .s3server import new_bucket
+
+    bucket = new_bucket("dativo-ray-mpu")
+    target = _s3_target(tmp_path, bucket)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = textwrap.dedent(_DRIVER).format(
+        source=_source(events), target=target, address=cluster.address, pids=str(pids), extra=""
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _uploads(bucket) and time.monotonic() < deadline:
+        assert driver.poll() is None, "the driver ended before uploading any file"
+        time.sleep(0.1)
+    # The tasks first: a worker that outlives its driver ends its file's upload itself.
+    for pid in [*(int(p.name) for p in pids.iterdir()), driver.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    killed = _uploads(bucket)
+    assert killed and all(f"-{driver.pid}-" in k for k in killed), killed
+    data = killed.pop().rsplit("/", 1)[0]
+    live_writer = subprocess.Popen(["sleep", "120"])  # another run, still writing
+    try:
+        live = f"{data}/dativo-{HOST_TAG}-{live_writer.pid}-{uuid.uuid4().hex[:8]}-00001.parquet"
+        _s3_client().create_multipart_upload(Bucket=bucket, Key=live)
+
+        marker = tmp_path / "killed"
+        result = run_with_ray(
+            _dying_reader(marker),
+            IcebergWriter,
+            source_config={**_source(events), "batch_size_bytes": 64 * 1024},
+            destination_config=target,
+        )
+        assert marker.exists()  # a worker died in the middle of its file's upload
+        table = open_catalog(target).load_table("ray.dativo_ray_events")
+        assert _ids(table) == list(range(1, ROWS + 1))
+        assert result.rows == ROWS
+        assert _uploads(bucket) == {live}  # the killed run's and the killed task's: gone
+    finally:
+        live_writer.kill()
+        live_writer.wait()
+
+
+def test_the_warehouse_on_s3_takes_the_tasks_files_in_one_commit(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    from .s3server import CREDENTIALS, new_bucket, s3_endpoint
+
+    bucket = new_bucket("dativo-ray")
+    target = _s3_target(tmp_path, bucket)
     marker = tmp_path / "failed-once"
     result = run_with_ray(
         _flaky_reader(marker),

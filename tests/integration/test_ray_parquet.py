@@ -630,6 +630,65 @@ def test_on_s3_the_tasks_files_are_published_and_no_in_progress_object_is_left(
     assert sorted(ids) == list(range(1, ROWS + 1))
 
 
+def test_on_s3_a_killed_tasks_upload_is_aborted_and_a_live_runs_upload_stays(
+    cluster: Cluster, events: str, tmp_path: Path
+) -> None:
+    import uuid
+
+    import boto3
+
+    from dativo_bridge.ownership import HOST_TAG
+
+    from .s3server import CREDENTIALS, new_bucket, s3_endpoint
+
+    bucket = new_bucket("dativo-ray-pq-mpu")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(),
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+        region_name=CREDENTIALS["region"],
+    )
+
+    def uploads() -> set[str]:
+        listed = client.list_multipart_uploads(Bucket=bucket).get("Uploads") or []
+        return {str(u["Key"]) for u in listed}
+
+    marker = tmp_path / "killed"
+
+    class Dying(PartitionedPostgresReader):
+        """Partition 1 kills its own worker (SIGKILL) on its first attempt, mid-upload."""
+
+        def read_partition(self, partition: Partition) -> Iterator[Any]:
+            batches = iter(super().read_partition(partition))
+            if partition.index != 1 or marker.exists():
+                yield from batches
+                return
+            yield next(batches)
+            yield next(batches)
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    live_writer = subprocess.Popen(["sleep", "120"])  # another run, still writing
+    try:
+        run = f"{uuid.uuid4().hex[:8]}-{live_writer.pid}-{HOST_TAG}"
+        live = f"lake/{STREAM}/.part-{run}-00001.parquet.inprogress"
+        client.create_multipart_upload(Bucket=bucket, Key=live)
+        target = {"path": f"s3://{bucket}/lake", "endpoint_url": s3_endpoint(), **CREDENTIALS}
+        result = run_with_ray(
+            Dying,
+            ParquetWriter,
+            source_config=_source(events, batch_size_bytes=32 * 1024),
+            destination_config=target,
+        )
+        assert marker.exists()  # a worker died in the middle of its file's upload
+        assert result.rows == ROWS
+        assert uploads() == {live}  # the killed attempt's upload is aborted, not the other
+    finally:
+        live_writer.kill()
+        live_writer.wait()
+
+
 def test_a_worker_killed_mid_task_is_retried_and_leaves_no_hidden_file(
     cluster: Cluster, events: str, tmp_path: Path
 ) -> None:
