@@ -370,7 +370,8 @@ def goals(summary: list[dict[str, Any]]) -> list[tuple[str, bool]]:
 
 def markdown(summary: list[dict[str, Any]], met: list[tuple[str, bool]]) -> str:
     """The results as a markdown table and the goals."""
-    names = {row["key"]: row["label"] for row in summary}
+    # A pipe's "|" would end the table cell.
+    names = {row["key"]: row["label"].replace("|", "\\|") for row in summary}
     lines = ["| command | median | min | ours / peer (same round, median) |", "|---|---|---|---|"]
     for row in summary:
         ratio = (
@@ -379,7 +380,7 @@ def markdown(summary: list[dict[str, Any]], met: list[tuple[str, bool]]) -> str:
             else f"{row['ratio_to_peer']:.2f}x {names[row['peer']]}"
         )
         lines.append(
-            f"| `{row['label']}` | {row['median_s']:.3f} s | {row['min_s']:.3f} s | {ratio} |"
+            f"| `{names[row['key']]}` | {row['median_s']:.3f} s | {row['min_s']:.3f} s | {ratio} |"
         )
     lines += ["", "Goals:", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in met]
