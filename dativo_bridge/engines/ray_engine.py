@@ -11,7 +11,12 @@ fails deletes what it wrote, and the driver deletes whatever else of its run the
 does not hold. Only the commit makes rows visible, and the STATE it carries follows the
 local engine's rules (dativo_bridge.sources: the run marker until the last stream), so a
 rerun after any failure is exactly once. A driver that dies leaves files named after it,
-which the next run on its host deletes (target_dativo_iceberg.orphans).
+which the next run on its host deletes (target_dativo_iceberg.orphans), and on S3 the
+multipart uploads its killed tasks left open, which the next run aborts (a live driver
+aborts its own run's at the end: target_dativo_iceberg.files). With ``overwrite`` (what
+``full_refresh`` asks for) every stream is read from its start and each table's one
+commit, made once every stream is read, replaces its rows, as the local engine's
+end-of-run commit does.
 
 Ray is optional: :func:`require_ray` is the one place that imports it.
 """

@@ -422,6 +422,15 @@ def test_dativo_run_engine_ray_on_the_cluster(cluster: Cluster, tmp_path: Path) 
     assert _ids(table) == list(range(1500))
     assert len(table.snapshots()) == 1
 
+    # --full-refresh: the files read again (not skipped as older than the bookmark), and
+    # the table's rows replaced by them, not appended to.
+    done = dativo_run(project, "tap-dativo-csv", "target-dativo-iceberg", *args, "--full-refresh")
+    assert json.loads(done.stdout)["rows"] == 1500
+    table = open_catalog(target).load_table("ray.items")
+    assert _ids(table) == list(range(1500))
+    assert len(table.snapshots()) == 2
+    assert table.current_snapshot().summary.operation.value == "overwrite"
+
 
 def test_the_state_store_gets_the_committed_state(cluster: Cluster, tmp_path: Path) -> None:
     from dativo_bridge.state import LocalStateStore
