@@ -15,7 +15,7 @@
 #
 # Usage: bash scripts/build_wheels.sh [--out DIR] [--native] [--abi3] [--interpreter PY]... [dativo] [accel]
 # PYTHON=... names the Python that runs build and maturin (default: python3 on PATH; it
-# needs the dev extras: build, maturin, ziglang). The wheels are for it unless
+# needs build, maturin and ziglang: pip install -e ".[wheels]"). The wheels are for it unless
 # --interpreter names others. CARGO_TARGET_DIR defaults to .dativo/wheel-build/target
 # for the zig builds (kept between runs: a rebuild compiles only what changed).
 set -euo pipefail
@@ -55,7 +55,7 @@ for part in "${PARTS[@]}"; do
   else
     echo "== dativo-accel: maturin --zig, manylinux_2_28"
     if ! "$PY" -c 'import ziglang' 2>/dev/null; then
-      echo "build_wheels.sh: zig is missing for the manylinux_2_28 build: $PY -m pip install ziglang (or use --native)" >&2
+      echo "build_wheels.sh: zig is missing for the manylinux_2_28 build: $PY -m pip install ziglang, or pip install -e \".[wheels]\" (or use --native)" >&2
       exit 1
     fi
     # maturin runs zig as `python3 -m ziglang`: put this Python's directory first on PATH.

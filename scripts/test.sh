@@ -59,4 +59,4 @@ if [ -z "$workers" ]; then
   fi
 fi
 phase "pytest ($workers workers)"
-"$PY" -m pytest -q -p no:cacheprovider --durations=25 -n "$workers" --dist loadgroup "$@"
+"$PY" -m pytest -q -p no:cacheprovider --durations=25 -n "$workers" --dist loadfile "$@"

@@ -1,32 +1,35 @@
 """Set-up for the whole suite, for runs spread over pytest-xdist workers (scripts/test.sh
-starts one worker per core, two by default).
+starts one worker per core, two by default, with ``--dist loadfile``: a test file's tests
+run on one worker, so a module's fixtures (a Meltano project with its plugins installed,
+a Ray cluster, a built wheel) are made once, not once per worker, and two workers never
+reinstall into a venv the other is running from).
 
 - Each worker gets its own temporary directory as TMPDIR, inherited by every plugin and
   server it starts: tests that look for leftovers in the temporary directory (a sandbox's
   scratch folder, a plugin's private files) see only their own worker's, and the
   PostgreSQL server each worker starts (tests/integration/postgres/server.py) lives
   there too. It is removed when the worker exits, after the servers it holds are stopped.
-- Tests that share a machine-wide resource run on one worker, one after another: the Ray
-  clusters (a second local cluster on the same host fights over the first one's ports
-  and /tmp/ray session), grouped with xdist's ``loadgroup`` distribution.
+- Files that use a machine-wide resource hold a lock on it while they run, so their
+  workers take turns: the Ray clusters (two local clusters on one host fight over Ray's
+  fixed ports, such as the client server's 10001).
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# test file name -> the group its tests run in, on a single worker
-ONE_WORKER = {
-    "test_ray_engine.py": "ray",
-    "test_ray_parquet.py": "ray",
-    "test_ray_processes.py": "ray",
-}
+# test file name prefix -> the machine-wide resource its tests hold while they run
+RESOURCE = {"test_ray": "ray"}
+# the system's temporary directory, before a worker points TMPDIR at its own
+SHARED_TMP = tempfile.gettempdir()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,8 +44,15 @@ def pytest_configure(config: pytest.Config) -> None:
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        group = ONE_WORKER.get(Path(str(item.path)).name)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.fixture(autouse=True, scope="module")
+def _machine_wide_resource(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For a file in RESOURCE, its resource's lock, from before its first test's fixtures
+    to after its last one's (autouse module fixtures are set up first)."""
+    name = Path(str(request.path)).name
+    resource = next((r for prefix, r in RESOURCE.items() if name.startswith(prefix)), None)
+    if resource is None:
+        yield
+        return
+    with open(Path(SHARED_TMP) / f"dativo-tests-{resource}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
