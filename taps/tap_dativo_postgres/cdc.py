@@ -2,10 +2,16 @@
 into whole transactions in commit order, and turned into Arrow batches with exactly the
 types the COPY path gives (docs/cdc.md).
 
-Values arrive as the type's text output. Rather than a second set of parsers, a chunk of
-changed rows is copied into a temporary table with the source's column types and read back
-with the same COPY and column plans as the table itself (catalog.py, copy.py): one
-mapping, the same Arrow types and the same edge cases (infinities, intervals, arrays).
+Values arrive as the type's text output. The common types are typed straight from that
+text by Arrow (``_direct``): integers, floats, bool, numeric as a decimal, the string
+types (text, varchar, uuid, enums, ...), json(b), bytea (hex), date, timestamp and
+timestamptz (+/-infinity as the COPY path gives them). Every other column, and a column
+whose text Arrow does not parse (a numeric NaN, a BC date, a non-ISO DateStyle, a
+historical time zone offset in seconds), is converted as before: the chunk's rows are
+copied into a temporary table with the source's column types and read back with the same
+COPY and column plans as the table itself (catalog.py, copy.py): one mapping, the same
+Arrow types and the same edge cases (intervals, arrays). Both give the same Arrow values
+(tests/integration/postgres/test_cdc_direct.py compares them).
 
 Each row carries ``_sdc_lsn`` (the end LSN of its transaction's commit record, the same
 for every row of a transaction and increasing in commit order), ``_sdc_deleted_at``
@@ -26,13 +32,21 @@ from dataclasses import dataclass, field
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from dativo_bridge.errors import ReadError
 from tap_dativo_postgres import copy as pgcopy
 from tap_dativo_postgres import pgoutput
 from tap_dativo_postgres import slot as pgslot
-from tap_dativo_postgres.catalog import ColumnPlan, TableInfo
+from tap_dativo_postgres.catalog import (
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    ColumnPlan,
+    TableInfo,
+)
 
 logger = logging.getLogger("dativo.postgres")
 
@@ -304,32 +318,59 @@ class ChangeStream:
                 arrays.append(converted[f.name])
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
+    #: Type the common types straight from their text (False: every column through the
+    #: temporary table, the reference the tests compare the direct conversion with).
+    direct = True
+
     def _convert(self, rows: list[Row], names: list[str]) -> dict[str, pa.Array]:
+        present = [n for n in names if n in self._types]
+        columns = _columns(rows, present)
+        out: dict[str, pa.Array] = {}
+        rest: list[str] = []
+        for plan in self.plans:
+            if plan.name not in self._types:
+                out[plan.name] = pa.nulls(len(rows), plan.arrow)
+                continue
+            values = columns[plan.name]
+            if any(v is pgoutput.UNCHANGED for v in values):
+                _text(values, values.index(pgoutput.UNCHANGED), plan.name, self.where)
+            typed = _direct(plan, values) if self.direct else None
+            if typed is None:
+                rest.append(plan.name)
+            else:
+                out[plan.name] = typed
+        if rest:
+            out.update(self._through_table(rows, columns, rest))
+        return out
+
+    def _through_table(
+        self, rows: list[Row], columns: dict[str, list[pgoutput.Value]], names: list[str]
+    ) -> dict[str, pa.Array]:
+        """``names``' columns converted through the temporary table."""
         if self._temp is None:
             self._temp = sql.Identifier(f"dativo_cdc_{self.oid}")
-            columns = [sql.SQL("{} int8").format(sql.Identifier(_ORD))] + [
-                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(self._types[n]))
-                for n in names
-                if n in self._types
+            columns_sql = [sql.SQL("{} int8").format(sql.Identifier(_ORD))] + [
+                sql.SQL("{} {}").format(sql.Identifier(p.name), sql.SQL(self._types[p.name]))
+                for p in self.plans
+                if p.name in self._types
             ]
             self.conn.execute(
                 sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({})").format(
-                    self._temp, sql.SQL(", ").join(columns)
+                    self._temp, sql.SQL(", ").join(columns_sql)
                 )
             )
-        present = [n for n in names if n in self._types]
         self.conn.execute(sql.SQL("TRUNCATE {}").format(self._temp))
         with self.conn.cursor() as cur:
             target = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                self._temp, sql.SQL(", ").join(sql.Identifier(n) for n in [_ORD, *present])
+                self._temp, sql.SQL(", ").join(sql.Identifier(n) for n in [_ORD, *names])
             )
             with cur.copy(target) as copy:
-                for i, row in enumerate(rows):
-                    index = {c.name: j for j, c in enumerate(row.relation.columns)}
-                    copy.write_row(
-                        [i, *(_text(row.values, index.get(n), n, self.where) for n in present)]
-                    )
-        plans = [p for p in self.plans if p.name in self._types]
+                for row in zip(range(len(rows)), *(columns[n] for n in names), strict=True):
+                    copy.write_row(row)
+        # The order column is read back too: a CSV line of a lone NULL column would be
+        # empty, and Arrow's CSV reader skips empty lines.
+        order = ColumnPlan(_ORD, "int8", pa.int64(), "plain", nullable=False)
+        plans = [order, *(p for p in self.plans if p.name in names)]
         query = pgcopy.copy_query(self._temp, plans, None, _ORD)
         parts = list(pgcopy.read_copy(self.conn, query, plans, 16 << 20, self.where))
         table = (
@@ -337,16 +378,96 @@ class ChangeStream:
             if parts
             else pa.schema([pa.field(p.name, p.arrow) for p in plans]).empty_table()
         )
-        out: dict[str, pa.Array] = {}
-        for plan in self.plans:
-            if plan.name in self._types:
-                out[plan.name] = table.column(plan.name).combine_chunks()
+        return {p.name: table.column(p.name).combine_chunks() for p in plans[1:]}
+
+
+def _columns(rows: list[Row], names: list[str]) -> dict[str, list[pgoutput.Value]]:
+    """The rows' values column by column (None where a row's relation lacks the column),
+    one pass per run of rows sharing a relation."""
+    out: dict[str, list[pgoutput.Value]] = {n: [] for n in names}
+    start = 0
+    while start < len(rows):
+        relation = rows[start].relation
+        end = start + 1
+        while end < len(rows) and rows[end].relation is relation:
+            end += 1
+        values = [r.values for r in rows[start:end]]
+        index = {c.name: j for j, c in enumerate(relation.columns)}
+        for name in names:
+            j = index.get(name)
+            if j is None:
+                out[name].extend([None] * (end - start))
             else:
-                out[plan.name] = pa.nulls(len(rows), plan.arrow)
-        return out
+                out[name].extend([v[j] if j < len(v) else None for v in values])
+        start = end
+    return out
 
 
-def _text(values: tuple[pgoutput.Value, ...], index: int | None, name: str, where: str) -> object:
+#: Arrow types Arrow's own cast parses from PostgreSQL's text output exactly as the CSV
+#: COPY path does (the same parsers: integers, floats with NaN and +/-Infinity, decimals).
+_CASTS = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal128)
+
+
+def _direct(plan: ColumnPlan, values: list[pgoutput.Value]) -> pa.Array | None:
+    """``plan``'s column typed from pgoutput's text values, or None: not a type (or a
+    value) handled here, for the temporary table to convert."""
+    try:
+        text = pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # a binary-format value: not text
+    try:
+        if plan.transport == "plain":
+            if pa.types.is_string(plan.arrow):
+                return text
+            if pa.types.is_boolean(plan.arrow):
+                return _bool(text)
+            if any(check(plan.arrow) for check in _CASTS):
+                return text.cast(plan.arrow)
+            return None
+        if plan.transport == "json":
+            return text.cast(plan.arrow)
+        if plan.transport == "bytea":
+            return _bytea(text)
+        if plan.transport == "date":
+            return _infinite(text, pa.date32(), pa.int32(), INT32_MAX, INT32_MIN)
+        if plan.transport == "timestamp":
+            return _infinite(text, plan.arrow, pa.int64(), INT64_MAX, INT64_MIN)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return None
+
+
+def _bool(text: pa.Array) -> pa.Array | None:
+    is_true = pc.equal(text, "t")
+    if pc.any(pc.invert(pc.or_(is_true, pc.equal(text, "f")))).as_py():
+        return None
+    return is_true
+
+
+def _bytea(text: pa.Array) -> pa.Array | None:
+    """bytea's hex output (``\\x0a1b``; ``bytea_output = escape`` goes the other way)."""
+    if pc.any(pc.invert(pc.starts_with(text, "\\x"))).as_py():
+        return None
+    return pgcopy._hex_to_binary(pc.utf8_slice_codeunits(text, 2))
+
+
+def _infinite(
+    text: pa.Array, arrow: pa.DataType, storage: pa.DataType, high: int, low: int
+) -> pa.Array:
+    """A date or timestamp column: ISO text parsed by Arrow, +/-infinity as the extreme
+    integers the COPY path gives (catalog.py)."""
+    up = pc.equal(text, "infinity")
+    down = pc.equal(text, "-infinity")
+    if not pc.any(pc.or_(up, down)).as_py():
+        return text.cast(arrow)
+    finite = pc.if_else(pc.or_(up, down), pa.scalar(None, pa.string()), text)
+    ints = finite.cast(arrow).view(storage)
+    ints = pc.if_else(up, pa.scalar(high, storage), ints)
+    ints = pc.if_else(down, pa.scalar(low, storage), ints)
+    return ints.view(arrow)
+
+
+def _text(values: Sequence[pgoutput.Value], index: int | None, name: str, where: str) -> object:
     if index is None or index >= len(values):
         return None
     value = values[index]
