@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -70,7 +71,7 @@ def log_based_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([*own, *CDC_FIELDS])
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One change as it goes into a batch: the relation's values (text or None)."""
 
@@ -221,6 +222,7 @@ class ChangeStream:
         relations: dict[int, pgoutput.Relation] = {}
         txn: _Transaction | None = None
         keys = list(self.table.primary_key)
+        key_of: tuple[pgoutput.Relation | None, list[int]] = (None, [])
         pgslot.wait_until_free(self.conn, self.slot)
         with contextlib.closing(self._messages(after, upto)) as messages:
             for data in messages:
@@ -237,7 +239,9 @@ class ChangeStream:
                     if message.relation != self.oid or txn is None:
                         continue
                     relation = relations[message.relation]
-                    txn.rows.extend(_rows(message, relation, keys))
+                    if relation is not key_of[0]:
+                        key_of = (relation, _key_index(relation, keys))
+                    txn.rows.extend(_rows(message, relation, key_of[1]))
                 elif isinstance(message, pgoutput.Truncate):
                     if self.oid in message.relations and txn is not None:
                         txn.rows.append(_truncate_row(relations.get(self.oid), self.table))
@@ -332,10 +336,11 @@ class ChangeStream:
                 out[plan.name] = pa.nulls(len(rows), plan.arrow)
                 continue
             values = columns[plan.name]
-            if any(v is pgoutput.UNCHANGED for v in values):
-                _text(values, values.index(pgoutput.UNCHANGED), plan.name, self.where)
+            # An unchanged TOASTed value is no string: never typed directly.
             typed = _direct(plan, values) if self.direct else None
             if typed is None:
+                if pgoutput.UNCHANGED in values:
+                    _text(values, values.index(pgoutput.UNCHANGED), plan.name, self.where)
                 rest.append(plan.name)
             else:
                 out[plan.name] = typed
@@ -397,6 +402,8 @@ def _columns(rows: list[Row], names: list[str]) -> dict[str, list[pgoutput.Value
             j = index.get(name)
             if j is None:
                 out[name].extend([None] * (end - start))
+            elif min(map(len, values)) > j:
+                out[name].extend(map(operator.itemgetter(j), values))
             else:
                 out[name].extend([v[j] if j < len(v) else None for v in values])
         start = end
@@ -486,8 +493,14 @@ def _truncate_row(
     return (tuple(None for _ in relation.columns), relation, True)
 
 
+def _key_index(relation: pgoutput.Relation, keys: Sequence[str]) -> list[int]:
+    """The positions of the primary key's columns in ``relation``."""
+    wanted = set(keys)
+    return [i for i, c in enumerate(relation.columns) if c.name in wanted]
+
+
 def _rows(
-    change: pgoutput.Change, relation: pgoutput.Relation, keys: Sequence[str]
+    change: pgoutput.Change, relation: pgoutput.Relation, index: list[int]
 ) -> list[tuple[tuple[pgoutput.Value, ...], pgoutput.Relation, bool]]:
     """The rows a change becomes: insert -> the row; delete -> the old key (or old row);
     update -> the new row, after a delete of the old key when the key changed."""
@@ -495,8 +508,7 @@ def _rows(
         assert change.old is not None
         return [(change.old, relation, True)]
     new = pgoutput.new_row(change, relation)
-    if change.kind == "update" and change.old is not None and keys:
-        index = [i for i, c in enumerate(relation.columns) if c.name in set(keys)]
-        if any(change.old[i] != new[i] for i in index):
-            return [(change.old, relation, True), (new, relation, False)]
+    old = change.old
+    if change.kind == "update" and old is not None and any(old[i] != new[i] for i in index):
+        return [(old, relation, True), (new, relation, False)]
     return [(new, relation, False)]

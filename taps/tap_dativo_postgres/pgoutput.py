@@ -212,7 +212,7 @@ def new_row(change: Change, relation: Relation) -> tuple[Value, ...]:
             DEFAULT, INDEX or NOTHING): delivering it as NULL would corrupt the mirror.
     """
     assert change.new is not None
-    if not any(value is UNCHANGED for value in change.new):
+    if UNCHANGED not in change.new:
         return change.new
     values = list(change.new)
     old: Sequence[Value] = change.old if change.old is not None and not change.key_only else ()
