@@ -48,9 +48,11 @@ def _ray(*args: str) -> subprocess.Popen[bytes]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
+    # `ray start --block` takes SIGTERM as a cue to stop its node, which here takes longer
+    # than the test itself (30 s were seen); the group's SIGKILL ends every process of it.
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        process.wait(timeout=5)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
