@@ -3,9 +3,10 @@
 # own files into the project's virtual environment (.venv: dativo with its dev extras and
 # meltano from PyPI; on Debian/Ubuntu as root, PostgreSQL from apt for the TLS tests),
 # builds the Rust extension once, then runs ruff, mypy, rustfmt, clippy, the Rust tests
-# and the whole pytest suite (about 1,700 tests; the third-party plugins it tests against
-# go into their own venvs under .dativo/test-venvs, once). About 30 minutes on 2 cores the
-# first time (install ~2 min, the Rust crate ~4, the suite ~21), less after.
+# and the whole pytest suite (about 1,780 tests, on one pytest-xdist worker per core; the
+# third-party plugins it tests against go into their own venvs under .dativo/test-venvs,
+# once, with uv). About 20 minutes on 2 cores the first time (install ~2 min, the Rust
+# crate ~4, the suite ~13), less after.
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
