@@ -192,6 +192,9 @@ class Slow(PartitionedPostgresReader):
         for batch in super().read_partition(partition):
             yield batch
             time.sleep(0.5)
+            # A test that kills tasks mid-file holds them here, their file still open.
+            while Path({pids!r}).with_name("stall").exists():
+                time.sleep(0.1)
 
 run_with_ray(Slow, IcebergWriter, source_config={source!r}, destination_config={target!r},
              state_id="dev:ray", ray_address={address!r}{extra})
@@ -803,6 +806,10 @@ def test_on_s3_killed_tasks_uploads_are_aborted_and_a_live_runs_upload_stays(
     script = textwrap.dedent(_DRIVER).format(
         source=_source(events), target=target, address=cluster.address, pids=str(pids), extra=""
     )
+    # The tasks stall after their first batch until the kill, their files' uploads open (a
+    # task let go on would finish its file within half a second: a kill could miss it).
+    stall = tmp_path / "stall"
+    stall.touch()
     driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not _uploads(bucket) and time.monotonic() < deadline:
@@ -813,6 +820,7 @@ def test_on_s3_killed_tasks_uploads_are_aborted_and_a_live_runs_upload_stays(
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     driver.wait(timeout=30)
+    stall.unlink()
     killed = _uploads(bucket)
     assert killed and all(f"-{driver.pid}-" in k for k in killed), killed
     data = killed.pop().rsplit("/", 1)[0]
