@@ -49,6 +49,7 @@ from dativo_bridge.state import RUN_KEY
 from target_dativo_iceberg import cow
 from target_dativo_iceberg.changes import DELETED_AT, Changes, collapse, is_truncate
 from target_dativo_iceberg.cow import split_partitions
+from target_dativo_iceberg.files import abort_dead_uploads
 from target_dativo_iceberg.orphans import DataFileNames, remove_orphans
 from target_dativo_iceberg.settings import CONFIG_JSONSCHEMA
 from target_dativo_iceberg.tables import (
@@ -257,6 +258,8 @@ class IcebergWriter(ArrowWriter):
             table = self._catalog.load_table(self._identifier)
         check_writable_spec(table, self._identifier, stream.name)
         remove_orphans(lambda: self._catalog.load_table(self._identifier))
+        # On S3, a dead writer's file may be an unfinished multipart upload (not a file).
+        abort_dead_uploads(table)
         self._evolve(table, self._schema)
         return table
 
