@@ -5,8 +5,8 @@
 # builds the Rust extension once, then runs ruff, mypy, rustfmt, clippy, the Rust tests
 # and the whole pytest suite (about 1,780 tests, on one pytest-xdist worker per core; the
 # third-party plugins it tests against go into their own venvs under .dativo/test-venvs,
-# once, with uv). About 20 minutes on 2 cores the first time (install ~2 min, the Rust
-# crate ~4, the suite ~13), less after.
+# once, with uv). About 15 minutes on 2 cores the first time (install ~1.5 min, the Rust
+# crate ~4, the suite ~9), less after.
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
