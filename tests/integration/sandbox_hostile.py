@@ -108,6 +108,27 @@ def big_file(megabytes: str) -> None:
     print("OK wrote", megabytes, "MB")
 
 
+def shm(megabytes: str) -> None:
+    """List /dev/shm, take a multiprocessing lock (a POSIX semaphore there), then write
+    ``megabytes`` MB to a file in it."""
+    print("SEEN", ",".join(sorted(os.listdir("/dev/shm"))) or "-")
+    import multiprocessing
+
+    try:
+        multiprocessing.Lock()
+        print("OK lock")
+    except OSError as exc:
+        print("DENIED lock", exc.errno)
+    try:
+        with open("/dev/shm/dativo-sandbox-shm-test", "wb") as fh:
+            for _ in range(int(megabytes or 1)):
+                fh.write(b"x" * (1 << 20))
+                fh.flush()
+        print("OK wrote")
+    except OSError as exc:
+        print("DENIED write", exc.errno)
+
+
 def kill_parent(_arg: str) -> None:
     try:
         os.kill(os.getppid(), 0)

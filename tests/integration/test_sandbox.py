@@ -119,7 +119,8 @@ def test_check_lists_the_active_layers(user: list[str], arena: Path) -> None:
     done = subprocess.run(
         [*user, *SANDBOX, "--check"], capture_output=True, text=True, cwd=arena, check=True
     )
-    for layer in ("network namespace", "landlock filesystem", "no_new_privs", "process limit"):
+    layers = ("network namespace", "private /dev/shm", "landlock filesystem", "no_new_privs")
+    for layer in (*layers, "process limit"):
         assert f"active       {layer}" in done.stdout, done.stdout
 
 
@@ -255,6 +256,31 @@ def test_writes_land_only_in_the_scratch_directory(user: list[str], arena: Path)
     done = hostile(user, arena, ["--writable", str(arena / "out")], "write", hexpath(evil))
     assert done.stdout.strip() == "OK wrote"
     assert evil.read_text() == "pwned\n"
+
+
+def test_dev_shm_is_private_writable_and_capped(user: list[str], arena: Path) -> None:
+    """multiprocessing works (its semaphores live in /dev/shm), the host's /dev/shm is not
+    seen, what the plugin puts there does not reach the host, and its size is a quarter of
+    the memory limit."""
+    marker = Path(f"/dev/shm/dativo-host-marker-{os.getpid()}")
+    marker.write_text("host")
+    written = Path("/dev/shm/dativo-sandbox-shm-test")
+    written.unlink(missing_ok=True)
+    try:
+        done = hostile(user, arena, [], "shm", "1")
+        lines = done.stdout.splitlines()
+        assert lines[0] == "SEEN -", done.stdout + done.stderr
+        assert lines[1:] == ["OK lock", "OK wrote"], done.stdout + done.stderr
+        assert "joblib" not in done.stderr and "shm" not in done.stderr, done.stderr
+        assert not written.exists(), "the plugin's /dev/shm must not be the host's"
+        assert marker.read_text() == "host"
+        done = hostile(user, arena, ["--memory-mb", "64"], "shm", "32")
+        assert done.stdout.splitlines()[1:] == ["OK lock", "DENIED write 28"], done.stdout
+        done = hostile(user, arena, ["--memory-mb", "64"], "shm", "15")
+        assert done.stdout.splitlines()[1:] == ["OK lock", "OK wrote"], done.stdout
+    finally:
+        marker.unlink(missing_ok=True)
+        written.unlink(missing_ok=True)
 
 
 def test_signals_stay_inside(user: list[str], arena: Path) -> None:
