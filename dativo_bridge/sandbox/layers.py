@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dativo_bridge.sandbox import landlock, limits, namespaces
+from dativo_bridge.sandbox import landlock, limits, namespaces, seccomp
 from dativo_bridge.sandbox.cgroup import RunCgroup
 from dativo_bridge.sandbox.policy import DEVICES_RO, DEVICES_RW, Policy
 
@@ -25,6 +25,7 @@ LANDLOCK_SCOPE = "landlock scopes"
 NO_NEW_PRIVS = "no_new_privs"
 PROCESS_LIMIT = "process limit"
 NETWORK = "network isolation"
+SECCOMP_NET = "seccomp network"
 SHM = "private /dev/shm"
 #: /dev/shm's size without a memory limit (Docker's default), and its share of one.
 SHM_DEFAULT_MB = 64
@@ -149,6 +150,13 @@ def enter(policy: Policy, plan: Plan) -> Report:
                 report.active[LANDLOCK_NET] = "TCP bind and connect denied"
         except OSError as exc:
             report.missing[LANDLOCK_FS] = _reason(exc)
+    if deny_tcp:
+        # Landlock's rules are TCP only: UDP, SCTP and the rest are refused here.
+        try:
+            seccomp.deny_non_tcp_internet_sockets()
+            report.active[SECCOMP_NET] = "internet sockets other than TCP refused"
+        except OSError as exc:
+            report.missing[SECCOMP_NET] = f"{_reason(exc)} (UDP would reach any host)"
     if LANDLOCK_NET in report.active and NET_NS in report.missing:
         # The fallback the policy allows: TCP is denied instead of unreachable.
         reason = report.missing.pop(NET_NS)

@@ -67,6 +67,19 @@ def connect(port: str) -> None:
         print("DENIED", exc.errno, exc.strerror)
 
 
+def udp(port: str) -> None:
+    """Send a datagram to 127.0.0.1:port, then check a unix socketpair still works."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"hello-udp", ("127.0.0.1", int(port)))
+        print("OK sent")
+    except OSError as exc:
+        print("DENIED", exc.errno, exc.strerror)
+    left, right = socket.socketpair()
+    left.sendall(b"x")
+    print("OK socketpair" if right.recv(1) == b"x" else "BROKEN socketpair")
+
+
 def alloc(megabytes: str) -> None:
     chunks = []
     for _ in range(int(megabytes) // 10):

@@ -221,6 +221,27 @@ def test_landlock_denies_tcp_where_no_network_namespace_can_be_made(arena: Path)
         assert listener.received == []
         # best-effort warns once about what it could not use
         assert one_line(done).startswith("sandbox: warning: sandbox_hostile runs without")
+        # Landlock's rules are TCP only: UDP is refused by the seccomp filter.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+            receiver.bind(("127.0.0.1", 0))
+            receiver.settimeout(1.0)
+            port = receiver.getsockname()[1]
+            udp = script.replace(f"{HOSTILE} connect {listener.port}", f"{HOSTILE} udp {port}")
+            assert udp != script
+            done = subprocess.run(
+                ["unshare", "-Ur", "sh", "-c", udp],
+                capture_output=True,
+                text=True,
+                cwd=arena,
+                timeout=60,
+                check=False,
+            )
+            assert done.stdout.splitlines() == ["DENIED 13 Permission denied", "OK socketpair"], (
+                done.stdout,
+                done.stderr,
+            )
+            with pytest.raises(TimeoutError):
+                receiver.recvfrom(64)
     finally:
         listener.close()
 
