@@ -25,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::RecordDecoder>()?;
     m.add_class::<py::DecodedBatch>()?;
     m.add_class::<py::ReplicationReader>()?;
+    m.add_class::<py::TableChangeReader>()?;
     m.add_function(wrap_pyfunction!(py::record_run, m)?)?;
     m.add("CopyError", py.get_type::<py::CopyError>())?;
     m.add("ConnectError", py.get_type::<py::ConnectError>())?;

@@ -173,6 +173,9 @@ class ChangeStream:
         ``position`` is set before each is yielded (and to ``upto`` at the end, unless a
         schema change stopped the read)."""
         self.position = after
+        if self.rust_dsn is not None and self.assemble_in_rust:
+            yield from self._rust_batches(after, upto)
+            return
         pending: list[Row] = []
         try:
             for txn_rows, end_lsn in self._transactions(after, upto):
@@ -189,18 +192,7 @@ class ChangeStream:
                 batch = self._batch(pending)
                 self.position = pending[-1].lsn
                 yield batch
-            logger.warning(
-                "%s: table %s.%s gained column(s) %s at a change after LSN %s; the read "
-                "stops before it, and the next run (which discovers the column) goes on "
-                "from there with the new schema",
-                self.where,
-                self.table.schema,
-                self.table.table,
-                ", ".join(change.columns),
-                pgoutput.format_lsn(self.position or after),
-            )
-            self._end()
-            self.stopped = True
+            self._schema_changed(change.columns, after)
             return
         if pending:
             batch = self._batch(pending)
@@ -209,6 +201,107 @@ class ChangeStream:
         self._end()
         self.stopped = False
         self.position = max(self.position or after, upto)
+
+    def _schema_changed(self, columns: Sequence[str], after: int) -> None:
+        logger.warning(
+            "%s: table %s.%s gained column(s) %s at a change after LSN %s; the read "
+            "stops before it, and the next run (which discovers the column) goes on "
+            "from there with the new schema",
+            self.where,
+            self.table.schema,
+            self.table.table,
+            ", ".join(columns),
+            pgoutput.format_lsn(self.position or after),
+        )
+        self._end()
+        self.stopped = True
+
+    #: With the Rust client, assemble the table's transactions in Rust
+    #: (``dativo_accel.TableChangeReader``: batches of text columns, no Python object per
+    #: value); False: the client hands decoded changes to ``_transactions`` (the reference
+    #: the tests compare it with).
+    assemble_in_rust = True
+
+    def _rust_batches(self, after: int, upto: int) -> Iterator[pa.RecordBatch]:
+        """``batches`` read and assembled by the extension (the same rules as
+        ``_transactions``, implemented in rust_accel/src/repl/changes.rs)."""
+        import dativo_accel
+
+        assert self.rust_dsn is not None
+        pgslot.wait_until_free(self.conn, self.slot)
+        confirmed = pgslot.slot_position(self.conn, self.slot)
+        self.conn.commit()
+        if confirmed is None:
+            raise ReadError(f"{self.where}: replication slot '{self.slot}' does not exist")
+        wanted = [p.name for p in self.plans if p.name in self._types]
+        try:
+            stream = dativo_accel.TableChangeReader(
+                self.rust_dsn,
+                self.slot,
+                self.publication,
+                after,
+                upto,
+                confirmed,
+                self.oid,
+                wanted,
+                list(self.table.primary_key),
+                sorted(self.known),
+                self.batch_rows,
+                tls=self.rust_tls,
+            )
+        except dativo_accel.CopyError as exc:
+            raise ReadError(f"{self.where}: cannot stream slot '{self.slot}': {exc}") from None
+        try:
+            while True:
+                try:
+                    item = next(stream, None)
+                except dativo_accel.CopyError as exc:
+                    raise ReadError(f"{self.where}: reading slot '{self.slot}': {exc}") from None
+                if item is None:
+                    break
+                raw, position, added = item
+                texts = pa.record_batch(raw)
+                if texts.num_rows:
+                    batch = self._text_batch(texts)
+                    self.position = position
+                    yield batch
+                if added is not None:
+                    self._schema_changed(added, after)
+                    return
+        finally:
+            stream.close()
+        self._end()
+        self.stopped = False
+        self.position = max(self.position or after, upto)
+
+    def _text_batch(self, texts: pa.RecordBatch) -> pa.RecordBatch:
+        """The stream's batch for a batch of ``TableChangeReader``: the wanted columns'
+        text, then the commit's end LSN, its time in microseconds and the deleted flag
+        (taken by position: a table may have a column of any name)."""
+        rows = texts.num_rows
+        wanted = [p.name for p in self.plans if p.name in self._types]
+        position = {n: i for i, n in enumerate(wanted)}
+        lsn, commit_us, deleted = texts.columns[len(wanted) :]
+        out: dict[str, pa.Array] = {}
+        rest: list[str] = []
+        for plan in self.plans:
+            if plan.name not in self._types:
+                out[plan.name] = pa.nulls(rows, plan.arrow)
+                continue
+            text = texts.column(position[plan.name])
+            typed = _typed(plan, text) if self.direct else None
+            if typed is None:
+                rest.append(plan.name)
+            else:
+                out[plan.name] = typed
+        if rest:
+            columns = {n: texts.column(position[n]).to_pylist() for n in rest}
+            out.update(self._through_table(rows, columns, rest))
+        commit = commit_us.cast(_TIME)
+        out[LSN_COLUMN] = lsn
+        out[COMMITTED_COLUMN] = commit
+        out[DELETED_COLUMN] = pc.if_else(deleted, commit, pa.nulls(rows, _TIME))
+        return pa.RecordBatch.from_arrays([out[f.name] for f in self.schema], schema=self.schema)
 
     def _end(self) -> None:
         """End the read's transaction (its temporary table goes with it)."""
@@ -345,11 +438,11 @@ class ChangeStream:
             else:
                 out[plan.name] = typed
         if rest:
-            out.update(self._through_table(rows, columns, rest))
+            out.update(self._through_table(len(rows), columns, rest))
         return out
 
     def _through_table(
-        self, rows: list[Row], columns: dict[str, list[pgoutput.Value]], names: list[str]
+        self, rows: int, columns: Mapping[str, Sequence[pgoutput.Value]], names: list[str]
     ) -> dict[str, pa.Array]:
         """``names``' columns converted through the temporary table."""
         if self._temp is None:
@@ -370,7 +463,7 @@ class ChangeStream:
                 self._temp, sql.SQL(", ").join(sql.Identifier(n) for n in [_ORD, *names])
             )
             with cur.copy(target) as copy:
-                for row in zip(range(len(rows)), *(columns[n] for n in names), strict=True):
+                for row in zip(range(rows), *(columns[n] for n in names), strict=True):
                     copy.write_row(row)
         # The order column is read back too: a CSV line of a lone NULL column would be
         # empty, and Arrow's CSV reader skips empty lines.
@@ -422,6 +515,12 @@ def _direct(plan: ColumnPlan, values: list[pgoutput.Value]) -> pa.Array | None:
         text = pa.array(values, pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None  # a binary-format value: not text
+    return _typed(plan, text)
+
+
+def _typed(plan: ColumnPlan, text: pa.Array) -> pa.Array | None:
+    """``plan``'s column typed from a string array of the values' text, or None (see
+    ``_direct``)."""
     try:
         if plan.transport == "plain":
             if pa.types.is_string(plan.arrow):

@@ -19,6 +19,8 @@ hands whole blocks to the decoder (``RecordDecoder.decode_segments``).
 ``ReplicationReader`` streams a logical replication slot (``START_REPLICATION ...
 LOGICAL``, pgoutput) up to a given LSN, as chunks of ``(wal_position, message)``; its
 standby status updates only ever report the LSN it is told the slot is confirmed at.
+``TableChangeReader`` reads the same stream for one table, assembling its changes into
+whole transactions and Arrow batches of text columns in Rust.
 """
 
 from dativo_accel._core import (
@@ -28,6 +30,7 @@ from dativo_accel._core import (
     DecodedBatch,
     RecordDecoder,
     ReplicationReader,
+    TableChangeReader,
     __version__,
     encode_records,
     read_copy,
@@ -42,6 +45,7 @@ __all__ = [
     "DecodedBatch",
     "RecordDecoder",
     "ReplicationReader",
+    "TableChangeReader",
     "__version__",
     "encode_records",
     "read_copy",

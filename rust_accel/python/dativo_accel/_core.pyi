@@ -10,6 +10,7 @@ __all__ = [
     "DecodedBatch",
     "RecordDecoder",
     "ReplicationReader",
+    "TableChangeReader",
     "__version__",
     "encode_records",
     "read_copy",
@@ -249,3 +250,54 @@ class ReplicationReader:
     @property
     def server_lsn(self) -> int:
         """The highest WAL position the server reported (XLogData or keepalive)."""
+
+@final
+class TableChangeReader:
+    """One table's changes from a ``START_REPLICATION SLOT ... LOGICAL`` read (the
+    connection, ``upto`` and ``confirmed`` meanings are :class:`ReplicationReader`'s),
+    assembled in Rust into whole transactions in commit order, the way
+    ``tap_dativo_postgres.cdc.ChangeStream`` assembles them for the peek path.
+
+    Iterated as ``(batch, position, added)``: ``batch`` exports (``__arrow_c_array__``,
+    once) the wanted ``columns`` as text (utf8, null where the row has no value), then
+    ``_lsn`` (int64, the commit's end LSN), ``_commit_us`` (int64, microseconds since the
+    Unix epoch) and ``_deleted`` (bool); ``position`` is the end LSN of the batch's last
+    transaction; ``added`` is None, or, on the last item, the columns (not in ``known``)
+    whose Relation message stopped the read before the transaction that has them.
+
+    Args:
+        oid: The table's oid.
+        columns: The table columns wanted in the batches, in order.
+        keys: The primary key's columns (an update that changes them is a delete of the
+            old key, then the new row).
+        known: The columns the stream was discovered with.
+        batch_rows: A batch ends at the first commit that brings it to this many rows.
+
+    Raises:
+        CopyError: On a decode error, including an unchanged TOASTed value the WAL does
+            not carry (REPLICA IDENTITY DEFAULT), with the ALTER TABLE to run.
+    """
+
+    def __new__(
+        cls,
+        dsn: str,
+        slot: str,
+        publication: str,
+        start: int,
+        upto: int,
+        confirmed: int,
+        oid: int,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        known: Sequence[str],
+        batch_rows: int,
+        chunk: int = 4096,
+        tls: Mapping[str, str] | None = None,
+    ) -> TableChangeReader: ...
+    def __iter__(self) -> TableChangeReader: ...
+    def __next__(self) -> tuple[DecodedBatch, int, list[str] | None]: ...
+    def close(self) -> None:
+        """End the session (the server releases the slot as its backend exits)."""
+    @property
+    def reported_lsn(self) -> int:
+        """The highest LSN a standby status update reported as flushed (0: none sent)."""

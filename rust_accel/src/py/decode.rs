@@ -108,6 +108,15 @@ pub struct DecodedBatch {
     batch: Mutex<Option<RecordBatch>>,
 }
 
+impl DecodedBatch {
+    /// `batch`, to be exported once.
+    pub fn new(batch: RecordBatch) -> Self {
+        DecodedBatch {
+            batch: Mutex::new(Some(batch)),
+        }
+    }
+}
+
 #[pymethods]
 impl DecodedBatch {
     /// Export the batch as an Arrow C struct array with its schema (once).

@@ -12,4 +12,4 @@ mod repl;
 pub use copy::{read_copy, read_copy_parallel, ConnectError, CopyError, CopyReader};
 pub use decode::{record_run, DecodedBatch, RecordDecoder};
 pub use encode::encode_records;
-pub use repl::ReplicationReader;
+pub use repl::{ReplicationReader, TableChangeReader};

@@ -1,14 +1,19 @@
 //! The Python face of the replication client: `ReplicationReader`, an iterator of
 //! chunks of pgoutput messages (see `crate::repl`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+
+use arrow_array::RecordBatch;
+use bytes::Bytes;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::copy::{tls_config, CopyError};
+use super::decode::DecodedBatch;
 use crate::copy::Error;
+use crate::repl::changes::{Event, TableChanges};
 use crate::repl::{Replication, Request};
 
 fn to_py(e: Error) -> PyErr {
@@ -231,5 +236,160 @@ impl ReplicationReader {
     #[getter]
     fn server_lsn(&self) -> PyResult<u64> {
         Ok(self.with(|r| r.server_lsn)?.unwrap_or(0))
+    }
+}
+
+/// The state of a `TableChangeReader`: the stream, the assembler, and the messages of the
+/// last chunk not yet fed (a batch can end inside a chunk).
+struct TableRead {
+    replication: Replication,
+    changes: TableChanges,
+    queue: VecDeque<(u64, Bytes)>,
+    ended: bool,
+}
+
+/// What one step of a `TableChangeReader` gives.
+enum Step {
+    Batch(RecordBatch, u64, Option<Vec<String>>),
+    End,
+}
+
+impl TableRead {
+    fn step(&mut self, chunk: usize) -> Result<Step, Error> {
+        if self.ended {
+            return Ok(Step::End);
+        }
+        loop {
+            while let Some((_, data)) = self.queue.pop_front() {
+                match self.changes.feed(&data)? {
+                    Event::Nothing => {}
+                    Event::Batch => {
+                        let batch = self.changes.take()?;
+                        return Ok(Step::Batch(batch, self.changes.position, None));
+                    }
+                    Event::SchemaChange(added) => {
+                        self.ended = true;
+                        let batch = self.changes.take()?;
+                        return Ok(Step::Batch(batch, self.changes.position, Some(added)));
+                    }
+                }
+            }
+            let messages = self.replication.next_chunk(chunk)?;
+            if messages.is_empty() {
+                self.ended = true;
+                if self.changes.committed() == 0 {
+                    return Ok(Step::End);
+                }
+                let batch = self.changes.take()?;
+                return Ok(Step::Batch(batch, self.changes.position, None));
+            }
+            self.queue.extend(messages);
+        }
+    }
+}
+
+/// One table's changes read from a slot over `START_REPLICATION ... LOGICAL`, assembled
+/// in Rust (see `crate::repl::changes`): an iterator of `(batch, position, added)`, where
+/// `batch` exports (`__arrow_c_array__`) the wanted columns as text plus `_lsn`,
+/// `_commit_us` and `_deleted`; `position` is the end LSN of the batch's last transaction;
+/// `added` (the last item only) names the columns whose appearance stopped the read.
+#[pyclass(module = "dativo_accel", name = "TableChangeReader", frozen)]
+pub struct TableChangeReader {
+    inner: Mutex<Option<TableRead>>,
+    chunk: usize,
+}
+
+#[pymethods]
+impl TableChangeReader {
+    #[new]
+    #[pyo3(signature = (dsn, slot, publication, start, upto, confirmed, oid, columns, keys, known, batch_rows, chunk = 4096, tls = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        dsn: String,
+        slot: String,
+        publication: String,
+        start: u64,
+        upto: u64,
+        confirmed: u64,
+        oid: u32,
+        columns: Vec<String>,
+        keys: Vec<String>,
+        known: Vec<String>,
+        batch_rows: usize,
+        chunk: usize,
+        tls: Option<HashMap<String, String>>,
+    ) -> PyResult<Self> {
+        let request = Request {
+            dsn,
+            tls: tls_config(tls)?,
+            slot,
+            publication,
+            start,
+            upto,
+            confirmed,
+        };
+        let replication = py
+            .detach(move || Replication::start(&request))
+            .map_err(to_py)?;
+        let changes = TableChanges::new(oid, columns, keys, known, start, batch_rows);
+        Ok(TableChangeReader {
+            inner: Mutex::new(Some(TableRead {
+                replication,
+                changes,
+                queue: VecDeque::new(),
+                ended: false,
+            })),
+            chunk: chunk.max(1),
+        })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| CopyError::new_err("the replication reader is unusable after a panic"))?;
+        let Some(read) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let chunk = self.chunk;
+        match py.detach(|| read.step(chunk)).map_err(to_py)? {
+            Step::End => Ok(None),
+            Step::Batch(batch, position, added) => {
+                let batch = Bound::new(py, DecodedBatch::new(batch))?.into_any();
+                let added = match added {
+                    Some(names) => PyList::new(py, names)?.into_any(),
+                    None => py.None().into_bound(py),
+                };
+                let items = [batch, position.into_pyobject(py)?.into_any(), added];
+                PyTuple::new(py, items).map(Some)
+            }
+        }
+    }
+
+    /// End the session (the server releases the slot as its backend exits).
+    fn close(&self) -> PyResult<()> {
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| CopyError::new_err("the replication reader is unusable after a panic"))?;
+        if let Some(read) = guard.as_mut() {
+            read.replication.close();
+        }
+        Ok(())
+    }
+
+    /// The highest LSN a standby status update reported as flushed (0: none sent).
+    #[getter]
+    fn reported_lsn(&self) -> PyResult<u64> {
+        let guard = self
+            .inner
+            .lock()
+            .map_err(|_| CopyError::new_err("the replication reader is unusable after a panic"))?;
+        Ok(guard.as_ref().map_or(0, |r| r.replication.reported))
     }
 }

@@ -22,6 +22,8 @@
 //! `pg_logical_slot_peek_binary_changes(slot, upto, ...)` ends: transactions whose commit
 //! record starts before `upto` are delivered, later ones are not.
 
+pub mod changes;
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 #[cfg(unix)]
