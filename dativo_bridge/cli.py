@@ -14,29 +14,27 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
-from dativo_bridge.decrypt_cli import decrypt
-from dativo_bridge.delivery import StreamStats
 from dativo_bridge.errors import ConfigError, DativoError
-from dativo_bridge.foreign import ForeignTap, ForeignTarget, remove_stale_private_dirs
-from dativo_bridge.interfaces import ArrowReader, ArrowWriter
-from dativo_bridge.loading import load_class, registered_plugin
-from dativo_bridge.meltano_state import MODES, MeltanoStateStore, choose_state_store
-from dativo_bridge.plugins_cli import plugins
-from dativo_bridge.project import PluginDef, Project
-from dativo_bridge.redact import Redactor, secret_values
-from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult, run
-from dativo_bridge.sandbox_cli import sandbox
-from dativo_bridge.settings import target_schema, validated
-from dativo_bridge.state import StateStore
-from dativo_bridge.testkit.cli import init, test_plugin
+from dativo_bridge.state import STATE_STORE_MODES
+
+# What a subcommand or a code path needs is imported where it is used, so that `dativo
+# run` imports neither the other subcommands (decrypt's crypto and AWS modules, the
+# testkit, the sandbox launcher) nor rich's table and live display off a terminal, and
+# `dativo --help` or `dativo sandbox` not the runner (issue 22).
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dativo_bridge.delivery import StreamStats
+    from dativo_bridge.interfaces import ArrowReader, ArrowWriter
+    from dativo_bridge.project import PluginDef, Project
+    from dativo_bridge.redact import Redactor
+    from dativo_bridge.runner import RunInterrupted, RunResult
+    from dativo_bridge.state import StateStore
 
 logger = logging.getLogger("dativo")
 
@@ -63,6 +61,8 @@ def _human_bytes(n: float) -> str:
 def make_console(*, stderr: bool) -> Console:
     """A console for stdout or stderr; off a terminal (a file, a pipe, CI) it never wraps
     lines, so paths and messages are not split mid-word at 80 columns."""
+    from rich.console import Console
+
     console = Console(stderr=stderr)
     if console.is_terminal:
         return console
@@ -146,6 +146,8 @@ def stats_table(
 ) -> Table:
     """Rows, rows/s, Arrow memory, committed bytes on disk (where the files are local) and
     elapsed per stream; % and ETA for streams whose reader estimated their size."""
+    from rich.table import Table
+
     now = time.monotonic() if now is None else now
     table = Table(title=title)
     on_disk = {name: _disk_bytes(s.files) for name, s in streams.items()}
@@ -388,6 +390,11 @@ def resolve(plugin: PluginDef, project: Project) -> tuple[Any, dict[str, Any], l
     defaulted (a ConfigError names the plugin as meltano.yml does); a foreign plugin's is
     passed on as it is, for the plugin to check.
     """
+    from dativo_bridge.foreign import ForeignTap, ForeignTarget
+    from dativo_bridge.interfaces import ArrowReader, ArrowWriter
+    from dativo_bridge.loading import load_class, registered_plugin
+    from dativo_bridge.redact import secret_values
+
     config = dict(plugin.config)
     setting = CLASS_SETTINGS[plugin.kind]
     in_process = (
@@ -432,6 +439,10 @@ def _checked(
 ) -> tuple[dict[str, Any], list[str]]:
     """(validated config, its secrets); the secrets are found before validating, so that
     they are masked even in a validation error."""
+    from dativo_bridge.interfaces import ArrowWriter
+    from dativo_bridge.redact import Redactor, secret_values
+    from dativo_bridge.settings import target_schema, validated
+
     schema = cls.config_jsonschema
     if issubclass(cls, ArrowWriter):
         schema = target_schema(schema)
@@ -442,7 +453,36 @@ def _checked(
         raise ConfigError(Redactor(secrets).redact(str(exc))) from None
 
 
-@click.group()
+#: The subcommands other than ``run``: name -> (module, attribute). Their modules are
+#: imported when the command is called or listed (``dativo --help``), not by ``dativo run``.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "decrypt": ("dativo_bridge.decrypt_cli", "decrypt"),
+    "sandbox": ("dativo_bridge.sandbox_cli", "sandbox"),
+    "test-plugin": ("dativo_bridge.testkit.cli", "test_plugin"),
+    "init": ("dativo_bridge.testkit.scaffold", "init"),
+    "plugins": ("dativo_bridge.plugins_cli", "plugins"),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose LAZY_COMMANDS are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, attribute = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="dativo")
 def main() -> None:
     """Dativo: fast, type-faithful Singer taps and targets on Apache Arrow."""
@@ -470,7 +510,7 @@ def main() -> None:
 )
 @click.option(
     "--state-store",
-    type=click.Choice(MODES),
+    type=click.Choice(STATE_STORE_MODES),
     default="auto",
     show_default=True,
     envvar="DATIVO_STATE_STORE",
@@ -579,6 +619,14 @@ def run_command(
       130  interrupted by SIGINT (Ctrl-C)
       143  terminated by SIGTERM
     """
+    from rich.markup import escape
+
+    from dativo_bridge.foreign import ForeignTap, ForeignTarget, remove_stale_private_dirs
+    from dativo_bridge.meltano_state import MeltanoStateStore, choose_state_store
+    from dativo_bridge.project import Project
+    from dativo_bridge.redact import Redactor
+    from dativo_bridge.runner import Cancellation, RunInterrupted, RunResult
+
     console = make_console(stderr=True)
     setup_logging(log_level, log_format, console)
     debug = logging.getLogger().isEnabledFor(logging.DEBUG)
@@ -790,6 +838,8 @@ def _run_metrics(
 def plugin_version(name: str, plugin: Any) -> dict[str, Any]:
     """What ran as a plugin: its name, class, distribution and version (None where
     unknown: a user class outside any installed package, a foreign executable)."""
+    from dativo_bridge.foreign import ForeignTap, ForeignTarget
+
     if isinstance(plugin, ForeignTap | ForeignTarget):
         return {
             "name": name,
@@ -835,6 +885,8 @@ def _report_interrupt(
     log_format: str,
 ) -> None:
     """What an interrupted run committed (its last durable state) and that a rerun resumes."""
+    from rich.markup import escape
+
     name = signal.Signals(exc.signum).name
     committed = {n: s.committed_rows for n, s in exc.result.streams.items()}
     if exc.result.state:
@@ -866,6 +918,8 @@ def _run_with_display(
     progress_interval: float,
     **kwargs: Any,
 ) -> RunResult:
+    from dativo_bridge.runner import run
+
     if not console.is_terminal:
 
         def line(streams: Mapping[str, StreamStats], elapsed: float) -> None:
@@ -879,19 +933,14 @@ def _run_with_display(
         return run(
             source, destination, progress=line, progress_interval=progress_interval, **kwargs
         )
+    from rich.live import Live
+
     with Live(console=console, refresh_per_second=4, transient=True) as live:
 
         def progress(streams: Mapping[str, StreamStats], elapsed: float) -> None:
             live.update(stats_table(streams, elapsed, "running"))
 
         return run(source, destination, progress=progress, **kwargs)
-
-
-main.add_command(decrypt)
-main.add_command(sandbox)
-main.add_command(test_plugin)
-main.add_command(init)
-main.add_command(plugins)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,8 +12,6 @@ from typing import IO, Any
 
 import click
 
-from dativo_bridge.crypto.aws import decryption_providers
-from dativo_bridge.crypto.reading import iter_plaintext
 from dativo_bridge.errors import DativoError
 
 
@@ -112,6 +110,10 @@ def decrypt(
     expected = _parse_context(contexts)
     if not source.startswith("s3://") and not Path(source).is_file():
         raise click.ClickException(f"{source}: no such file (or use s3://bucket/key)")
+    # The crypto and AWS modules cost ~75 ms to import: only this command pays for them.
+    from dativo_bridge.crypto.aws import decryption_providers
+    from dativo_bridge.crypto.reading import iter_plaintext
+
     try:
         providers = decryption_providers(aws, kms_key_ids)
         chunks = iter_plaintext(source, providers, expected_context=expected, aws=aws)

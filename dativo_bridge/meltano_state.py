@@ -56,7 +56,7 @@ from urllib.parse import urlparse
 
 from dativo_bridge.errors import ConfigError, DativoError
 from dativo_bridge.project import Project, expand_env
-from dativo_bridge.state import RUN_KEY, LocalStateStore, StateStore
+from dativo_bridge.state import RUN_KEY, STATE_STORE_MODES, LocalStateStore, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 SINGER_STATE = "singer_state"
 SYSTEMDB = "systemdb"
 #: ``--state-store`` values: pick by the project, or force one.
-MODES = ("auto", "meltano", "local")
+MODES = STATE_STORE_MODES
 
 
 class StateStoreError(DativoError):

@@ -20,8 +20,9 @@ from typing import Any, cast
 import click
 
 from dativo_bridge.errors import PluginLoadError
-from dativo_bridge.interfaces import INTERFACE_VERSION, ArrowReader, ArrowWriter
-from dativo_bridge.loading import PLUGIN_GROUP, check_interface, describe_entry_point
+
+# interfaces (pyarrow) and loading are imported by the functions that use them: `dativo
+# --help` lists this command without paying for them.
 
 
 @dataclass
@@ -61,6 +62,7 @@ def _capabilities(ep: EntryPoint, cls: type) -> list[str]:
     """The capabilities of the plugin's singer-sdk class: the console script of the same
     name when it wraps this class, else the tap or target ``make_tap``/``make_target``
     builds around it."""
+    from dativo_bridge.interfaces import ArrowReader, ArrowWriter
     from dativo_bridge.plugin_docs import capabilities_of, plugin_class
     from dativo_bridge.sdk import make_tap, make_target
 
@@ -78,6 +80,9 @@ def _capabilities(ep: EntryPoint, cls: type) -> list[str]:
 
 
 def _row(ep: EntryPoint) -> PluginRow:
+    from dativo_bridge.interfaces import INTERFACE_VERSION, ArrowReader, ArrowWriter
+    from dativo_bridge.loading import check_interface, describe_entry_point
+
     dist = ep.dist
     row = PluginRow(
         name=ep.name,
@@ -112,6 +117,8 @@ def _row(ep: EntryPoint) -> PluginRow:
 
 def installed_plugins() -> list[PluginRow]:
     """Every ``dativo.plugins`` entry point, by name (one row per distinct entry point)."""
+    from dativo_bridge.loading import PLUGIN_GROUP
+
     seen: set[tuple[str, str]] = set()
     rows = []
     for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: (e.name, e.value)):
@@ -150,6 +157,8 @@ def _table(rows: list[PluginRow]) -> list[str]:
 def plugins(as_json: bool) -> None:
     """List the installed readers and writers (the dativo.plugins entry points) with their
     package versions, the interface version each was built for, and capabilities."""
+    from dativo_bridge.interfaces import INTERFACE_VERSION
+
     rows = installed_plugins()
     if as_json:
         document: dict[str, Any] = {

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from typing import TYPE_CHECKING, Any
 
 from dativo_bridge.batch_settings import BATCH_CLEANUP_SETTING
 from dativo_bridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+# jsonschema (~60 ms to import) is imported by validated(), its one user: the modules that
+# only read this module's constants (delivery, the runner) do not pay for it.
 
 #: Commit (and release STATE) after this many rows / seconds, unless a setting says otherwise.
 CHECKPOINT_ROWS = 1_000_000
@@ -190,6 +193,8 @@ def validated(
     Raises:
         ConfigError: A setting is missing or malformed (one line, no setting values).
     """
+    from jsonschema import Draft202012Validator
+
     filled = with_defaults(schema, config)
     errors = list(Draft202012Validator(dict(schema)).iter_errors(filled))
     if errors:
@@ -263,6 +268,8 @@ def _types(value: Any) -> str:
 
 
 def _expected(error: ValidationError) -> tuple[list[Any], str]:
+    from jsonschema.exceptions import best_match
+
     """(path of the setting, what was expected there) for one error, without its value."""
     path = list(error.absolute_path)
     rule, want, given = error.validator, error.validator_value, error.instance
@@ -302,6 +309,8 @@ def _expected(error: ValidationError) -> tuple[list[Any], str]:
 
 
 def _message(errors: list[ValidationError], plugin: str | None) -> str:
+    from jsonschema.exceptions import best_match
+
     first = best_match(errors)
     path, expected = _expected(first)
     name = _path(path)

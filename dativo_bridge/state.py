@@ -19,6 +19,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: way (``{"streams": [...], "completed": [...]}``); absent once a run read every stream.
 RUN_KEY = "dativo_run"
 
+#: ``--state-store`` values: pick by the project, or force one (``meltano_state.MODES``;
+#: here so that the ``dativo`` command defines its options without importing
+#: :mod:`dativo_bridge.meltano_state`).
+STATE_STORE_MODES = ("auto", "meltano", "local")
+
 
 class StateStore(abc.ABC):
     """Keeps the latest durable STATE value per state id."""

@@ -8,12 +8,33 @@ CPU, task count and wall clock (``watchdog``, ``launcher``) and stops it on a br
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-from dativo_bridge.sandbox import landlock
-from dativo_bridge.sandbox.launcher import Outcome, supervise
-from dativo_bridge.sandbox.policy import Policy
+if TYPE_CHECKING:
+    from dativo_bridge.sandbox.launcher import Outcome, supervise
+    from dativo_bridge.sandbox.policy import Policy
+
+#: Where each export lives; imported on first use (PEP 562), so that a module that only
+#: needs ``sandbox.plugins`` or ``sandbox.policy`` (dativo_bridge.foreign, so every
+#: ``dativo run``) does not import the launcher and its layers.
+_EXPORTS = {
+    "Outcome": "dativo_bridge.sandbox.launcher",
+    "supervise": "dativo_bridge.sandbox.launcher",
+    "Policy": "dativo_bridge.sandbox.policy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Outcome", "Policy", "check_layers", "supervise"]
 
@@ -21,6 +42,10 @@ __all__ = ["Outcome", "Policy", "check_layers", "supervise"]
 def check_layers(*, network: bool = False) -> str:
     """Which layers are active on this machine, as printed by ``dativo sandbox --check``:
     a probe child enters every layer (with a process limit) and exits."""
+    from dativo_bridge.sandbox import landlock
+    from dativo_bridge.sandbox.launcher import supervise
+    from dativo_bridge.sandbox.policy import Policy
+
     # Limits high enough never to bind, so that the probe makes the run's cgroups too.
     probe = Policy(command=[sys.executable], network=network, max_processes=1024, memory_mb=1 << 20)
     outcome = supervise(probe, probe=True)

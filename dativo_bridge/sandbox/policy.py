@@ -226,15 +226,19 @@ def command_line_fds(command: list[str]) -> tuple[int, ...]:
     return tuple(sorted(fds))
 
 
+#: ETC_SECRETS as one regular expression: what fnmatch.fnmatch matches on POSIX (no case
+#: folding), a single match per name instead of one fnmatch call per pattern (every
+#: sandboxed start walks /etc: ~1,200 names here, 13 ms with fnmatch, issue 19).
+_SECRET = re.compile("|".join(fnmatch.translate(pattern) for pattern in ETC_SECRETS))
+
+
 def _is_secret(name: str) -> bool:
-    return any(fnmatch.fnmatch(name, pattern) for pattern in ETC_SECRETS)
+    return _SECRET.match(name) is not None
 
 
 def _holds_secret(path: str) -> bool:
-    for _, dirs, files in os.walk(path):
-        if any(_is_secret(name) for name in (*dirs, *files)):
-            return True
-    return False
+    match = _SECRET.match
+    return any(any(map(match, (*dirs, *files))) for _, dirs, files in os.walk(path))
 
 
 def etc_paths(root: str = "/etc") -> list[str]:

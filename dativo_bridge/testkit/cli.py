@@ -17,15 +17,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dativo_bridge.errors import DativoError
-from dativo_bridge.interfaces import ArrowReader, ArrowWriter
-from dativo_bridge.loading import load_class
-from dativo_bridge.redact import process_redactor, redact, secret_values
 from dativo_bridge.testkit.scaffold import init
+
+if TYPE_CHECKING:
+    from dativo_bridge.interfaces import ArrowReader, ArrowWriter
+
+# interfaces (pyarrow), loading and redact are imported where used: `dativo --help` lists
+# this command without paying for them.
 
 #: The commands ``dativo`` adds (``main.add_command(test_plugin)``, ``main.add_command(init)``).
 __all__ = ["init", "load_plugin", "test_plugin"]
@@ -55,6 +58,9 @@ def load_plugin(reference: str) -> type[ArrowReader] | type[ArrowWriter]:
     Raises:
         DativoError: It cannot be loaded, or is neither a reader nor a writer.
     """
+    from dativo_bridge.interfaces import ArrowReader, ArrowWriter
+    from dativo_bridge.loading import load_class
+
     module = reference.split(":")[0]
     home = _home_of(module)
     if home is not None:
@@ -117,6 +123,8 @@ def test_plugin(
     as_json: bool,
 ) -> None:
     """Run the conformance suite on a reader or writer class (docs/testkit.md)."""
+    from dativo_bridge.interfaces import ArrowReader
+    from dativo_bridge.redact import process_redactor, redact, secret_values
     from dativo_bridge.testkit import run_reader_checks, run_writer_checks
 
     config = _json_file(config_file, "--config")

@@ -165,3 +165,81 @@ def test_s3_frame_size_default_is_the_crypto_formats() -> None:
     from target_dativo_s3.settings import CONFIG_JSONSCHEMA
 
     assert CONFIG_JSONSCHEMA["properties"]["frame_size"]["default"] == DEFAULT_FRAME_LENGTH
+
+
+_AT_EXIT = (
+    "import atexit, json, sys\n"
+    "atexit.register(lambda: sys.__stderr__.write('\\nMODULES ' + json.dumps(sorted(sys.modules))))\n"
+)
+
+#: What only some subcommands or code paths of `dativo` need (issue 22).
+NOT_FOR_RUN = (
+    "dativo_bridge.decrypt_cli",
+    "dativo_bridge.crypto",
+    "dativo_bridge.testkit",
+    "dativo_bridge.plugins_cli",
+    "dativo_bridge.sandbox_cli",
+    "dativo_bridge.sandbox.launcher",
+    "rich.table",
+    "rich.live",
+    "jsonschema",
+    "boto3",
+)
+
+
+def _under(loaded: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(
+        m for m in loaded if m in prefixes or m.startswith(tuple(f"{p}." for p in prefixes))
+    )
+
+
+def test_dativo_cli_imports_no_subcommand_and_no_runner() -> None:
+    loaded, _ = _loaded(_AT_EXIT + "import dativo_bridge.cli")
+    heavy = ("dativo_bridge.runner", "dativo_bridge.meltano_state", "pyarrow", "yaml", "rich")
+    assert not _under(loaded, NOT_FOR_RUN + heavy)
+
+
+def test_run_path_imports_only_what_run_uses() -> None:
+    """What `dativo run` imports before its plugins (run_command's own imports): none of
+    the other subcommands, the sandbox launcher, rich's table and live display, and no
+    jsonschema before a config is validated."""
+    code = _AT_EXIT + (
+        "import dativo_bridge.cli, rich.markup\n"
+        "import dativo_bridge.foreign, dativo_bridge.meltano_state, dativo_bridge.project\n"
+        "import dativo_bridge.redact, dativo_bridge.runner, dativo_bridge.loading\n"
+        "dativo_bridge.cli.make_console(stderr=True)"
+    )
+    loaded, _ = _loaded(code)
+    assert "dativo_bridge.runner" in loaded
+    assert not _under(loaded, NOT_FOR_RUN)
+
+
+def test_lazy_subcommands_are_listed_and_named_as_registered() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from dativo_bridge.cli import LAZY_COMMANDS, main
+
+    ctx = click.Context(main)
+    assert set(LAZY_COMMANDS) <= set(main.list_commands(ctx))
+    for name in LAZY_COMMANDS:
+        command = main.get_command(ctx, name)
+        assert command is not None and command.name == name
+    out = CliRunner().invoke(main, ["--help"]).output
+    for name in ("run", *LAZY_COMMANDS):
+        assert f"\n  {name} " in out, out
+    assert main.get_command(ctx, "no-such-command") is None
+
+
+def test_sandbox_cli_imports_no_runner_or_rich() -> None:
+    loaded, _ = _loaded(_AT_EXIT + "import dativo_bridge.sandbox_cli")
+    assert "dativo_bridge.sandbox.launcher" in loaded
+    heavy = (
+        "dativo_bridge.runner",
+        "pyarrow",
+        "rich",
+        "yaml",
+        "jsonschema",
+        "dativo_bridge.crypto",
+    )
+    assert not _under(loaded, heavy)
