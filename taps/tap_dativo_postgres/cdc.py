@@ -229,10 +229,7 @@ class ChangeStream:
 
         assert self.rust_dsn is not None
         pgslot.wait_until_free(self.conn, self.slot)
-        confirmed = pgslot.slot_position(self.conn, self.slot)
-        self.conn.commit()
-        if confirmed is None:
-            raise ReadError(f"{self.where}: replication slot '{self.slot}' does not exist")
+        confirmed = self._confirmed()
         wanted = [p.name for p in self.plans if p.name in self._types]
         try:
             stream = dativo_accel.TableChangeReader(
@@ -303,6 +300,14 @@ class ChangeStream:
         out[DELETED_COLUMN] = pc.if_else(deleted, commit, pa.nulls(rows, _TIME))
         return pa.RecordBatch.from_arrays([out[f.name] for f in self.schema], schema=self.schema)
 
+    def _confirmed(self) -> int:
+        """The slot's confirmed position (what the Rust client's status updates report)."""
+        confirmed = pgslot.slot_position(self.conn, self.slot)
+        self.conn.commit()
+        if confirmed is None:
+            raise ReadError(f"{self.where}: replication slot '{self.slot}' does not exist")
+        return confirmed
+
     def _end(self) -> None:
         """End the read's transaction (its temporary table goes with it)."""
         self.conn.rollback()
@@ -366,10 +371,7 @@ class ChangeStream:
             return
         import dativo_accel
 
-        confirmed = pgslot.slot_position(self.conn, self.slot)
-        self.conn.commit()
-        if confirmed is None:
-            raise ReadError(f"{self.where}: replication slot '{self.slot}' does not exist")
+        confirmed = self._confirmed()
         try:
             stream = dativo_accel.ReplicationReader(
                 self.rust_dsn,
